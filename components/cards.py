@@ -1,0 +1,160 @@
+"""Artifact cards and atomic writes (DESIGN.md section 4).
+
+Every artifact directory (data set, adapter, model, evaluation) carries a
+``card.json``: what it is, its lineage, and the sha256 of every file in it.
+:func:`verify_card` refuses a directory whose files differ from the card (a
+flipped byte, a missing file, an extra file). Every artifact is written under a
+temporary name beside its final path and renamed into place, so a crash never
+leaves a directory that looks complete.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from aicd.components.errors import IntegrityError
+
+CARD = "card.json"
+CARD_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under root except the card."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.relative_to(root).as_posix() != CARD:
+            out[path.relative_to(root).as_posix()] = sha256_file(path)
+    return out
+
+
+def artifact_digest(files: dict[str, str]) -> str:
+    """One digest for a whole artifact: the sha256 over its sorted file digests."""
+    joined = "\n".join(f"{name} {digest}" for name, digest in sorted(files.items()))
+    return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a file under a temporary name in the same folder, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_card(root: str | Path, kind: str, **fields: Any) -> dict[str, Any]:
+    """Hash every file under root and write ``card.json`` beside them.
+
+    ``kind`` is ``dataset``, ``adapter``, ``model`` or ``evaluation``; ``fields``
+    are the lineage and figures of that kind (base model, metrics, fingerprint, ...).
+    """
+    root = Path(root)
+    files = _files(root)
+    card = {"card_version": CARD_VERSION, "kind": kind, **fields,
+            "files": files, "digest": artifact_digest(files)}
+    atomic_write_text(root / CARD, json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
+    return card
+
+
+def read_card(root: str | Path) -> dict[str, Any]:
+    """The card of an artifact directory, without checking its files."""
+    path = Path(root) / CARD
+    if not path.is_file():
+        raise IntegrityError(f"{root} has no {CARD}: it is not an aicd artifact or was not written completely",
+                             "produce it again with the aicd step that makes it")
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise IntegrityError(f"{path} is not valid JSON ({err})", "produce the artifact again") from None
+    if not isinstance(card, dict) or not isinstance(card.get("files"), dict):
+        raise IntegrityError(f"{path} has no `files` table", "produce the artifact again")
+    return card
+
+
+def verify_card(root: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Check every file against the card; return the card or raise IntegrityError."""
+    root = Path(root)
+    card = read_card(root)
+    if kind is not None and card.get("kind") != kind:
+        raise IntegrityError(f"{root} is a {card.get('kind')!r} artifact, expected {kind!r}",
+                             f"pass a {kind} artifact")
+    expected: dict[str, str] = card["files"]
+    actual = _files(root)
+    problems = []
+    for name in sorted(set(expected) - set(actual)):
+        problems.append(f"missing file {name}")
+    for name in sorted(set(actual) - set(expected)):
+        problems.append(f"extra file {name}")
+    for name in sorted(set(expected) & set(actual)):
+        if expected[name] != actual[name]:
+            problems.append(f"{name} changed (sha256 {actual[name][:12]}..., card says {expected[name][:12]}...)")
+    if problems:
+        raise IntegrityError(f"{root} does not match its card: " + "; ".join(problems),
+                             "the artifact was modified or damaged; produce it again and never edit it in place")
+    if card.get("digest") != artifact_digest(expected):
+        raise IntegrityError(f"{root}: the card's digest does not match its files table",
+                             "the card was edited; produce the artifact again")
+    return card
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory; rename it to ``final`` on success.
+
+    On an exception the temporary directory is removed and ``final`` is untouched.
+    An existing ``final`` is replaced only after the new one is complete.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove ``.name.*.tmp`` / ``.name.old-*`` leftovers of interrupted writes."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        if path.name.startswith(".") and (path.name.endswith(".tmp") or ".old-" in path.name):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

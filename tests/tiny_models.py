@@ -1,0 +1,70 @@
+"""Tiny random models for fast tests: a config plus a BPE tokenizer trained on local text.
+
+Real transformers classes with random weights: a step of training or generation takes
+milliseconds, and the loading code under test is the same as for SmolLM2 or MiniLM.
+"""
+
+from pathlib import Path
+
+CORPUS = [
+    "What is AI? Artificial intelligence is the study of machines that think.",
+    "Do you like sports? I enjoy watching football and tennis.",
+    "How are you? I am fine, thank you for asking.",
+    "This drug worked wonders and I have no side effects.",
+    "Terrible medicine, awful side effects and no relief at all.",
+    "The pill was okay, nothing special, some mild headaches.",
+    "Tell me a joke. Why did the computer go to the doctor? It had a virus.",
+    "What is your name? My name is the support assistant.",
+] * 20
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def train_tokenizer(vocab_size: int = 256):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = ["<pad>", "<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                   bos_token="<s>", eos_token="</s>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_causal_lm(path: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama with random weights and a trained BPE tokenizer, saved as safetensors."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_encoder(path: Path, seed: int = 0) -> Path:
+    """A 2-layer BERT encoder (no head) with random weights, as MiniLM is shipped."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    tokenizer = train_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
+    BertModel(config).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
