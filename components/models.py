@@ -75,3 +75,38 @@ def format_prompt(tokenizer, instruction: str, template: str | None = None, syst
             {"role": "user", "content": instruction}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return f"{instruction}\n"
+
+
+def load_model_artifact(path: str | Path, labels: list[str] | None = None):
+    """(model, tokenizer, card) of an aicd Model artifact, digests verified first.
+
+    ``kind: adapter`` cards name their base model URI (``base_model``); the base is
+    loaded and the PEFT adapter applied on top. ``kind: model`` holds full weights.
+    ``labels`` is required for text-classification artifacts.
+    """
+    from aicd.components.cards import verify_card
+
+    card = verify_card(path)
+    kind, task = card.get("kind"), card.get("task", "causal-lm")
+    if kind not in ("adapter", "model"):
+        raise ModelError(f"{path} is a {kind!r} artifact, not an adapter or model",
+                         "pass the Model artifact a training step wrote")
+    classification = task == "text-classification"
+    if classification and not labels:
+        labels = card.get("labels")
+    if kind == "model":
+        uri = str(path)
+        model, tokenizer, _ = load_classifier(uri, labels) if classification else load_causal_lm(uri)
+        return model, tokenizer, card
+    from peft import PeftModel
+
+    base = card.get("base_model")
+    if not base:
+        raise ModelError(f"{path}/card.json names no base_model", "produce the adapter again with train_adapter")
+    model, _, _ = load_classifier(base, labels) if classification else load_causal_lm(base)
+    model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    model.eval()
+    # The adapter folder carries the tokenizer used in training (chat template included).
+    tokenizer = load_tokenizer(path) if (Path(path) / "tokenizer_config.json").exists() else load_tokenizer(
+        resolve_model(base))
+    return model, tokenizer, card
