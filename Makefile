@@ -45,6 +45,10 @@ test: install services
 test-fast: install
 	$(PY) -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
 
+# The performance suite (benchmarks/): ratios from CPU time with one thread; results in benchmarks/results/.
+bench: install
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m benchmarks
+
 lint: install
 	$(VENV)/bin/hadolint --failure-threshold warning images/*/Dockerfile
 
