@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from aicd.components.errors import AicdError
 
@@ -39,11 +40,105 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+@command("compile")
+def cmd_compile(args: argparse.Namespace) -> int:
+    from aicd.pipelines.submit import set_image_environment
+
+    set_image_environment(args.registry, args.tag)  # before any steps module is imported
+    from aicd.pipelines.platform import Platform
+    from aicd.pipelines.profiles import load_profile
+    from aicd.pipelines.stages import PIPELINES, build_pipeline
+    from aicd.pipelines.submit import compile_pipeline
+
+    platform = Platform(load_profile(args.profile))
+    names = args.pipelines or list(PIPELINES)
+    for name in names:
+        path = compile_pipeline(build_pipeline(name, platform), Path(args.out) / f"{name}.yaml")
+        print(f"{name}: {path}")
+    print(f"compiled {len(names)} pipeline(s) with profile {platform.profile.name}")
+    return 0
+
+
+def _spec_dict(path: str) -> dict:
+    from aicd.components.spec import load_spec, spec_dict
+
+    return spec_dict(load_spec(path))
+
+
+@command("run")
+def cmd_run(args: argparse.Namespace) -> int:
+    if not args.local:
+        raise AicdError(f"`aicd run {args.pipeline}` needs --local (this machine, kfp.local)",
+                        f"add --local, or send it to a cluster with `aicd submit {args.pipeline} --host URL`")
+    from aicd.pipelines.local import run_local
+    from aicd.pipelines.platform import Platform
+    from aicd.pipelines.profiles import load_profile
+    from aicd.pipelines.progress import StepPrinter, render_summary, write_summary
+    from aicd.pipelines.stages import build_pipeline
+
+    spec = _spec_dict(args.spec)
+    pipeline = build_pipeline(args.pipeline, Platform(load_profile(args.profile)))
+    print(f"running {args.pipeline} locally on {args.spec} (workdir {args.workdir}, "
+          f"cache {'off' if args.no_cache else 'on'})")
+    run = run_local(pipeline, {"spec": spec}, args.workdir, cache=not args.no_cache, listener=StepPrinter(),
+                    verbose=args.verbose)
+    render_summary(run)
+    print(f"summary: {write_summary(run, run.root / 'summary.json')}")
+    return 0
+
+
+@command("submit")
+def cmd_submit(args: argparse.Namespace) -> int:
+    from aicd.pipelines.submit import set_image_environment
+
+    set_image_environment(args.registry, args.tag)
+    import tempfile
+
+    from aicd.components.secrets import read_secret
+    from aicd.pipelines.platform import Platform
+    from aicd.pipelines.profiles import load_profile
+    from aicd.pipelines.stages import build_pipeline
+    from aicd.pipelines.submit import compile_pipeline, make_client, submit_pipeline
+
+    spec = _spec_dict(args.spec)
+    pipeline = build_pipeline(args.pipeline, Platform(load_profile(args.profile)))
+    token = read_secret(args.token_secret) if args.token_secret else None
+    recurring = args.pipeline == "continuous" and not args.once
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(pipeline, Path(tmp) / f"{args.pipeline}.yaml")
+        client = make_client(args.host, args.namespace, token)
+        done = submit_pipeline(client, package, f"{spec['name']}-{args.pipeline}", spec,
+                               experiment=args.experiment or spec["name"], recurring=recurring,
+                               schedule=args.schedule, namespace=args.namespace)
+    print(f"submitted {done.kind} {done.name} ({done.id}) to {args.host}")
+    return 0
+
+
+@command("serve")
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aicd.pipelines.services import serve
+
+    return serve(args.serve_args)
+
+
+@command("canary")
+def cmd_canary(args: argparse.Namespace) -> int:
+    from aicd.pipelines.services import canary
+
+    return canary(args)
+
+
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> int:
     from aicd.pipelines.demo import run_demo
 
-    return run_demo(args.spec, workdir=args.workdir)
+    return run_demo(args.spec, workdir=args.workdir, keep_serving=args.keep_serving)
+
+
+def _platform_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default=None, help="platform profile YAML, e.g. examples/profiles/gpu-cluster.yaml")
+    p.add_argument("--registry", default=None, help="image registry (sets AICD_IMAGE_REGISTRY)")
+    p.add_argument("--tag", default=None, help="image tag (sets AICD_IMAGE_TAG)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +149,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check spec files; print every problem")
     p.add_argument("specs", nargs="+", metavar="SPEC")
 
+    p = sub.add_parser("compile", help="write every pipeline (or the named ones) as KFP IR YAML")
+    p.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="poc, scoping, finetune, redesign, continuous")
+    p.add_argument("--out", default="build/pipelines", help="folder for <pipeline>.yaml")
+    _platform_options(p)
+
+    p = sub.add_parser("run", help="run a pipeline on this machine (kfp.local) with the content-hash cache")
+    p.add_argument("pipeline", metavar="PIPELINE")
+    p.add_argument("--local", action="store_true", help="run here with kfp.local (the only way `run` runs)")
+    p.add_argument("--spec", default="examples/support-bot/spec.yaml")
+    p.add_argument("--workdir", default=".aicd", help="runs/ (artifacts, logs) and cache/ go here")
+    p.add_argument("--no-cache", action="store_true", help="run every step even if its inputs did not change")
+    p.add_argument("--profile", default=None, help="platform profile YAML (default: the built-in local one)")
+
+    p = sub.add_parser("submit", help="send a pipeline to Kubeflow Pipelines (continuous: a recurring run)")
+    p.add_argument("pipeline", metavar="PIPELINE")
+    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
+    p.add_argument("--spec", default="examples/support-bot/spec.yaml")
+    p.add_argument("--namespace", default=None, help="Kubeflow profile namespace")
+    p.add_argument("--experiment", default=None, help="default: the spec's name")
+    p.add_argument("--schedule", default="0 0 */6 * * *", help="cron (with seconds) of the continuous run")
+    p.add_argument("--once", action="store_true", help="continuous: one run instead of a recurring run")
+    p.add_argument("--token-secret", default=None, help="Secret name holding a KFP bearer token (key `token`)")
+    _platform_options(p)
+
+    p = sub.add_parser("serve", help="start the predictor (python -m aicd.components.serving options follow)",
+                       add_help=False)
+    p.add_argument("serve_args", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("canary", help="step a canary up through Git, analysing Prometheus between steps")
+    p.add_argument("--spec", default="examples/support-bot/spec.yaml")
+    p.add_argument("--workdir", default=".aicd/canary", help="where the GitOps clone and reports go")
+
     p = sub.add_parser("demo", help="run the main job locally on the offline default")
     p.add_argument("--spec", default="examples/support-bot/spec.yaml")
     p.add_argument("--workdir", default=".aicd/demo", help="where artifacts go")
+    p.add_argument("--keep-serving", action="store_true", help="leave the predictor running at the end")
     return parser
 
 

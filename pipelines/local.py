@@ -1,0 +1,189 @@
+"""Run a pipeline on this machine with kfp.local, the project's cache and readable progress.
+
+kfp.local's SubprocessRunner runs every step in the current environment. Around its
+per-task executor this module adds: the content-hash cache (pipelines/cache.py),
+one progress line per task, and each task's log in a file instead of the terminal
+(shown when the task fails).
+"""
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aicd.components.errors import AicdError
+from aicd.pipelines.cache import ContentCache
+
+log = logging.getLogger(__name__)
+_CONTEXT = threading.local()
+
+
+class PipelineRunError(AicdError):
+    """A step of a local run failed."""
+
+
+@dataclass
+class TaskRecord:
+    name: str
+    status: str  # "ran" | "cached" | "failed"
+    seconds: float
+    outputs: dict[str, Any] = field(default_factory=dict)
+    log_file: str | None = None
+    cacheable: bool = True
+
+
+@dataclass
+class LocalRun:
+    pipeline: str
+    root: Path
+    tasks: list[TaskRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def task(self, name: str) -> TaskRecord | None:
+        return next((t for t in self.tasks if t.name == name), None)
+
+    def artifact_path(self, task: str, output: str) -> Path | None:
+        record = self.task(task)
+        value = record.outputs.get(output) if record else None
+        return Path(value.path) if hasattr(value, "path") else None
+
+
+Listener = Callable[[str, TaskRecord], None]
+
+
+def _log_to_file(full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
+    """Stand-in for kfp.local's run_local_subprocess that writes the step's output to a file."""
+    import os
+    import subprocess
+
+    target = getattr(_CONTEXT, "log_file", None)
+    env = {**os.environ, **(env_vars or {})}
+    if target is None:
+        return subprocess.run(full_command, env=env, check=False).returncode
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "a", encoding="utf-8") as fh:
+        return subprocess.run(full_command, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def _tail(path: str | None, lines: int = 40) -> str:
+    if not path or not Path(path).is_file():
+        return ""
+    return "\n".join(Path(path).read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def _instrumented(run: LocalRun, cache: ContentCache | None, listener: Listener | None,
+                  verbose: bool) -> Iterator[None]:
+    """Wrap kfp.local's execute_single_task with the cache, progress and log files."""
+    from kfp.local import executor_input_utils, logging_utils, status, subprocess_task_handler
+    from kfp.local.orchestrator import task_executor
+    from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
+
+    original_execute = task_executor.execute_single_task
+    original_subprocess = subprocess_task_handler.run_local_subprocess
+    original_logger = logging_utils.local_logger_context
+    original_line = logging_utils.print_horizontal_line
+
+    def execute(**kw):
+        task_spec, components = kw["task_spec"], kw["components"]
+        component_name = task_spec.component_ref.name
+        component_spec = components[component_name]
+        executor_spec = kw["executors"][component_spec.executor_label]
+        name = kw["task_name"]
+        task_root = executor_input_utils.construct_local_task_root(
+            kw["pipeline_root"], kw["pipeline_resource_name"],
+            executor_input_utils.get_local_task_resource_name(component_name))
+        record = TaskRecord(name=name, status="running", seconds=0.0, log_file=str(run.root / "logs" / f"{name}.log"),
+                            cacheable=bool(task_spec.caching_options.enable_cache))
+        started = time.monotonic()
+        if listener:
+            listener("start", record)
+        key = None
+        if cache is not None and record.cacheable and executor_spec.WhichOneof("spec") == "container":
+            arguments = OrchestratorUtils.make_task_arguments(task_inputs_spec=task_spec.inputs,
+                                                              io_store=kw["io_store"])
+            key = cache.key(component_spec, executor_spec, arguments)
+            hit = cache.get(key, task_root)
+            if hit is not None:
+                record.status, record.outputs = "cached", hit
+                record.seconds = time.monotonic() - started
+                run.tasks.append(record)
+                if listener:
+                    listener("end", record)
+                return hit, status.Status.SUCCESS
+        _CONTEXT.log_file = None if verbose else record.log_file
+        try:
+            outputs, task_status = original_execute(**kw)
+        finally:
+            _CONTEXT.log_file = None
+        record.seconds = time.monotonic() - started
+        record.outputs = outputs
+        record.status = "ran" if task_status == status.Status.SUCCESS else "failed"
+        if key is not None and record.status == "ran":
+            cache.put(key, outputs)
+        run.tasks.append(record)
+        if listener:
+            listener("end", record)
+        return outputs, task_status
+
+    @contextlib.contextmanager
+    def quiet_logger():
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            root.setLevel(level)
+
+    task_executor.execute_single_task = execute
+    if not verbose:
+        subprocess_task_handler.run_local_subprocess = _log_to_file
+        logging_utils.local_logger_context = quiet_logger
+        logging_utils.print_horizontal_line = lambda: None
+    try:
+        yield
+    finally:
+        task_executor.execute_single_task = original_execute
+        subprocess_task_handler.run_local_subprocess = original_subprocess
+        logging_utils.local_logger_context = original_logger
+        logging_utils.print_horizontal_line = original_line
+
+
+def run_local(pipeline, arguments: dict[str, Any], workdir: str | Path = ".aicd", *, cache: bool = True,
+              cache_dir: str | Path | None = None, listener: Listener | None = None,
+              verbose: bool = False) -> LocalRun:
+    """Run a compiled-in-memory pipeline with kfp.local (SubprocessRunner, current environment).
+
+    Artifacts go under ``<workdir>/runs``, cached outputs under ``cache_dir``
+    (default ``<workdir>/cache``). Raises :class:`PipelineRunError` naming the
+    failed step and showing the end of its log.
+    """
+    from kfp import local
+
+    workdir = Path(workdir).resolve()
+    root = workdir / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    name = getattr(pipeline, "name", "pipeline")
+    run = LocalRun(pipeline=name, root=root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1000000:06d}")
+    store = ContentCache(Path(cache_dir) if cache_dir else workdir / "cache") if cache else None
+    run.root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run.root), raise_on_error=True)
+    started = time.monotonic()
+    try:
+        with _instrumented(run, store, listener, verbose):
+            pipeline(**arguments)
+    except RuntimeError as err:
+        failed = next((t for t in run.tasks if t.status == "failed"), None)
+        if failed is None:
+            raise
+        raise PipelineRunError(f"step {failed.name} of pipeline {name} failed; the end of its log "
+                               f"({failed.log_file}):\n{_tail(failed.log_file)}",
+                               "fix the cause above and run again; finished steps come from the cache") from err
+    finally:
+        run.seconds = time.monotonic() - started
+    return run

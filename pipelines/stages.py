@@ -1,0 +1,20 @@
+"""The pipelines by name: each stage module has ``build(platform)`` returning a KFP pipeline.
+
+A pipeline is built when asked for (not at import), so ``aicd compile`` can set the
+image registry/tag and the platform profile first.
+"""
+
+import importlib
+
+from aicd.components.errors import AicdError
+from aicd.pipelines.platform import Platform
+
+PIPELINES = ("poc", "scoping", "finetune", "redesign", "continuous")
+
+
+def build_pipeline(name: str, platform: Platform | None = None):
+    """The KFP pipeline ``<name>_pipeline`` with the platform's settings applied to every task."""
+    if name not in PIPELINES:
+        raise AicdError(f"unknown pipeline {name!r}", f"use one of: {', '.join(PIPELINES)}")
+    module = importlib.import_module(f"aicd.pipelines.{name}")
+    return module.build(platform or Platform())
