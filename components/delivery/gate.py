@@ -1,0 +1,205 @@
+"""The gate: bless one candidate digest, or refuse it with reasons (DESIGN.md section 6.1).
+
+Inputs follow docs/contracts.md: the candidate's evaluation report, the paired
+comparison with the champion (``compare_models``; with no champion yet, the
+comparison with the base model's report), and the digest of the artifact that was
+evaluated. The blessing names that digest, so a different artifact can never ride
+on it (:func:`aicd.components.delivery.gitops.promote_adapter` checks it).
+"""
+
+import datetime as dt
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from aicd.components.cards import atomic_write_text
+from aicd.components.errors import DeliveryError
+from aicd.components.spec import METRICS, Spec
+
+log = logging.getLogger(__name__)
+BLESSING = "blessing.json"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+def model_id(model: dict[str, Any] | None) -> str | None:
+    """The identity of a served model: its artifact digest, or ``base:<uri>`` for a bare base model."""
+    if not model:
+        return None
+    if model.get("digest"):
+        return str(model["digest"])
+    if model.get("uri"):
+        return f"base:{model['uri']}"
+    return None
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _completeness(spec: Spec, report: dict[str, Any]) -> list[Check]:
+    needed = set(spec.metrics.gates.thresholds) | {spec.metrics.primary}
+    missing = sorted(m for m in needed if not isinstance(report["metrics"].get(m), dict))
+    checks = [Check("complete", report.get("complete") is True,
+                    "the evaluation report is complete" if report.get("complete") is True
+                    else "the evaluation report is marked incomplete; evaluate the whole split again")]
+    if missing:
+        checks.append(Check("metrics-present", False,
+                            f"the report lacks gated metric(s) {', '.join(missing)}; evaluate them"))
+    return checks
+
+
+def _thresholds(spec: Spec, metrics: dict[str, Any]) -> list[Check]:
+    checks = []
+    for metric, bound in sorted(spec.metrics.gates.thresholds.items()):
+        if not isinstance(metrics.get(metric), dict):
+            continue  # reported by _completeness
+        value = float(metrics[metric]["value"])
+        higher = METRICS[metric]
+        ok = value >= bound if higher else value <= bound
+        op = ">=" if higher else "<="
+        checks.append(Check(f"threshold:{metric}", ok,
+                            f"{metric} {_fmt(value)} {'' if ok else 'not '}{op} {_fmt(bound)} (threshold)"))
+    return checks
+
+
+def _paired(spec: Spec, comparison: dict[str, Any] | None) -> list[Check]:
+    gates = spec.metrics.gates
+    wanted = dict(gates.non_inferiority)
+    if not wanted and not gates.require_improvement:
+        return []
+    if comparison is None:
+        return [Check("comparison", False, "the gate needs a paired comparison with the champion (or the base "
+                                           "model) for its non-inferiority/improvement gates; none was given")]
+    checks = []
+    if abs(float(comparison.get("confidence", 0.0)) - gates.confidence) > 1e-9:
+        checks.append(Check("confidence", False, f"the comparison used confidence {comparison.get('confidence')}, "
+                                                 f"the spec asks {gates.confidence}; compare again"))
+    table = comparison.get("metrics", {})
+    for metric, margin in sorted(wanted.items()):
+        row = table.get(metric)
+        if not isinstance(row, dict):
+            checks.append(Check(f"non-inferiority:{metric}", False, f"the comparison lacks {metric}"))
+            continue
+        higher = METRICS[metric]
+        bound = float(row["low"] if higher else row["high"])
+        ok = bound >= -margin if higher else bound <= margin
+        side = "lower" if higher else "upper"
+        checks.append(Check(f"non-inferiority:{metric}", ok,
+                            f"{metric} diff {_fmt(row['diff'])}, {side} bound {_fmt(bound)} "
+                            f"{'within' if ok else 'beyond'} the margin {_fmt(margin)}"))
+    if gates.require_improvement:
+        checks.append(_improvement(spec.metrics.primary, table.get(spec.metrics.primary)))
+    return checks
+
+
+def _improvement(metric: str, row: dict[str, Any] | None) -> Check:
+    if not isinstance(row, dict):
+        return Check(f"improvement:{metric}", False, f"the comparison lacks the primary metric {metric}")
+    higher = METRICS[metric]
+    ok = float(row["low"]) > 0 if higher else float(row["high"]) < 0
+    return Check(f"improvement:{metric}", ok,
+                 f"{metric} diff {_fmt(row['diff'])} [{_fmt(row['low'])}, {_fmt(row['high'])}] "
+                 f"{'is' if ok else 'is not'} a significant improvement")
+
+
+def _behaviour(spec: Spec, report: dict[str, Any]) -> list[Check]:
+    results = report.get("behavioural") or {}
+    checks = []
+    for wanted in spec.metrics.behavioural:
+        got = results.get(wanted.name)
+        if not isinstance(got, dict):
+            checks.append(Check(f"behavioural:{wanted.name}", False,
+                                f"behavioural check {wanted.name!r} is missing from the report"))
+            continue
+        checks.append(Check(f"behavioural:{wanted.name}", got.get("passed") is True,
+                            f"behavioural {wanted.name} pass rate {_fmt(got.get('pass_rate', 0.0))} "
+                            f"(min {_fmt(got.get('min_pass_rate', wanted.min_pass_rate))})"))
+    for name, got in sorted(results.items()):
+        if name not in {b.name for b in spec.metrics.behavioural} and not got.get("passed", False):
+            checks.append(Check(f"behavioural:{name}", False, f"behavioural check {name!r} failed"))
+    probe = report.get("probe")
+    if spec.metrics.probe_prompts and not isinstance(probe, dict):
+        checks.append(Check("probe", False, "the spec lists probe prompts but the report has no probe result"))
+    elif isinstance(probe, dict):
+        checks.append(Check("probe", probe.get("passed") is True,
+                            f"probe: {probe.get('changed')}/{probe.get('total')} prompts changed"))
+    return checks
+
+
+def _validate(report: Any, candidate_digest: str | None) -> None:
+    if not isinstance(report, dict) or report.get("kind") != "evaluation" or not isinstance(
+            report.get("metrics"), dict):
+        raise DeliveryError("the candidate report is not an aicd evaluation report (kind 'evaluation' with metrics)",
+                            "pass the report.json the evaluation step wrote")
+    evaluated = (report.get("model") or {}).get("digest")
+    if evaluated != candidate_digest:
+        raise DeliveryError(f"the report evaluated {evaluated or 'the base model'}, but the candidate is "
+                            f"{candidate_digest or 'the base model'}",
+                            "gate the report of exactly the artifact you want to promote")
+
+
+def _summary(spec: Spec, report: dict[str, Any], comparison: dict[str, Any] | None) -> dict[str, Any]:
+    primary = spec.metrics.primary
+    out: dict[str, Any] = {"primary": primary, "n": report.get("n"),
+                           "candidate": report["metrics"].get(primary)}
+    if comparison and isinstance(comparison.get("metrics", {}).get(primary), dict):
+        out["comparison"] = comparison["metrics"][primary]
+    return out
+
+
+def gate_candidate(spec: Spec, candidate_report: dict[str, Any], comparison: dict[str, Any] | None,
+                   candidate_digest: str | None, champion: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Apply the spec's gates; return the blessing (docs/contracts.md) for ``candidate_digest``.
+
+    ``candidate_digest`` is the artifact card digest, or None for a bare base model.
+    ``champion`` is the ``model`` section of the report the comparison was made against
+    (the serving champion, or the base model when there is none yet).
+    """
+    _validate(candidate_report, candidate_digest)
+    checks = (_completeness(spec, candidate_report) + _thresholds(spec, candidate_report["metrics"])
+              + _paired(spec, comparison) + _behaviour(spec, candidate_report))
+    passed = all(c.passed for c in checks)
+    failed = [c.detail for c in checks if not c.passed]
+    blessing = {
+        "passed": passed,
+        "reasons": failed if failed else [c.detail for c in checks] or ["no gates configured"],
+        "candidate_digest": candidate_digest,
+        "candidate": candidate_report.get("model") or {},
+        "champion": champion,
+        "checks": [asdict(c) for c in checks],
+        "summary": _summary(spec, candidate_report, comparison),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    log.info("gate %s for %s: %s", "passed" if passed else "FAILED", candidate_digest, "; ".join(blessing["reasons"]))
+    return blessing
+
+
+def write_blessing(out_dir: str | Path, blessing: dict[str, Any]) -> Path:
+    path = Path(out_dir) / BLESSING
+    atomic_write_text(path, json.dumps(blessing, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_json(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON document written by another step (a report, comparison or blessing)."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / n for n in ("report.json", "comparison.json", BLESSING)]
+        path = next((p for p in candidates if p.is_file()), path / f"{what}.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DeliveryError(f"the {what} {path} does not exist", f"pass the {what} the previous step wrote") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DeliveryError(f"the {what} {path} is not valid JSON ({err})", f"produce the {what} again") from None
+    if not isinstance(data, dict):
+        raise DeliveryError(f"the {what} {path} is not a JSON object", f"produce the {what} again")
+    return data

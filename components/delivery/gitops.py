@@ -1,0 +1,228 @@
+"""Promotion through Git (DESIGN.md section 6.2): every rollout change is one commit.
+
+:func:`commit_overlay` is the one transaction: clone the GitOps repository, read the
+overlay's InferenceService, let an edit function check the state it expects
+(compare-and-swap: a stale change raises :class:`StaleChange`) and change it,
+commit, push. When the push is refused because the branch moved on, it fetches,
+rebases the edit onto the new tip (re-applies it there, so the compare-and-swap is
+checked again on what is now in Git) and retries. It never force-pushes; every
+attempt happens in a private clone, so a failure leaves nothing half-written.
+"""
+
+import logging
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aicd.components.cards import atomic_write_text
+from aicd.components.delivery import isvc
+from aicd.components.delivery.gate import model_id
+from aicd.components.delivery.git import PushRejected, check_repo_url, credentials_env, git
+from aicd.components.errors import DeliveryError
+from aicd.components.spec import Spec
+
+log = logging.getLogger(__name__)
+Edit = Callable[[dict[str, Any], isvc.RolloutState], str]
+
+
+class StaleChange(DeliveryError):
+    """Git no longer holds the champion or canary this change was decided against."""
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    action: str              # what the edit did: champion, canary, traffic, promote, rollback
+    commit: str | None       # the pushed commit (None when nothing changed)
+    branch: str              # where it was pushed
+    attempts: int
+    before: isvc.RolloutState
+    after: isvc.RolloutState
+
+
+def _clone(spec: Spec, env: dict[str, str], dest: Path) -> None:
+    gitops = spec.delivery.gitops
+    try:
+        git(["clone", "--quiet", "--no-tags", "--single-branch", "--branch", gitops.branch, gitops.repo, str(dest)],
+            None, env, "clone")
+    except DeliveryError as err:
+        if "remote branch" in err.message.lower() and "not found" in err.message.lower():
+            raise DeliveryError(f"the GitOps repository has no branch {gitops.branch!r}",
+                                "create it, or set `delivery.gitops.branch`") from None
+        raise
+    git(["config", "user.name", gitops.author_name], dest, env, "config")
+    git(["config", "user.email", gitops.author_email], dest, env, "config")
+
+
+def _overlay_file(spec: Spec, clone: Path) -> Path:
+    path = clone / spec.delivery.gitops.path / isvc.ISVC_FILE
+    if not path.is_file():
+        raise DeliveryError(f"the GitOps repository has no {spec.delivery.gitops.path}/{isvc.ISVC_FILE}",
+                            "set `delivery.gitops.path` to an overlay folder copied from aicd's manifests/overlays")
+    return path
+
+
+def _attempt(spec: Spec, clone: Path, env: dict[str, str], edit: Edit, message: str):
+    """Apply the edit on the clone's HEAD and commit it; (action, before, after, changed)."""
+    path = _overlay_file(spec, clone)
+    rel = path.relative_to(clone).as_posix()
+    doc = isvc.load(path.read_text(encoding="utf-8"), rel)
+    isvc.ensure_mode(doc, spec.delivery.serving.deployment_mode, rel)
+    before = isvc.state(doc)
+    action = edit(doc, before)
+    after = isvc.state(doc)
+    text = isvc.dump(doc)
+    if text == path.read_text(encoding="utf-8"):
+        return action, before, after, False
+    atomic_write_text(path, text)
+    git(["add", "--", rel], clone, env, "add")
+    git(["commit", "--quiet", "-m", message, "--", rel], clone, env, "commit")
+    return action, before, after, True
+
+
+def commit_overlay(spec: Spec, edit: Edit, message: str, branch: str | None = None) -> CommitResult:
+    """Clone, edit the overlay's InferenceService, commit and push, retrying on concurrent changes.
+
+    ``edit(doc, state)`` checks ``state`` (raising :class:`StaleChange`), changes ``doc`` in place
+    and returns the action's name. ``branch`` (pull-request mode) pushes a new branch instead.
+    """
+    gitops = spec.delivery.gitops
+    check_repo_url(gitops.repo)
+    target = branch or gitops.branch
+    with credentials_env(gitops) as env, tempfile.TemporaryDirectory(prefix="aicd-gitops-") as tmp:
+        clone = Path(tmp) / "repo"
+        _clone(spec, env, clone)
+        for attempt in range(1, gitops.max_retries + 1):
+            action, before, after, changed = _attempt(spec, clone, env, edit, message)
+            if not changed:
+                return CommitResult(action, None, target, attempt, before, after)
+            try:
+                git(["push", "--quiet", "origin", f"HEAD:refs/heads/{target}"], clone, env, "push")
+            except PushRejected:
+                if branch:
+                    raise DeliveryError(f"branch {branch!r} already exists in the GitOps repository",
+                                        "merge or delete that pull-request branch first") from None
+                log.info("push of %s refused (attempt %d): the branch moved on; fetching and rebasing",
+                         action, attempt)
+                git(["fetch", "--quiet", "origin", gitops.branch], clone, env, "fetch")
+                git(["reset", "--quiet", "--hard", f"origin/{gitops.branch}"], clone, env, "rebase")
+                time.sleep(random.uniform(0.0, 0.05 * attempt))
+                continue
+            commit = git(["rev-parse", "HEAD"], clone, env, "rev-parse").strip()
+            log.info("%s pushed to %s as %s", action, target, commit[:12])
+            return CommitResult(action, commit, target, attempt, before, after)
+    raise DeliveryError(f"gave up after {gitops.max_retries} attempts: the GitOps branch {gitops.branch!r} kept "
+                        "moving", "retry later, or raise `delivery.gitops.max_retries`")
+
+
+def _summary_lines(blessing: dict[str, Any]) -> list[str]:
+    summary = blessing.get("summary") or {}
+    primary, cand, comp = summary.get("primary"), summary.get("candidate") or {}, summary.get("comparison")
+    lines = []
+    if primary and cand:
+        lines.append(f"  {primary}: {cand.get('value'):.4g} [{cand.get('low'):.4g}, {cand.get('high'):.4g}] "
+                     f"on n={summary.get('n')}")
+    if primary and comp:
+        lines.append(f"  vs champion: {comp.get('champion'):.4g}, diff {comp.get('diff'):+.4g} "
+                     f"[{comp.get('low'):+.4g}, {comp.get('high'):+.4g}]")
+    return lines + [f"  {r}" for r in blessing.get("reasons", [])]
+
+
+def promotion_message(spec: Spec, ref: isvc.ModelRef, blessing: dict[str, Any], card: dict[str, Any] | None,
+                      expected: str | None) -> str:
+    """Commit message: what, the evaluation summary, lineage, and machine-readable trailers."""
+    short = ref.model_id.removeprefix("sha256:")[:12] if ref.model_id.startswith("sha256:") else ref.model_id
+    lines = [f"aicd: promote {short} in {spec.delivery.gitops.path}", "",
+             f"Candidate: {ref.model_id}", f"Base model: {ref.base_uri}",
+             f"Champion compared against: {expected or 'none (first champion)'}", "", "Gate: passed"]
+    lines += _summary_lines(blessing)
+    if card:
+        lines += ["", "Lineage:", f"  kind: {card.get('kind')}, method: {card.get('method')}",
+                  f"  base digest: {card.get('base_digest')}", f"  data fingerprint: {card.get('data_fingerprint')}",
+                  f"  hyperparameters: {card.get('hyperparameters')}"]
+    lines += ["", f"Aicd-Model-Id: {ref.model_id}", f"Aicd-Expected-Champion: {expected or 'none'}"]
+    return "\n".join(lines) + "\n"
+
+
+def _promotion_edit(spec: Spec, ref: isvc.ModelRef, expected: str | None) -> Edit:
+    """The compare-and-swap edit of a promotion: canary at the first step, or the first champion."""
+    def edit(doc: dict[str, Any], current: isvc.RolloutState) -> str:
+        first = current.champion is None and (expected is None or expected.startswith("base:"))
+        if current.champion != expected and not first:
+            raise StaleChange(f"stale promotion of {ref.model_id}: the gate compared it with {expected or 'no champion'}"
+                              f", but the champion in Git is now {current.champion or 'none'}",
+                              "evaluate and gate the candidate again against the current champion")
+        if current.champion == ref.model_id or current.canary == ref.model_id:
+            raise DeliveryError(f"{ref.model_id} is already the {'champion' if current.champion == ref.model_id else 'canary'}",
+                                "nothing to promote")
+        if current.champion is None:
+            isvc.set_champion(doc, spec, ref)
+            return "champion"
+        if current.canary:
+            log.warning("canary %s is superseded by %s", current.canary, ref.model_id)
+        isvc.start_canary(doc, spec, ref, spec.delivery.canary.steps[0])
+        return "canary"
+    return edit
+
+
+def _promote(spec: Spec, ref: isvc.ModelRef, blessing: dict[str, Any], card: dict[str, Any] | None) -> CommitResult:
+    expected = model_id(blessing.get("champion"))
+    message = promotion_message(spec, ref, blessing, card, expected)
+    branch = None
+    if spec.delivery.gitops.mode == "pull-request":
+        branch = f"aicd/promote-{ref.model_id.split(':', 1)[-1].replace('/', '-').replace('.', '-')[:40]}"
+    return commit_overlay(spec, _promotion_edit(spec, ref, expected), message, branch)
+
+
+def _check_blessing(blessing: dict[str, Any]) -> None:
+    if not isinstance(blessing, dict) or "passed" not in blessing:
+        raise DeliveryError("the blessing is not a gate output (a JSON object with `passed`)",
+                            "pass the blessing.json of gate_candidate")
+    if blessing["passed"] is not True:
+        raise DeliveryError("the gate did not pass this candidate: " + "; ".join(blessing.get("reasons", [])),
+                            "improve the candidate and evaluate it again; a failed gate is never promoted")
+
+
+def promote_adapter(spec: Spec, blessing: dict[str, Any], adapter_dir: str | Path,
+                    adapter_uri: str | None = None) -> CommitResult:
+    """Promote the blessed adapter (or full model) artifact at ``adapter_dir`` into the GitOps overlay.
+
+    The artifact's files are verified against its card and the card digest must equal the blessed
+    digest. ``adapter_uri`` is where the cluster fetches it (the pipeline's artifact URI); the local
+    directory path is used when it is not given.
+    """
+    from aicd.components.cards import verify_card
+
+    _check_blessing(blessing)
+    card = verify_card(adapter_dir)
+    if card["digest"] != blessing.get("candidate_digest"):
+        raise DeliveryError(f"refusing {adapter_dir}: its digest {card['digest']} is not the blessed digest "
+                            f"{blessing.get('candidate_digest')}",
+                            "promote exactly the artifact the gate evaluated; re-run the gate for this one")
+    uri = adapter_uri or str(Path(adapter_dir).resolve())
+    if card.get("kind") == "model":
+        ref = isvc.ModelRef(card["digest"], uri)
+    elif card.get("kind") == "adapter" and card.get("base_model"):
+        ref = isvc.ModelRef(card["digest"], card["base_model"], uri, spec.delivery.serving.name)
+    else:
+        raise DeliveryError(f"{adapter_dir} is a {card.get('kind')!r} artifact without a base model",
+                            "promote the Model artifact a training step wrote")
+    return _promote(spec, ref, blessing, card)
+
+
+def promote_base_model(spec: Spec, blessing: dict[str, Any], candidate: str | None = None) -> CommitResult:
+    """Deliver a base model with no adapter (the stage-1 choice) through the same gate and Git path.
+
+    It becomes the champion when the overlay has none yet, else the canary.
+    """
+    _check_blessing(blessing)
+    chosen = spec.candidate(candidate)
+    blessed = blessing.get("candidate") or {}
+    if blessing.get("candidate_digest") is not None or blessed.get("uri") != chosen.uri:
+        raise DeliveryError(f"the blessing is for {blessing.get('candidate_digest') or blessed.get('uri')}, "
+                            f"not for base model {chosen.name} ({chosen.uri})",
+                            "gate the evaluation report of this base model first")
+    return _promote(spec, isvc.ModelRef(f"base:{chosen.uri}", chosen.uri), blessing, None)

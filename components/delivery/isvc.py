@@ -1,0 +1,179 @@
+"""The overlay's InferenceService: the whole rollout state, as one YAML file in Git.
+
+Standard (raw) mode, KServe 0.20+: the champion is ``spec.predictor`` and the
+candidate is the single entry of the ``spec.canary`` list with its
+``trafficPercent``. Serverless (Knative) mode: the candidate replaces
+``spec.predictor`` with ``canaryTrafficPercent``, and the champion's predictor is
+kept in the annotation ``aicd.dev/stable-predictor`` so a rollback restores it from
+Git. Every predictor carries its model identity in the annotation
+``aicd.dev/model-id`` (an artifact digest, or ``base:<uri>`` for a bare base model)
+and its role in the label ``aicd.dev/role`` (``stable`` | ``canary``), which the
+monitoring component turns into the ``role`` label Prometheus queries select on.
+"""
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from aicd.components.errors import DeliveryError
+from aicd.components.spec import Spec
+
+ISVC_FILE = "inferenceservice.yaml"
+MODEL_ID = "aicd.dev/model-id"
+ROLE = "aicd.dev/role"
+STABLE_PREDICTOR = "aicd.dev/stable-predictor"
+MODE = "serving.kserve.io/deploymentMode"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a predictor serves: a base model, optionally with one adapter."""
+
+    model_id: str
+    base_uri: str
+    adapter_uri: str | None = None
+    adapter_name: str | None = None
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    champion: str | None
+    canary: str | None
+    traffic: int | None
+
+
+def load(text: str, where: str) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise DeliveryError(f"{where} is not valid YAML ({err})", "fix the file in the GitOps repository") from None
+    if not isinstance(doc, dict) or doc.get("kind") != "InferenceService" or not isinstance(
+            (doc.get("spec") or {}).get("predictor"), dict):
+        raise DeliveryError(f"{where} is not an InferenceService with spec.predictor",
+                            "copy manifests/overlays/<env>/inferenceservice.yaml from aicd into the GitOps repo")
+    return doc
+
+
+def dump(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=120)
+
+
+def _serverless(doc: dict[str, Any]) -> bool:
+    mode = (doc.get("metadata", {}).get("annotations") or {}).get(MODE, "Standard")
+    return mode == "Serverless"
+
+
+def ensure_mode(doc: dict[str, Any], mode: str, where: str) -> None:
+    """Make the file's deployment mode explicit; refuse a file that contradicts the spec."""
+    annotations = doc.setdefault("metadata", {}).setdefault("annotations", {})
+    declared = annotations.setdefault(MODE, mode)
+    if declared != mode:
+        raise DeliveryError(f"{where} declares {MODE}: {declared}, but `delivery.serving.deployment_mode` is {mode}",
+                            "make the spec and the overlay agree")
+
+
+def _id(predictor: dict[str, Any] | None) -> str | None:
+    return ((predictor or {}).get("annotations") or {}).get(MODEL_ID)
+
+
+def state(doc: dict[str, Any]) -> RolloutState:
+    spec = doc["spec"]
+    if _serverless(doc):
+        stable = (doc["metadata"].get("annotations") or {}).get(STABLE_PREDICTOR)
+        if stable is None:
+            return RolloutState(_id(spec["predictor"]), None, None)
+        return RolloutState(_id(json.loads(stable)), _id(spec["predictor"]),
+                            spec["predictor"].get("canaryTrafficPercent"))
+    canary = spec.get("canary") or []
+    if len(canary) > 1:
+        raise DeliveryError(f"the InferenceService has {len(canary)} canaries; aicd manages exactly one",
+                            "remove the extra spec.canary entries in the GitOps repository")
+    if not canary:
+        return RolloutState(_id(spec["predictor"]), None, None)
+    return RolloutState(_id(spec["predictor"]), _id(canary[0]["predictor"]), canary[0].get("trafficPercent"))
+
+
+def predictor_args(spec: Spec, ref: ModelRef) -> list[str]:
+    """The predictor's command-line arguments (docs/contracts.md, Predictor) for one model."""
+    serving = spec.delivery.serving
+    # Clients always ask for the service's name: the adapter answers to it when there is one.
+    model_name = f"{serving.name}-base" if ref.adapter_uri else serving.name
+    args = ["--base", ref.base_uri, "--task", spec.task.type, "--model-name", model_name,
+            "--max-batch-size", str(serving.max_batch_size), "--max-batch-wait-ms", f"{serving.max_batch_wait_ms:g}",
+            "--max-body-bytes", str(serving.max_body_bytes)]
+    if spec.task.type == "text-classification":
+        args += ["--labels", ",".join(spec.task.labels)]
+    if ref.adapter_uri:
+        args += ["--adapter", f"{ref.adapter_name}={ref.adapter_uri}"]
+    return args
+
+
+def build_predictor(template: dict[str, Any], spec: Spec, ref: ModelRef, role: str) -> dict[str, Any]:
+    """A predictor for ``ref``: the champion's predictor with the model identity, arguments and role replaced."""
+    predictor = copy.deepcopy(template)
+    predictor.pop("canaryTrafficPercent", None)
+    predictor["annotations"] = {**(predictor.get("annotations") or {}), MODEL_ID: ref.model_id}
+    predictor["labels"] = {**(predictor.get("labels") or {}), ROLE: role}
+    model = predictor.setdefault("model", {})
+    model["args"] = predictor_args(spec, ref)
+    return predictor
+
+
+def _with_role(predictor: dict[str, Any], role: str) -> dict[str, Any]:
+    out = copy.deepcopy(predictor)
+    out.pop("canaryTrafficPercent", None)
+    out["labels"] = {**(out.get("labels") or {}), ROLE: role}
+    return out
+
+
+def set_champion(doc: dict[str, Any], spec: Spec, ref: ModelRef) -> None:
+    """Serve ``ref`` as the champion directly (the first champion: nothing to compare a canary with)."""
+    doc["spec"]["predictor"] = build_predictor(doc["spec"]["predictor"], spec, ref, "stable")
+    if _serverless(doc):
+        (doc["metadata"].get("annotations") or {}).pop(STABLE_PREDICTOR, None)
+    else:
+        doc["spec"]["canary"] = []
+
+
+def start_canary(doc: dict[str, Any], spec: Spec, ref: ModelRef, traffic: int) -> None:
+    """Declare ``ref`` as the canary at ``traffic`` percent, replacing any canary in flight."""
+    if _serverless(doc):
+        annotations = doc["metadata"].setdefault("annotations", {})
+        stable = json.loads(annotations[STABLE_PREDICTOR]) if STABLE_PREDICTOR in annotations else doc["spec"][
+            "predictor"]
+        annotations[STABLE_PREDICTOR] = json.dumps(_with_role(stable, "stable"), sort_keys=True)
+        predictor = build_predictor(stable, spec, ref, "canary")
+        predictor["canaryTrafficPercent"] = traffic
+        doc["spec"]["predictor"] = predictor
+        return
+    predictor = build_predictor(doc["spec"]["predictor"], spec, ref, "canary")
+    doc["spec"]["canary"] = [{"trafficPercent": traffic, "predictor": predictor}]
+
+
+def set_traffic(doc: dict[str, Any], traffic: int) -> None:
+    if _serverless(doc):
+        doc["spec"]["predictor"]["canaryTrafficPercent"] = traffic
+    else:
+        doc["spec"]["canary"][0]["trafficPercent"] = traffic
+
+
+def promote_canary(doc: dict[str, Any]) -> None:
+    """The canary becomes the champion; no canary remains."""
+    if _serverless(doc):
+        doc["spec"]["predictor"] = _with_role(doc["spec"]["predictor"], "stable")
+        doc["metadata"]["annotations"].pop(STABLE_PREDICTOR, None)
+        return
+    doc["spec"]["predictor"] = _with_role(doc["spec"]["canary"][0]["predictor"], "stable")
+    doc["spec"]["canary"] = []
+
+
+def rollback_canary(doc: dict[str, Any]) -> None:
+    """Remove the canary; the champion keeps all traffic."""
+    if _serverless(doc):
+        stable = doc["metadata"]["annotations"].pop(STABLE_PREDICTOR)
+        doc["spec"]["predictor"] = json.loads(stable)
+        return
+    doc["spec"]["canary"] = []

