@@ -101,8 +101,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from aicd.pipelines.submit import compile_pipeline, make_client, submit_pipeline
 
     spec = _spec_dict(args.spec)
-    pipeline = build_pipeline(args.pipeline, Platform(load_profile(args.profile)))
     token = read_secret(args.token_secret) if args.token_secret else None
+    pipeline = build_pipeline(args.pipeline, Platform(load_profile(args.profile)))
     recurring = args.pipeline == "continuous" and not args.once
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(pipeline, Path(tmp) / f"{args.pipeline}.yaml")
@@ -125,14 +125,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_canary(args: argparse.Namespace) -> int:
     from aicd.pipelines.services import canary
 
-    return canary(args)
+    return canary(args.spec, args.workdir)
 
 
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> int:
     from aicd.pipelines.demo import run_demo
 
-    return run_demo(args.spec, workdir=args.workdir, keep_serving=args.keep_serving)
+    return run_demo(args.spec, workdir=args.workdir)
 
 
 def _platform_options(p: argparse.ArgumentParser) -> None:
@@ -184,7 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the main job locally on the offline default")
     p.add_argument("--spec", default="examples/support-bot/spec.yaml")
     p.add_argument("--workdir", default=".aicd/demo", help="where artifacts go")
-    p.add_argument("--keep-serving", action="store_true", help="leave the predictor running at the end")
     return parser
 
 

@@ -1,32 +1,37 @@
-"""``make demo``: run the main job locally on the offline default.
+"""``make demo``: the main job, locally, on the offline default.
 
-Today this runs the parts that exist, for real: validate the spec, resolve the
-candidate model from its offline package (converting the GGUF once), load it with
-transformers and answer the spec's probe prompts greedily.
+finetune pipeline under kfp.local (ingest -> train an adapter -> evaluate against the
+base -> gate -> promote into a local bare GitOps repository), then the predictor on
+127.0.0.1 serving the promoted adapter, asked through the official OpenAI client,
+then a summary. Whatever part cannot run says so and the demo exits non-zero: it
+never reports success it did not have.
 """
 
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
-from aicd.components.spec import load_spec
+from rich.console import Console
+
+from aicd.components.errors import AicdError
+from aicd.components.spec import Spec, load_spec, spec_dict
 
 log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE = ROOT / "examples" / "profiles" / "local.yaml"
 
 
-def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
+def probe_base_model(spec: Spec, console: Console) -> list[tuple[str, str]]:
+    """Answer the probe prompts with the base model in this process (no adapter, no server)."""
     import torch
 
     from aicd.components.models import format_prompt, load_causal_lm
 
-    started = time.monotonic()
-    spec = load_spec(spec_path)
-    Path(workdir).mkdir(parents=True, exist_ok=True)
     candidate = spec.candidate()
-    print(f"spec {spec_path}: ok ({spec.name}, {spec.task.type})")
-    model, tokenizer, model_dir = load_causal_lm(candidate.uri)
-    print(f"model {candidate.name}: {candidate.uri} -> {model_dir}")
+    model, tokenizer, _ = load_causal_lm(candidate.uri)
     torch.manual_seed(spec.metrics.seed)
+    answers = []
     for question in spec.metrics.probe_prompts or ["Hello, who are you?"]:
         prompt = format_prompt(tokenizer, question, candidate.prompt_template or spec.task.prompt_template,
                                spec.task.system_prompt)
@@ -35,6 +40,85 @@ def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
             out = model.generate(**inputs, max_new_tokens=spec.metrics.max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
         answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-        print(f"Q: {question}\nA: {answer}")
-    print(f"demo finished in {time.monotonic() - started:.1f}s")
-    return 0
+        console.print(f"  Q: {question}\n  A (base model, in process): {answer}")
+        answers.append((question, answer))
+    return answers
+
+
+def _run_pipeline(spec: Spec, workdir: Path, console: Console):
+    from aicd.pipelines.local import run_local
+    from aicd.pipelines.platform import Platform
+    from aicd.pipelines.profiles import load_profile
+    from aicd.pipelines.progress import StepPrinter, render_summary, write_summary
+    from aicd.pipelines.stages import build_pipeline
+
+    pipeline = build_pipeline("finetune", Platform(load_profile(PROFILE)))
+    console.rule("finetune pipeline (kfp.local)")
+    run = run_local(pipeline, {"spec": spec_dict(spec)}, workdir, listener=StepPrinter(console))
+    render_summary(run, console)
+    write_summary(run, run.root / "summary.json")
+    return run
+
+
+def _serve_and_ask(spec: Spec, adapter: Path, workdir: Path, console: Console) -> list[tuple[str, str]]:
+    from aicd.pipelines.services import ask, running_predictor
+
+    console.rule("serving the adapter (127.0.0.1) and asking through the OpenAI client")
+    name = spec.delivery.serving.name
+    answers = []
+    with running_predictor(spec.candidate().uri, {name: str(adapter)}, workdir / "serving") as predictor:
+        console.print(f"predictor ready at {predictor.url} (pid {predictor.pid}, log {predictor.log_file})")
+        for question in spec.metrics.probe_prompts or ["Hello, who are you?"]:
+            answer = ask(predictor, name, question, spec.metrics.max_new_tokens)
+            console.print(f"  Q: {question}\n  A ({name} adapter via {predictor.openai_base}): {answer}")
+            answers.append((question, answer))
+    return answers
+
+
+def _ensure_gitops(spec: Spec, console: Console) -> None:
+    from aicd.pipelines.gitops import ensure_gitops_repo
+
+    gitops = spec.delivery.gitops
+    if "://" in gitops.repo or ":" in gitops.repo.split("/")[0]:
+        return  # a remote repository: it exists already
+    if ensure_gitops_repo(gitops.repo, gitops.branch, ROOT / "manifests"):
+        console.print(f"created the local GitOps repository {gitops.repo} (branch {gitops.branch}) from manifests/")
+
+
+def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
+    from aicd.pipelines.stages import StepsMissing
+
+    console = Console(highlight=False)
+    started = time.monotonic()
+    spec = load_spec(spec_path)
+    work = Path(workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    console.print(f"spec {spec_path}: ok ({spec.name}, {spec.task.type}, base {spec.candidate().uri})")
+    missing: list[str] = []
+    summary: dict[str, Any] = {}
+    _ensure_gitops(spec, console)
+    try:
+        run = _run_pipeline(spec, work, console)
+    except StepsMissing as err:
+        missing.append(str(err))
+        run = None
+    if run is not None:
+        summary["pipeline"] = f"{run.pipeline}: {len(run.tasks)} step(s), {run.seconds:.0f}s, artifacts {run.root}"
+        adapter = run.artifact_path("train-adapter", "adapter")
+        if adapter is None:
+            missing.append("the finetune pipeline produced no adapter (train_adapter missing or failed)")
+        else:
+            summary["adapter"] = str(adapter)
+            summary["answers"] = _serve_and_ask(spec, adapter, work, console)
+    if missing:
+        console.rule("[red]demo incomplete")
+        for line in missing:
+            console.print(f"[red]missing:[/] {line}")
+        console.print("what exists, for real: the base model answering the probe prompts")
+        probe_base_model(spec, console)
+    console.rule("summary")
+    for key, value in summary.items():
+        console.print(f"{key}: {value}")
+    elapsed = time.monotonic() - started
+    console.print(f"demo {'INCOMPLETE' if missing else 'finished'} in {elapsed:.0f}s ({elapsed / 60:.1f} min)")
+    return 1 if missing else 0

@@ -12,9 +12,17 @@ from aicd.pipelines.platform import Platform
 PIPELINES = ("poc", "scoping", "finetune", "redesign", "continuous")
 
 
+class StepsMissing(AicdError):
+    """A pipeline needs steps that are not installed in this environment."""
+
+
 def build_pipeline(name: str, platform: Platform | None = None):
     """The KFP pipeline ``<name>_pipeline`` with the platform's settings applied to every task."""
     if name not in PIPELINES:
         raise AicdError(f"unknown pipeline {name!r}", f"use one of: {', '.join(PIPELINES)}")
-    module = importlib.import_module(f"aicd.pipelines.{name}")
-    return module.build(platform or Platform())
+    try:
+        module = importlib.import_module(f"aicd.pipelines.{name}")
+        return module.build(platform or Platform())
+    except ImportError as err:
+        raise StepsMissing(f"pipeline {name} cannot be built: {err}",
+                           "install the aicd version that ships these steps (pip install -e .)") from err

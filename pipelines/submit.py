@@ -43,7 +43,7 @@ def compile_pipeline(pipeline, path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.yaml", dir=path.parent)
     os.close(fd)
     try:
         compiler.Compiler().compile(pipeline_func=pipeline, package_path=tmp)

@@ -1,0 +1,127 @@
+"""The `aicd` CLI: run/compile/submit argument handling, clear errors and exit codes.
+
+No KFP API server can run on this machine: `submit` is tested with a fake object
+standing in for kfp.Client (it records the calls and reads the compiled package).
+"""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import dsl
+
+from aicd.components.spec import load_spec, spec_dict
+from aicd.pipelines import cli, stages, submit
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = str(ROOT / "examples" / "support-bot" / "spec.yaml")
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def echo_spec(spec: dict) -> str:
+    return spec["name"]
+
+
+def _toy(name: str):
+    @dsl.pipeline(name=f"aicd-{name}")
+    def toy(spec: dict):
+        echo_spec(spec=spec)
+    return toy
+
+
+class FakeKfpClient:
+    """Stands in for kfp.Client (the KFP API server); records what aicd sends."""
+
+    def __init__(self, fail: Exception | None = None):
+        self.calls: list[tuple[str, dict]] = []
+        self.fail = fail
+
+    def _package(self, path: str) -> dict:
+        return yaml.safe_load(open(path).read().split("\n---\n")[0])
+
+    def create_run_from_pipeline_package(self, pipeline_file, arguments=None, run_name=None, experiment_name=None,
+                                         namespace=None, **_):
+        if self.fail:
+            raise self.fail
+        self.calls.append(("run", {"package": self._package(pipeline_file), "arguments": arguments,
+                                   "run_name": run_name, "experiment": experiment_name, "namespace": namespace}))
+        return type("RunPipelineResult", (), {"run_id": "run-123"})()
+
+    def get_experiment(self, experiment_id=None, experiment_name=None, namespace=None):
+        raise ValueError(f"No experiment is found with name {experiment_name}")
+
+    def create_experiment(self, name, description=None, namespace=None):
+        self.calls.append(("experiment", {"name": name, "namespace": namespace}))
+        return type("Experiment", (), {"experiment_id": "exp-1"})()
+
+    def create_recurring_run(self, experiment_id, job_name, cron_expression=None, params=None,
+                             pipeline_package_path=None, max_concurrency=None, no_catchup=None, **_):
+        self.calls.append(("recurring", {"experiment_id": experiment_id, "job_name": job_name,
+                                         "cron": cron_expression, "params": params, "max_concurrency": max_concurrency,
+                                         "package": self._package(pipeline_package_path)}))
+        return type("RecurringRun", (), {"recurring_run_id": "rr-9"})()
+
+
+@pytest.fixture
+def fake_kfp(monkeypatch):
+    client = FakeKfpClient()
+    hosts = []
+
+    def make_client(host, namespace=None, token=None):
+        hosts.append((host, namespace, token))
+        return client
+
+    monkeypatch.setattr(submit, "make_client", make_client)
+    monkeypatch.setattr(stages, "build_pipeline", lambda name, platform=None: _toy(name))
+    client.hosts = hosts
+    return client
+
+
+def test_submit_finetune_creates_one_run(fake_kfp, capsys):
+    code = cli.main(["submit", "finetune", "--host", "http://127.0.0.1:1/pipeline", "--spec", SPEC,
+                     "--namespace", "team-a"])
+    assert code == 0
+    assert fake_kfp.hosts == [("http://127.0.0.1:1/pipeline", "team-a", None)]
+    [(kind, call)] = fake_kfp.calls
+    assert kind == "run"
+    assert call["package"]["pipelineInfo"]["name"] == "aicd-finetune"
+    assert call["arguments"] == {"spec": spec_dict(load_spec(SPEC))}
+    assert (call["run_name"], call["experiment"]) == ("support-bot-finetune", "support-bot")
+    assert "submitted run support-bot-finetune (run-123)" in capsys.readouterr().out
+
+
+def test_submit_continuous_creates_a_recurring_run(fake_kfp):
+    code = cli.main(["submit", "continuous", "--host", "http://127.0.0.1:1", "--spec", SPEC,
+                     "--schedule", "0 30 2 * * *"])
+    assert code == 0
+    assert [k for k, _ in fake_kfp.calls] == ["experiment", "recurring"]
+    recurring = fake_kfp.calls[1][1]
+    assert recurring["experiment_id"] == "exp-1"
+    assert recurring["cron"] == "0 30 2 * * *"
+    assert recurring["max_concurrency"] == 1
+    assert recurring["params"] == {"spec": spec_dict(load_spec(SPEC))}
+    assert recurring["package"]["pipelineInfo"]["name"] == "aicd-continuous"
+
+
+def test_submit_refused_is_a_clear_error(fake_kfp, capsys):
+    fake_kfp.fail = ConnectionError("connection refused")
+    assert cli.main(["submit", "poc", "--host", "http://127.0.0.1:1", "--spec", SPEC]) == 2
+    err = capsys.readouterr().err
+    assert "aicd submit: error: the KFP endpoint refused support-bot-poc: ConnectionError: connection refused" in err
+    assert "fix: check --host" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "finetune"], "`aicd run finetune` needs --local"),
+    (["run", "nosuch", "--local", "--spec", SPEC], "unknown pipeline 'nosuch'\n  fix: use one of: poc, scoping, finetune"),
+    (["compile", "nosuch"], "unknown pipeline 'nosuch'"),
+    (["compile", "poc", "--profile", "nope.yaml"], "nope.yaml does not exist; pass a profile such as"),
+    (["run", "finetune", "--local", "--spec", "nope.yaml"], "nope.yaml does not exist; pass the path of a spec.yaml"),
+    (["submit", "poc", "--host", "http://127.0.0.1:1", "--spec", SPEC, "--token-secret", "kfp-token"],
+     "secret 'kfp-token' (key 'token') is not available"),
+])
+def test_bad_input_is_one_message_and_exit_2(argv, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("AICD_SECRETS_DIR", str(tmp_path))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
