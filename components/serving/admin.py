@@ -1,0 +1,108 @@
+"""Run-time adapter management (bearer token) and the feedback endpoint.
+
+- ``GET/POST /v1/admin/adapters``, ``DELETE /v1/admin/adapters/{name}``: need
+  ``Authorization: Bearer <token>`` with the token of ``--admin-token-file``; no token
+  answers 401, a wrong one 403; without ``--admin-token-file`` they answer 403.
+- ``POST /v1/feedback`` ``{"id": "<request id>", "rating": "up"|"down", "correction": str|null}``:
+  the request id is the ``id`` of an OpenAI response or the ``x-request-id`` header of
+  any inference response. Written to the payload log for collect_feedback.
+"""
+
+import hmac
+import re
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from aicd.components.errors import AicdError
+from aicd.components.serving.openai_api import ApiError, read_json
+from aicd.components.serving.service import Service
+
+_RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MAX_CORRECTION = 20_000
+
+
+def _error(err: ApiError) -> JSONResponse:
+    headers = {"www-authenticate": "Bearer"} if err.status == 401 else None
+    return JSONResponse({"error": err.message}, status_code=err.status, headers=headers)
+
+
+def _authorize(service: Service, request: Request) -> None:
+    if service.admin_token is None:
+        raise ApiError(403, "admin endpoints are disabled: start the predictor with --admin-token-file")
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("bearer ") or not header[7:].strip():
+        raise ApiError(401, "missing bearer token: send `Authorization: Bearer <admin token>`")
+    if not hmac.compare_digest(header[7:].strip().encode(), service.admin_token.encode()):
+        raise ApiError(403, "the bearer token is not the admin token")
+
+
+def _message(err: AicdError) -> str:
+    return err.message + (f"; fix: {err.hint}" if err.hint else "")
+
+
+def build_router(service: Service) -> APIRouter:
+    router = APIRouter()
+
+    async def list_adapters(request: Request):
+        try:
+            _authorize(service, request)
+        except ApiError as err:
+            return _error(err)
+        return {"ready": service.ready, "models": service.describe()}
+
+    async def add_adapter(request: Request):
+        try:
+            _authorize(service, request)
+            body = await read_json(request)
+            name, uri = body.get("name"), body.get("uri")
+            if not isinstance(name, str) or not isinstance(uri, str) or not uri:
+                raise ApiError(400, 'send {"name": "<adapter name>", "uri": "<adapter artifact URI>"}')
+            if not service.ready:
+                raise ApiError(503, "the predictor is still loading; retry when it is ready")
+            if name in service.served():
+                raise ApiError(409, f"model {name!r} is already served; remove it first or choose another name")
+            result = await service.add_adapter(name, uri)
+        except ApiError as err:
+            return _error(err)
+        except AicdError as err:
+            return _error(ApiError(400, _message(err)))
+        return JSONResponse(result, status_code=201)
+
+    async def remove_adapter(name: str, request: Request):
+        try:
+            _authorize(service, request)
+            if name not in service.engine.adapters:
+                raise ApiError(404, f"adapter {name!r} is not served; served adapters: "
+                               + (", ".join(sorted(service.engine.adapters)) or "none"))
+            result = await service.remove_adapter(name)
+        except ApiError as err:
+            return _error(err)
+        except AicdError as err:
+            return _error(ApiError(404, _message(err)))
+        return result
+
+    async def feedback(request: Request):
+        try:
+            body = await read_json(request)
+            rid, rating, correction = body.get("id"), body.get("rating"), body.get("correction")
+            if not isinstance(rid, str) or not _RID.match(rid):
+                raise ApiError(400, "`id` must be the id of a response (its `id` field or x-request-id header)")
+            if rating not in ("up", "down"):
+                raise ApiError(400, f"`rating` must be \"up\" or \"down\", got {rating!r}")
+            if correction is not None and (not isinstance(correction, str) or len(correction) > MAX_CORRECTION):
+                raise ApiError(400, f"`correction` must be a string of at most {MAX_CORRECTION} characters, or null")
+            adapter = service.payloads.adapter_of(rid)
+            if adapter is None:
+                raise ApiError(404, f"no response with id {rid!r} was served by this predictor (since its start)")
+        except ApiError as err:
+            return _error(err)
+        service.payloads.feedback(rid, rating, correction)
+        service.metrics.feedback.labels(adapter=adapter, rating=rating).inc()
+        return JSONResponse({"id": rid, "recorded": True}, status_code=202)
+
+    router.add_api_route("/v1/admin/adapters", list_adapters, methods=["GET"])
+    router.add_api_route("/v1/admin/adapters", add_adapter, methods=["POST"])
+    router.add_api_route("/v1/admin/adapters/{name}", remove_adapter, methods=["DELETE"])
+    router.add_api_route("/v1/feedback", feedback, methods=["POST"])
+    return router

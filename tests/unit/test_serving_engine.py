@@ -1,0 +1,149 @@
+"""The predictor's engine: one base in memory, adapters verified and switched per batch."""
+
+from pathlib import Path
+
+import pytest
+
+from aicd.components.errors import IntegrityError, ServingError
+from aicd.components.serving.config import ServeConfig
+from aicd.components.serving.engine import Engine, GenItem
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+def make_lora_adapter(base_dir: Path, out_dir: Path, task: str = "causal-lm", labels: list[str] | None = None,
+                      seed: int = 0) -> Path:
+    """A LoRA adapter artifact on a tiny model, as train_adapter writes one (docs/contracts.md).
+
+    The LoRA weights are random (``init_lora_weights=False``) so the adapter visibly changes
+    the base model's outputs, and every adapter seed gives a different model.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from aicd.components.cards import write_card
+    from aicd.components.models import load_causal_lm, load_classifier
+
+    torch.manual_seed(seed)
+    if task == "causal-lm":
+        model, tokenizer, _ = load_causal_lm(str(base_dir))
+        config = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                            init_lora_weights=False)
+    else:
+        model, tokenizer, _ = load_classifier(str(base_dir), labels)
+        config = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"],
+                            init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    if task != "causal-lm":  # a trained head, not the zero-ish random one: make classes distinguishable
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "classifier" in name and "modules_to_save" in name:
+                    param.normal_(0, 2.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    write_card(out_dir, kind="adapter", task=task, labels=labels, base_model=str(base_dir), method="lora",
+               hyperparameters={"r": 4, "alpha": 8, "seed": seed}, metrics={})
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def lm_adapters(tiny_causal_lm, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("lm-adapters")
+    return {name: make_lora_adapter(tiny_causal_lm, root / name, seed=i + 1) for i, name in enumerate(["a1", "a2"])}
+
+
+@pytest.fixture(scope="module")
+def lm_engine(tiny_causal_lm, lm_adapters) -> Engine:
+    engine = Engine(ServeConfig(base=str(tiny_causal_lm), adapters={k: str(v) for k, v in lm_adapters.items()}))
+    engine.load_base()
+    for name, path in lm_adapters.items():
+        engine.attach(engine.verify(name, str(path)))
+    return engine
+
+
+def _ids(engine: Engine, text: str) -> list[int]:
+    return engine.tokenizer(text)["input_ids"]
+
+
+def test_adapters_share_one_base_and_change_outputs(lm_engine):
+    prompt = GenItem(_ids(lm_engine, "What is AI?"), max_tokens=8)
+    outputs = {name: lm_engine.generate(name, [prompt])[0].text for name in (None, "a1", "a2")}
+    assert len(set(outputs.values())) == 3, outputs
+    # one PeftModel holding both adapters over a single copy of the base weights
+    assert set(lm_engine.model.peft_config) == {"a1", "a2"}
+    bases = {id(m.base_layer.weight) for m in lm_engine.model.modules() if hasattr(m, "base_layer")}
+    assert len(bases) == sum(1 for m in lm_engine.model.modules() if hasattr(m, "base_layer"))
+
+
+def test_batched_greedy_generation_matches_one_at_a_time(lm_engine):
+    texts = ["What is AI?", "Tell me a joke about a computer and a doctor.", "How are you?"]
+    items = [GenItem(_ids(lm_engine, t), max_tokens=6) for t in texts]
+    alone = [lm_engine.generate("a1", [item])[0] for item in items]
+    together = lm_engine.generate("a1", items)
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert all(r.completion_tokens <= 6 for r in together)
+
+
+def test_each_item_keeps_its_own_max_tokens(lm_engine):
+    ids = _ids(lm_engine, "Do you like sports?")
+    short, long = lm_engine.generate(None, [GenItem(ids, 2), GenItem(ids, 7)])
+    assert short.completion_tokens <= 2 and long.completion_tokens <= 7
+    if long.finish_reason == "length":
+        assert short.finish_reason == "length" and short.completion_tokens == 2
+
+
+def test_detach_and_reattach(lm_engine, lm_adapters):
+    before = lm_engine.generate("a2", [GenItem(_ids(lm_engine, "Hi"), 5)])[0].text
+    lm_engine.detach("a2")
+    with pytest.raises(ServingError, match="'a2' is not served"):
+        lm_engine.generate("a2", [GenItem(_ids(lm_engine, "Hi"), 5)])
+    lm_engine.attach(lm_engine.verify("a2", str(lm_adapters["a2"])))
+    assert lm_engine.generate("a2", [GenItem(_ids(lm_engine, "Hi"), 5)])[0].text == before
+
+
+def test_tampered_adapter_is_refused(tiny_causal_lm, tmp_path, lm_engine):
+    path = make_lora_adapter(tiny_causal_lm, tmp_path / "bad", seed=9)
+    weights = path / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="adapter_model.safetensors changed"):
+        lm_engine.verify("bad", str(path))
+
+
+def test_adapter_of_another_base_is_refused(tiny_causal_lm, tiny_encoder, tmp_path, lm_engine):
+    path = make_lora_adapter(tiny_encoder, tmp_path / "cls", task="text-classification", labels=LABELS)
+    with pytest.raises(ServingError, match="'text-classification' adapter, the server runs 'causal-lm'"):
+        lm_engine.verify("cls", str(path))
+
+
+def test_folder_without_card_is_refused(tmp_path, lm_engine):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(IntegrityError, match="has no card.json"):
+        lm_engine.verify("x", str(tmp_path))
+
+
+def test_classifier_adapters_answer_in_label_order(tiny_encoder, tmp_path):
+    paths = {f"c{i}": make_lora_adapter(tiny_encoder, tmp_path / f"c{i}", "text-classification", LABELS, seed=i)
+             for i in (1, 2)}
+    engine = Engine(ServeConfig(base=str(tiny_encoder), task="text-classification", labels=LABELS))
+    engine.load_base()
+    assert engine.serve_base is False  # a plain encoder has no trained head to serve
+    for name, path in paths.items():
+        engine.attach(engine.verify(name, str(path)))
+    texts = ["This drug worked wonders.", "Terrible medicine, awful side effects."]
+    one, two = engine.classify("c1", texts), engine.classify("c2", texts)
+    for label, probs in one + two:
+        assert label in LABELS and len(probs) == 3 and abs(sum(probs) - 1) < 1e-4
+        assert label == LABELS[probs.index(max(probs))]
+    assert [p for _, p in one] != [p for _, p in two]
+    assert engine.classify("c1", texts[:1])[0][1] == pytest.approx(one[0][1], abs=1e-5)
+
+
+def test_classifier_labels_must_match(tiny_encoder, tmp_path):
+    path = make_lora_adapter(tiny_encoder, tmp_path / "c", "text-classification", LABELS)
+    engine = Engine(ServeConfig(base=str(tiny_encoder), task="text-classification", labels=["bad", "good"]))
+    engine.load_base()
+    with pytest.raises(ServingError, match="has labels"):
+        engine.verify("c", str(path))
