@@ -1,0 +1,189 @@
+"""collect_feedback: the predictor's payload log and user feedback -> a feedback data set.
+
+The log is ``payloads.jsonl`` (docs/contracts.md): ``request`` lines and ``feedback``
+lines joined by request id (the latest feedback on a request wins). What becomes what:
+
+- thumbs up: a row (instruction = the user's prompt, response = the model's answer);
+- a correction (with either rating): a row whose response is the correction, and a
+  preference pair (``prompt``, ``chosen`` = correction, ``rejected`` = the model's answer);
+- thumbs down without a correction: no training target, so it is *quarantined* with
+  its reason and kept there as a negative signal (the model's answer is bad); when the
+  same prompt has an accepted answer in the log, that pair becomes a preference row.
+
+Every text is masked with ``labeling.pii_patterns`` (``[EMAIL]``, ``[PHONE]``, ...)
+before anything is written. Rows go to splits by a salted hash of the normalised
+prompt (``data.split``), so one prompt never lands in two splits.
+"""
+
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aicd.components.errors import DataError, LabelingError
+from aicd.components.labeling.configs import labeling_of
+from aicd.components.labeling.payloads import exchange_of
+from aicd.components.labeling.versions import normalise, parent_fingerprint, read_version, split_of, write_version
+from aicd.components.spec import Spec
+
+log = logging.getLogger(__name__)
+PAYLOADS = "payloads.jsonl"
+
+
+@dataclass
+class FeedbackResult:
+    out_dir: str
+    fingerprint: str
+    rows: int
+    new_rows: int
+    preference_pairs: int
+    quarantined: int
+    masked: dict[str, int]
+
+
+class Masker:
+    """Replace every match of the spec's PII patterns with ``[NAME]``; counts what it masked."""
+
+    def __init__(self, patterns: dict[str, str]):
+        self.patterns = [(name, re.compile(p)) for name, p in patterns.items()]
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        for name, pattern in self.patterns:
+            text, n = pattern.subn(f"[{name.upper()}]", text)
+            self.counts[name] += n
+        return text
+
+
+def read_log(log_path: str | Path) -> tuple[dict[str, dict], dict[str, dict], list[dict[str, Any]]]:
+    """(requests by id, latest feedback by id, unreadable lines as quarantine records)."""
+    path = Path(log_path)
+    if path.is_dir():
+        path = path / PAYLOADS
+    if not path.is_file():
+        raise LabelingError(f"payload log {path} does not exist",
+                            "pass the predictor's --log-dir folder or its payloads.jsonl")
+    requests, feedback, bad = {}, {}, []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                bad.append({"kind": "unreadable-line", "line": number, "reason": f"not JSON ({err.msg})"})
+                continue
+            kind = record.get("type") if isinstance(record, dict) else None
+            if kind not in ("request", "feedback") or not record.get("id"):
+                bad.append({"kind": "unreadable-line", "line": number,
+                            "reason": "neither a request nor a feedback record with an id"})
+            elif kind == "request":
+                requests[str(record["id"])] = record
+            else:
+                feedback[str(record["id"])] = record  # later feedback replaces earlier
+    return requests, feedback, bad
+
+
+def _label_problem(spec: Spec, label: str | None) -> str | None:
+    if spec.task.type != "text-classification" or label in spec.task.labels:
+        return None
+    return f"label {label!r} is not one of task.labels {spec.task.labels}"
+
+
+def _rows(spec: Spec, requests: dict[str, dict], feedback: dict[str, dict], mask: Masker):
+    """Training rows and quarantine records from joined requests and feedback."""
+    instr, resp = spec.task.fields
+    rows, quarantine, downs = [], [], []
+    for rid, fb in sorted(feedback.items(), key=lambda kv: str(kv[1].get("time"))):
+        request = requests.get(rid)
+        base = {"id": rid, "request_time": None, "feedback_time": fb.get("time"), "rating": fb.get("rating")}
+        if request is None:
+            quarantine.append({"kind": "orphan-feedback", **base,
+                               "reason": f"feedback on request {rid!r}, which is not in the log (rotated away?)"})
+            continue
+        base.update(request_time=request.get("time"), adapter=request.get("adapter"))
+        prompt, answer, problem = exchange_of(request)
+        if problem is not None:
+            quarantine.append({"kind": "unusable-request", **base, "reason": problem})
+            continue
+        prompt, answer = mask(prompt), mask(answer)
+        correction = mask(fb.get("correction")) if isinstance(fb.get("correction"), str) else None
+        problem = _label_problem(spec, correction if correction and correction.strip() else answer)
+        if problem and (correction or fb.get("rating") == "up"):
+            quarantine.append({"kind": "unknown-label", **base, instr: prompt, "reason": problem})
+        elif correction and correction.strip():
+            generation = spec.task.type == "causal-lm"
+            rows.append({**base, instr: prompt, resp: correction, "source": "feedback:correction",
+                         "prompt": prompt if generation else None, "chosen": correction if generation else None,
+                         "rejected": answer if generation else None})
+        elif fb.get("rating") == "up":
+            rows.append({**base, instr: prompt, resp: answer, "source": "feedback:up",
+                         "prompt": None, "chosen": None, "rejected": None})
+        elif fb.get("rating") == "down":
+            downs.append({**base, instr: prompt, resp: answer})
+        else:
+            quarantine.append({"kind": "unknown-rating", **base,
+                               "reason": f"rating {fb.get('rating')!r} is neither 'up' nor 'down'"})
+    return rows, quarantine, downs
+
+
+def _pair_downvotes(rows: list[dict], downs: list[dict], spec: Spec) -> list[dict[str, Any]]:
+    """Thumbs-down answers become preference pairs when the prompt has an accepted answer."""
+    instr, resp = spec.task.fields
+    accepted = {normalise(r[instr]): r for r in rows}
+    quarantine = []
+    for down in downs:
+        good = accepted.get(normalise(down[instr]))
+        if good is not None and spec.task.type == "causal-lm" and good.get("rejected") is None:
+            good.update(prompt=good[instr], chosen=good[resp], rejected=down[resp])
+        quarantine.append({"kind": "thumbs-down", **down,
+                           "reason": "thumbs down without a correction: kept as a negative signal, "
+                                     "not a training target"})
+    return quarantine
+
+
+def collect_feedback(spec: Spec | dict[str, Any], log_path: str | Path, out_dir: str | Path,
+                     parent_dir: str | Path | None = None) -> FeedbackResult:
+    """Turn a payload log with feedback into a data set version (on top of ``parent_dir`` if given)."""
+    spec, labeling = labeling_of(spec)
+    requests, feedback, bad = read_log(log_path)
+    total = len(requests) + len(feedback) + len(bad)
+    if total and len(bad) / total > spec.data.quality.max_bad_fraction:
+        raise DataError(f"payload log {log_path}: {len(bad)} of {total} lines are unreadable "
+                        f"(first: line {bad[0]['line']}, {bad[0]['reason']})",
+                        "pass the predictor's payloads.jsonl, or raise `data.quality.max_bad_fraction`")
+    mask = Masker(labeling.pii_patterns)
+    rows, quarantine, downs = _rows(spec, requests, feedback, mask)
+    quarantine = bad + quarantine + _pair_downvotes(rows, downs, spec)
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": [], "test": []}
+    parent, sources, seen = None, [], set()
+    if parent_dir is not None:
+        parent_card, splits = read_version(parent_dir)
+        parent, sources = parent_fingerprint(parent_card), list(parent_card.get("sources") or [])
+        seen = {str(r["id"]) for rs in splits.values() for r in rs}
+    pairs_seen = {(normalise(r[spec.task.fields[0]]), normalise(r[spec.task.fields[1]]))
+                  for rs in splits.values() for r in rs}
+    new_rows = 0
+    for row in rows:
+        key = (normalise(row[spec.task.fields[0]]), normalise(row[spec.task.fields[1]]))
+        if row["id"] in seen or key in pairs_seen:
+            continue  # already in the parent version, or the same exchange again
+        pairs_seen.add(key)
+        splits[split_of(key[0], spec.data.split)].append(row)
+        new_rows += 1
+    source = f"payload-log:{Path(log_path).name}"
+    card = write_version(out_dir, spec.task, splits, quarantine, parent,
+                         sources + ([source] if source not in sources else []),
+                         feedback={"requests": len(requests), "feedback": len(feedback), "new_rows": new_rows,
+                                   "masked": dict(mask.counts)})
+    n_rows = sum(len(r) for r in splits.values())
+    n_pairs = sum(1 for rs in splits.values() for r in rs if r.get("rejected"))
+    log.info("feedback: %d rows (%d new), %d preference pairs, %d quarantined", n_rows, new_rows, n_pairs,
+             len(quarantine))
+    return FeedbackResult(str(out_dir), card["fingerprint"], n_rows, new_rows, n_pairs, len(quarantine),
+                          dict(mask.counts))

@@ -1,0 +1,129 @@
+"""Stage 1 manual review: candidate models side by side, in Label Studio and in HTML.
+
+The evaluation step produces each candidate's outputs on the same sample prompts
+(``{candidate: [output per prompt]}``); optional reference answers join as the
+candidate ``reference``. Every pair of candidates on every prompt becomes a Pairwise
+task (sides alternate by a hash, so neither model always sits on the left), keyed
+by a stable id so a re-run adds nothing twice; ``review.html`` shows all outputs of
+a prompt in one row. :func:`review_wins` tallies the people's choices.
+"""
+
+import hashlib
+import html
+import itertools
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aicd.components.cards import atomic_dir
+from aicd.components.errors import LabelingError
+from aicd.components.labeling.agreement import resolve
+from aicd.components.labeling.client import ID_KEY, LabelStudio
+from aicd.components.labeling.configs import label_config, labeling_of, read_value
+from aicd.components.spec import Spec
+
+log = logging.getLogger(__name__)
+REFERENCE = "reference"
+
+
+@dataclass
+class ReviewResult:
+    html: str
+    project_id: int | None
+    tasks_created: int
+    tasks_total: int
+
+
+def review_project(spec: Spec) -> str:
+    _, labeling = labeling_of(spec)
+    return f"{labeling.project[:39]}-candidates"
+
+
+def _check(prompts: list[str], outputs: dict[str, list[str]]) -> None:
+    if not prompts:
+        raise LabelingError("no sample prompts to review", "pass the prompts the candidates answered")
+    for name, outs in outputs.items():
+        if len(outs) != len(prompts):
+            raise LabelingError(f"candidate {name!r} has {len(outs)} outputs for {len(prompts)} prompts",
+                                "give one output per prompt, in the prompts' order")
+
+
+def pairwise_tasks(prompts: list[str], outputs: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """One Pairwise task per prompt and pair of candidates."""
+    tasks = []
+    for i, prompt in enumerate(prompts):
+        for a, b in itertools.combinations(sorted(outputs), 2):
+            key = hashlib.sha256(json.dumps([prompt, a, b]).encode()).hexdigest()[:20]
+            left, right = (a, b) if int(key, 16) % 2 == 0 else (b, a)
+            tasks.append({"data": {ID_KEY: f"review-{key}", "prompt": prompt, "left": outputs[left][i],
+                                   "right": outputs[right][i], "aicd_left": left, "aicd_right": right}})
+    return tasks
+
+
+def render_html(title: str, prompts: list[str], outputs: dict[str, list[str]]) -> str:
+    names = sorted(outputs)
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    body = "".join(
+        "<tr><td class=p>" + html.escape(p) + "</td>"
+        + "".join(f"<td>{html.escape(outputs[n][i])}</td>" for n in names) + "</tr>\n"
+        for i, p in enumerate(prompts))
+    style = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;width:100%}"
+             "td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;white-space:pre-wrap}"
+             "th{background:#f3f3f3}td.p{font-weight:bold;width:20%}")
+    return (f"<!doctype html>\n<html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<p>{len(prompts)} prompts, {len(names)} candidates, side by side.</p>"
+            f"<table><tr><th>prompt</th>{head}</tr>\n{body}</table></body></html>\n")
+
+
+def review_candidates(spec: Spec | dict[str, Any], prompts: list[str], outputs: dict[str, list[str]],
+                      out_dir: str | Path, references: list[str] | None = None,
+                      client: LabelStudio | None = None, push: bool = True) -> ReviewResult:
+    """Write review.html (+ review.json) to ``out_dir`` and, with push, the Pairwise tasks to Label Studio."""
+    spec, labeling = labeling_of(spec)
+    outputs = {k: [str(o) for o in v] for k, v in outputs.items()}
+    if references is not None:
+        outputs[REFERENCE] = [str(r) for r in references]
+    _check(prompts, outputs)
+    if len(outputs) < 2:
+        raise LabelingError(f"a side-by-side review needs two candidates, got {len(outputs)}",
+                            "add a candidate to the spec, or pass reference answers to compare with")
+    title = review_project(spec)
+    project_id, created, tasks = None, 0, pairwise_tasks(prompts, outputs)
+    if push:
+        client = client or LabelStudio.from_spec(labeling)
+        project = client.get_or_create_project(title, label_config("pairwise"), f"aicd: {spec.name} candidates")
+        project_id = int(project["id"])
+        present = {str(t.get("data", {}).get(ID_KEY)) for t in client.tasks(project_id)}
+        new = [t for t in tasks if t["data"][ID_KEY] not in present]
+        created = client.import_tasks(project_id, new) if new else 0
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "review.html").write_text(render_html(f"{spec.name}: candidate review", prompts, outputs),
+                                          encoding="utf-8")
+        (tmp / "review.json").write_text(json.dumps({"prompts": prompts, "outputs": outputs, "project": title,
+                                                     "project_id": project_id}, indent=1, ensure_ascii=False),
+                                         encoding="utf-8")
+    log.info("review: %d prompts x %d candidates; %d new Label Studio task(s)", len(prompts), len(outputs), created)
+    return ReviewResult(str(Path(out_dir) / "review.html"), project_id, created, len(tasks))
+
+
+def review_wins(spec: Spec | dict[str, Any], client: LabelStudio | None = None) -> dict[str, int]:
+    """Candidate -> comparisons won (majority of each task's annotations; ties count for nobody)."""
+    spec, labeling = labeling_of(spec)
+    client = client or LabelStudio.from_spec(labeling)
+    project = client.find_project(review_project(spec))
+    if project is None:
+        raise LabelingError(f"no review project {review_project(spec)!r}", "run review_candidates first")
+    wins: Counter[str] = Counter()
+    for task in client.export(project["id"]):
+        values = [read_value("pairwise", a.get("result")).value for a in task.get("annotations") or []
+                  if not a.get("was_cancelled")]
+        values = [v for v in values if v is not None]
+        if values:
+            side = resolve(values, "majority").value
+            if side is not None:
+                wins[task["data"][f"aicd_{side}"]] += 1
+    return dict(wins)

@@ -1,0 +1,66 @@
+"""KFP components of the labeling area: thin wrappers around the plain functions."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
+
+from aicd.components._images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def export_for_labeling(spec: dict, dataset: Input[Dataset], metrics: Output[Metrics],
+                        scores: Input[Artifact] = None, responses: Input[Artifact] = None) -> int:
+    """Sample rows and import them as Label Studio tasks; returns the number of new tasks."""
+    from aicd.components.labeling.export import export_for_labeling as run
+
+    result = run(spec, dataset.path, scores=scores.path if scores else None,
+                 responses=responses.path if responses else None)
+    metrics.log_metric("tasks_created", result.created)
+    metrics.log_metric("open_tasks", result.open_tasks)
+    metrics.metadata["project_id"] = result.project_id
+    return result.created
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def import_labels(spec: dict, dataset: Input[Dataset], labeled: Output[Dataset], metrics: Output[Metrics]) -> int:
+    """Pull completed annotations into the next data set version; returns the number of new labeled rows."""
+    from aicd.components.labeling.annotations import import_labels as run
+
+    result = run(spec, dataset.path, labeled.path)
+    labeled.metadata.update(fingerprint=result.fingerprint, parent=result.parent)
+    for name in ("labeled", "new_rows", "pending", "adjudication", "invalid_annotations"):
+        metrics.log_metric(name, getattr(result, name))
+    if result.agreement.get("value") is not None:
+        metrics.log_metric(result.agreement["method"], result.agreement["value"])
+    return result.new_rows
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def collect_feedback(spec: dict, log_uri: str, feedback: Output[Dataset], metrics: Output[Metrics],
+                     parent: Input[Dataset] = None) -> int:
+    """Turn the predictor's payload log (a path or pvc:// URI) into a feedback data set version."""
+    from aicd.components.labeling.feedback import collect_feedback as run
+    from aicd.components.uris import resolve_data
+
+    result = run(spec, resolve_data(log_uri), feedback.path, parent_dir=parent.path if parent else None)
+    feedback.metadata["fingerprint"] = result.fingerprint
+    for name in ("rows", "new_rows", "preference_pairs", "quarantined"):
+        metrics.log_metric(name, getattr(result, name))
+    return result.new_rows
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def review_candidates(spec: dict, predictions: Input[Artifact], review: Output[HTML], push: bool = True) -> int:
+    """Candidates' outputs ({"prompts", "outputs", "references"} JSON) to Label Studio and an HTML page."""
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from aicd.components.labeling.review import review_candidates as run
+
+    data = json.loads(Path(predictions.path).read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(spec, data["prompts"], data["outputs"], Path(tmp) / "review",
+                     references=data.get("references"), push=push)
+        shutil.copyfile(result.html, review.path)
+    return result.tasks_created
