@@ -69,15 +69,18 @@ def _attempt(spec: Spec, clone: Path, env: dict[str, str], edit: Edit, message: 
     """Apply the edit on the clone's HEAD and commit it; (action, before, after, changed)."""
     path = _overlay_file(spec, clone)
     rel = path.relative_to(clone).as_posix()
-    doc = isvc.load(path.read_text(encoding="utf-8"), rel)
+    original = path.read_text(encoding="utf-8")
+    doc = isvc.load(original, rel)
     isvc.ensure_mode(doc, spec.delivery.serving.deployment_mode, rel)
     before = isvc.state(doc)
     action = edit(doc, before)
     after = isvc.state(doc)
-    text = isvc.dump(doc)
-    if text == path.read_text(encoding="utf-8"):
+    unchanged = isvc.load(original, rel)
+    isvc.ensure_mode(unchanged, spec.delivery.serving.deployment_mode, rel)
+    if doc == unchanged:
         return action, before, after, False
-    atomic_write_text(path, text)
+    header = "".join(line for line in original.splitlines(keepends=True)[:20] if line.startswith("#"))
+    atomic_write_text(path, header + isvc.dump(doc))
     git(["add", "--", rel], clone, env, "add")
     git(["commit", "--quiet", "-m", message, "--", rel], clone, env, "commit")
     return action, before, after, True
@@ -116,6 +119,11 @@ def commit_overlay(spec: Spec, edit: Edit, message: str, branch: str | None = No
             return CommitResult(action, commit, target, attempt, before, after)
     raise DeliveryError(f"gave up after {gitops.max_retries} attempts: the GitOps branch {gitops.branch!r} kept "
                         "moving", "retry later, or raise `delivery.gitops.max_retries`")
+
+
+def read_rollout(spec: Spec) -> isvc.RolloutState:
+    """The rollout state (champion, canary, traffic) declared in the GitOps branch now."""
+    return commit_overlay(spec, lambda doc, state: "read", "").before
 
 
 def _summary_lines(blessing: dict[str, Any]) -> list[str]:

@@ -1,0 +1,65 @@
+"""KFP steps of delivery: gate, promote, analyse the canary (logic in gate.py, gitops.py, canary.py).
+
+``gate_candidate`` returns ``passed`` as an output parameter, so pipelines wrap the
+promotion in ``dsl.If(gate_task.outputs["passed"] == True)``.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
+
+from aicd.components._images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def gate_candidate(spec: dict, candidate_report: Input[Artifact], blessing: Output[Artifact],
+                   metrics: Output[Metrics], candidate: Input[Model] = None, comparison: Input[Artifact] = None,
+                   champion_report: Input[Artifact] = None) -> NamedTuple("GateOutputs", passed=bool, digest=str):
+    """Bless the candidate (an adapter/model artifact, or the base model when ``candidate`` is absent)."""
+    from aicd.components.cards import verify_card
+    from aicd.components.delivery.gate import gate_candidate as gate, read_json, write_blessing
+    from aicd.components.spec import parse_spec
+
+    parsed = parse_spec(spec)
+    digest = verify_card(candidate.path)["digest"] if candidate is not None else None
+    champion = read_json(champion_report.path, "report").get("model") if champion_report is not None else None
+    result = gate(parsed, read_json(candidate_report.path, "report"),
+                  read_json(comparison.path, "comparison") if comparison is not None else None, digest, champion)
+    write_blessing(blessing.path, result)
+    blessing.metadata.update({"passed": result["passed"], "candidate_digest": digest or "",
+                              "reasons": result["reasons"]})
+    metrics.log_metric("gate_passed", float(result["passed"]))
+    outputs = NamedTuple("GateOutputs", passed=bool, digest=str)
+    return outputs(result["passed"], digest or "")
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def promote_adapter(spec: dict, blessing: Input[Artifact], candidate: Input[Model] = None) -> str:
+    """Commit the blessed candidate to the GitOps overlay (canary at the first step); the commit id."""
+    from aicd.components.delivery.gate import read_json
+    from aicd.components.delivery.gitops import promote_adapter as promote, promote_base_model
+    from aicd.components.spec import parse_spec
+
+    parsed = parse_spec(spec)
+    blessed = read_json(blessing.path, "blessing")
+    if candidate is None:
+        result = promote_base_model(parsed, blessed)
+    else:
+        result = promote(parsed, blessed, candidate.path, candidate.uri)
+    return result.commit or ""
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def analyse_canary(spec: dict, decision: Output[Artifact], max_intervals: int = 0) -> str:
+    """Analyse the canary in Git until promoted or rolled back (or ``max_intervals``); the last action."""
+    import json
+
+    from aicd.components.delivery.canary import run_canary, step_dict
+    from aicd.components.spec import parse_spec
+
+    step = run_canary(parse_spec(spec), max_intervals=max_intervals or None)
+    with open(decision.path, "w", encoding="utf-8") as fh:
+        json.dump(step_dict(step), fh, indent=2)
+    decision.metadata.update({"action": step.action, "decision": step.interval.decision})
+    return step.action
