@@ -6,8 +6,9 @@ Each served name (the base, when it has a trained head, and every adapter) is a
 
 - v1: ``{"instances": ["text", ...]}`` (or ``[{"text": "..."}, ...]``) ->
   ``{"predictions": [{"label": "positive", "probabilities": {"negative": 0.1, ...}}]}``
-- v2: one BYTES input (named ``text``, shape ``[N]``) -> outputs ``label`` (BYTES ``[N]``)
-  and ``probabilities`` (FP32 ``[N, len(labels)]``, in label order).
+- v2: one BYTES input (named ``text``, shape ``[N]``) -> output ``label`` (BYTES ``[N]``);
+  ``probabilities`` (FP32 ``[N, len(labels)]``, in label order) when the request lists it in
+  ``outputs`` (``[{"name": "label"}, {"name": "probabilities"}]``).
 """
 
 import uuid
@@ -20,6 +21,7 @@ from aicd.components.errors import ServingError
 from aicd.components.serving.service import Service
 
 MAX_INSTANCES = 1024
+V2_OUTPUTS = ("label", "probabilities")
 
 
 def _texts(values: Any, where: str) -> list[str]:
@@ -58,6 +60,23 @@ def v2_texts(request: InferRequest) -> list[str]:
     return texts
 
 
+def v2_outputs(request: InferRequest) -> list[str]:
+    wanted = [o.name for o in request.request_outputs or []] or ["label"]
+    unknown = [name for name in wanted if name not in V2_OUTPUTS]
+    if unknown:
+        raise InvalidInput(f"unknown output(s) {', '.join(unknown)}; this model has {', '.join(V2_OUTPUTS)}")
+    return wanted
+
+
+def v2_response(request: InferRequest, name: str, results: list[tuple[str, list[float]]]) -> InferResponse:
+    count, width = len(results), len(results[0][1])
+    tensors = {"label": InferOutput("label", [count], "BYTES", [label for label, _ in results]),
+               "probabilities": InferOutput("probabilities", [count, width], "FP32",
+                                            [p for _, row in results for p in row])}
+    return InferResponse(response_id=request.id or uuid.uuid4().hex, model_name=name,
+                         infer_outputs=[tensors[n] for n in v2_outputs(request)])
+
+
 class ServedModel(Model):
     """One served name; inference goes through the shared batcher of the service."""
 
@@ -81,13 +100,11 @@ class ServedModel(Model):
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None):
         if isinstance(payload, InferRequest):
-            results = await self._classify(v2_texts(payload))
-            labels = [label for label, _ in results]
-            probs = [p for _, row in results for p in row]
-            width = len(results[0][1])
-            return InferResponse(response_id=payload.id or uuid.uuid4().hex, model_name=self.name,
-                                 infer_outputs=[InferOutput("label", [len(labels)], "BYTES", labels),
-                                                InferOutput("probabilities", [len(labels), width], "FP32", probs)])
+            texts = v2_texts(payload)
+            v2_outputs(payload)  # refuse unknown outputs before the work
+            return v2_response(payload, self.name, await self._classify(texts))
+        if isinstance(payload, bytes | str):
+            raise InvalidInput("the body was not read as JSON: send Content-Type: application/json")
         if not isinstance(payload, dict) or "instances" not in payload:
             raise InvalidInput('expected a JSON object with "instances": a list of texts')
         results = await self._classify(_texts(payload["instances"], '"instances"'))

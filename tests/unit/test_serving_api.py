@@ -185,3 +185,69 @@ def test_fault_rate_answers_503(tiny_causal_lm):
         response = client.post("/openai/v1/completions", json=_completion(model="base"))
         assert response.status_code == 503 and "--fault-rate" in response.json()["error"]
         assert client.get("/v2/health/ready").status_code == 200  # drills hit inference only
+
+
+@pytest.fixture(scope="module")
+def cls_client(tiny_encoder, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving-cls")
+    adapter = make_lora_adapter(tiny_encoder, root / "c1", "text-classification", LABELS, seed=1)
+    service = Service(ServeConfig(base=str(tiny_encoder), task="text-classification", adapters={"c1": str(adapter)},
+                                  max_batch_wait_ms=1, log_dir=root / "logs"))
+    asyncio.run(service.load_async())
+    with TestClient(build_app(service, load=False)) as client:
+        yield client
+
+
+def _v2(data, datatype="BYTES", shape=None, **extra):
+    return {"inputs": [{"name": "text", "datatype": datatype, "shape": shape or [len(data)], "data": data}], **extra}
+
+
+def test_classifier_answers_v1_and_v2_alike(cls_client):
+    texts = ["This drug worked wonders.", "Awful side effects."]
+    v1 = cls_client.post("/v1/models/c1:predict", json={"instances": texts})
+    assert v1.status_code == 200, v1.text
+    v2 = cls_client.post("/v2/models/c1/infer", json=_v2(texts, outputs=[{"name": "label"},
+                                                                          {"name": "probabilities"}]))
+    assert v2.status_code == 200, v2.text
+    outputs = {o["name"]: o for o in v2.json()["outputs"]}
+    assert outputs["label"]["data"] == [p["label"] for p in v1.json()["predictions"]]
+    assert outputs["probabilities"]["shape"] == [2, 3]
+    first = v1.json()["predictions"][0]["probabilities"]
+    assert list(first) == LABELS and outputs["probabilities"]["data"][:3] == pytest.approx(list(first.values()),
+                                                                                           abs=1e-5)
+    default = cls_client.post("/v2/models/c1/infer", json=_v2(texts))
+    assert [o["name"] for o in default.json()["outputs"]] == ["label"]
+    assert cls_client.get("/v2/models/base/ready").status_code == 404  # a random head is not served
+
+
+BAD_V2 = [
+    ("datatype", _v2([1, 2], "INT32"), 400, "must have datatype BYTES"),
+    ("value type", _v2([5]), 400, "data[0] must be a string"),
+    ("shape", _v2(["a"], shape=[3]), 400, "has shape [3] but 1 values"),
+    ("two inputs", {"inputs": [_v2(["a"])["inputs"][0]] * 2}, 400, "exactly one input tensor"),
+    ("output", _v2(["a"], outputs=[{"name": "embedding"}]), 400, "unknown output(s) embedding"),
+    ("schema", {"inputs": "x"}, 422, ""),
+]
+
+
+@pytest.mark.parametrize("case, body, status, message", BAD_V2, ids=[c[0] for c in BAD_V2])
+def test_bad_v2_requests_get_4xx(cls_client, case, body, status, message):
+    response = cls_client.post("/v2/models/c1/infer", json=body)
+    assert response.status_code == status, response.text
+    assert message in response.text
+
+
+@pytest.mark.parametrize("path, body, status, message", [
+    ("/v1/models/c1:predict", {"instances": "x"}, 400, '"instances" must be a non-empty list'),
+    ("/v1/models/c1:predict", {"rows": []}, 400, 'expected a JSON object with "instances"'),
+    ("/v1/models/ghost:predict", {"instances": ["x"]}, 404, "ghost does not exist"),
+    ("/v2/models/ghost/infer", _v2(["x"]), 404, "ghost does not exist"),
+])
+def test_bad_v1_requests_and_unknown_models(cls_client, path, body, status, message):
+    response = cls_client.post(path, json=body)
+    assert response.status_code == status and message in response.json()["error"]
+
+
+def test_malformed_json_on_v1_is_400(cls_client):
+    response = cls_client.post("/v1/models/c1:predict", content=b"[1, 2", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "Unrecognized request format" in response.text
