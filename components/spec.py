@@ -89,6 +89,8 @@ class DataSource(Section):
     # Files inside a directory or archive source, as a glob; None reads them all.
     include: str | None = None
     name: str | None = None
+    # Turn HTML character references in text (&#039;, &amp;) back into characters.
+    unescape_html: bool = True
 
 
 class SplitSpec(Section):

@@ -9,9 +9,15 @@ Layout of a data set directory::
 Every row has a string ``id`` (stable across versions), the task's fields
 (``instruction``/``response`` or ``text``/``label``), ``source``, and any extra
 columns kept for slicing (``topic``, ...). Readers verify the card first.
+
+:func:`write_dataset` takes whole lists; :class:`DatasetWriter` takes rows one at a
+time and keeps only one batch per split in memory (batches go to temporary part
+files that are merged into each split's Parquet file on :meth:`DatasetWriter.finish`),
+so an ingest of any size writes in bounded memory. Both write atomically.
 """
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +26,138 @@ from aicd.components.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 QUARANTINE = "quarantine.jsonl"
+_PARTS = ".parts"
+BATCH_ROWS = 20_000
+BATCH_BYTES = 32 << 20  # flush a split's batch once its text passes this many characters
+
+
+class DatasetWriter:
+    """Stream rows into a data set directory; call :meth:`finish` inside the ``with``.
+
+    Leaving the ``with`` block without ``finish`` (or on an exception) leaves nothing
+    behind: the output is built in a temporary sibling and renamed into place.
+    """
+
+    def __init__(self, out_dir: str | Path, batch_rows: int | None = None, batch_bytes: int | None = None):
+        self.out_dir = Path(out_dir)
+        self.batch_rows = batch_rows or BATCH_ROWS
+        self.batch_bytes = batch_bytes or BATCH_BYTES
+        self._sizes = {name: 0 for name in SPLITS}
+        self.counts = {name: 0 for name in SPLITS}
+        self.quarantined = 0
+        self._batches: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
+        self._parts: dict[str, list[Path]] = {name: [] for name in SPLITS}
+        self._finished = False
+
+    def __enter__(self) -> "DatasetWriter":
+        self._ctx = atomic_dir(self.out_dir)
+        self._tmp = self._ctx.__enter__()
+        (self._tmp / _PARTS).mkdir()
+        self._qfh = open(self._tmp / QUARANTINE, "w", encoding="utf-8")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
+        self._qfh.close()
+        if exc_type is None and not self._finished:
+            err = DataError(f"the data set in {self.out_dir} was not finished", "call DatasetWriter.finish()")
+            self._ctx.__exit__(DataError, err, None)
+            raise err
+        return self._ctx.__exit__(exc_type, exc, tb)
+
+    def add(self, split: str, row: dict[str, Any]) -> None:
+        if split not in self._batches:
+            raise DataError(f"unknown split {split!r}", f"use one of {', '.join(SPLITS)}")
+        batch = self._batches[split]
+        batch.append(row)
+        self.counts[split] += 1
+        self._sizes[split] += sum(len(v) if isinstance(v, str) else 8 for v in row.values())
+        if len(batch) >= self.batch_rows or self._sizes[split] >= self.batch_bytes:
+            self._flush(split)
+
+    def quarantine(self, entry: dict[str, Any]) -> None:
+        try:
+            self._qfh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        except UnicodeEncodeError:  # lone surrogates (from invalid UTF-8) stay as \\u escapes
+            self._qfh.write(json.dumps(entry, default=str) + "\n")
+        self.quarantined += 1
+
+    def _flush(self, split: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = self._batches[split]
+        if not rows:
+            return
+        names: dict[str, None] = {}
+        for row in rows:
+            names.update(dict.fromkeys(row))
+        table = pa.table({name: [row.get(name) for row in rows] for name in names})
+        part = self._tmp / _PARTS / f"{split}-{len(self._parts[split]):05d}.parquet"
+        pq.write_table(table, part)
+        self._parts[split].append(part)
+        self._batches[split] = []
+        self._sizes[split] = 0
+
+    def finish(self, **card_fields: Any) -> dict[str, Any]:
+        """Merge the parts into one Parquet file per split and write the card."""
+        import shutil
+
+        for split in SPLITS:
+            self._flush(split)
+        schema = self._schema()
+        for split in SPLITS:
+            self._merge(split, schema)
+        shutil.rmtree(self._tmp / _PARTS)
+        self._qfh.close()
+        self._finished = True
+        return write_card(self._tmp, "dataset", counts=dict(self.counts), **card_fields)
+
+    def _schema(self):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schemas = [pq.read_schema(p) for parts in self._parts.values() for p in parts]
+        if not schemas:
+            return pa.schema([("id", pa.string())])
+        try:
+            merged = pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise DataError(f"rows of the data set have conflicting column types ({err})",
+                            "give every row the same type in each column") from None
+        first = [n for n in ("id",) if n in merged.names]
+        return pa.schema([merged.field(n) for n in first + [n for n in merged.names if n not in first]])
+
+    def _merge(self, split: str, schema) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with pq.ParquetWriter(self._tmp / f"{split}.parquet", schema) as writer:
+            for part in self._parts[split]:
+                table = pq.read_table(part)
+                columns = [table.column(f.name).cast(f.type) if f.name in table.column_names
+                           else pa.nulls(len(table), f.type) for f in schema]
+                writer.write_table(pa.Table.from_arrays(columns, schema=schema))
 
 
 def write_dataset(out_dir: str | Path, splits: dict[str, list[dict[str, Any]]],
                   quarantine: list[dict[str, Any]] | None = None, **card_fields: Any) -> dict[str, Any]:
     """Write splits (and quarantined rows) atomically; return the card."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    return write_rows(out_dir, splits, quarantine or [], **card_fields)
 
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        for name in SPLITS:
-            rows = splits.get(name, [])
-            table = pa.Table.from_pylist(rows) if rows else pa.table({"id": pa.array([], pa.string())})
-            pq.write_table(table, tmp / f"{name}.parquet")
-        with open(tmp / QUARANTINE, "w", encoding="utf-8") as fh:
-            for row in quarantine or []:
-                fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        counts = {name: len(splits.get(name, [])) for name in SPLITS}
-        card = write_card(tmp, "dataset", counts=counts, **card_fields)
-    return card
+
+def write_rows(out_dir: str | Path, splits: dict[str, Iterable[dict[str, Any]]],
+               quarantine: Iterable[dict[str, Any]], **card_fields: Any) -> dict[str, Any]:
+    """:func:`write_dataset` for iterables: rows are consumed one batch at a time."""
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise DataError(f"unknown split(s) {', '.join(unknown)}", f"use {', '.join(SPLITS)}")
+    with DatasetWriter(out_dir) as writer:
+        for name, rows in splits.items():
+            for row in rows:
+                writer.add(name, row)
+        for entry in quarantine:
+            writer.quarantine(entry)
+        return writer.finish(**card_fields)
 
 
 def read_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
@@ -52,8 +170,16 @@ def read_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
     return pq.read_table(Path(dataset_dir) / f"{split}.parquet").to_pylist()
 
 
-def read_quarantine(dataset_dir: str | Path) -> list[dict[str, Any]]:
+def read_quarantine(dataset_dir: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Quarantined rows (all, or the first ``limit``), each with its ``reason``."""
     path = Path(dataset_dir) / QUARANTINE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if limit is not None and len(out) >= limit:
+                break
+            if line.strip():
+                out.append(json.loads(line))
+    return out

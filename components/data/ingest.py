@@ -1,0 +1,291 @@
+"""ingest_dataset: sources -> validated, de-duplicated, split, versioned data set.
+
+Rows stream from the readers through :class:`RowProcessor` (validation, duplicates,
+leakage, split) into :class:`~aicd.components.data.format.DatasetWriter`; bad rows go
+to ``quarantine.jsonl`` with a reason each. Nothing is held whole: memory is one
+Parquet batch per split plus 8-byte hashes per valid row for the duplicate checks
+(and, with ``data.max_rows``, the ``max_rows`` rows kept so far).
+"""
+
+import heapq
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aicd.components.cards import read_card, verify_card
+from aicd.components.data.format import DatasetWriter
+from aicd.components.data.readers import Record, SourceFiles
+from aicd.components.data.split import Fingerprint, Stats, Tracker, assign_split, digest8, hash64, selection_hash
+from aicd.components.data.validate import TOKEN_COUNT, RowError, RowValidator, approx_tokens, normalise
+from aicd.components.errors import DataError
+from aicd.components.spec import DataSource, Spec, parse_spec
+
+log = logging.getLogger(__name__)
+_EXAMPLES = 5
+# Quarantined (so never silently dropped) but not "bad": removing copies is expected cleaning,
+# and counting them would fail corpora that repeat pairs on purpose (chatterbot's tech_support).
+DUPLICATE_REASONS = frozenset({"duplicate", "near-duplicate"})
+
+
+@dataclass
+class IngestResult:
+    """What an ingest produced: the directory, its identity and its figures."""
+
+    path: Path
+    fingerprint: str
+    parent: str | None
+    counts: dict[str, int]
+    quarantined: int
+    quarantine_counts: dict[str, int]
+    rows_read: int
+    not_selected: int
+    card: dict[str, Any] = field(repr=False)
+
+
+class RowProcessor:
+    """Validation, duplicate/leakage tracking and split assignment for rows of one spec."""
+
+    def __init__(self, spec: Spec, count_tokens: Callable[[str], int] = approx_tokens):
+        self.spec, self.count_tokens = spec, count_tokens
+        task, data = spec.task, spec.data
+        self.input_field, self.target_field = task.fields
+        self.classify = task.type == "text-classification"
+        self.key_field = data.split.key
+        self.ratios = (data.split.train, data.split.validation, data.split.test)
+        self.salt = data.split.salt
+        dedupe = data.quality.dedupe
+        self.tracker = Tracker(dedupe=dedupe, track_ids=task.id_field is not None,
+                               conflicts=self.classify and dedupe, leakage=self.key_field is not None)
+        self.repeats: Counter[str] | None = Counter() if not dedupe and task.id_field is None else None
+        self.validators: dict[str, RowValidator] = {}
+
+    def validator(self, source: DataSource, name: str) -> RowValidator:
+        if name not in self.validators:
+            self.validators[name] = RowValidator(self.spec.task, self.spec.data.quality, source,
+                                                 self.count_tokens, self.key_field)
+        return self.validators[name]
+
+    def process(self, values: dict[str, Any], validator: RowValidator, source_name: str):
+        """``(split, row, n_in, n_tgt, selection key)`` of a good row; raises RowError for a bad one."""
+        row, row_id, key, n_in, n_tgt = validator.check(values)
+        text, target = row[self.input_field], row[self.target_field]
+        norm_text = normalise(text)
+        exact = digest8(f"{text}\x1f{target}")
+        if row_id is None:
+            row_id = "h" + exact.hex()
+            if self.repeats is not None:  # dedupe is off: keep identical rows apart
+                self.repeats[row_id] += 1
+                if self.repeats[row_id] > 1:
+                    row_id = f"{row_id}-{self.repeats[row_id]}"
+        if self.key_field == "id":
+            key = row_id
+        split_key = key if key is not None else norm_text
+        split = assign_split(split_key, self.ratios, self.salt)
+        problem = self.tracker.check(row_id, exact, norm_text, target if self.classify else normalise(target), split)
+        if problem is not None:
+            raise RowError(*problem)
+        full = {"id": row_id, self.input_field: text, self.target_field: target, "source": source_name}
+        full.update((k, v) for k, v in row.items() if k not in full)
+        return split, full, n_in, n_tgt, split_key
+
+
+class _Selector:
+    """Keeps the ``limit`` rows with the lowest selection hash of their key (stable as data grows)."""
+
+    def __init__(self, limit: int, salt: str):
+        self.limit, self.salt = limit, salt
+        self.heap: list[tuple[int, int, int, tuple]] = []
+        self.seq = 0
+        self.dropped = 0
+
+    def offer(self, split_key: str, item: tuple) -> None:
+        self.seq += 1
+        tie = hash64(item[1]["id"])
+        entry = (-selection_hash(split_key, self.salt), -tie, self.seq, item)
+        if len(self.heap) < self.limit:
+            heapq.heappush(self.heap, entry)
+        else:
+            heapq.heappushpop(self.heap, entry)
+            self.dropped += 1
+
+    def rows(self) -> Iterator[tuple]:
+        for entry in sorted(self.heap, key=lambda e: e[2]):
+            yield entry[3]
+
+
+def _spec(spec: Spec | dict[str, Any]) -> Spec:
+    return spec if isinstance(spec, Spec) else parse_spec(spec)
+
+
+def _parent(parent: str | Path | None) -> str | None:
+    if parent is None or parent == "":
+        return None
+    if isinstance(parent, str) and parent.startswith("sha256:"):
+        return parent
+    card = verify_card(parent, kind="dataset") if Path(parent).is_dir() else read_card(parent)
+    return card["fingerprint"]
+
+
+def source_names(sources: list[DataSource]) -> list[str]:
+    """Each source's name: its ``name``, else the last part of its URI without extension; unique."""
+    names: list[str] = []
+    for source in sources:
+        base = source.name or Path(source.uri.rstrip("/").rsplit("/", 1)[-1]).stem or "source"
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
+    return names
+
+
+def _quarantine_entry(record: Record, source: str, reason: str, detail: str) -> dict[str, Any]:
+    entry = {"reason": reason, "detail": detail, "source": source, "file": record.file, "line": record.line}
+    if record.values is not None:
+        entry["row"] = record.values
+    else:
+        entry["raw"] = record.raw
+    return entry
+
+
+class _Run:
+    """One ingest: counters, the writer and the figures."""
+
+    def __init__(self, spec: Spec, writer: DatasetWriter, processor: RowProcessor):
+        self.spec, self.writer, self.processor = spec, writer, processor
+        self.stats = Stats(processor.input_field, processor.target_field, processor.classify)
+        self.fingerprint = Fingerprint()
+        self.reasons: Counter[str] = Counter()
+        self.examples: list[str] = []
+        self.sources: list[dict[str, Any]] = []
+        self.valid = self.read = 0
+        limit = spec.data.max_rows
+        self.selector = _Selector(limit, spec.data.split.salt) if limit else None
+
+    def emit(self, split: str, row: dict[str, Any], n_in: int, n_tgt: int) -> None:
+        self.writer.add(split, row)
+        extras = [k for k in row if k not in ("id", "source", self.processor.input_field,
+                                                self.processor.target_field)]
+        self.stats.add(split, row, n_in, n_tgt, extras)
+        self.fingerprint.add(split, row)
+
+    def bad(self, record: Record, source: str, reason: str, detail: str) -> None:
+        self.reasons[reason] += 1
+        self.writer.quarantine(_quarantine_entry(record, source, reason, detail))
+        if len(self.examples) < _EXAMPLES:
+            self.examples.append(f"{source}:{record.file}:{record.line} {reason} ({detail})")
+
+    def read_source(self, source: DataSource, name: str) -> None:
+        files = SourceFiles(source.uri, source.format, source.include)
+        validator = self.processor.validator(source, name)
+        read = valid = 0
+        reasons: Counter[str] = Counter()
+        for record in files.records():
+            read += 1
+            if record.values is None:
+                reasons[record.reason] += 1
+                self.bad(record, name, record.reason, record.detail)
+                continue
+            try:
+                split, row, n_in, n_tgt, split_key = self.processor.process(record.values, validator, name)
+            except RowError as err:
+                reasons[err.reason] += 1
+                self.bad(record, name, err.reason, err.detail)
+                continue
+            valid += 1
+            if self.selector is not None:
+                self.selector.offer(split_key, (split, row, n_in, n_tgt))
+            else:
+                self.emit(split, row, n_in, n_tgt)
+        if valid == 0:
+            raise DataError(f"source {name!r} ({source.uri}) has no valid row: {read} read, all quarantined "
+                            f"({_summary(reasons)}); first problems: " + "; ".join(self.examples[:3]),
+                            "check the source's `format`, `columns` and `label_map` against its files")
+        self.read += read
+        self.valid += valid
+        self.sources.append({"name": name, "uri": source.uri, "format": source.format, "files": files.files,
+                             "rows_read": read, "rows_valid": valid, "rows_quarantined": read - valid,
+                             "quarantine_counts": dict(sorted(reasons.items()))})
+
+    def check_quality(self) -> float:
+        """The bad fraction: quarantined rows other than duplicates, over the rows read."""
+        bad = sum(n for reason, n in self.reasons.items() if reason not in DUPLICATE_REASONS)
+        fraction = bad / self.read if self.read else 0.0
+        limit = self.spec.data.quality.max_bad_fraction
+        if fraction > limit:
+            bad_reasons = Counter({r: n for r, n in self.reasons.items() if r not in DUPLICATE_REASONS})
+            raise DataError(f"{bad} of {self.read} rows ({fraction:.1%}) are bad, more than "
+                            f"data.quality.max_bad_fraction {limit:g}: {_summary(bad_reasons)}; first problems: "
+                            + "; ".join(self.examples),
+                            "fix the sources (see the reasons), or raise data.quality.max_bad_fraction")
+        return fraction
+
+
+def _summary(reasons: Counter[str]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+
+
+def ingest_dataset(spec: Spec | dict[str, Any], out_dir: str | Path, parent: str | Path | None = None,
+                   count_tokens: Callable[[str], int] = approx_tokens) -> IngestResult:
+    """Read, validate, split and version the spec's data sources into a data set directory.
+
+    ``parent`` is the previous version (a data set directory or its fingerprint); the
+    card records its fingerprint. Raises DataError (nothing written) when a source is
+    missing or empty, has no valid row, or the bad fraction passes the spec's limit.
+    """
+    spec = _spec(spec)
+    parent_fp = _parent(parent)
+    data = spec.data
+    processor = RowProcessor(spec, count_tokens)
+    with DatasetWriter(out_dir) as writer:
+        run = _Run(spec, writer, processor)
+        for source, name in zip(data.sources, source_names(data.sources)):
+            run.read_source(source, name)
+        fraction = run.check_quality()
+        not_selected = 0
+        if run.selector is not None:
+            for item in run.selector.rows():
+                run.emit(*item)
+            not_selected = run.selector.dropped
+        repairs: Counter[str] = Counter()
+        for validator in processor.validators.values():
+            repairs.update(validator.repairs)
+        card = writer.finish(
+            task=spec.task.type, fields={"input": processor.input_field, "target": processor.target_field,
+                                         "id": spec.task.id_field},
+            labels=list(spec.task.labels), fingerprint=run.fingerprint.hexdigest(), parent=parent_fp,
+            sources=run.sources, rows_read=run.read, bad_fraction=round(fraction, 6),
+            duplicate_fraction=round(sum(run.reasons[r] for r in DUPLICATE_REASONS) / run.read, 6),
+            quarantine_counts=dict(sorted(run.reasons.items())), repairs=dict(sorted(repairs.items())),
+            split={"ratios": dict(zip(("train", "validation", "test"), processor.ratios)),
+                   "key": data.split.key or "normalised input", "salt": data.split.salt},
+            quality=data.quality.model_dump(), max_rows=data.max_rows, not_selected=not_selected,
+            token_count=TOKEN_COUNT if count_tokens is approx_tokens else getattr(count_tokens, "__name__", "custom"),
+            **run.stats.card_fields())
+    log.info("ingested %s rows (%s), quarantined %s, fingerprint %s", run.valid - not_selected,
+             card["counts"], sum(run.reasons.values()), card["fingerprint"])
+    return IngestResult(Path(out_dir), card["fingerprint"], parent_fp, card["counts"], sum(run.reasons.values()),
+                        card["quarantine_counts"], run.read, not_selected, card)
+
+
+def validate_rows(spec: Spec | dict[str, Any], rows: Iterable[dict[str, Any]],
+                  count_tokens: Callable[[str], int] = approx_tokens) -> Counter[str]:
+    """Validate raw rows (as a reader yields them) for the spec's first source, writing nothing.
+
+    Returns counts by outcome: split names for good rows, reason codes for bad ones.
+    The benchmarks call this to measure validation throughput.
+    """
+    spec = _spec(spec)
+    processor = RowProcessor(spec, count_tokens)
+    source = spec.data.sources[0]
+    validator = processor.validator(source, "bench")
+    outcome: Counter[str] = Counter()
+    for values in rows:
+        try:
+            outcome[processor.process(values, validator, "bench")[0]] += 1
+        except RowError as err:
+            outcome[err.reason] += 1
+    return outcome

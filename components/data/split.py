@@ -1,0 +1,191 @@
+"""Deterministic splits, duplicate and leakage tracking, and the content fingerprint.
+
+A row's split is a function of its key alone (``blake2b(salt, key)`` as a fraction
+of 2**64 against the split ratios), so appending rows never moves an existing row.
+The key is ``data.split.key`` when set, else the normalised input text (so the same
+question never lands in two splits). ``data.max_rows`` keeps the rows with the lowest
+*selection* hash of their key (a second, independent hash: the split hash would pick
+train rows only).
+
+Memory: duplicate and leakage checks keep 8-byte hashes of what they have seen (about
+70-150 bytes per valid row in Python dicts), never the rows or the raw lines.
+"""
+
+import hashlib
+import json
+from hashlib import blake2b as _blake2b
+from collections import Counter
+from typing import Any
+
+SPLIT_NAMES = ("train", "validation", "test")
+_MOD = 1 << 256
+
+
+def hash64(*parts: str) -> int:
+    """A stable 64-bit hash of strings (blake2b), the same on every machine and run."""
+    data = "\x1f".join(parts).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def digest8(text: str) -> bytes:
+    """8 bytes of blake2b: the in-memory identity of a text in duplicate and leakage checks."""
+    return _blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def assign_split(key: str, ratios: tuple[float, float, float], salt: str) -> str:
+    """The split of a key: train / validation / test by its hash fraction."""
+    fraction = hash64(salt, key) / 2.0**64
+    if fraction < ratios[0]:
+        return "train"
+    if fraction < ratios[0] + ratios[1]:
+        return "validation"
+    return "test"
+
+
+def selection_hash(key: str, salt: str) -> int:
+    """Order used by ``data.max_rows`` (lowest first), independent of the split hash."""
+    return hash64("select", salt, key)
+
+
+class Tracker:
+    """State across rows: ids, duplicates, label conflicts and leakage between splits.
+
+    ``check`` returns ``None`` for a new row or ``(reason, detail)``; the first row seen
+    wins, so appending rows can only quarantine the new ones. Only 8-byte hashes are kept.
+    """
+
+    def __init__(self, dedupe: bool, track_ids: bool, conflicts: bool, leakage: bool):
+        self.dedupe, self.conflicts, self.leakage = dedupe, conflicts, leakage
+        self.ids: set[bytes] | None = set() if track_ids else None
+        self.pairs: dict[bytes, bytes] = {}
+        # normalised input -> (normalised target digest, split index)
+        self.inputs: dict[bytes, tuple[bytes, int]] = {}
+
+    def check(self, row_id: str | None, exact: bytes, norm_text: str, norm_target: str,
+              split: str) -> tuple[str, str] | None:
+        """``exact`` is :func:`digest8` of the row's exact content."""
+        id_hash = digest8(row_id) if self.ids is not None and row_id is not None else None
+        if id_hash is not None and id_hash in self.ids:
+            return "duplicate-id", f"id {row_id!r} was already used by an earlier row"
+        pair = b""
+        if self.dedupe:
+            pair = digest8(f"{norm_text}\x1f{norm_target}")
+            seen = self.pairs.get(pair)
+            if seen is not None:
+                if seen == exact:
+                    return "duplicate", "an exact copy of an earlier row"
+                return "near-duplicate", "the same as an earlier row after normalisation"
+        if self.conflicts or self.leakage:
+            h_in = digest8(norm_text)
+            seen_in = self.inputs.get(h_in)
+            if seen_in is None:
+                self.inputs[h_in] = (digest8(norm_target) if self.conflicts else b"", SPLIT_NAMES.index(split))
+            else:
+                if self.conflicts and seen_in[0] != digest8(norm_target):
+                    return "conflicting-label", "an earlier row has the same normalised text and another label"
+                seen_split = SPLIT_NAMES[seen_in[1]]
+                if self.leakage and seen_split != split:
+                    return "leakage", (f"the same normalised input is already in {seen_split} "
+                                       f"(this row's key puts it in {split})")
+        if id_hash is not None:
+            self.ids.add(id_hash)
+        if self.dedupe:
+            self.pairs[pair] = exact
+        return None
+
+
+class Fingerprint:
+    """An order-independent digest of (split, row) pairs: sha256 of each, summed mod 2**256.
+
+    The same rows in the same splits give the same fingerprint whatever order the
+    sources list them in; any changed, added or removed row, or a row in another
+    split, changes it.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.count = 0
+
+    def add(self, split: str, row: dict[str, Any]) -> None:
+        data = json.dumps([split, row], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        digest = hashlib.sha256(data.encode("utf-8", "surrogatepass")).digest()
+        self.total = (self.total + int.from_bytes(digest, "big")) % _MOD
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        data = f"aicd-dataset-v1|{self.count}|{self.total:064x}".encode()
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class Stats:
+    """Figures of the written rows for the card and the profile report."""
+
+    SLICE_MAX_VALUES = 50
+
+    def __init__(self, input_field: str, target_field: str, classify: bool):
+        self.input_field, self.target_field, self.classify = input_field, target_field, classify
+        self.lengths: dict[str, Counter[int]] = {input_field: Counter()}
+        if not classify:
+            self.lengths[target_field] = Counter()
+        self.labels: dict[str, Counter[str]] = {s: Counter() for s in SPLIT_NAMES}
+        self.sources: Counter[str] = Counter()
+        self.slices: dict[str, Counter[str]] = {}
+        self.dropped_slices: set[str] = set()
+
+    def add(self, split: str, row: dict[str, Any], n_in: int, n_tgt: int, extras: list[str]) -> None:
+        self.lengths[self.input_field][n_in] += 1
+        if not self.classify:
+            self.lengths[self.target_field][n_tgt] += 1
+        else:
+            self.labels[split][row[self.target_field]] += 1
+        self.sources[row["source"]] += 1
+        for column in extras:
+            if column in self.dropped_slices:
+                continue
+            counter = self.slices.setdefault(column, Counter())
+            counter[str(row.get(column))] += 1
+            if len(counter) > self.SLICE_MAX_VALUES:
+                self.dropped_slices.add(column)
+                del self.slices[column]
+
+    def card_fields(self) -> dict[str, Any]:
+        return {
+            "label_distribution": dict(sorted(sum(self.labels.values(), Counter()).items())),
+            "label_distribution_by_split": ({s: dict(sorted(c.items())) for s, c in self.labels.items()}
+                                            if self.classify else {}),
+            "length_stats": {f: {**_summary(c), "unit": "tokens"} for f, c in self.lengths.items()},
+            "length_histogram": {f: _histogram(c) for f, c in self.lengths.items()},
+            "rows_per_source": dict(sorted(self.sources.items())),
+            "slice_distribution": {k: dict(sorted(v.items())) for k, v in sorted(self.slices.items())},
+        }
+
+
+def _summary(counts: Counter[int]) -> dict[str, float]:
+    n = sum(counts.values())
+    if not n:
+        return {"n": 0}
+    ordered = sorted(counts.items())
+
+    def quantile(q: float) -> int:
+        target, running = q * (n - 1), 0
+        for value, count in ordered:
+            running += count
+            if running > target:
+                return value
+        return ordered[-1][0]
+
+    mean = sum(v * c for v, c in ordered) / n
+    return {"n": n, "min": ordered[0][0], "max": ordered[-1][0], "mean": round(mean, 2),
+            "p50": quantile(0.5), "p95": quantile(0.95)}
+
+
+def _histogram(counts: Counter[int], bins: int = 30) -> dict[str, list[int]]:
+    if not counts:
+        return {"edges": [], "counts": []}
+    low, high = min(counts), max(counts)
+    width = max(1, -(-(high - low + 1) // bins))
+    edges = list(range(low, high + width + 1, width))
+    hist = [0] * (len(edges) - 1)
+    for value, count in counts.items():
+        hist[min((value - low) // width, len(hist) - 1)] += count
+    return {"edges": edges, "counts": hist}
