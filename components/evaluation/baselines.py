@@ -1,0 +1,127 @@
+"""Cheap models the leaderboard needs: a TF-IDF baseline and a linear probe on an encoder.
+
+- ``TfidfBackend``: TF-IDF (word 1-2 grams) plus logistic regression (scikit-learn),
+  trained on the train split; the classical baseline every classifier must beat.
+- ``train_linear_probe``: the encoder stays frozen; only its classification head is
+  trained (full batch, cross-entropy with balanced class weights) on features computed
+  once. The result is a real Model artifact (full weights, safetensors) that
+  evaluate_model, the gate and the predictor load like any other.
+"""
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aicd.components.errors import EvaluationError
+from aicd.components.evaluation.backends import Backend
+from aicd.components.evaluation.inference import Outputs
+from aicd.components.spec import Spec
+
+log = logging.getLogger(__name__)
+# Train on at most this many rows (first in split order): the probe must stay short.
+MAX_PROBE_ROWS = 512
+PROBE_STEPS = 300
+
+
+def _train_rows(spec: Spec, dataset_dir: str | Path, limit: int | None) -> tuple[list[str], list[str]]:
+    from aicd.components.data.format import read_split
+
+    rows = read_split(dataset_dir, "train")[:limit] if limit else read_split(dataset_dir, "train")
+    text, label = spec.task.fields
+    labels = [str(r[label]) for r in rows]
+    if len(set(labels)) < 2:
+        raise EvaluationError(f"the train split of {dataset_dir} has {len(set(labels))} class(es): "
+                              "a baseline needs at least two", "rebuild the data set with more labeled rows")
+    return [str(r[text]) for r in rows], labels
+
+
+@dataclass
+class TfidfBackend(Backend):
+    pipeline: Any = None
+
+    def predict(self, inputs: Sequence[str]) -> Outputs:
+        t0 = time.perf_counter()
+        labels = [str(x) for x in self.pipeline.predict(list(inputs))]
+        seconds = time.perf_counter() - t0
+        return Outputs(labels, [seconds * 1000] * len(labels), 0, seconds)
+
+
+def tfidf_baseline(spec: Spec, dataset_dir: str | Path, seed: int = 0) -> TfidfBackend:
+    """Fit TF-IDF + logistic regression on the train split."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    if spec.task.type != "text-classification":
+        raise EvaluationError("the TF-IDF baseline applies to text-classification only",
+                              "leave it out for causal-lm specs")
+    texts, labels = _train_rows(spec, dataset_dir, None)
+    pipeline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True, max_features=50000),
+                             LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed))
+    pipeline.fit(texts, labels)
+    clf = pipeline[-1]
+    size = (clf.coef_.nbytes + clf.intercept_.nbytes + len(pipeline[0].vocabulary_) * 16) / 2**20
+    return TfidfBackend(model_info={"name": "tfidf-logreg", "uri": "sklearn:tfidf+logistic-regression",
+                                    "digest": None, "base_model": None},
+                        prompt_template=None, sizes={"model_size_mb": size, "adapter_size_mb": None},
+                        pipeline=pipeline)
+
+
+def _head_inputs(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32):
+    """What the classification head receives for each text (captured with a forward hook)."""
+    import torch
+
+    head = model.classifier
+    captured = []
+    hook = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                enc = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
+                                padding=True, return_tensors="pt")
+                model(**enc)
+    finally:
+        hook.remove()
+    if captured[0].dim() != 2:
+        raise EvaluationError(f"{type(model).__name__}'s head takes {captured[0].dim()}-d input; the linear probe "
+                              "needs a pooled vector", "use a BERT-style encoder, or fine-tune with a LoRA method")
+    return torch.cat(captured)
+
+
+def train_linear_probe(spec: Spec, dataset_dir: str | Path, candidate: str, out_dir: str | Path, *,
+                       max_rows: int = MAX_PROBE_ROWS, steps: int = PROBE_STEPS) -> Path:
+    """Train only the head of an encoder candidate; write a full-weights Model artifact."""
+    import torch
+
+    from aicd.components.cards import atomic_dir, read_card, write_card
+    from aicd.components.models import load_classifier
+
+    cand = spec.candidate(candidate)
+    labels = list(spec.task.labels)
+    texts, y_names = _train_rows(spec, dataset_dir, max_rows)
+    torch.manual_seed(spec.metrics.seed)
+    model, tokenizer, _ = load_classifier(cand.uri, labels)
+    features = _head_inputs(model, tokenizer, texts, spec.task.max_length).clone()
+    y = torch.tensor([labels.index(v) for v in y_names])
+    counts = torch.bincount(y, minlength=len(labels)).float()
+    weight = torch.where(counts > 0, len(y) / (len(labels) * counts.clamp(min=1)), torch.zeros_like(counts))
+    head = model.classifier
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = loss_fn(head(features), y)
+        loss.backward()
+        optimizer.step()
+    log.info("linear probe of %s on %d rows: final loss %.4f", cand.name, len(y), float(loss))
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_card(tmp, "model", task="text-classification", labels=labels, base_model=cand.uri,
+                   name=f"{cand.name}-linear-probe", method="linear-probe",
+                   hyperparameters={"rows": len(y), "steps": steps, "learning_rate": 1e-2, "optimizer": "adam"},
+                   data_fingerprint=read_card(dataset_dir).get("fingerprint"), metrics={"train_loss": float(loss)})
+    return Path(out_dir)

@@ -1,0 +1,104 @@
+"""Leaderboard (candidates, TF-IDF baseline, selection under constraints) and the search."""
+
+import json
+
+import pytest
+
+from aicd.components.errors import EvaluationError
+from aicd.components.evaluation.evaluate import as_spec
+from aicd.components.evaluation.leaderboard import benchmark_candidates, select_candidate
+from aicd.components.evaluation.search import plan_trials, search_hyperparameters, trial_spec
+from test_evaluation_evaluate import causal_dataset, classification_dataset, make_adapter, small_spec
+
+
+def _entry(name, selectable=True, **metrics):
+    return {"name": f"{name}/m", "candidate": name, "mode": "m", "selectable": selectable, "metrics": metrics,
+            "intervals": {k: [v, v] for k, v in metrics.items()}}
+
+
+@pytest.mark.parametrize("weights,constraints,chosen", [
+    ({}, {}, "b"),                                                  # primary macro_f1 only
+    ({}, {"latency_p95_ms": 100}, "a"),                             # b is too slow
+    ({"macro_f1": 1.0, "latency_p95_ms": 0.01}, {}, "a"),           # 0.6-0.2 > 0.7-3.0
+    ({}, {"accuracy": 0.65}, "a"),                                  # a lower bound for higher-is-better
+])
+def test_selection_weights_and_constraints(review_sentiment_spec, weights, constraints, chosen):
+    review_sentiment_spec["metrics"].update(selection_weights=weights, constraints=constraints)
+    review_sentiment_spec["candidates"] = [{"name": "a", "uri": "pkg://a"}, {"name": "b", "uri": "pkg://b"}]
+    spec = as_spec(review_sentiment_spec)
+    entries = [_entry("a", macro_f1=0.6, accuracy=0.7, latency_p95_ms=20.0),
+               _entry("b", macro_f1=0.7, accuracy=0.6, latency_p95_ms=300.0),
+               _entry("tfidf", selectable=False, macro_f1=0.9, accuracy=0.9, latency_p95_ms=1.0)]
+    board = select_candidate(spec, entries)
+    assert board["chosen"]["candidate"] == chosen
+    assert board["entries"][0]["name"] == "tfidf/m" and board["baseline_beats_chosen"] is True
+
+
+def test_no_eligible_candidate_is_a_clear_error(review_sentiment_spec):
+    review_sentiment_spec["metrics"]["constraints"] = {"latency_p95_ms": 1}
+    with pytest.raises(EvaluationError, match=r"no candidate meets .*a/m: latency_p95_ms 20 > 1"):
+        select_candidate(as_spec(review_sentiment_spec), [_entry("a", macro_f1=0.5, latency_p95_ms=20.0)])
+
+
+def test_classification_leaderboard_with_probe_and_baseline(tmp_path, tiny_encoder, review_sentiment_spec):
+    spec = small_spec(review_sentiment_spec, tiny_encoder)
+    board = benchmark_candidates(spec, classification_dataset(tmp_path / "data"), tmp_path / "bench")
+    names = {e["name"] for e in board["entries"]}
+    assert names == {"tiny/linear-probe", "tfidf-logreg/baseline"}
+    # The baseline memorises this tiny train split (the validation rows are in it): it must be perfect.
+    base = next(e for e in board["entries"] if e["mode"] == "baseline")
+    assert base["metrics"]["accuracy"] == 1.0 and base["selectable"] is False
+    assert board["chosen"]["name"] == "tiny/linear-probe"
+    on_disk = json.loads((tmp_path / "bench" / "leaderboard" / "leaderboard.json").read_text())
+    assert on_disk["chosen"] == board["chosen"]
+    assert "data:image/png;base64," in (tmp_path / "bench" / "leaderboard" / "leaderboard.html").read_text()
+    probe_card = json.loads((tmp_path / "bench" / "candidates" / "tiny" / "models" / "tiny" / "card.json").read_text())
+    assert probe_card["method"] == "linear-probe" and probe_card["kind"] == "model"
+
+
+def test_causal_leaderboard_zero_and_few_shot(tmp_path, tiny_causal_lm, support_bot_spec):
+    spec = small_spec(support_bot_spec, tiny_causal_lm)
+    board = benchmark_candidates(spec, causal_dataset(tmp_path / "data"), tmp_path / "bench")
+    assert {e["mode"] for e in board["entries"]} == {"zero-shot", "few-shot-2"}
+    few = json.loads((tmp_path / "bench" / "candidates" / "tiny" / "few-shot-2" / "report.json").read_text())
+    # the two train pairs are earlier chat turns of the prompt
+    assert few["prompt_example"].count("<|user|>") == 3 and few["prompt_example"].count("<|assistant|>") == 3
+
+
+@pytest.mark.parametrize("strategy,trials,expected", [
+    ("grid", 10, [{"alpha": 8, "learning_rate": 0.1}, {"alpha": 8, "learning_rate": 0.2},
+                  {"alpha": 16, "learning_rate": 0.1}, {"alpha": 16, "learning_rate": 0.2}]),
+    ("grid", 2, [{"alpha": 8, "learning_rate": 0.1}, {"alpha": 8, "learning_rate": 0.2}]),
+])
+def test_plan_trials(support_bot_spec, strategy, trials, expected):
+    support_bot_spec["training"].update(search_space={"learning_rate": [0.1, 0.2], "alpha": [8, 16]},
+                                        search_strategy=strategy, search_trials=trials)
+    assert plan_trials(as_spec(support_bot_spec)) == expected
+
+
+def test_random_search_is_seeded_and_bad_fields_are_named(support_bot_spec):
+    support_bot_spec["training"].update(search_space={"learning_rate": [0.1, 0.2, 0.3], "r": [4, 8]},
+                                        search_strategy="random", search_trials=3)
+    spec = as_spec(support_bot_spec)
+    assert plan_trials(spec) == plan_trials(spec) and len(plan_trials(spec)) == 3
+    assert trial_spec(spec, {"r": 4, "learning_rate": 0.3}, "lora-r8")["training"]["methods"][0]["r"] == 4
+    support_bot_spec["training"]["search_space"] = {"colour": [1]}
+    with pytest.raises(EvaluationError, match=r"`training.search_space.colour` is not a training or method field"):
+        plan_trials(as_spec(support_bot_spec))
+
+
+def test_search_trains_evaluates_and_picks_by_the_contract(tmp_path, tiny_causal_lm, support_bot_spec):
+    """A stand-in train_fn (real PEFT adapters; the training area tests train_adapter itself)."""
+    spec = small_spec(support_bot_spec, tiny_causal_lm)
+    spec["training"]["search_space"] = {"learning_rate": [0.001, 0.002]}
+    data = causal_dataset(tmp_path / "data")
+    seen = []
+
+    def train(trial, out):
+        seen.append(trial["training"]["learning_rate"])
+        return make_adapter(tiny_causal_lm, out)
+
+    result = search_hyperparameters(spec, data, tmp_path / "search", train_fn=train)
+    assert seen == [0.001, 0.002] and len(result["trials"]) == 2
+    assert result["best"]["params"] in ({"learning_rate": 0.001}, {"learning_rate": 0.002})
+    assert (tmp_path / "search" / "trial-1" / "eval" / "report.json").is_file()
