@@ -109,19 +109,36 @@ def measure(fn: Callable[[], Any], clock: Callable[[], float] = process_and_chil
     return Sample(cpu=clock() - cpu0, wall=wall, result=result)
 
 
-def alternate(baseline: Callable[[], Any], treatment: Callable[[], Any], repeats: int = MIN_REPEATS,
-              warmup: int = 1, clock: Callable[[], float] = process_and_children_cpu) -> Trial:
-    """Warm both up, then run A B A B ... ``repeats`` times each (never fewer than 3)."""
+def _bind(run: Callable[..., Any], prepare: Callable[[], Any] | None) -> Callable[[], Callable[[], Any]]:
+    """A factory of the timed callable: ``prepare()`` runs untimed, its result goes to ``run``."""
+    def make() -> Callable[[], Any]:
+        if prepare is None:
+            return run
+        state = prepare()
+        return lambda: run(state)
+    return make
+
+
+def alternate(baseline: Callable[..., Any], treatment: Callable[..., Any], repeats: int = MIN_REPEATS,
+              warmup: int = 1, clock: Callable[[], float] = process_and_children_cpu,
+              prepare_baseline: Callable[[], Any] | None = None,
+              prepare_treatment: Callable[[], Any] | None = None) -> Trial:
+    """Warm both up, then run A B A B ... ``repeats`` times each (never fewer than 3).
+
+    ``prepare_*`` (optional) build fresh state before every run, outside the timing;
+    the run then receives that state as its one argument.
+    """
     if repeats < MIN_REPEATS:
         raise ValueError(f"repeats must be at least {MIN_REPEATS}, got {repeats}")
+    make_base, make_treat = _bind(baseline, prepare_baseline), _bind(treatment, prepare_treatment)
     for _ in range(warmup):
-        baseline()
-        treatment()
+        make_base()()
+        make_treat()()
     trial = Trial(baseline=[], treatment=[], order=[])
     for _ in range(repeats):
-        trial.baseline.append(measure(baseline, clock))
+        trial.baseline.append(measure(make_base(), clock))
         trial.order.append("baseline")
-        trial.treatment.append(measure(treatment, clock))
+        trial.treatment.append(measure(make_treat(), clock))
         trial.order.append("treatment")
     return trial
 

@@ -50,6 +50,25 @@ def test_alternate_runs_warmup_then_a_b_a_b():
     assert trial.baseline_result == "A" and trial.treatment_result == "B"
 
 
+def test_prepare_runs_untimed_before_every_run_and_feeds_the_run():
+    clock, calls = FakeClock(), []
+
+    def prepare():
+        calls.append("prepare")
+        clock.now += 1000  # setup cost must not be counted
+        return len(calls)
+
+    def run(state):
+        calls.append(f"run{state}")
+        clock.now += 2
+        return state
+
+    trial = harness.alternate(run, lambda: clock.now, repeats=3, warmup=1, clock=clock, prepare_baseline=prepare)
+    assert [s.cpu for s in trial.baseline] == [2, 2, 2]
+    assert calls.count("prepare") == 4  # warm-up + 3 timed runs
+    assert [s.result for s in trial.baseline] == [3, 5, 7]  # each run got its own fresh state
+
+
 @pytest.mark.parametrize("repeats", [0, 1, 2])
 def test_alternate_refuses_fewer_than_three_repeats(repeats):
     with pytest.raises(ValueError, match="repeats must be at least 3"):
