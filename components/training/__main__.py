@@ -1,0 +1,87 @@
+"""Training entry point, the same locally, under torchrun and inside a TrainJob.
+
+    python -m aicd.components.training train-adapter --spec spec.yaml --dataset DIR --method NAME --out DIR
+    torchrun --nproc_per_node 2 -m aicd.components.training train-adapter ...
+    python -m aicd.components.training train-from-scratch --spec spec.yaml --dataset DIR --out DIR
+
+``--dataset`` and ``--out`` take local paths or pvc:// URIs. Bad input prints the message
+and exits non-zero; SIGTERM saves a checkpoint and exits with status 143 (a retry resumes).
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from aicd.components.errors import AicdError
+
+
+def _path(uri: str, must_exist: bool) -> Path:
+    if uri.startswith("pvc://"):
+        return Path(os.environ.get("AICD_PVC_ROOT", "/mnt/pvc")) / uri[len("pvc://"):]
+    if must_exist:
+        from aicd.components.uris import resolve_data
+
+        return resolve_data(uri)
+    return Path(uri)
+
+
+def _spec(args):
+    from aicd.components.spec import load_spec, parse_spec
+
+    if args.spec_json:
+        return parse_spec(json.loads(args.spec_json), "--spec-json")
+    return load_spec(args.spec)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m aicd.components.training")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("train-adapter", "train-from-scratch"):
+        cmd = sub.add_parser(name)
+        source = cmd.add_mutually_exclusive_group(required=True)
+        source.add_argument("--spec", help="spec YAML file")
+        source.add_argument("--spec-json", help="the spec as one JSON string")
+        cmd.add_argument("--dataset", required=True, help="data set artifact directory")
+        cmd.add_argument("--out", required=True, help="where the Model artifact goes")
+        cmd.add_argument("--checkpoint-root", help="overrides training.checkpoint.root")
+        cmd.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+        cmd.add_argument("--summary", help="write the result summary here as JSON (rank 0)")
+        if name == "train-adapter":
+            cmd.add_argument("--method", required=True, help="name of one of training.methods")
+            cmd.add_argument("--base", help="base model URI (default: the spec's first candidate)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from aicd.components.training.loop import TrainingInterrupted
+
+    try:
+        spec = _spec(args)
+        dataset, out = _path(args.dataset, True), _path(args.out, False)
+        common = {"checkpoint_root": args.checkpoint_root, "progress": not args.no_progress}
+        if args.command == "train-adapter":
+            from aicd.components.training.adapter import train_adapter
+
+            result = train_adapter(spec, dataset, args.method, out, base_uri=args.base, **common)
+        else:
+            from aicd.components.training.scratch import train_from_scratch
+
+            result = train_from_scratch(spec, dataset, out, **common)
+    except TrainingInterrupted as err:
+        sys.stderr.write(f"{err}\n")
+        return 143
+    except AicdError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return err.exit_code
+    if args.summary and int(os.environ.get("RANK", "0")) == 0:
+        Path(args.summary).write_text(json.dumps(result.summary(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""train_adapter: fine-tune a base model with one method of the spec into a Model artifact."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from aicd.components.cards import read_card
+from aicd.components.data.format import read_split
+from aicd.components.errors import TrainingError
+from aicd.components.spec import MethodSpec, Spec, parse_spec
+from aicd.components.training.checkpoint import checkpoint_folder, checkpoint_key
+from aicd.components.training.examples import check_length, encode_rows
+from aicd.components.training.loop import LoopConfig, run_loop
+from aicd.components.training.methods import apply_method, require_qlora
+from aicd.components.training.packing import BatchPlan
+from aicd.components.training.runtime import (TrainResult, base_digest, make_accelerator, oom_as_error,
+                                              peak_memory_mb, seed_all, write_model_artifact)
+
+log = logging.getLogger(__name__)
+
+
+def find_method(spec: Spec, name: str) -> MethodSpec:
+    for method in spec.training.methods:
+        if method.name == name:
+            return method
+    known = ", ".join(m.name for m in spec.training.methods)
+    raise TrainingError(f"method {name!r} is not in `training.methods` (known: {known})",
+                        "pass the name of one of the spec's methods")
+
+
+def _load_qlora_base(uri: str):
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from aicd.components.models import load_tokenizer
+    from aicd.components.uris import resolve_model
+
+    model_dir = resolve_model(uri)
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=quant,
+                                                 trust_remote_code=False, use_safetensors=True)
+    return model, load_tokenizer(model_dir), model_dir
+
+
+def load_base(spec: Spec, method: MethodSpec, uri: str):
+    """(model, tokenizer, local dir) of the base model for the task and method."""
+    from aicd.components.models import load_causal_lm, load_classifier
+
+    if method.method == "qlora":
+        if spec.task.type != "causal-lm":
+            raise TrainingError("method qlora is supported for causal-lm tasks only", "use lora for classification")
+        require_qlora(f"training.methods.{method.name}")
+        return _load_qlora_base(uri)
+    if spec.task.type == "text-classification":
+        return load_classifier(uri, spec.task.labels)
+    return load_causal_lm(uri)
+
+
+def hyperparameters(spec: Spec, method: MethodSpec, steps: int, world: int) -> dict[str, Any]:
+    t = spec.training
+    return {**method.model_dump(mode="json"), "learning_rate": method.learning_rate or t.learning_rate,
+            "steps": steps, "batch_size": t.batch_size, "gradient_accumulation": t.gradient_accumulation,
+            "world_size": world, "global_batch": t.batch_size * t.gradient_accumulation * world,
+            "epochs": t.epochs, "max_steps": t.max_steps, "warmup_ratio": t.warmup_ratio,
+            "weight_decay": t.weight_decay, "scheduler": t.scheduler, "seed": t.seed, "packing": t.packing,
+            "group_by_length": t.group_by_length, "max_length": spec.task.max_length}
+
+
+def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, out_dir: str | Path, *,
+                  base_uri: str | None = None, checkpoint_root: str | None = None,
+                  progress: bool = True) -> TrainResult:
+    """Train one of the spec's methods on the data set's train split; write the Model artifact.
+
+    Runs as one process or under torchrun (every rank calls it; rank 0 writes). Resumes from
+    the newest checkpoint under ``training.checkpoint.root`` (or ``checkpoint_root``).
+    """
+    spec = parse_spec(spec) if isinstance(spec, dict) else spec
+    method, t = find_method(spec, method_name), spec.training
+    where = f"training.methods.{method.name}"
+    if method.method == "qlora":
+        require_qlora(where)
+    uri = base_uri or spec.candidate().uri
+    rows = read_split(dataset_dir, "train")
+    fingerprint = read_card(dataset_dir).get("fingerprint", "")
+    accelerator = make_accelerator()
+    model, tokenizer, model_dir = load_base(spec, method, uri)
+    check_length(spec.task, model)
+    examples = encode_rows(rows, tokenizer, spec.task).examples
+    seed_all(t.seed)
+    model = apply_method(model, method, spec.task.type, where)
+    plan = BatchPlan(examples, t.batch_size, t.gradient_accumulation, accelerator.num_processes, t.seed,
+                     t.group_by_length)
+    steps = plan.steps_for(t.epochs, t.max_steps)
+    key = checkpoint_key(spec.model_dump(mode="json")["training"], fingerprint,
+                         {"method": method.model_dump(mode="json"), "base": uri, "task": spec.task.model_dump()})
+    folder = checkpoint_folder(checkpoint_root or t.checkpoint.root, key)
+    cfg = LoopConfig(steps=steps, learning_rate=method.learning_rate or t.learning_rate,
+                     weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, scheduler=t.scheduler,
+                     packing=t.packing, checkpoint_dir=folder, checkpoint_every=t.checkpoint.every_steps,
+                     keep=t.checkpoint.keep, progress=progress)
+    log.info("training %s (%s) on %d examples: %d steps of %d examples, checkpoints in %s",
+             method.name, method.method, len(examples), steps, plan.global_batch, folder)
+    with oom_as_error(f"training {method.name}"):
+        loop = run_loop(model, plan, cfg, accelerator, tokenizer.pad_token_id)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    result = TrainResult(Path(out_dir), {}, method.name, steps, loop.first_loss, loop.final_loss,
+                         loop.tokens_per_second, loop.seconds, trainable, peak_memory_mb(),
+                         loop.resumed_from, folder, losses=loop.losses)
+    if accelerator.is_main_process:
+        kind = "model" if method.method == "full" else "adapter"
+        result.card = write_model_artifact(
+            out_dir, model, tokenizer, kind, task=spec.task.type,
+            labels=list(spec.task.labels) or None, base_model=uri, base_digest=base_digest(model_dir),
+            method=method.method, method_name=method.name,
+            hyperparameters=hyperparameters(spec, method, steps, accelerator.num_processes),
+            data_fingerprint=fingerprint, metrics=result.metrics(), prompt_template=spec.task.prompt_template,
+            system_prompt=spec.task.system_prompt)
+    accelerator.wait_for_everyone()
+    return result

@@ -1,0 +1,124 @@
+"""Data order and batches: length-grouped sampling, padding-free packing, dynamic padding.
+
+Packing concatenates a micro-batch's examples into one row without padding. Without
+FlashAttention's varlen kernels, position_ids alone would let a token attend to the
+examples packed before it, so the row gets an exact block-diagonal causal mask (a 4D
+additive mask, accepted by every attention implementation) and position_ids that restart
+at 0 for each example: the packed loss equals the per-example loss.
+
+The order of examples is a pure function of (seed, epoch), never of RNG state, so a
+resumed run sees exactly the batches an uninterrupted run would, on any number of ranks.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from aicd.components.training.examples import IGNORE, Example, target_count
+
+_MEGABATCH = 16  # global batches per length-sorted group
+
+
+def block_diagonal_mask(lengths: list[int], dtype=None):
+    """(1, 1, T, T) additive mask: token i attends to j iff same example and j <= i."""
+    import torch
+
+    dtype = dtype or torch.float32
+    seq = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    same = seq[:, None] == seq[None, :]
+    causal = torch.ones(len(seq), len(seq), dtype=torch.bool).tril()
+    mask = torch.zeros(len(seq), len(seq), dtype=dtype)
+    mask.masked_fill_(~(same & causal), torch.finfo(dtype).min)
+    return mask[None, None]
+
+
+def pack(examples: list[Example], dtype=None) -> dict:
+    """One padding-free row: input_ids, labels, position_ids and the block-diagonal mask."""
+    import torch
+
+    ids = [t for ex in examples for t in ex.input_ids]
+    labels = [t for ex in examples for t in ex.labels]
+    positions = [p for ex in examples for p in range(ex.length)]
+    return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+            "position_ids": torch.tensor([positions]),
+            "attention_mask": block_diagonal_mask([ex.length for ex in examples], dtype)}
+
+
+def pad(examples: list[Example], pad_id: int) -> dict:
+    """Right-padded rows with a 2D mask (dynamic padding to the longest example)."""
+    import torch
+
+    width = max(ex.length for ex in examples)
+    ids = [ex.input_ids + [pad_id] * (width - ex.length) for ex in examples]
+    mask = [[1] * ex.length + [0] * (width - ex.length) for ex in examples]
+    batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+    if isinstance(examples[0].labels, int):
+        batch["labels"] = torch.tensor([ex.labels for ex in examples])
+    else:
+        batch["labels"] = torch.tensor([ex.labels + [IGNORE] * (width - ex.length) for ex in examples])
+    return batch
+
+
+def collate(examples: list[Example], pad_id: int, packing: bool, dtype=None) -> dict:
+    """Packed rows for causal-LM examples when packing is on, padded rows otherwise."""
+    if packing and not isinstance(examples[0].labels, int):
+        return pack(examples, dtype)
+    return pad(examples, pad_id)
+
+
+def epoch_order(lengths: list[int], seed: int, epoch: int, global_batch: int, group_by_length: bool) -> list[int]:
+    """A permutation of the examples for one epoch, length-grouped if asked."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(lengths), generator=gen).tolist()
+    if not group_by_length:
+        return order
+    size = global_batch * _MEGABATCH
+    groups = [sorted(order[i:i + size], key=lambda k: -lengths[k]) for i in range(0, len(order), size)]
+    return [k for group in groups for k in group]
+
+
+@dataclass
+class BatchPlan:
+    """Which examples each rank sees at each optimizer step (a pure function of the step)."""
+
+    examples: list[Example]
+    batch_size: int  # per rank and micro-step
+    accumulation: int = 1
+    world: int = 1
+    seed: int = 0
+    group_by_length: bool = True
+    _orders: dict[int, list[int]] = field(default_factory=dict, repr=False)
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.accumulation * self.world
+
+    def steps_for(self, epochs: float, max_steps: int | None) -> int:
+        if max_steps is not None:
+            return max_steps
+        return max(1, math.ceil(epochs * len(self.examples) / self.global_batch))
+
+    def _order(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            lengths = [ex.length for ex in self.examples]
+            self._orders = {epoch: epoch_order(lengths, self.seed, epoch, self.global_batch, self.group_by_length)}
+        return self._orders[epoch]
+
+    def global_indices(self, step: int) -> list[int]:
+        n = len(self.examples)
+        start = step * self.global_batch
+        return [self._order(p // n)[p % n] for p in range(start, start + self.global_batch)]
+
+    def micro_batches(self, step: int, rank: int = 0) -> list[list[Example]]:
+        """This rank's micro-batches of a step: chunk (a * world + rank) of the global batch."""
+        idx = self.global_indices(step)
+        out = []
+        for a in range(self.accumulation):
+            k = (a * self.world + rank) * self.batch_size
+            out.append([self.examples[i] for i in idx[k:k + self.batch_size]])
+        return out
+
+    def global_targets(self, step: int) -> int:
+        """Loss terms in the whole global batch: each rank normalises by this same number."""
+        return target_count([self.examples[i] for i in self.global_indices(step)])

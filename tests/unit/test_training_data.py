@@ -1,0 +1,148 @@
+"""Training examples and batch plans; also the small data sets the other training tests share."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aicd.components.data.format import write_dataset
+from aicd.components.errors import DataError, TrainingError
+from aicd.components.models import format_prompt, load_causal_lm, load_tokenizer
+from aicd.components.spec import TaskSpec
+from aicd.components.training.examples import IGNORE, check_length, encode_rows
+from aicd.components.training.packing import BatchPlan
+
+ROOT = Path(__file__).resolve().parents[2]
+QA = [("What is AI?", "Artificial intelligence is the study of machines that think."),
+      ("How are you?", "I am fine, thank you for asking."),
+      ("Tell me a joke.", "Why did the computer go to the doctor? It had a virus."),
+      ("Do you like sports?", "I enjoy watching football and tennis."),
+      ("What is your name?", "My name is the support assistant."),
+      ("Hi", "Hello!")]
+REVIEWS = [("This drug worked wonders and I have no side effects.", "positive"),
+           ("Terrible medicine, awful side effects and no relief at all.", "negative"),
+           ("The pill was okay, nothing special, some mild headaches.", "neutral")]
+
+
+def causal_rows(n: int = 24) -> list[dict]:
+    return [{"id": f"q{i}", "instruction": QA[i % len(QA)][0], "response": QA[i % len(QA)][1], "source": "test"}
+            for i in range(n)]
+
+
+def make_dataset(path: Path, rows: list[dict], task: str = "causal-lm", fingerprint: str = "fp-test") -> Path:
+    write_dataset(path, {"train": rows, "validation": rows[:6], "test": rows[:6]}, fingerprint=fingerprint, task=task)
+    return path
+
+
+def causal_spec(model_dir: Path, checkpoint_root: Path, **training) -> dict:
+    """The support-bot spec pointed at a tiny model, with short training."""
+    spec = yaml.safe_load((ROOT / "examples" / "support-bot" / "spec.yaml").read_text())
+    spec["candidates"][0]["uri"] = str(model_dir)
+    spec["training"].update({"max_steps": 4, "checkpoint": {"every_steps": 2, "root": str(checkpoint_root)},
+                             **training})
+    return spec
+
+
+def classification_spec(model_dir: Path, checkpoint_root: Path, **training) -> dict:
+    spec = yaml.safe_load((ROOT / "examples" / "review-sentiment" / "spec.yaml").read_text())
+    spec["candidates"][0]["uri"] = str(model_dir)
+    spec["training"].update({"max_steps": 4, "batch_size": 6, "learning_rate": 0.01,
+                             "checkpoint": {"every_steps": 2, "root": str(checkpoint_root)}, **training})
+    return spec
+
+
+def review_rows(n: int = 24) -> list[dict]:
+    return [{"id": f"r{i}", "text": REVIEWS[i % 3][0], "label": REVIEWS[i % 3][1], "source": "test"}
+            for i in range(n)]
+
+
+@pytest.fixture
+def causal_task(support_bot_spec) -> TaskSpec:
+    support_bot_spec["task"]["max_length"] = 256  # the tiny tokenizer spends many tokens per word
+    return TaskSpec.model_validate(support_bot_spec["task"])
+
+
+def test_labels_only_on_the_response(tiny_causal_lm, causal_task):
+    tok = load_tokenizer(tiny_causal_lm)
+    ex = encode_rows(causal_rows(1), tok, causal_task).examples[0]
+    prompt = format_prompt(tok, QA[0][0], None, causal_task.system_prompt)
+    n_prompt = len(tok(prompt)["input_ids"])
+    assert "<|assistant|>" in prompt and "<|system|>" in prompt  # the chat template was applied
+    assert ex.labels[:n_prompt] == [IGNORE] * n_prompt
+    response = tok(QA[0][1], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert ex.labels[n_prompt:] == response == ex.input_ids[n_prompt:]
+
+
+def test_long_examples_are_truncated_to_max_length(tiny_causal_lm, support_bot_spec):
+    tok = load_tokenizer(tiny_causal_lm)
+    system = support_bot_spec["task"]["system_prompt"]
+    n_prompt = len(tok(format_prompt(tok, QA[0][0], None, system))["input_ids"])
+    support_bot_spec["task"]["max_length"] = n_prompt + 5
+    ex = encode_rows(causal_rows(1), tok, TaskSpec.model_validate(support_bot_spec["task"])).examples[0]
+    assert ex.length == len(ex.labels) == n_prompt + 5
+    assert sum(label != IGNORE for label in ex.labels) == 5
+    support_bot_spec["task"]["max_length"] = n_prompt  # no room left for the response
+    with pytest.raises(DataError, match=f"no example of the train split fits in task.max_length={n_prompt} tokens"):
+        encode_rows(causal_rows(1), tok, TaskSpec.model_validate(support_bot_spec["task"]))
+
+
+def test_spec_prompt_template_is_used(tiny_causal_lm, support_bot_spec):
+    support_bot_spec["task"]["prompt_template"] = "Q: {instruction}\nA: "
+    task = TaskSpec.model_validate(support_bot_spec["task"])
+    tok = load_tokenizer(tiny_causal_lm)
+    ex = encode_rows(causal_rows(1), tok, task).examples[0]
+    n_prompt = len(tok("Q: What is AI?\nA: ")["input_ids"])
+    assert tok.decode(ex.input_ids[:n_prompt]) == "Q: What is AI?\nA: "
+    assert ex.labels[n_prompt - 1] == IGNORE and ex.labels[n_prompt] != IGNORE
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([], "the train split is empty: there is nothing to train on"),
+    ([{"id": "1", "question": "x", "response": "y"}], "the train split has no column instruction"),
+])
+def test_unusable_split(tiny_causal_lm, causal_task, rows, message):
+    with pytest.raises(DataError, match=message):
+        encode_rows(rows, load_tokenizer(tiny_causal_lm), causal_task)
+
+
+def test_unknown_label(tiny_encoder, review_sentiment_spec):
+    task = TaskSpec.model_validate(review_sentiment_spec["task"])
+    rows = review_rows(3) + [{"id": "x", "text": "meh", "label": "mixed"}]
+    with pytest.raises(DataError, match=r"labels \['mixed'\] in the data are not in `task.labels`"):
+        encode_rows(rows, load_tokenizer(tiny_encoder), task)
+
+
+def test_max_length_above_model_limit(tiny_causal_lm, support_bot_spec):
+    support_bot_spec["task"]["max_length"] = 1000
+    model, _, _ = load_causal_lm(str(tiny_causal_lm))
+    with pytest.raises(TrainingError, match="`task.max_length` is 1000, above the model's limit of 256 tokens"):
+        check_length(TaskSpec.model_validate(support_bot_spec["task"]), model)
+
+
+def test_batch_plan_is_a_function_of_the_step(tiny_causal_lm, causal_task):
+    examples = encode_rows(causal_rows(20), load_tokenizer(tiny_causal_lm), causal_task).examples
+    plan = BatchPlan(examples, batch_size=4, accumulation=2, world=1, seed=3)
+    again = BatchPlan(copy.copy(examples), batch_size=4, accumulation=2, world=1, seed=3)
+    assert [plan.global_indices(s) for s in (5, 0, 2)] == [again.global_indices(s) for s in (5, 0, 2)]
+    # Over one epoch-sized stretch every example appears once.
+    stream = [i for s in range(5) for i in plan.global_indices(s)]
+    assert sorted(stream[:20]) == list(range(20))
+    # 2 ranks x 1 micro-batch cover the same global batch as 1 rank x 2 micro-batches.
+    two = BatchPlan(examples, batch_size=4, accumulation=1, world=2, seed=3)
+    one = [ex for mb in plan.micro_batches(1) for ex in mb]
+    split = [ex for r in range(2) for mb in two.micro_batches(1, r) for ex in mb]
+    assert sorted(map(id, one)) == sorted(map(id, split))
+    assert plan.global_targets(1) == two.global_targets(1)
+
+
+def test_length_grouping_groups_lengths(tiny_causal_lm, causal_task):
+    examples = encode_rows(causal_rows(48), load_tokenizer(tiny_causal_lm), causal_task).examples
+    grouped = BatchPlan(examples, batch_size=4, seed=0, group_by_length=True)
+    plain = BatchPlan(examples, batch_size=4, seed=0, group_by_length=False)
+
+    def spread(plan):  # mean length range inside a batch
+        batches = [[examples[i].length for i in plan.global_indices(s)] for s in range(12)]
+        return sum(max(b) - min(b) for b in batches) / len(batches)
+
+    assert spread(grouped) < spread(plain)

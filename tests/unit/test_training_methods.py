@@ -1,0 +1,128 @@
+"""Methods from the spec: peft configs, adapters that train and load, clear errors."""
+
+import pytest
+import torch
+from peft import IA3Config, LoraConfig
+from safetensors.torch import load_file
+
+from aicd.components.cards import verify_card
+from aicd.components.errors import ModelError, TrainingError
+from aicd.components.models import load_causal_lm, load_model_artifact
+from aicd.components.spec import MethodSpec
+from aicd.components.training.adapter import train_adapter
+from aicd.components.training.methods import peft_config, qlora_available
+from test_training_data import (causal_rows, causal_spec, classification_spec, make_dataset, review_rows)
+
+
+@pytest.mark.parametrize("method, cls, flags", [
+    ("lora", LoraConfig, {"use_dora": False, "use_rslora": False, "r": 4, "lora_alpha": 8.0}),
+    ("dora", LoraConfig, {"use_dora": True, "use_rslora": False}),
+    ("rslora", LoraConfig, {"use_dora": False, "use_rslora": True}),
+    ("ia3", IA3Config, {"feedforward_modules": {"down_proj"}}),
+])
+def test_peft_config_of_each_method(method, cls, flags):
+    spec = MethodSpec(name="m", method=method, r=4, alpha=8, target_modules=["q_proj", "down_proj"])
+    config = peft_config(spec, "causal-lm")
+    assert isinstance(config, cls)
+    assert set(config.target_modules) == {"q_proj", "down_proj"}
+    for key, value in flags.items():
+        got = getattr(config, key)
+        assert (set(got) if isinstance(got, (list, set)) else got) == value
+
+
+def test_full_fine_tuning_has_no_peft_config():
+    assert peft_config(MethodSpec(name="f", method="full"), "causal-lm") is None
+
+
+def test_unknown_target_modules_name_the_model_modules(tiny_causal_lm):
+    model, _, _ = load_causal_lm(str(tiny_causal_lm))
+    spec = MethodSpec(name="m", method="lora", target_modules=["q_proj", "query_key_value"])
+    with pytest.raises(ModelError) as err:
+        peft_config(spec, "causal-lm", model, "training.methods.0")
+    assert str(err.value).startswith("`training.methods.0.target_modules` names query_key_value, "
+                                     "which the model does not have")
+    assert "fix: use some of the model's linear layers: down_proj, gate_proj, k_proj" in str(err.value)
+
+
+@pytest.mark.skipif(qlora_available(), reason="this machine has a GPU and bitsandbytes")
+def test_qlora_without_gpu_is_a_clear_error(tiny_causal_lm, tmp_path):
+    spec = causal_spec(tiny_causal_lm, tmp_path / "ck")
+    spec["training"]["methods"] = [{"name": "q4", "method": "qlora", "target_modules": ["q_proj"]}]
+    with pytest.raises(TrainingError, match="`training.methods.q4` uses method qlora, which needs a CUDA GPU "
+                                            "and the bitsandbytes package"):
+        train_adapter(spec, make_dataset(tmp_path / "ds", causal_rows()), "q4", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_method_name(tiny_causal_lm, tmp_path):
+    spec = causal_spec(tiny_causal_lm, tmp_path / "ck")
+    with pytest.raises(TrainingError, match=r"method 'nope' is not in `training.methods` \(known: lora-r8\)"):
+        train_adapter(spec, make_dataset(tmp_path / "ds", causal_rows()), "nope", tmp_path / "out")
+
+
+def _base_weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("method, adapter_key", [
+    ("lora", "lora_B"), ("dora", "lora_magnitude_vector"), ("rslora", "lora_B"), ("ia3", "ia3_l"),
+])
+def test_adapter_weights_change_and_base_does_not(tiny_causal_lm, tmp_path, method, adapter_key):
+    targets = ["q_proj", "v_proj", "down_proj"] if method == "ia3" else ["q_proj", "v_proj"]
+    spec = causal_spec(tiny_causal_lm, tmp_path / "ck", learning_rate=0.01, warmup_ratio=0.0,
+                       methods=[{"name": "m", "method": method, "r": 4, "target_modules": targets}])
+    before, _, _ = load_causal_lm(str(tiny_causal_lm))
+    base = _base_weights(before)
+    result = train_adapter(spec, make_dataset(tmp_path / "ds", causal_rows()), "m", tmp_path / "out", progress=False)
+    card = verify_card(tmp_path / "out")
+    assert card["kind"] == "adapter" and card["method"] == method and card["base_model"] == str(tiny_causal_lm)
+    assert card["data_fingerprint"] == "fp-test" and card["base_digest"].startswith("sha256:")
+    assert card["metrics"]["steps"] == 4 and result.final_loss is not None
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= set(card["files"])
+    # The saved adapter moved away from its initialisation (LoRA B starts at 0, IA3 and DoRA at 1 / |W|).
+    model, tokenizer, _ = load_model_artifact(tmp_path / "out")
+    fresh, _, _ = load_causal_lm(str(tiny_causal_lm))
+    from peft import get_peft_model
+
+    from aicd.components.training.methods import peft_config as make
+    init = get_peft_model(fresh, make(MethodSpec(name="m", method=method, r=4, target_modules=targets), "causal-lm"))
+    init_weights = {k: v for k, v in init.state_dict().items() if adapter_key in k}
+    trained = {k: v for k, v in model.state_dict().items() if adapter_key in k}
+    assert trained and all(not torch.equal(trained[k], init_weights[k]) for k in trained)
+    # Base weights are untouched.
+    merged_base = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                   for k, v in model.state_dict().items() if "lora_" not in k and "ia3_" not in k}
+    assert all(torch.equal(merged_base[k], base[k]) for k in base)
+    # The artifact carries the tokenizer used in training, chat template included.
+    assert tokenizer.chat_template and tokenizer.name_or_path == str(tmp_path / "out")
+
+
+def test_full_fine_tuning_writes_a_model_artifact(tiny_causal_lm, tmp_path):
+    spec = causal_spec(tiny_causal_lm, tmp_path / "ck", learning_rate=0.01,
+                       methods=[{"name": "full", "method": "full"}])
+    train_adapter(spec, make_dataset(tmp_path / "ds", causal_rows()), "full", tmp_path / "out", progress=False)
+    model, _, card = load_model_artifact(tmp_path / "out")
+    assert card["kind"] == "model" and "model.safetensors" in card["files"]
+    base = load_file(str(tiny_causal_lm / "model.safetensors"))
+    trained = model.state_dict()
+    assert any(not torch.equal(trained[k], base[k]) for k in base)
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_classification_adapter_trains_head_and_loads(tiny_encoder, tmp_path, method):
+    targets = ["query", "value", "output.dense"] if method == "ia3" else ["query", "value"]
+    spec = classification_spec(tiny_encoder, tmp_path / "ck", max_steps=12,
+                               methods=[{"name": "m", "method": method, "target_modules": targets}])
+    data = make_dataset(tmp_path / "ds", review_rows(), task="text-classification")
+    result = train_adapter(spec, data, "m", tmp_path / "out", progress=False)
+    assert result.steps == 12 and len(result.losses) == 12
+    model, _, card = load_model_artifact(tmp_path / "out")
+    assert card["task"] == "text-classification" and card["labels"] == ["negative", "neutral", "positive"]
+    assert model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    # The new classification head was saved with the adapter, and the adapter left its initialisation
+    # (LoRA B starts at 0, IA3 vectors at 1).
+    saved = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
+    assert any("classifier" in k for k in saved)
+    init = 0.0 if method == "lora" else 1.0
+    moved = [k for k, v in saved.items() if ("lora_B" in k or "ia3_l" in k) and not torch.all(v == init)]
+    assert moved
