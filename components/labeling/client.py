@@ -30,6 +30,9 @@ ID_KEY = "aicd_id"
 
 def _detail(resp: requests.Response) -> str:
     """The server's explanation of an error: the JSON `detail`, or the text without HTML."""
+    if "html" in resp.headers.get("content-type", ""):
+        title = re.search(r"<title>(.*?)</title>", resp.text or "", re.S | re.I)
+        return f"an HTML page titled {' '.join(title.group(1).split())!r}" if title else "an HTML page"
     try:
         body = resp.json()
     except ValueError:

@@ -1,0 +1,181 @@
+"""Labeling against a real Label Studio on 127.0.0.1: export, people annotate, import.
+
+Annotations are created through the API with ``completed_by`` set to the annotator's
+user id, exactly what the labeling UI posts when that person submits.
+"""
+
+import json
+
+import pytest
+
+from aicd.components.data.format import SPLITS, read_quarantine, read_split, write_dataset
+from aicd.components.errors import LabelingError
+from aicd.components.labeling.annotations import import_labels
+from aicd.components.labeling.client import LabelStudio
+from aicd.components.labeling.configs import result_for
+from aicd.components.labeling.export import export_for_labeling
+from aicd.components.labeling.review import review_candidates, review_wins
+from aicd.components.labeling.versions import fingerprint
+from labelstudio_server import label_studio  # noqa: F401  (the session fixture)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def ls(label_studio, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("AICD_SECRET_LABEL_STUDIO_TOKEN_TOKEN", label_studio.token)
+    client = LabelStudio(label_studio.url, label_studio.token)
+    yield client
+    client.close()
+
+
+def with_labeling(spec: dict, url: str, **labeling) -> dict:
+    spec["labeling"] = {"url": url, **labeling}
+    return spec
+
+
+def make_dataset(path, rows_by_split):
+    write_dataset(path, rows_by_split, [], fingerprint=fingerprint(rows_by_split), parent=None,
+                  sources=["test"], task="test")
+    return json.loads((path / "card.json").read_text())
+
+
+def sentiment_rows():
+    texts = {"negative": "awful pill, bad side effects", "neutral": "it was fine I guess",
+             "positive": "worked wonders for me"}
+    out = {"train": [], "validation": [], "test": []}
+    for i in range(30):
+        label = ["negative", "neutral", "positive"][i % 3]
+        split = SPLITS[0] if i < 24 else SPLITS[1 + i % 2]
+        out[split].append({"id": f"r{i:02d}", "text": f"{texts[label]} #{i}", "label": label, "source": "test"})
+    return out
+
+
+def test_classification_export_annotate_import(ls, label_studio, review_sentiment_spec, tmp_path):  # noqa: F811
+    spec = with_labeling(review_sentiment_spec, label_studio.url, project="e2e sentiment", sampling="stratified",
+                         batch_size=8, min_annotations=2)
+    spec["data"]["quality"]["max_bad_fraction"] = 0.1
+    parent = make_dataset(tmp_path / "v1", sentiment_rows())
+
+    first = export_for_labeling(spec, tmp_path / "v1")
+    assert (first.created, first.already_in_project, first.kind) == (8, 0, "choices")
+    again = export_for_labeling(spec, tmp_path / "v1")  # nothing labeled yet: the queue is full
+    assert again.created == 0 and again.already_in_project == 8
+    tasks = sorted(ls.tasks(first.project_id), key=lambda t: t["id"])
+    assert len(tasks) == 8 and sorted(t["data"]["aicd_id"] for t in tasks) == sorted(first.selected_ids)
+
+    admin = ls.create_user("admin@example.com")
+    ann = ls.create_user("annotator@example.com", "Ann")
+    # overlap on tasks 1-7: 5 agree, 2 disagree; task 8: the annotator picks a label that does not exist
+    mine = ["negative", "negative", "neutral", "positive", "positive", "negative", "positive", "neutral"]
+    hers = ["negative", "negative", "neutral", "positive", "positive", "positive", "neutral", "postive"]
+    for task, a, b in zip(tasks, mine, hers):
+        ls.annotate(task["id"], result_for("choices", a), completed_by=admin)
+        ls.annotate(task["id"], result_for("choices", b), completed_by=ann)
+
+    result = import_labels(spec, tmp_path / "v1", tmp_path / "v2")
+    # hand-computed: p_o = 5/7; mine neg 3, neu 1, pos 3; hers neg 2, neu 2, pos 3
+    # p_e = (3*2 + 1*2 + 3*3)/49 = 17/49; kappa = (35/49 - 17/49) / (32/49) = 18/32 = 0.5625
+    assert result.agreement["method"] == "cohen_kappa"
+    assert result.agreement["value"] == pytest.approx(0.5625, abs=1e-6)
+    assert result.agreement["items_with_overlap"] == 7 and result.agreement["annotators"] == 2
+    assert (result.labeled, result.adjudication, result.pending, result.invalid_annotations) == (5, 2, 1, 1)
+    card = json.loads((tmp_path / "v2" / "card.json").read_text())
+    assert card["parent"] == parent["fingerprint"] and card["fingerprint"] == result.fingerprint
+    assert sum(card["counts"].values()) == 30 and card["agreement"]["value"] == pytest.approx(0.5625, abs=1e-6)
+    assert card["labeling"]["project"] == "e2e sentiment" and "label-studio:e2e sentiment" in card["sources"]
+    rows = {r["id"]: r for s in SPLITS for r in read_split(tmp_path / "v2", s)}
+    agreed = [t["data"]["aicd_id"] for t in tasks[:5]]
+    assert all(rows[i]["label_source"] == "annotators" and rows[i]["annotations"] == 2 for i in agreed)
+    assert [rows[i]["label"] for i in agreed] == mine[:5]
+    quarantine = read_quarantine(tmp_path / "v2")
+    assert {q["kind"] for q in quarantine} == {"invalid-annotation", "needs-adjudication"}
+    assert any("'postive' is not one of task.labels" in q["reason"] for q in quarantine)
+
+    # idempotent: the same state gives the same version
+    assert import_labels(spec, tmp_path / "v1", tmp_path / "v2-again").fingerprint == result.fingerprint
+    # an adjudicator marks ground truth on a disputed task: the next import picks it up
+    ls.annotate(tasks[5]["id"], result_for("choices", "neutral"), completed_by=admin, ground_truth=True)
+    third = import_labels(spec, tmp_path / "v1", tmp_path / "v3")
+    assert (third.labeled, third.adjudication) == (6, 1)
+    assert {r["id"]: r for r in read_split(tmp_path / "v3", "train") + read_split(tmp_path / "v3", "validation")
+            + read_split(tmp_path / "v3", "test")}[tasks[5]["data"]["aicd_id"]]["label"] == "neutral"
+    # every task now has two annotations (Label Studio counts the unusable one too), so the queue
+    # is empty: export tops it up with 8 new rows, never the same row twice
+    topped = export_for_labeling(spec, tmp_path / "v1")
+    ids = [t["data"]["aicd_id"] for t in ls.tasks(first.project_id)]
+    assert topped.created == 8 and len(ids) == len(set(ids)) == 16
+
+
+def test_pairwise_preferences_with_three_annotators(ls, label_studio, support_bot_spec, tmp_path):  # noqa: F811
+    spec = with_labeling(support_bot_spec, label_studio.url, project="e2e pairwise", generation_mode="pairwise",
+                         batch_size=4, min_annotations=3)
+    rows = [{"id": f"q{i}", "instruction": f"question {i}?", "response": f"reference answer {i}", "source": "t"}
+            for i in range(6)]
+    make_dataset(tmp_path / "v1", {"train": rows})
+    model = {f"q{i}": f"model answer {i}" for i in range(6)}
+    with pytest.raises(LabelingError, match="no model responses were given"):
+        export_for_labeling(spec, tmp_path / "v1")
+    out = export_for_labeling(spec, tmp_path / "v1", responses=model)
+    tasks = sorted(ls.tasks(out.project_id), key=lambda t: t["id"])
+    assert out.created == 4 and len(tasks) == 4
+    people = [ls.create_user(f"rater{i}@example.com") for i in range(3)]
+    picks = [("left",) * 3, ("right", "right", "left"), ("left", "right", "right"), ("right",) * 3]
+    for task, chosen in zip(tasks, picks):
+        for who, side in zip(people, chosen):
+            ls.annotate(task["id"], result_for("pairwise", side), completed_by=who)
+
+    result = import_labels(spec, tmp_path / "v1", tmp_path / "v2")
+    # coincidences: o_LL = 3, o_RR = 1 + 1 + 3, o_LR = o_RL = 2; n_L = 5, n_R = 7, n = 12
+    # D_o = 4/12; D_e = 2*5*7/(12*11); alpha = 1 - (1/3)/(70/132) = 13/35
+    assert result.agreement["method"] == "krippendorff_alpha"
+    assert result.agreement["value"] == pytest.approx(13 / 35, abs=1e-6)
+    assert result.labeled == 4 and result.new_rows == 4
+    got = {r["id"]: r for r in read_split(tmp_path / "v2", "train")}
+    for task, chosen in zip(tasks, picks):
+        side = max(set(chosen), key=chosen.count)
+        other = "right" if side == "left" else "left"
+        row = got[task["data"]["aicd_id"]]
+        assert (row["prompt"], row["chosen"], row["rejected"]) == (
+            task["data"]["prompt"], task["data"][side], task["data"][other])
+        assert row["response"] == row["chosen"] and row["chosen_from"] == task["data"][f"aicd_{side}"]
+    assert {got[i]["rejected"] for i in got if i not in [t["data"]["aicd_id"] for t in tasks]} == {None}
+
+
+def test_candidate_review_side_by_side(ls, label_studio, support_bot_spec, tmp_path):  # noqa: F811
+    spec = with_labeling(support_bot_spec, label_studio.url, project="e2e review")
+    prompts = ["What is AI?", "Do you like <b>sports</b>?"]
+    outputs = {"smollm2": ["Machines that think.", "Yes!"], "tiny": ["AI AI AI", "no"]}
+    result = review_candidates(spec, prompts, outputs, tmp_path / "review", references=["Thinking machines.", "I do."])
+    assert (result.tasks_created, result.tasks_total) == (6, 6)  # 2 prompts x 3 pairs
+    page = (tmp_path / "review" / "review.html").read_text()
+    assert "Do you like &lt;b&gt;sports&lt;/b&gt;?" in page and "<th>reference</th>" in page
+    again = review_candidates(spec, prompts, outputs, tmp_path / "review", references=["Thinking machines.", "I do."])
+    assert again.tasks_created == 0
+    tasks = ls.tasks(result.project_id)
+    assert len(tasks) == 6
+    for task in tasks:  # a reviewer always prefers smollm2, and the reference over tiny
+        data = task["data"]
+        names = (data["aicd_left"], data["aicd_right"])
+        best = "smollm2" if "smollm2" in names else "reference"
+        ls.annotate(task["id"], result_for("pairwise", "left" if names[0] == best else "right"))
+    assert review_wins(spec) == {"smollm2": 4, "reference": 2}
+
+
+def test_errors_are_clear(ls, label_studio, review_sentiment_spec, tmp_path):  # noqa: F811
+    with pytest.raises(LabelingError, match=r"refused the API token \(HTTP 401"):
+        LabelStudio(label_studio.url, "0" * 40).find_project("anything")
+    project = ls.get_or_create_project("e2e deleted", "<View><Text name='text' value='$text'/></View>")
+    ls.delete_project(project["id"])
+    for call in (lambda: ls.import_tasks(project["id"], [{"data": {"text": "x"}}]),
+                 lambda: ls.export(project["id"])):
+        with pytest.raises(LabelingError, match=r"(?s)project \d+ was not found .*HTTP 404 .*HTML page.*probably deleted"):
+            call()
+    spec = with_labeling(review_sentiment_spec, label_studio.url, project="e2e never exported")
+    make_dataset(tmp_path / "v1", sentiment_rows())
+    with pytest.raises(LabelingError, match="(?s)has no project titled 'e2e never exported'.*run export_for_labeling"):
+        import_labels(spec, tmp_path / "v1", tmp_path / "v2")
+    assert not (tmp_path / "v2").exists()
+    with pytest.raises(LabelingError, match="uncertainty but no model scores"):
+        export_for_labeling(with_labeling(review_sentiment_spec, label_studio.url, project="e2e unc",
+                                          sampling="uncertainty"), tmp_path / "v1")
