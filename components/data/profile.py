@@ -123,6 +123,8 @@ def render_html(card: dict[str, Any], quarantine: list[dict[str, Any]]) -> str:
                       ("task", card.get("task")), ("counts", card.get("counts")),
                       ("rows read", card.get("rows_read")), ("bad fraction", card.get("bad_fraction")),
                       ("duplicate fraction", card.get("duplicate_fraction")),
+                      ("rows per source", card.get("rows_per_source")),
+                      ("quarantine reasons", card.get("quarantine_counts")),
                       ("repairs", card.get("repairs")), ("split", card.get("split")),
                       ("length stats", json.dumps(card.get("length_stats")))])
     images = "".join(f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{png}">'
