@@ -41,6 +41,31 @@ def _message(err: AicdError) -> str:
     return err.message + (f"; fix: {err.hint}" if err.hint else "")
 
 
+def feedback_handler(service: Service):
+    """POST /v1/feedback: a rating (and correction) of one served response."""
+
+    async def feedback(request: Request):
+        try:
+            body = await read_json(request)
+            rid, rating, correction = body.get("id"), body.get("rating"), body.get("correction")
+            if not isinstance(rid, str) or not _RID.match(rid):
+                raise ApiError(400, "`id` must be the id of a response (its `id` field or x-request-id header)")
+            if rating not in ("up", "down"):
+                raise ApiError(400, f"`rating` must be \"up\" or \"down\", got {rating!r}")
+            if correction is not None and (not isinstance(correction, str) or len(correction) > MAX_CORRECTION):
+                raise ApiError(400, f"`correction` must be a string of at most {MAX_CORRECTION} characters, or null")
+            adapter = service.payloads.adapter_of(rid)
+            if adapter is None:
+                raise ApiError(404, f"no response with id {rid!r} was served by this predictor (since its start)")
+        except ApiError as err:
+            return _error(err)
+        service.payloads.feedback(rid, rating, correction)
+        service.metrics.feedback.labels(adapter=adapter, rating=rating).inc()
+        return JSONResponse({"id": rid, "recorded": True}, status_code=202)
+
+    return feedback
+
+
 def build_router(service: Service) -> APIRouter:
     router = APIRouter()
 
@@ -82,27 +107,8 @@ def build_router(service: Service) -> APIRouter:
             return _error(ApiError(404, _message(err)))
         return result
 
-    async def feedback(request: Request):
-        try:
-            body = await read_json(request)
-            rid, rating, correction = body.get("id"), body.get("rating"), body.get("correction")
-            if not isinstance(rid, str) or not _RID.match(rid):
-                raise ApiError(400, "`id` must be the id of a response (its `id` field or x-request-id header)")
-            if rating not in ("up", "down"):
-                raise ApiError(400, f"`rating` must be \"up\" or \"down\", got {rating!r}")
-            if correction is not None and (not isinstance(correction, str) or len(correction) > MAX_CORRECTION):
-                raise ApiError(400, f"`correction` must be a string of at most {MAX_CORRECTION} characters, or null")
-            adapter = service.payloads.adapter_of(rid)
-            if adapter is None:
-                raise ApiError(404, f"no response with id {rid!r} was served by this predictor (since its start)")
-        except ApiError as err:
-            return _error(err)
-        service.payloads.feedback(rid, rating, correction)
-        service.metrics.feedback.labels(adapter=adapter, rating=rating).inc()
-        return JSONResponse({"id": rid, "recorded": True}, status_code=202)
-
     router.add_api_route("/v1/admin/adapters", list_adapters, methods=["GET"])
     router.add_api_route("/v1/admin/adapters", add_adapter, methods=["POST"])
     router.add_api_route("/v1/admin/adapters/{name}", remove_adapter, methods=["DELETE"])
-    router.add_api_route("/v1/feedback", feedback, methods=["POST"])
+    router.add_api_route("/v1/feedback", feedback_handler(service), methods=["POST"])
     return router

@@ -5,9 +5,11 @@ are a contract that canary analysis, feedback collection and the CLI rely on.
 """
 
 import argparse
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aicd.components.errors import ServingError
 
@@ -128,3 +130,25 @@ def read_admin_token(config: ServeConfig) -> str | None:
         raise ServingError(f"the admin token in {config.admin_token_file} is shorter than 16 characters",
                            "write a long random token, e.g. `openssl rand -hex 32`")
     return token
+
+
+def predictor_args(serving: Any, base: str, adapters: dict[str, str] | None = None, task: str = "causal-lm",
+                   labels: list[str] | None = None, model_name: str | None = None) -> list[str]:
+    """The predictor's command-line arguments for a spec's ``delivery.serving`` section.
+
+    The one place a ServingSpec becomes predictor flags (for the InferenceService args).
+    The admin token, when ``admin_token_secret`` is set, is read from where the platform
+    profile mounts that Secret (``$AICD_SECRETS_DIR/<name>/token``, see components/secrets.py).
+    """
+    args = ["--base", base, "--task", task, "--model-name", model_name or serving.name,
+            "--max-batch-size", str(serving.max_batch_size), "--max-batch-wait-ms", f"{serving.max_batch_wait_ms:g}",
+            "--max-body-bytes", str(serving.max_body_bytes),
+            "--max-new-tokens-limit", str(serving.max_new_tokens_limit)]
+    if labels:
+        args += ["--labels", ",".join(labels)]
+    for name, uri in (adapters or {}).items():
+        args += ["--adapter", f"{check_name(name)}={uri}"]
+    if serving.admin_token_secret:
+        root = os.environ.get("AICD_SECRETS_DIR", "/var/run/secrets/aicd")
+        args += ["--admin-token-file", f"{root}/{serving.admin_token_secret}/token"]
+    return args

