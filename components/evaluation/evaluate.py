@@ -7,6 +7,7 @@ recorded. Any failure raises :class:`EvaluationError` before anything is written
 """
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -105,9 +106,8 @@ def _predict(backend: Backend, inputs: list[str], ids: list[str] | None = None):
 def run_evaluation(spec: Spec, rows: Sequence[dict[str, Any]], backend: Backend, split: str,
                    probe: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[float]]:
     """The report (docs/contracts.md) of ``backend`` on ``rows``, and the per-example latencies."""
-    import torch
-
-    torch.manual_seed(spec.metrics.seed)
+    if "torch" in sys.modules:  # local models; endpoints and the TF-IDF baseline need no torch
+        sys.modules["torch"].manual_seed(spec.metrics.seed)
     classification = spec.task.type == "text-classification"
     in_field, out_field = spec.task.fields
     ids = [str(r.get(spec.task.id_field or "id", i)) for i, r in enumerate(rows)]

@@ -1,0 +1,109 @@
+"""Evaluation steps and the benchmark sub-graph under kfp.local (SubprocessRunner, this environment)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from kfp import dsl
+from kfp.dsl import Dataset, Model, Output
+
+from aicd.components.evaluation.steps import compare_models, evaluate_model
+from aicd.pipelines.local import run_local
+from aicd.pipelines.subgraphs.evaluation import benchmark_candidates
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from test_evaluation_evaluate import QA, REVIEWS, make_adapter, small_spec  # noqa: E402
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def build_dataset(rows: list, task: str, dataset: Output[Dataset]):
+    """Test input: a tiny data set written with the data area's writer."""
+    from aicd.components.data.format import write_dataset
+
+    write_dataset(dataset.path, {"train": rows * 3, "validation": rows, "test": rows}, task=task)
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def import_model(path: str, model: Output[Model]):
+    """Test input: a Model artifact made by the test (a real PEFT adapter)."""
+    import shutil
+
+    shutil.copytree(path, model.path)
+
+
+def _causal_rows():
+    return [{"id": f"q{i}", "instruction": q, "response": a, "topic": t, "source": "test"}
+            for i, (q, a, t) in enumerate(QA)]
+
+
+def test_evaluate_and_compare_steps(tmp_path, tiny_causal_lm, support_bot_spec):
+    spec = small_spec(support_bot_spec, tiny_causal_lm)
+    adapter = make_adapter(tiny_causal_lm, tmp_path / "adapter")
+
+    @dsl.pipeline(name="evaluation-steps")
+    def evaluation_steps(spec: dict, rows: list, adapter: str):
+        data_task = build_dataset(rows=rows, task="causal-lm")
+        base_task = evaluate_model(spec=spec, dataset=data_task.outputs["dataset"])
+        model_task = import_model(path=adapter)
+        cand_task = evaluate_model(spec=spec, dataset=data_task.outputs["dataset"], model=model_task.outputs["model"])
+        compare_models(spec=spec, candidate_report=cand_task.outputs["report"],
+                       champion_report=base_task.outputs["report"])
+
+    run = run_local(evaluation_steps, {"spec": spec, "rows": _causal_rows(), "adapter": str(adapter)},
+                    workdir=tmp_path / "work", cache=False)
+    base = json.loads((run.artifact_path("evaluate-model", "report") / "report.json").read_text())
+    cand = json.loads((run.artifact_path("evaluate-model-2", "report") / "report.json").read_text())
+    assert base["complete"] and base["probe"] is None and base["n"] == len(QA)
+    assert cand["probe"]["passed"] and cand["model"]["digest"].startswith("sha256:")
+    comparison = json.loads((run.artifact_path("compare-models", "comparison") / "comparison.json").read_text())
+    assert comparison["n"] == len(QA) and comparison["confidence"] == 0.95
+    row = comparison["metrics"]["token_f1"]
+    assert row["diff"] == pytest.approx(cand["metrics"]["token_f1"]["value"] - base["metrics"]["token_f1"]["value"])
+    assert "data:image/png" in run.artifact_path("evaluate-model", "html").read_text()
+    summary = json.loads(run.task("evaluate-model").outputs["Output"])
+    assert summary["metrics"]["token_f1"] == base["metrics"]["token_f1"]["value"]
+
+
+def _benchmark(spec: dict, dataset_rows: list, workdir: Path):
+    @dsl.pipeline(name="benchmark")
+    def benchmark(spec: dict, rows: list):
+        data_task = build_dataset(rows=rows, task="text-classification")
+        benchmark_candidates(spec, data_task.outputs["dataset"])
+
+    return run_local(benchmark, {"spec": spec, "rows": dataset_rows}, workdir=workdir, cache=False)
+
+
+def test_review_sentiment_leaderboard_with_tfidf_baseline(tmp_path, tiny_encoder, review_sentiment_spec):
+    spec = small_spec(review_sentiment_spec, tiny_encoder)
+    spec["candidates"].append({"name": "tiny-2", "uri": str(tiny_encoder)})
+    rows = [{"id": f"r{i}", "text": t, "label": lab, "source": "test"} for i, (t, lab) in enumerate(REVIEWS)]
+    run = _benchmark(spec, rows, tmp_path / "work")
+    board = json.loads((run.artifact_path("select-candidate", "leaderboard") / "leaderboard.json").read_text())
+    names = sorted(e["name"] for e in board["entries"])
+    assert names == ["tfidf-logreg/baseline", "tiny-2/linear-probe", "tiny/linear-probe"]
+    assert board["chosen"]["candidate"] in ("tiny", "tiny-2")
+    assert run.task("select-candidate").outputs["candidate"] == board["chosen"]["candidate"]
+    assert "data:image/png" in run.artifact_path("select-candidate", "html").read_text()
+
+
+@pytest.mark.slow
+def test_real_minilm_on_drug_reviews(tmp_path, review_sentiment_spec):
+    """all-MiniLM-L6-v2 (linear probe) against TF-IDF on a small real subset of the drug reviews."""
+    from aicd.components.data.format import read_split
+    from aicd.components.data.ingest import ingest_dataset
+    from aicd.components.spec import parse_spec
+
+    review_sentiment_spec["data"]["max_rows"] = 700
+    review_sentiment_spec["metrics"].update(max_examples=60, bootstrap_samples=200)
+    ingest_dataset(parse_spec(review_sentiment_spec), tmp_path / "drugs")
+    rows = [r for split in ("train", "validation") for r in read_split(tmp_path / "drugs", split)]
+    for r in rows[:len(rows) - 60]:
+        r["id"] = "t" + r["id"]  # the builder uses one list for every split; keep validation ids distinct
+    run = _benchmark(review_sentiment_spec, rows, tmp_path / "work")
+    board = json.loads((run.artifact_path("select-candidate", "leaderboard") / "leaderboard.json").read_text())
+    by_mode = {e["mode"]: e for e in board["entries"]}
+    assert set(by_mode) == {"linear-probe", "baseline"}
+    assert board["chosen"]["candidate"] == "all-minilm-l6-v2"
+    for e in by_mode.values():  # both learn something real: better than always answering one class (1/3)
+        assert e["metrics"]["macro_f1"] > 0.34, e
