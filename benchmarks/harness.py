@@ -25,7 +25,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MIN_REPEATS = 3
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ROOT_DIR = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT_DIR / "benchmarks" / "results"
 
 
 class SubjectMissing(Exception):
@@ -94,7 +95,7 @@ class Trial:
 
     @property
     def baseline_result(self) -> Any:
-        return self.baseline[-1].result
+        return self.baseline[-1].result if self.baseline else None
 
     @property
     def treatment_result(self) -> Any:
@@ -141,6 +142,17 @@ def alternate(baseline: Callable[..., Any], treatment: Callable[..., Any], repea
         trial.treatment.append(measure(make_treat(), clock))
         trial.order.append("treatment")
     return trial
+
+
+def repeat(fn: Callable[[], Any], repeats: int = MIN_REPEATS, warmup: int = 1,
+           clock: Callable[[], float] = process_and_children_cpu) -> Trial:
+    """A treatment with no baseline (an absolute goal): warm-up, then ``repeats`` timed runs."""
+    if repeats < MIN_REPEATS:
+        raise ValueError(f"repeats must be at least {MIN_REPEATS}, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    samples = [measure(fn, clock) for _ in range(repeats)]
+    return Trial(baseline=[], treatment=samples, order=["treatment"] * repeats)
 
 
 def median(values: list[float]) -> float:
@@ -243,11 +255,12 @@ def rate_figure(benchmark: str, name: str, unit: str, trial: Trial, work: float,
     ``work`` is what one run does (tokens, rows, requests), the same for both sides.
     ``check(baseline_result, treatment_result)`` raises AssertionError when they differ.
     """
-    fig = Figure(benchmark, name, unit, goal,
-                 baseline=work / median([s.cpu for s in trial.baseline]),
-                 treatment=work / median([s.cpu for s in trial.treatment]),
-                 wall_baseline=work / median([s.wall for s in trial.baseline]),
-                 wall_treatment=work / median([s.wall for s in trial.treatment]), **labels)
+    def rate(samples: list[Sample], attr: str) -> float | None:
+        return work / median([getattr(s, attr) for s in samples]) if samples else None
+
+    fig = Figure(benchmark, name, unit, goal, baseline=rate(trial.baseline, "cpu"),
+                 treatment=rate(trial.treatment, "cpu"), wall_baseline=rate(trial.baseline, "wall"),
+                 wall_treatment=rate(trial.treatment, "wall"), **labels)
     fig.details = {"work_per_run": work, "order": trial.order,
                    "cpu_s": {"baseline": [s.cpu for s in trial.baseline],
                              "treatment": [s.cpu for s in trial.treatment]},
@@ -348,8 +361,9 @@ def table_rows(figures: list[Figure]) -> list[tuple[str, ...]]:
         ratio = "-" if fig.ratio is None else f"{fig.ratio:.3g}x"
         base = _fmt(fig.baseline) + (f" ({fig.baseline_label})" if fig.baseline_label else "")
         treat = _fmt(fig.treatment) + (f" ({fig.treatment_label})" if fig.treatment_label else "")
-        rows.append((f"{fig.benchmark}: {fig.name}", fig.unit, base, treat, ratio,
-                     fig.goal.describe() if fig.goal else "-", _verdict(fig), wall))
+        cells = (f"{fig.benchmark}: {fig.name}", fig.unit, base, treat, ratio,
+                 fig.goal.describe() if fig.goal else "-", _verdict(fig), wall)
+        rows.append(tuple(" ".join(cell.split()) for cell in cells))
     return rows
 
 

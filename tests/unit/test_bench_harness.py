@@ -89,6 +89,16 @@ def test_rate_figure_uses_medians_of_cpu_time():
     assert fig.wall_baseline is not None and fig.wall_treatment is not None
 
 
+def test_repeat_measures_a_treatment_without_baseline():
+    clock, calls = FakeClock(), []
+    trial = harness.repeat(clock.workload("T", [50, 2, 4, 8], calls), repeats=3, clock=clock)
+    assert calls == ["T"] * 4 and trial.order == ["treatment"] * 3
+    fig = harness.rate_figure("data", "rows/s", "rows/s", trial, work=400.0, goal=Goal(">=", 50, on="treatment"))
+    assert fig.baseline is None and fig.ratio is None
+    assert fig.treatment == pytest.approx(100.0)
+    assert fig.met is True
+
+
 def test_failed_correctness_check_marks_figure_invalid_and_unmet():
     clock, calls = FakeClock(), []
     trial = harness.alternate(clock.workload("A", [1] * 4, calls), clock.workload("B", [0.1] * 4, calls),

@@ -1,0 +1,150 @@
+"""Data validation (issue 3): rows per second on one core, and peak memory of an ingest.
+
+Rows/s: ``validate_rows`` (validation, duplicate and leakage tracking, split assignment)
+over generated short classification rows, CPU time on one thread. Correctness: the
+outcome counts equal the planted ones (known numbers of empty texts, unknown labels
+and exact duplicates; every other row valid).
+
+Peak memory: ``ingest_dataset`` of a large generated JSONL file in a fresh subprocess
+(ru_maxrss minus the RSS after importing the ingest code and pyarrow), against the file's size. "Bounded" is read as:
+the ingest's peak growth stays below a quarter of the file size (the file is never held
+whole). The same file loaded whole with ``json.loads`` per line is shown for scale.
+"""
+
+import json
+import logging
+import random
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from benchmarks.harness import ROOT_DIR, Figure, Goal, SubjectMissing, apply_check, rate_figure, repeat
+from benchmarks.models import WORDS
+
+log = logging.getLogger(__name__)
+
+NAME = "data"
+ROWS = 100_000
+BIG_ROWS = 300_000  # about 43 MB of JSONL
+LABELS = ["negative", "neutral", "positive"]
+PLANTED = {"empty-text": 500, "unknown-label": 300, "duplicate": 1000}
+
+
+def declared() -> list[Figure]:
+    return [Figure(NAME, "validation rows/s on one core", "rows/s", Goal(">=", 50_000, on="treatment",
+                                                                       text=">= 50,000 rows/s")),
+            Figure(NAME, "ingest peak memory growth vs JSONL file size", "MB",
+                   Goal("<=", 0.25, text="<= 0.25x file size"))]
+
+
+def _subject():
+    try:
+        from aicd.components.data.ingest import ingest_dataset, validate_rows
+    except ImportError as err:
+        raise SubjectMissing("components/data", str(err)) from err
+    return ingest_dataset, validate_rows
+
+
+def spec(uri: str) -> dict:
+    """The review-sentiment example spec with a local JSONL source of (text, label) rows."""
+    import yaml
+
+    out = yaml.safe_load((ROOT_DIR / "examples" / "review-sentiment" / "spec.yaml").read_text())
+    out["task"].update({"text_field": "text", "label_field": "label", "labels": LABELS})
+    out["data"] = {"sources": [{"uri": uri, "format": "jsonl"}],
+                   "quality": {"max_bad_fraction": 0.5, "min_tokens": 1, "max_tokens": 512}}
+    return out
+
+
+def rows(n: int, seed: int = 0, planted: dict[str, int] | None = None, offset: int = 0) -> list[dict]:
+    """Short review rows (8-30 words), each text unique, with planted bad rows at the end."""
+    rng = random.Random(seed)
+    out = [{"text": f"{offset + i} " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30))),
+            "label": LABELS[i % 3]} for i in range(n)]
+    planted = planted or {}
+    bad = []
+    bad += [{"text": "   ", "label": "neutral"}] * planted.get("empty-text", 0)
+    bad += [{"text": f"unknown label row {i}", "label": "great"} for i in range(planted.get("unknown-label", 0))]
+    bad += [dict(out[i]) for i in range(planted.get("duplicate", 0))]
+    return out[: n - len(bad)] + bad
+
+
+def expected_outcome(n: int) -> int:
+    return n - sum(PLANTED.values())
+
+
+def write_jsonl(path: Path, n: int) -> int:
+    with open(path, "w", encoding="utf-8") as fh:
+        for start in range(0, n, 50_000):
+            fh.write("".join(json.dumps(r) + "\n" for r in rows(min(50_000, n - start), seed=start, offset=start)))
+    return path.stat().st_size
+
+
+_PEAK = """
+import json, resource, sys, psutil
+base = psutil.Process().memory_info().rss
+{body}
+print(json.dumps({{"base": base, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "out": out}}))
+"""
+_INGEST = """
+from aicd.components.data.ingest import ingest_dataset
+spec = json.loads(sys.argv[1])
+out = ingest_dataset(spec, sys.argv[2]).counts
+"""
+_WHOLE = """
+spec = json.loads(sys.argv[1])
+with open(spec["data"]["sources"][0]["uri"], encoding="utf-8") as fh:
+    out = len([json.loads(line) for line in fh])
+"""
+
+
+def peak_growth(body: str, *args: str) -> tuple[int, object]:
+    """(peak RSS growth in bytes, result) of a snippet in a fresh interpreter with the imports done."""
+    # Libraries are imported before the base reading: their size is not the data's.
+    import_first = "import aicd.components.data.ingest, pyarrow, pyarrow.parquet\n" if "ingest_dataset" in body else ""
+    code = _PEAK.format(body=import_first + body)
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT_DIR,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {done.stderr.strip()[-500:]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return report["peak"] - report["base"], report["out"]
+
+
+def run(repeats: int) -> list[Figure]:
+    ingest_dataset, validate_rows = _subject()
+    speed_decl, mem_decl = declared()
+    data = rows(ROWS, planted=PLANTED)
+    the_spec = spec("unused.jsonl")
+    trial = repeat(lambda: validate_rows(the_spec, data), repeats=repeats)
+
+    def planted_outcome(_, outcome: Counter):
+        bad = {reason: outcome.get(reason, 0) for reason in PLANTED}
+        assert bad == PLANTED, f"quarantine counts {bad}, planted {PLANTED}"
+        good = sum(outcome.get(s, 0) for s in ("train", "validation", "test"))
+        assert good == expected_outcome(ROWS), f"{good} valid rows, expected {expected_outcome(ROWS)}"
+
+    speed = rate_figure(NAME, speed_decl.name, "rows/s", trial, ROWS, speed_decl.goal, check=planted_outcome)
+    speed.note = f"{ROWS:,} rows of 8-30 words, {sum(PLANTED.values())} planted bad rows"
+    with tempfile.TemporaryDirectory(prefix="aicd-bench-data-") as tmp:
+        path = Path(tmp) / "big.jsonl"
+        size = write_jsonl(path, BIG_ROWS)
+        big_spec = json.dumps(spec(str(path)))
+        ingest_growth, counts = peak_growth(_INGEST, big_spec, str(Path(tmp) / "dataset"))
+        whole_growth, n_read = peak_growth(_WHOLE, big_spec)
+    mb = 2**20
+    memory = Figure(NAME, mem_decl.name, "MB", mem_decl.goal, baseline=size / mb, treatment=ingest_growth / mb,
+                    baseline_label="file", treatment_label="ingest peak growth")
+    memory.details = {"rows": BIG_ROWS, "file_bytes": size, "ingest_peak_growth_bytes": ingest_growth,
+                      "read_whole_peak_growth_bytes": whole_growth, "counts": counts}
+    memory.note = (f"{BIG_ROWS:,} rows, {size / mb:.0f} MB file; reading it whole with json.loads grows "
+                   f"{whole_growth / mb:.0f} MB")
+
+    def all_rows_kept(_, __):
+        assert n_read == BIG_ROWS, f"read {n_read} lines, wrote {BIG_ROWS}"
+        assert sum(counts.values()) == BIG_ROWS, f"ingest kept {sum(counts.values())} of {BIG_ROWS} valid rows"
+
+    apply_check(memory, all_rows_kept, None, None)
+    return [speed, memory]
