@@ -5,6 +5,7 @@ user id, exactly what the labeling UI posts when that person submits.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,38 @@ def test_errors_are_clear(ls, label_studio, review_sentiment_spec, tmp_path):  #
     with pytest.raises(LabelingError, match="uncertainty but no model scores"):
         export_for_labeling(with_labeling(review_sentiment_spec, label_studio.url, project="e2e unc",
                                           sampling="uncertainty"), tmp_path / "v1")
+
+
+def test_steps_under_kfp_local(ls, label_studio, review_sentiment_spec, tmp_path):  # noqa: F811
+    """The KFP components run as pipeline steps (kfp.local, this environment) against the server."""
+    from kfp import dsl, local
+    from kfp.dsl import Dataset
+
+    from aicd.components.labeling import steps
+
+    spec = with_labeling(review_sentiment_spec, label_studio.url, project="e2e kfp steps", sampling="random",
+                         batch_size=3)
+    make_dataset(tmp_path / "v1", sentiment_rows())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+
+    @dsl.pipeline
+    def export_pipeline(spec: dict, uri: str) -> int:
+        data = dsl.importer(artifact_uri=uri, artifact_class=Dataset, reimport=False)
+        return steps.export_for_labeling(spec=spec, dataset=data.output).outputs["Output"]
+
+    @dsl.pipeline
+    def import_pipeline(spec: dict, uri: str) -> Dataset:
+        data = dsl.importer(artifact_uri=uri, artifact_class=Dataset, reimport=False)
+        return steps.import_labels(spec=spec, dataset=data.output).outputs["labeled"]
+
+    assert export_pipeline(spec=spec, uri=str(tmp_path / "v1")).output == 3
+    project = ls.find_project("e2e kfp steps")
+    original = {r["id"]: r["label"] for rows in sentiment_rows().values() for r in rows}
+    changed = 0
+    for task in ls.tasks(project["id"]):
+        ls.annotate(task["id"], result_for("choices", "neutral"))
+        changed += original[task["data"]["aicd_id"]] != "neutral"
+    labeled = import_pipeline(spec=spec, uri=str(tmp_path / "v1")).output
+    card = json.loads((Path(labeled.path) / "card.json").read_text())
+    assert card["labeling"]["labeled"] == 3
+    assert card["label_distribution"]["neutral"] == 10 + changed  # 10 of the 30 rows were neutral before
