@@ -118,6 +118,7 @@ def build_predictor(template: dict[str, Any], spec: Spec, ref: ModelRef, role: s
     predictor["annotations"] = {**(predictor.get("annotations") or {}), MODEL_ID: ref.model_id}
     predictor["labels"] = {**(predictor.get("labels") or {}), ROLE: role}
     model = predictor.setdefault("model", {})
+    model.setdefault("name", "kserve-container")  # required in spec.canary[].predictor.model
     model["args"] = predictor_args(spec, ref)
     return predictor
 
@@ -134,6 +135,7 @@ def set_champion(doc: dict[str, Any], spec: Spec, ref: ModelRef) -> None:
     doc["spec"]["predictor"] = build_predictor(doc["spec"]["predictor"], spec, ref, "stable")
     if _serverless(doc):
         (doc["metadata"].get("annotations") or {}).pop(STABLE_PREDICTOR, None)
+        doc["spec"].pop("canary", None)
     else:
         doc["spec"]["canary"] = []
 
@@ -148,6 +150,7 @@ def start_canary(doc: dict[str, Any], spec: Spec, ref: ModelRef, traffic: int) -
         predictor = build_predictor(stable, spec, ref, "canary")
         predictor["canaryTrafficPercent"] = traffic
         doc["spec"]["predictor"] = predictor
+        doc["spec"].pop("canary", None)  # Knative mode has no canary list
         return
     predictor = build_predictor(doc["spec"]["predictor"], spec, ref, "canary")
     doc["spec"]["canary"] = [{"trafficPercent": traffic, "predictor": predictor}]
