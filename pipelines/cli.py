@@ -60,9 +60,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _spec_dict(path: str) -> dict:
-    from aicd.components.spec import load_spec, spec_dict
+    from aicd.pipelines.stages import load_pipeline_argument
 
-    return spec_dict(load_spec(path))
+    return load_pipeline_argument(path)
 
 
 @command("run")

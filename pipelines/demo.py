@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from aicd.components.errors import AicdError
-from aicd.components.spec import Spec, load_spec, spec_dict
+from aicd.components.spec import Spec, load_spec
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,11 +50,11 @@ def _run_pipeline(spec: Spec, workdir: Path, console: Console):
     from aicd.pipelines.platform import Platform
     from aicd.pipelines.profiles import load_profile
     from aicd.pipelines.progress import StepPrinter, render_summary, write_summary
-    from aicd.pipelines.stages import build_pipeline
+    from aicd.pipelines.stages import build_pipeline, pipeline_argument
 
     pipeline = build_pipeline("finetune", Platform(load_profile(PROFILE)))
     console.rule("finetune pipeline (kfp.local)")
-    run = run_local(pipeline, {"spec": spec_dict(spec)}, workdir, listener=StepPrinter(console))
+    run = run_local(pipeline, {"spec": pipeline_argument(spec)}, workdir, listener=StepPrinter(console))
     render_summary(run, console)
     write_summary(run, run.root / "summary.json")
     return run

@@ -9,6 +9,7 @@ one progress line per task, and each task's log in a file instead of the termina
 import contextlib
 import logging
 import threading
+import warnings
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -175,7 +176,9 @@ def run_local(pipeline, arguments: dict[str, Any], workdir: str | Path = ".aicd"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run.root), raise_on_error=True)
     started = time.monotonic()
     try:
-        with _instrumented(run, store, listener, verbose):
+        with warnings.catch_warnings(), _instrumented(run, store, listener, verbose):
+            # SubprocessRunner runs the role images' code in this environment, as intended.
+            warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
             pipeline(**arguments)
     except RuntimeError as err:
         failed = next((t for t in run.tasks if t.status == "failed"), None)

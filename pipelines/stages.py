@@ -5,8 +5,10 @@ image registry/tag and the platform profile first.
 """
 
 import importlib
+from typing import Any
 
-from aicd.components.errors import AicdError
+from aicd.components.errors import AicdError, SpecError
+from aicd.components.spec import Spec, load_spec, parse_spec
 from aicd.pipelines.platform import Platform
 
 PIPELINES = ("poc", "scoping", "finetune", "redesign", "continuous")
@@ -26,3 +28,19 @@ def build_pipeline(name: str, platform: Platform | None = None):
     except ImportError as err:
         raise StepsMissing(f"pipeline {name} cannot be built: {err}",
                            "install the aicd version that ships these steps (pip install -e .)") from err
+
+
+def pipeline_argument(spec: Spec) -> dict[str, Any]:
+    """The spec as the pipelines' ``spec`` parameter: plain JSON without nulls (KFP parameters hold none).
+
+    Every optional field defaults to null, so leaving nulls out changes nothing; checked here.
+    """
+    value = spec.model_dump(mode="json", exclude_none=True)
+    if parse_spec(value) != spec:
+        raise SpecError(["the spec changes when its null fields are left out; give those fields values"])
+    return value
+
+
+def load_pipeline_argument(path: str) -> dict[str, Any]:
+    """Read, validate and convert a spec file for a pipeline run."""
+    return pipeline_argument(load_spec(path))

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from kfp import dsl
 
-from aicd.components.spec import load_spec, spec_dict
 from aicd.pipelines import cli, stages, submit
+from aicd.pipelines.stages import load_pipeline_argument
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = str(ROOT / "examples" / "support-bot" / "spec.yaml")
 
@@ -84,7 +84,7 @@ def test_submit_finetune_creates_one_run(fake_kfp, capsys):
     [(kind, call)] = fake_kfp.calls
     assert kind == "run"
     assert call["package"]["pipelineInfo"]["name"] == "aicd-finetune"
-    assert call["arguments"] == {"spec": spec_dict(load_spec(SPEC))}
+    assert call["arguments"] == {"spec": load_pipeline_argument(SPEC)}
     assert (call["run_name"], call["experiment"]) == ("support-bot-finetune", "support-bot")
     assert "submitted run support-bot-finetune (run-123)" in capsys.readouterr().out
 
@@ -98,7 +98,7 @@ def test_submit_continuous_creates_a_recurring_run(fake_kfp):
     assert recurring["experiment_id"] == "exp-1"
     assert recurring["cron"] == "0 30 2 * * *"
     assert recurring["max_concurrency"] == 1
-    assert recurring["params"] == {"spec": spec_dict(load_spec(SPEC))}
+    assert recurring["params"] == {"spec": load_pipeline_argument(SPEC)}
     assert recurring["package"]["pipelineInfo"]["name"] == "aicd-continuous"
 
 

@@ -1,0 +1,50 @@
+"""Evaluate a candidate against the base model, gate it, and promote it only when the gate passed.
+
+The one delivery path of every stage: a trained adapter or model (``model``), or a
+bare base candidate by name (stage 1/2, the first champion), goes through the same
+gate and the same GitOps promotion.
+"""
+
+from kfp import dsl
+
+from aicd.pipelines.platform import Platform
+
+
+def evaluate_against_base(spec, dataset, model, platform: Platform) -> tuple[dsl.PipelineTask, ...]:
+    """(candidate evaluation, base evaluation, paired comparison) tasks for a Model artifact."""
+    from aicd.components.evaluation.steps import compare_models, evaluate_model
+
+    candidate_task = platform.apply(evaluate_model(spec=spec, dataset=dataset, model=model), "evaluate")
+    candidate_task.set_display_name("evaluate-candidate")
+    base_task = platform.apply(evaluate_model(spec=spec, dataset=dataset), "evaluate")
+    base_task.set_display_name("evaluate-base")
+    compare_task = platform.apply(compare_models(spec=spec, candidate_report=candidate_task.outputs["report"],
+                                                 champion_report=base_task.outputs["report"]), "evaluate")
+    return candidate_task, base_task, compare_task
+
+
+def gate_and_promote(spec, platform: Platform, candidate_report, *, model=None, comparison=None,
+                     champion_report=None) -> dsl.PipelineTask:
+    """gate_candidate -> dsl.If(passed) -> promote_adapter; gate and promote are never cached.
+
+    Returns the gate task (outputs ``passed``, ``digest``, ``blessing``, ``metrics``).
+    """
+    from aicd.components.delivery.steps import gate_candidate, promote_adapter
+
+    optional = {"candidate": model, "comparison": comparison, "champion_report": champion_report}
+    inputs = {k: v for k, v in optional.items() if v is not None}
+    gate_task = platform.apply(gate_candidate(spec=spec, candidate_report=candidate_report, **inputs), "deliver",
+                               cache=False)
+    with dsl.If(gate_task.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
+        promote = {"candidate": model} if model is not None else {}
+        platform.apply(promote_adapter(spec=spec, blessing=gate_task.outputs["blessing"], **promote), "deliver",
+                       cache=False)
+    return gate_task
+
+
+def deliver_model(spec, dataset, model, platform: Platform) -> dsl.PipelineTask:
+    """Evaluate a trained Model artifact against the base, then gate and promote it."""
+    candidate_task, base_task, compare_task = evaluate_against_base(spec, dataset, model, platform)
+    return gate_and_promote(spec, platform, candidate_task.outputs["report"], model=model,
+                            comparison=compare_task.outputs["comparison"],
+                            champion_report=base_task.outputs["report"])

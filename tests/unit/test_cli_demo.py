@@ -1,0 +1,37 @@
+"""Pieces of `make demo` that run without a model: the local GitOps repository."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aicd.components.errors import DeliveryError
+from aicd.pipelines.gitops import ensure_gitops_repo, head_commit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_gitops_repo_is_created_once_with_the_manifests(tmp_path):
+    repo = tmp_path / "gitops.git"
+    assert ensure_gitops_repo(repo, "main", ROOT / "manifests") is True
+    sha, subject = head_commit(repo, "main")
+    assert subject == "Seed GitOps repository with the aicd manifests"
+    files = subprocess.run(["git", "--git-dir", str(repo), "ls-tree", "-r", "--name-only", "main"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert "manifests/overlays/production/kustomization.yaml" in files
+    assert "manifests/base/kustomization.yaml" in files
+    assert ensure_gitops_repo(repo, "main", ROOT / "manifests") is False
+    assert head_commit(repo, "main")[0] == sha
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: (p / "gitops.git").mkdir() or (p / "gitops.git" / "notes.txt").write_text("x"),
+     "exists but is not a bare git repository"),
+    (lambda p: None, "has no overlays/ to seed the GitOps repository with"),
+])
+def test_gitops_repo_bad_places(tmp_path, setup, message):
+    setup(tmp_path)
+    manifests = tmp_path / "empty-manifests"
+    manifests.mkdir()
+    with pytest.raises(DeliveryError, match=message):
+        ensure_gitops_repo(tmp_path / "gitops.git", "main", manifests)
