@@ -25,12 +25,18 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/runtime.txt require
 
 # Real servers the e2e tests start on 127.0.0.1: Label Studio in its own virtual
 # environment (it pins Django and more) and the Debian Prometheus binary.
-services: $(LS_STAMP) $(PROMETHEUS)
+services: $(LS_STAMP) $(PROMETHEUS) .venv-checkov/.installed
 
 $(LS_STAMP):
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/pip install -q label-studio==1.23.2
 	touch $(LS_STAMP)
+
+# checkov scans manifests/ (tests/manifests); its own environment, as its pins clash with ours.
+.venv-checkov/.installed:
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install -q checkov==3.3.30
+	touch $@
 
 $(PROMETHEUS):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
