@@ -190,18 +190,21 @@ def test_bounded_load_mixing_valid_oversized_and_malformed(lm_server):
     chunked = httpx.post(f"{url}/openai/v1/completions", content=(b"x" * 8192 for _ in range(16)))
     assert chunked.status_code == 413  # no Content-Length: counted while streaming
 
-    clean = asyncio.run(_drive(url, [p for p in _load_plan(80) if p[0] == "valid"], 4, 60))
+    valid_only = [p for p in _load_plan(80) if p[0] == "valid"]
+    before = asyncio.run(_drive(url, valid_only, 4, 60))
     mixed = asyncio.run(_drive(url, _load_plan(160), 8, 90))
-    assert len(clean) == 40 and len(mixed) == 160, "the bounded run did not finish within its time budget"
+    after = asyncio.run(_drive(url, valid_only, 4, 60))
+    assert (len(before), len(mixed), len(after)) == (40, 160, 40), "the bounded run did not finish in its budget"
     wrong = [(kind, expected, got) for kind, expected, got, _ in mixed if expected != got]
     assert not wrong, wrong
     assert {kind for kind, *_ in mixed} == {"valid", "oversized", "malformed-json", "wrong-type", "max-tokens",
                                             "unknown-model"}
-    # The same valid traffic (4 in flight) with junk beside it: junk is refused cheaply, so
-    # the valid requests' p99 stays within 2x of their p99 without it (plus 0.25 s of noise).
-    unloaded = _p99([t for kind, _, _, t in clean])
+    # The same valid traffic (4 in flight) with as much junk beside it: junk is refused cheaply
+    # and never queues for the model, so the valid requests' p99 stays within 2x of their p99
+    # without junk (the worse of the runs before and after, plus 0.5 s for a noisy shared machine).
+    unloaded = max(_p99([t for *_, t in before]), _p99([t for *_, t in after]))
     loaded = _p99([t for kind, _, _, t in mixed if kind == "valid"])
-    assert loaded <= 2 * unloaded + 0.25, (loaded, unloaded)
+    assert loaded <= 2 * unloaded + 0.5, (loaded, unloaded)
     metrics = httpx.get(f"{url}/metrics").text
     assert 'aicd_requests_total{adapter="unknown",code="413"}' in metrics
     assert 'aicd_requests_total{adapter="bot-a",code="400"}' in metrics

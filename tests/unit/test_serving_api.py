@@ -251,3 +251,12 @@ def test_bad_v1_requests_and_unknown_models(cls_client, path, body, status, mess
 def test_malformed_json_on_v1_is_400(cls_client):
     response = cls_client.post("/v1/models/c1:predict", content=b"[1, 2", headers={"content-type": "application/json"})
     assert response.status_code == 400 and "Unrecognized request format" in response.text
+
+
+def test_not_ready_until_loaded(tiny_causal_lm):
+    service = Service(ServeConfig(base=str(tiny_causal_lm)))
+    with TestClient(build_app(service, load=False)) as client:  # nothing loaded yet
+        assert client.get("/v2/health/ready").status_code == 503
+        assert client.get("/").status_code == 200  # alive, though
+        response = client.post("/openai/v1/completions", json=_completion(model="base"))
+        assert response.status_code == 503 and "still loading" in response.json()["error"]["message"]
