@@ -101,23 +101,32 @@ def export_for_labeling(spec: Spec | dict[str, Any], dataset_dir: str | Path,
                         scores: str | Path | Mapping[str, Any] | None = None,
                         responses: str | Path | Mapping[str, str] | None = None,
                         client: LabelStudio | None = None, seed: int = 0, stratify_by: str | None = None,
-                        splits: tuple[str, ...] = SPLITS, score_metric: str | None = None) -> ExportResult:
-    """Sample rows of a data set version and import them as tasks of the spec's project."""
+                        splits: tuple[str, ...] = SPLITS, score_metric: str | None = None,
+                        model_dir: str | Path | None = None) -> ExportResult:
+    """Sample rows of a data set version and import them as tasks of the spec's project.
+
+    Uncertainty sampling ranks rows by ``scores`` (see sampling.py for the forms), or by
+    the Model artifact at ``model_dir`` scoring the rows itself.
+    """
     spec, labeling = labeling_of(spec)
     kind = task_kind(spec.task, labeling)
     uncertainty = load_scores(scores, score_metric) if scores is not None else None
+    _, by_split = read_version(dataset_dir)
+    candidates = [(row, name) for name in splits for row in by_split[name]]
+    if uncertainty is None and model_dir is not None and labeling.sampling == "uncertainty":
+        from aicd.components.labeling.uncertainty import model_uncertainty
+
+        uncertainty = model_uncertainty(spec.task, model_dir, [row for row, _ in candidates])
     if labeling.sampling == "uncertainty" and not uncertainty:
         raise LabelingError("`labeling.sampling` is uncertainty but no model scores were given",
-                            "pass scores (per-row class probabilities or an evaluation report.json), "
-                            "or set `labeling.sampling` to random or stratified")
+                            "pass scores (per-row class probabilities or an evaluation report.json) or the "
+                            "current Model artifact, or set `labeling.sampling` to random or stratified")
     other = load_responses(responses) if responses is not None else {}
     if kind == "pairwise" and not other:
         raise LabelingError("`labeling.generation_mode` is pairwise but no model responses were given to compare "
                             "with the data set's responses",
                             "pass responses (an evaluation report.json with predictions, or {id: response}), "
                             "or set `labeling.generation_mode: rating`")
-    _, by_split = read_version(dataset_dir)
-    candidates = [(row, name) for name in splits for row in by_split[name]]
 
     client = client or LabelStudio.from_spec(labeling)
     config = label_config(kind, spec.task.labels)

@@ -1,19 +1,20 @@
 """KFP components of the labeling area: thin wrappers around the plain functions."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from aicd.components._images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE)
 def export_for_labeling(spec: dict, dataset: Input[Dataset], metrics: Output[Metrics],
-                        scores: Input[Artifact] = None, responses: Input[Artifact] = None) -> int:
+                        scores: Input[Artifact] = None, responses: Input[Artifact] = None,
+                        model: Input[Model] = None) -> int:
     """Sample rows and import them as Label Studio tasks; returns the number of new tasks."""
     from aicd.components.labeling.export import export_for_labeling as run
 
     result = run(spec, dataset.path, scores=scores.path if scores else None,
-                 responses=responses.path if responses else None)
+                 responses=responses.path if responses else None, model_dir=model.path if model else None)
     metrics.log_metric("tasks_created", result.created)
     metrics.log_metric("open_tasks", result.open_tasks)
     metrics.metadata["project_id"] = result.project_id
