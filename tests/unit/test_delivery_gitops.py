@@ -195,3 +195,41 @@ def test_sixteen_concurrent_promotions(support_bot_spec, remote, tmp_path):
     last = outcomes[landed[0]]
     assert overlay(remote)["spec"]["canary"][0]["predictor"]["annotations"][isvc.MODEL_ID] == landed[0]
     assert last.commit == log[0].split()[0]
+
+
+@pytest.mark.parametrize("known_hosts, checking", [("host ssh-ed25519 AAAA", "StrictHostKeyChecking=yes"),
+                                                   (None, "StrictHostKeyChecking=accept-new")])
+def test_ssh_key_from_secret(monkeypatch, tmp_path, known_hosts, checking):
+    import shlex
+
+    from aicd.components.delivery.git import credentials_env
+    from aicd.components.spec import GitOpsSpec
+
+    monkeypatch.setenv("AICD_SECRETS_DIR", str(tmp_path))
+    (tmp_path / "gitops-ssh").mkdir()
+    (tmp_path / "gitops-ssh" / "ssh-privatekey").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nk\n")
+    if known_hosts:
+        (tmp_path / "gitops-ssh" / "known_hosts").write_text(known_hosts)
+    gitops = GitOpsSpec(repo="git@git.example.com:platform/gitops.git", credentials_secret="gitops-ssh")
+    with credentials_env(gitops) as env:
+        command = shlex.split(env["GIT_SSH_COMMAND"])
+        key = Path(command[command.index("-i") + 1])
+        assert key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+        assert key.stat().st_mode & 0o777 == 0o600
+        assert checking in command and "BatchMode=yes" in command and "GIT_ASKPASS" not in env
+    assert not key.exists()
+
+
+def test_token_reaches_git_only_through_askpass(monkeypatch):
+    from aicd.components.delivery.git import credentials_env
+    from aicd.components.spec import GitOpsSpec
+
+    monkeypatch.setenv("AICD_SECRET_GITOPS_CRED_TOKEN", "tok-123")
+    gitops = GitOpsSpec(repo="https://git.example.com/platform/gitops.git", credentials_secret="gitops-cred")
+    with credentials_env(gitops) as env:
+        ask = lambda prompt: subprocess.run([env["GIT_ASKPASS"], prompt], env=env, capture_output=True,  # noqa: E731
+                                            text=True, check=True).stdout.strip()
+        assert ask("Username for 'https://git.example.com': ") == "x-access-token"
+        assert ask("Password for 'https://x-access-token@git.example.com': ") == "tok-123"
+        assert "tok-123" not in Path(env["GIT_ASKPASS"]).read_text()
+        assert env["GIT_TERMINAL_PROMPT"] == "0"
