@@ -59,6 +59,11 @@ def verify_adapter(name: str, uri: str, task: str, base_dir: Path, labels: list[
         raise IntegrityError(f"adapter {name!r} ({uri}) has no {CARD}: it is not an aicd Model artifact",
                              "serve the Model artifact a training step wrote (a folder with card.json)")
     card = verify_card(path, kind="adapter")
+    pickled = sorted(f for f in card["files"] if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")))
+    if pickled or "adapter_model.safetensors" not in card["files"]:
+        found = f"it holds {', '.join(pickled)}" if pickled else "it has no adapter_model.safetensors"
+        raise ServingError(f"adapter {name!r}: only safetensors weights are served, {found}",
+                           "save the adapter with safe_serialization=True (train_adapter does)")
     if card.get("task", "causal-lm") != task:
         raise ServingError(f"adapter {name!r} is a {card.get('task')!r} adapter, the server runs {task!r}",
                            "start the server with the adapter's --task, or serve a matching adapter")

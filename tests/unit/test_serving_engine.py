@@ -148,3 +148,13 @@ def test_classifier_labels_must_match(tiny_encoder, tmp_path):
     engine.load_base()
     with pytest.raises(ServingError, match="has labels"):
         engine.verify("c", str(path))
+
+
+def test_pickled_weights_are_refused_even_with_a_valid_card(tiny_causal_lm, tmp_path, lm_engine):
+    from aicd.components.cards import write_card
+
+    path = make_lora_adapter(tiny_causal_lm, tmp_path / "pickled", seed=3)
+    (path / "adapter_model.safetensors").rename(path / "adapter_model.bin")
+    write_card(path, kind="adapter", task="causal-lm", base_model=str(tiny_causal_lm))
+    with pytest.raises(ServingError, match="only safetensors weights are served, it holds adapter_model.bin"):
+        lm_engine.verify("pickled", str(path))
