@@ -5,6 +5,7 @@ user id, exactly what the labeling UI posts when that person submits.
 """
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,8 @@ def test_classification_export_annotate_import(ls, label_studio, review_sentimen
     assert again.created == 0 and again.already_in_project == 8
     tasks = sorted(ls.tasks(first.project_id), key=lambda t: t["id"])
     assert len(tasks) == 8 and sorted(t["data"]["aicd_id"] for t in tasks) == sorted(first.selected_ids)
+    original = {r["id"]: r["label"] for rows in sentiment_rows().values() for r in rows}
+    assert sorted(Counter(original[i] for i in first.selected_ids).values()) == [2, 3, 3]  # stratified by label
 
     admin = ls.create_user("admin@example.com")
     ann = ls.create_user("annotator@example.com", "Ann")
@@ -141,6 +144,31 @@ def test_pairwise_preferences_with_three_annotators(ls, label_studio, support_bo
             task["data"]["prompt"], task["data"][side], task["data"][other])
         assert row["response"] == row["chosen"] and row["chosen_from"] == task["data"][f"aicd_{side}"]
     assert {got[i]["rejected"] for i in got if i not in [t["data"]["aicd_id"] for t in tasks]} == {None}
+
+
+def test_rating_responses(ls, label_studio, support_bot_spec, tmp_path):  # noqa: F811
+    spec = with_labeling(support_bot_spec, label_studio.url, project="e2e rating", generation_mode="rating",
+                         batch_size=3, min_annotations=2)
+    rows = [{"id": f"q{i}", "instruction": f"question {i}?", "response": f"answer {i}", "source": "t"}
+            for i in range(5)]
+    make_dataset(tmp_path / "v1", {"train": rows})
+    out = export_for_labeling(spec, tmp_path / "v1")
+    tasks = sorted(ls.tasks(out.project_id), key=lambda t: t["id"])
+    assert out.kind == "rating" and len(tasks) == 3
+    people = [ls.create_user(f"judge{i}@example.com") for i in range(2)]
+    for task, (a, b) in zip(tasks, [(5, 5), (2, 2), (4, 3)]):
+        ls.annotate(task["id"], result_for("rating", a), completed_by=people[0])
+        ls.annotate(task["id"], result_for("rating", b), completed_by=people[1])
+    result = import_labels(spec, tmp_path / "v1", tmp_path / "v2")
+    assert (result.labeled, result.adjudication) == (2, 1)  # 4 vs 3 is a tie: left for a person
+    # ratings as nominal categories: p_o = 2/3, p_e = (1*1 + 1*1)/9 = 2/9, kappa = (4/9)/(7/9) = 4/7
+    assert result.agreement["value"] == pytest.approx(4 / 7, abs=1e-6)
+    kept = {r["id"]: r for r in read_split(tmp_path / "v2", "train")}
+    first, second, third = (t["data"]["aicd_id"] for t in tasks)
+    assert kept[first]["rating"] == 5 and second not in kept and kept[third]["rating"] is None
+    low = [q for q in read_quarantine(tmp_path / "v2") if q["kind"] == "low-rating"]
+    assert [q["id"] for q in low] == [second] and "rated the response 2/5" in low[0]["reason"]
+    assert len(kept) == 4
 
 
 def test_candidate_review_side_by_side(ls, label_studio, support_bot_spec, tmp_path):  # noqa: F811
