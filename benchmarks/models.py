@@ -32,15 +32,20 @@ def train_tokenizer():
     return train()
 
 
-def make_llama(path: Path, size: str = "mid", seed: int = 0, max_positions: int = 1024) -> Path:
-    """A random Llama of the given size with the test tokenizer, saved as safetensors."""
+def make_llama(path: Path, size: str = "mid", seed: int = 0, max_positions: int = 1024,
+               vocab_size: int | None = None) -> Path:
+    """A random Llama of the given size with the test tokenizer, saved as safetensors.
+
+    ``vocab_size`` above the tokenizer's gives the LM head a real model's width (the
+    extra rows are never produced by the tokenizer, but cost what they cost).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     hidden, inter, layers, heads, kv = SIZES[size]
     tokenizer = train_tokenizer()
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=inter,
+    config = LlamaConfig(vocab_size=max(vocab_size or 0, len(tokenizer)), hidden_size=hidden, intermediate_size=inter,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
                          max_position_embeddings=max_positions, pad_token_id=tokenizer.pad_token_id,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

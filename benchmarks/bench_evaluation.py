@@ -1,0 +1,89 @@
+"""Evaluation scoring (issue 5): batched against per-example scoring, identical scores.
+
+The subject is ``score_causal_lm`` (per-example mean NLL of reference responses). The
+treatment is what evaluation runs: batches of 8 sorted by length, the LM head applied
+only at scored positions. The baseline is what a user would write: one example at a
+time through the model's full logits (``batch_size=1, scored_logits_only=False``).
+The model is a random mid-size Llama with a 32,000-token vocabulary (a real LM head's
+width). Tokens/s counts every token fed to the model. Correctness: every example's
+NLL agrees within 1e-5 (relative) and the scored token counts are equal.
+
+Also measured, without a goal: batched greedy generation against one-at-a-time, whose
+outputs must be identical.
+"""
+
+import logging
+import tempfile
+from pathlib import Path
+
+from benchmarks.harness import Figure, Goal, SubjectMissing, alternate, rate_figure
+
+log = logging.getLogger(__name__)
+
+NAME = "evaluation"
+EXAMPLES = 32
+GEN_PROMPTS = 8
+NEW_TOKENS = 12
+VOCAB = 32_000
+TOLERANCE = 1e-5
+
+
+def declared() -> list[Figure]:
+    return [Figure(NAME, "scoring tokens/s, batched vs per-example", "tok/s", Goal(">=", 1.5, text=">= 1.5x")),
+            Figure(NAME, "greedy generation tokens/s, batched vs one-at-a-time (identical outputs)", "tok/s")]
+
+
+def _subject():
+    try:
+        from aicd.components.evaluation.inference import generate_greedy, score_causal_lm
+    except ImportError as err:
+        raise SubjectMissing("components/evaluation", str(err)) from err
+    return score_causal_lm, generate_greedy
+
+
+def same_scores(baseline, treatment):
+    (nll_a, counts_a), (nll_b, counts_b) = baseline, treatment
+    assert counts_a == counts_b, "scored token counts differ"
+    worst = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(nll_a, nll_b))
+    assert worst <= TOLERANCE, f"NLL differs by up to {worst:.2e} (relative), tolerance {TOLERANCE:g}"
+
+
+def same_texts(baseline, treatment):
+    differ = [i for i, (a, b) in enumerate(zip(baseline.texts, treatment.texts)) if a != b]
+    assert not differ, f"{len(differ)} of {len(baseline.texts)} generations differ (first: #{differ[0]})"
+
+
+def run(repeats: int) -> list[Figure]:
+    from aicd.components.models import load_causal_lm
+    from benchmarks.models import instruction_rows, make_llama
+
+    score, generate = _subject()
+    scoring_decl, gen_decl = declared()
+    with tempfile.TemporaryDirectory(prefix="aicd-bench-eval-") as tmp:
+        model, tokenizer, _ = load_causal_lm(str(make_llama(Path(tmp) / "llama", "mid", vocab_size=VOCAB)))
+    rows = instruction_rows(EXAMPLES, seed=2, max_words=60)
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": r["instruction"]}], tokenize=False,
+                                             add_generation_prompt=True) for r in rows]
+    responses = [r["response"] for r in rows]
+    trial = alternate(lambda: score(model, tokenizer, prompts, responses, max_length=256, batch_size=1,
+                                    scored_logits_only=False),
+                      lambda: score(model, tokenizer, prompts, responses, max_length=256, batch_size=8),
+                      repeats=repeats)
+    from aicd.components.evaluation.inference import build_sequences
+
+    tokens = sum(len(ids) for ids, _ in build_sequences(tokenizer, prompts, responses, 256))
+    scoring = rate_figure(NAME, scoring_decl.name, "tok/s", trial, tokens, scoring_decl.goal, check=same_scores,
+                          baseline_label="per-example", treatment_label="batched")
+    scoring.note = (f"{EXAMPLES} examples, {tokens} tokens, mid Llama with a {VOCAB:,}-token head; "
+                    f"NLL equal within {TOLERANCE:g}")
+    gen_prompts = prompts[:GEN_PROMPTS]
+    trial = alternate(lambda: generate(model, tokenizer, gen_prompts, max_new_tokens=NEW_TOKENS, batch_size=1),
+                      lambda: generate(model, tokenizer, gen_prompts, max_new_tokens=NEW_TOKENS, batch_size=8),
+                      repeats=repeats)
+    generated = trial.treatment_result.tokens
+    gen = rate_figure(NAME, gen_decl.name, "tok/s", trial, generated, None, check=same_texts,
+                      baseline_label="one-at-a-time", treatment_label="batched")
+    gen.note = f"{GEN_PROMPTS} prompts, up to {NEW_TOKENS} new tokens each, {generated} generated"
+    if gen.status == "ok" and trial.baseline_result.tokens != generated:
+        gen.status, gen.note = "invalid", f"generated token counts differ: {trial.baseline_result.tokens} != {generated}"
+    return [scoring, gen]
