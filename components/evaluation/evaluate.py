@@ -24,6 +24,8 @@ from aicd.components.evaluation.report import write_report
 from aicd.components.spec import Spec, parse_spec
 
 log = logging.getLogger(__name__)
+# Local latency is timed on this many single requests (half as many for generation).
+LATENCY_EXAMPLES = 16
 
 
 def as_spec(spec: Spec | dict) -> Spec:
@@ -79,8 +81,23 @@ class PeakMemory:
         return self.peak / 2**20
 
 
-def _system(outputs, memory: PeakMemory, sizes: dict[str, float | None]) -> dict[str, float | None]:
-    lat = np.asarray(outputs.latencies_ms, dtype=float)
+def request_latencies(backend: Backend, inputs: list[str], outputs, classification: bool) -> list[float]:
+    """Latency of single requests (ms): an endpoint's own requests, or one-at-a-time calls of a local model.
+
+    The batched pass measures throughput; a served request is not batched with 31 others, so
+    local latency is timed on the first LATENCY_EXAMPLES inputs one at a time (warm).
+    """
+    from aicd.components.evaluation.endpoints import EndpointBackend
+
+    if isinstance(backend, EndpointBackend):
+        return list(outputs.latencies_ms)
+    k = LATENCY_EXAMPLES if classification else LATENCY_EXAMPLES // 2
+    return [backend.predict([x]).latencies_ms[0] for x in inputs[:k]]
+
+
+def _system(outputs, latencies: list[float], memory: PeakMemory,
+            sizes: dict[str, float | None]) -> dict[str, float | None]:
+    lat = np.asarray(latencies, dtype=float)
     return {"latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95)),
             "tokens_per_second": outputs.tokens / outputs.seconds if outputs.seconds > 0 and outputs.tokens else None,
             "peak_memory_mb": memory.mb, **sizes}
@@ -105,7 +122,7 @@ def _predict(backend: Backend, inputs: list[str], ids: list[str] | None = None):
 
 def run_evaluation(spec: Spec, rows: Sequence[dict[str, Any]], backend: Backend, split: str,
                    probe: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[float]]:
-    """The report (docs/contracts.md) of ``backend`` on ``rows``, and the per-example latencies."""
+    """The report (docs/contracts.md) of ``backend`` on ``rows``, and the single-request latencies."""
     if "torch" in sys.modules:  # local models; endpoints and the TF-IDF baseline need no torch
         sys.modules["torch"].manual_seed(spec.metrics.seed)
     classification = spec.task.type == "text-classification"
@@ -114,6 +131,7 @@ def run_evaluation(spec: Spec, rows: Sequence[dict[str, Any]], backend: Backend,
     inputs, refs = [str(r[in_field]) for r in rows], [str(r[out_field]) for r in rows]
     with PeakMemory() as memory:
         outputs = _predict(backend, inputs, ids)
+        latencies = request_latencies(backend, inputs, outputs, classification)
         nll = None if classification else backend.score(inputs, refs)
     preds = outputs.texts
     examples: dict[str, Any] = {"ids": ids, "predictions": preds, "references": refs}
@@ -130,7 +148,7 @@ def run_evaluation(spec: Spec, rows: Sequence[dict[str, Any]], backend: Backend,
             raise EvaluationError(f"the model predicted label(s) {unknown} that are not in `task.labels`",
                                   "evaluate a model trained for the task's labels")
     metrics = M.bootstrap_metrics(examples, labels, spec.metrics.bootstrap_samples, spec.metrics.seed)
-    system = _system(outputs, memory, backend.sizes)
+    system = _system(outputs, latencies, memory, backend.sizes)
     metrics.update({k: {"value": v, "low": v, "high": v} for k, v in system.items() if v is not None})
     behavioural = run_checks(spec.metrics.behavioural, lambda xs: backend.predict(xs).texts, inputs, preds,
                              classification=classification, input_field=in_field, seed=spec.metrics.seed)
@@ -145,7 +163,7 @@ def run_evaluation(spec: Spec, rows: Sequence[dict[str, Any]], backend: Backend,
     }
     if classification:
         report["classification"] = M.classification_summary(preds, refs, labels)
-    return report, outputs.latencies_ms
+    return report, latencies
 
 
 def _probe_texts(spec: Spec, rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -69,7 +69,7 @@ def _latency(latencies: list[float]) -> str:
     fig, ax = _figure(5.0, 2.5)
     ax.hist(latencies, bins=min(30, max(5, len(latencies) // 3)), color="#55a868")
     ax.set_xlabel("latency (ms)")
-    ax.set_title("per-example latency")
+    ax.set_title("single-request latency")
     return png(fig)
 
 

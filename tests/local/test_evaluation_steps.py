@@ -13,7 +13,7 @@ from aicd.pipelines.local import run_local
 from aicd.pipelines.subgraphs.evaluation import benchmark_candidates
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_evaluation_evaluate import QA, REVIEWS, make_adapter, small_spec  # noqa: E402
+from test_evaluation_evaluate import QA, classification_dataset, make_adapter, small_spec  # noqa: E402
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -22,6 +22,14 @@ def build_dataset(rows: list, task: str, dataset: Output[Dataset]):
     from aicd.components.data.format import write_dataset
 
     write_dataset(dataset.path, {"train": rows * 3, "validation": rows, "test": rows}, task=task)
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def import_dataset(path: str, dataset: Output[Dataset]):
+    """Test input: a data set folder made by the test."""
+    import shutil
+
+    shutil.copytree(path, dataset.path)
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -65,20 +73,19 @@ def test_evaluate_and_compare_steps(tmp_path, tiny_causal_lm, support_bot_spec):
     assert summary["metrics"]["token_f1"] == base["metrics"]["token_f1"]["value"]
 
 
-def _benchmark(spec: dict, dataset_rows: list, workdir: Path):
+def _benchmark(spec: dict, dataset_dir: Path, workdir: Path):
     @dsl.pipeline(name="benchmark")
-    def benchmark(spec: dict, rows: list):
-        data_task = build_dataset(rows=rows, task="text-classification")
+    def benchmark(spec: dict, path: str):
+        data_task = import_dataset(path=path)
         benchmark_candidates(spec, data_task.outputs["dataset"])
 
-    return run_local(benchmark, {"spec": spec, "rows": dataset_rows}, workdir=workdir, cache=False)
+    return run_local(benchmark, {"spec": spec, "path": str(dataset_dir)}, workdir=workdir, cache=False)
 
 
 def test_review_sentiment_leaderboard_with_tfidf_baseline(tmp_path, tiny_encoder, review_sentiment_spec):
     spec = small_spec(review_sentiment_spec, tiny_encoder)
     spec["candidates"].append({"name": "tiny-2", "uri": str(tiny_encoder)})
-    rows = [{"id": f"r{i}", "text": t, "label": lab, "source": "test"} for i, (t, lab) in enumerate(REVIEWS)]
-    run = _benchmark(spec, rows, tmp_path / "work")
+    run = _benchmark(spec, classification_dataset(tmp_path / "data"), tmp_path / "work")
     board = json.loads((run.artifact_path("select-candidate", "leaderboard") / "leaderboard.json").read_text())
     names = sorted(e["name"] for e in board["entries"])
     assert names == ["tfidf-logreg/baseline", "tiny-2/linear-probe", "tiny/linear-probe"]
@@ -90,17 +97,13 @@ def test_review_sentiment_leaderboard_with_tfidf_baseline(tmp_path, tiny_encoder
 @pytest.mark.slow
 def test_real_minilm_on_drug_reviews(tmp_path, review_sentiment_spec):
     """all-MiniLM-L6-v2 (linear probe) against TF-IDF on a small real subset of the drug reviews."""
-    from aicd.components.data.format import read_split
     from aicd.components.data.ingest import ingest_dataset
     from aicd.components.spec import parse_spec
 
     review_sentiment_spec["data"]["max_rows"] = 700
     review_sentiment_spec["metrics"].update(max_examples=60, bootstrap_samples=200)
     ingest_dataset(parse_spec(review_sentiment_spec), tmp_path / "drugs")
-    rows = [r for split in ("train", "validation") for r in read_split(tmp_path / "drugs", split)]
-    for r in rows[:len(rows) - 60]:
-        r["id"] = "t" + r["id"]  # the builder uses one list for every split; keep validation ids distinct
-    run = _benchmark(review_sentiment_spec, rows, tmp_path / "work")
+    run = _benchmark(review_sentiment_spec, tmp_path / "drugs", tmp_path / "work")
     board = json.loads((run.artifact_path("select-candidate", "leaderboard") / "leaderboard.json").read_text())
     by_mode = {e["mode"]: e for e in board["entries"]}
     assert set(by_mode) == {"linear-probe", "baseline"}
