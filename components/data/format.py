@@ -10,6 +10,15 @@ Every row has a string ``id`` (stable across versions), the task's fields
 (``instruction``/``response`` or ``text``/``label``), ``source``, and any extra
 columns kept for slicing (``topic``, ...). Readers verify the card first.
 
+Card fields written by ``ingest_dataset`` (docs/contracts.md plus figures):
+``fingerprint``, ``parent``, ``task``, ``fields``, ``labels``, ``sources`` (per source:
+files, rows read/valid/quarantined, reasons), ``counts``, ``label_distribution``
+(label -> rows, all splits) and ``label_distribution_by_split``, ``length_stats`` and
+``length_histogram`` (per text field, in ``token_count`` units), ``rows_per_source``,
+``slice_distribution`` (extra columns with at most 50 values), ``quarantine_counts``,
+``bad_fraction``, ``duplicate_fraction``, ``repairs``, ``split``, ``quality``,
+``max_rows``, ``not_selected``, ``rows_read``.
+
 :func:`write_dataset` takes whole lists; :class:`DatasetWriter` takes rows one at a
 time and keeps only one batch per split in memory (batches go to temporary part
 files that are merged into each split's Parquet file on :meth:`DatasetWriter.finish`),

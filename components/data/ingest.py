@@ -75,7 +75,7 @@ class RowProcessor:
         norm_text = normalise(text)
         exact = digest8(f"{text}\x1f{target}")
         if row_id is None:
-            row_id = "h" + exact.hex()
+            row_id = f"h{exact:016x}"
             if self.repeats is not None:  # dedupe is off: keep identical rows apart
                 self.repeats[row_id] += 1
                 if self.repeats[row_id] > 1:

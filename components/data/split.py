@@ -7,8 +7,9 @@ question never lands in two splits). ``data.max_rows`` keeps the rows with the l
 *selection* hash of their key (a second, independent hash: the split hash would pick
 train rows only).
 
-Memory: duplicate and leakage checks keep 8-byte hashes of what they have seen (about
-70-150 bytes per valid row in Python dicts), never the rows or the raw lines.
+Memory: duplicate and leakage checks keep 8-byte hashes of what they have seen, never
+the rows or the raw lines: the newest ones in a small dict, the rest merged into sorted
+numpy arrays (:class:`DigestMap`), so a valid row costs about 16 bytes per check.
 """
 
 import hashlib
@@ -27,9 +28,55 @@ def hash64(*parts: str) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-def digest8(text: str) -> bytes:
-    """8 bytes of blake2b: the in-memory identity of a text in duplicate and leakage checks."""
-    return _blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+def digest8(text: str) -> int:
+    """64 bits of blake2b: the in-memory identity of a text in duplicate and leakage checks."""
+    return int.from_bytes(_blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+class DigestMap:
+    """A compact map of 64-bit digests to 64-bit values (a set when every value is 0).
+
+    New entries go to a dict; every ``recent_limit`` entries they are merged into sorted
+    numpy arrays (16 bytes an entry instead of ~120 in a dict). Lookups check the dict,
+    then binary-search the arrays.
+    """
+
+    def __init__(self, recent_limit: int = 200_000):
+        import numpy as np
+
+        self._np = np
+        self.limit = recent_limit
+        self.recent: dict[int, int] = {}
+        self.keys = np.empty(0, np.uint64)
+        self.values = np.empty(0, np.uint64)
+
+    def __len__(self) -> int:
+        return len(self.recent) + len(self.keys)
+
+    def get(self, key: int) -> int | None:
+        value = self.recent.get(key)
+        if value is None and len(self.keys):
+            i = int(self.keys.searchsorted(key))
+            if i < len(self.keys) and int(self.keys[i]) == key:
+                return int(self.values[i])
+        return value
+
+    def __contains__(self, key: int) -> bool:
+        return self.get(key) is not None
+
+    def put(self, key: int, value: int = 0) -> None:
+        self.recent[key] = value
+        if len(self.recent) >= self.limit:
+            self._merge()
+
+    def _merge(self) -> None:
+        np = self._np
+        n = len(self.recent)
+        keys = np.concatenate([self.keys, np.fromiter(self.recent.keys(), np.uint64, n)])
+        values = np.concatenate([self.values, np.fromiter(self.recent.values(), np.uint64, n)])
+        order = keys.argsort(kind="stable")
+        self.keys, self.values = keys[order], values[order]
+        self.recent = {}
 
 
 def assign_split(key: str, ratios: tuple[float, float, float], salt: str) -> str:
@@ -56,18 +103,18 @@ class Tracker:
 
     def __init__(self, dedupe: bool, track_ids: bool, conflicts: bool, leakage: bool):
         self.dedupe, self.conflicts, self.leakage = dedupe, conflicts, leakage
-        self.ids: set[bytes] | None = set() if track_ids else None
-        self.pairs: dict[bytes, bytes] = {}
-        # normalised input -> (normalised target digest, split index)
-        self.inputs: dict[bytes, tuple[bytes, int]] = {}
+        self.ids = DigestMap() if track_ids else None
+        self.pairs = DigestMap()  # normalised (input, target) -> exact content digest
+        # normalised input -> normalised target digest with its low 2 bits replaced by the split index
+        self.inputs = DigestMap()
 
-    def check(self, row_id: str | None, exact: bytes, norm_text: str, norm_target: str,
+    def check(self, row_id: str | None, exact: int, norm_text: str, norm_target: str,
               split: str) -> tuple[str, str] | None:
         """``exact`` is :func:`digest8` of the row's exact content."""
         id_hash = digest8(row_id) if self.ids is not None and row_id is not None else None
         if id_hash is not None and id_hash in self.ids:
             return "duplicate-id", f"id {row_id!r} was already used by an earlier row"
-        pair = b""
+        pair = 0
         if self.dedupe:
             pair = digest8(f"{norm_text}\x1f{norm_target}")
             seen = self.pairs.get(pair)
@@ -77,20 +124,21 @@ class Tracker:
                 return "near-duplicate", "the same as an earlier row after normalisation"
         if self.conflicts or self.leakage:
             h_in = digest8(norm_text)
+            packed = ((digest8(norm_target) >> 2 << 2) if self.conflicts else 0) | SPLIT_NAMES.index(split)
             seen_in = self.inputs.get(h_in)
             if seen_in is None:
-                self.inputs[h_in] = (digest8(norm_target) if self.conflicts else b"", SPLIT_NAMES.index(split))
+                self.inputs.put(h_in, packed)
             else:
-                if self.conflicts and seen_in[0] != digest8(norm_target):
+                if self.conflicts and seen_in >> 2 != packed >> 2:
                     return "conflicting-label", "an earlier row has the same normalised text and another label"
-                seen_split = SPLIT_NAMES[seen_in[1]]
+                seen_split = SPLIT_NAMES[seen_in & 3]
                 if self.leakage and seen_split != split:
                     return "leakage", (f"the same normalised input is already in {seen_split} "
                                        f"(this row's key puts it in {split})")
         if id_hash is not None:
-            self.ids.add(id_hash)
+            self.ids.put(id_hash)
         if self.dedupe:
-            self.pairs[pair] = exact
+            self.pairs.put(pair, exact)
         return None
 
 

@@ -10,6 +10,7 @@ are unescaped when the source's ``unescape_html`` is on (the default).
 """
 
 import html
+import json
 import re
 import unicodedata
 from collections import Counter
@@ -168,6 +169,8 @@ class RowValidator:
                 name = f"src_{name}"
             if value is None or isinstance(value, str):
                 extras[name] = value
+            elif isinstance(value, dict | list):
+                extras[name] = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
             else:
                 extras[name] = str(value)
             bad = _BAD_TEXT.search(extras[name]) if extras[name] else None

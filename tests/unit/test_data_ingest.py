@@ -200,3 +200,11 @@ def test_review_sentiment_example_ingests(tmp_path, review_sentiment_spec):
     texts = [r["text"] for s in SPLITS for r in read_split(result.path, s)]
     assert not any("&#039;" in t or "&amp;" in t for t in texts)
     assert sum("'" in t for t in texts) > 300 and card["repairs"]["html-entities"] > 500
+
+
+def test_extra_columns_are_kept_as_strings(tmp_path, review_sentiment_spec):
+    rows = [{**r, "meta": {"b": [1, 2], "a": None}, "score": 3.5, "flag": True} for r in _rows(12)]
+    result = _ingest(review_sentiment_spec, tmp_path, rows, "out")
+    row = read_split(result.path, "train")[0]
+    assert (row["meta"], row["score"], row["flag"]) == ('{"a": null, "b": [1, 2]}', "3.5", "True")
+    assert result.card["slice_distribution"]["flag"] == {"True": 12}
