@@ -1,10 +1,12 @@
 """KFP steps of delivery: gate, promote, analyse the canary (logic in gate.py, gitops.py, canary.py).
 
-``gate_candidate`` returns ``passed`` as an output parameter, so pipelines wrap the
-promotion in ``dsl.If(gate_task.outputs["passed"] == True)``.
+``gate_candidate`` returns ``passed`` as its return value, so pipelines wrap the
+promotion in ``dsl.If(gate_task.outputs["Output"] == True)``. Not a NamedTuple field on
+purpose: kfp.local 2.17 resolves a dsl.If condition only on a return value named
+``Output``; on a named output it logs "Could not resolve parent input" and silently skips
+the branch.
+The blessed digest is in the blessing artifact and its metadata.
 """
-
-from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
@@ -15,7 +17,7 @@ from aicd.components._images import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE)
 def gate_candidate(spec: dict, candidate_report: Input[Artifact], blessing: Output[Artifact],
                    metrics: Output[Metrics], candidate: Input[Model] = None, comparison: Input[Artifact] = None,
-                   champion_report: Input[Artifact] = None) -> NamedTuple("GateOutputs", passed=bool, digest=str):
+                   champion_report: Input[Artifact] = None) -> bool:
     """Bless the candidate (an adapter/model artifact, or the base model when ``candidate`` is absent)."""
     from aicd.components.cards import verify_card
     from aicd.components.delivery.gate import gate_candidate as gate, read_json, write_blessing
@@ -30,8 +32,7 @@ def gate_candidate(spec: dict, candidate_report: Input[Artifact], blessing: Outp
     blessing.metadata.update({"passed": result["passed"], "candidate_digest": digest or "",
                               "reasons": result["reasons"]})
     metrics.log_metric("gate_passed", float(result["passed"]))
-    outputs = NamedTuple("GateOutputs", passed=bool, digest=str)
-    return outputs(result["passed"], digest or "")
+    return result["passed"]
 
 
 @dsl.component(base_image=BASE_IMAGE)

@@ -1,0 +1,48 @@
+"""The delivery KFP steps under kfp.local: gate output drives dsl.If, promotion lands in a bare repo."""
+
+import json
+import subprocess
+
+import pytest
+from kfp import dsl, local
+
+from aicd.components.delivery import steps
+from test_delivery_gitops import make_adapter, make_spec, overlay, remote  # noqa: F401 (fixture)
+
+
+def report(digest: str | None, uri: str, token_f1: float) -> dict:
+    return {"kind": "evaluation", "task": "causal-lm", "split": "test", "n": 48, "complete": True,
+            "model": {"name": "c", "uri": uri, "digest": digest},
+            "metrics": {"token_f1": {"value": token_f1, "low": token_f1 - 0.05, "high": token_f1 + 0.05}},
+            "behavioural": {"case-invariance": {"passed": True, "pass_rate": 1.0, "min_pass_rate": 0.5}},
+            "probe": {"passed": True, "changed": 2, "total": 2}}
+
+
+@dsl.pipeline
+def deliver_pipeline(spec: dict, report_uri: str, model_uri: str) -> bool:
+    evaluation = dsl.importer(artifact_uri=report_uri, artifact_class=dsl.Artifact)
+    candidate = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model)
+    gate_task = steps.gate_candidate(spec=spec, candidate_report=evaluation.output, candidate=candidate.output)
+    with dsl.If(gate_task.outputs["Output"] == True):  # noqa: E712 (KFP condition, not a Python comparison)
+        steps.promote_adapter(spec=spec, blessing=gate_task.outputs["blessing"], candidate=candidate.output)
+    return gate_task.outputs["Output"]
+
+
+@pytest.mark.parametrize("token_f1, passed", [(0.3, True), (0.01, False)])
+def test_gate_then_promote_under_kfp_local(support_bot_spec, remote, tmp_path, token_f1, passed):  # noqa: F811
+    spec = make_spec(support_bot_spec, remote)
+    raw = spec.model_dump(mode="json", exclude_none=True)  # as aicd.pipelines.stages.pipeline_argument
+    raw["metrics"]["gates"]["non_inferiority"] = {}  # the first champion has nothing to compare with
+    adapter, card = make_adapter(tmp_path / "adapter", 7)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "report.json").write_text(json.dumps(report(card["digest"], str(adapter), token_f1)))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    run = deliver_pipeline(spec=raw, report_uri=str(tmp_path / "eval"), model_uri=str(adapter))
+    assert run.output is passed
+    log = subprocess.run(["git", "--git-dir", str(remote), "log", "--format=%s", "main"], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    if passed:  # no champion in the overlay yet: the adapter becomes it directly
+        assert log[0] == f"aicd: promote {card['digest'][7:19]} in manifests/overlays/production"
+        assert overlay(remote)["spec"]["predictor"]["annotations"]["aicd.dev/model-id"] == card["digest"]
+    else:
+        assert log == ["seed"]
