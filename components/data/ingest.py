@@ -18,7 +18,7 @@ from typing import Any
 from aicd.components.cards import read_card, verify_card
 from aicd.components.data.format import DatasetWriter
 from aicd.components.data.readers import Record, SourceFiles
-from aicd.components.data.split import Fingerprint, Stats, Tracker, assign_split, digest8, hash64, selection_hash
+from aicd.components.data.split import DigestMap, Fingerprint, Stats, Tracker, assign_split, digest8, hash64, selection_hash
 from aicd.components.data.validate import TOKEN_COUNT, RowError, RowValidator, approx_tokens, normalise
 from aicd.components.errors import DataError
 from aicd.components.spec import DataSource, Spec, parse_spec
@@ -59,7 +59,7 @@ class RowProcessor:
         dedupe = data.quality.dedupe
         self.tracker = Tracker(dedupe=dedupe, track_ids=task.id_field is not None,
                                conflicts=self.classify and dedupe, leakage=self.key_field is not None)
-        self.repeats: Counter[str] | None = Counter() if not dedupe and task.id_field is None else None
+        self.repeats = DigestMap() if not dedupe and task.id_field is None else None
         self.validators: dict[str, RowValidator] = {}
 
     def validator(self, source: DataSource, name: str) -> RowValidator:
@@ -75,11 +75,14 @@ class RowProcessor:
         norm_text = normalise(text)
         exact = digest8(f"{text}\x1f{target}")
         if row_id is None:
-            row_id = f"h{exact:016x}"
+            # A text's id survives a label correction; a causal-LM row is its pair.
+            basis = digest8(text) if self.classify else exact
+            row_id = f"h{basis:016x}"
             if self.repeats is not None:  # dedupe is off: keep identical rows apart
-                self.repeats[row_id] += 1
-                if self.repeats[row_id] > 1:
-                    row_id = f"{row_id}-{self.repeats[row_id]}"
+                count = (self.repeats.get(basis) or 0) + 1
+                self.repeats.put(basis, count)
+                if count > 1:
+                    row_id = f"{row_id}-{count}"
         if self.key_field == "id":
             key = row_id
         split_key = key if key is not None else norm_text

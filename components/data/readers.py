@@ -6,8 +6,10 @@ the chatterbot corpus YAML (``format: chatterbot-yaml``: each file's
 a row ``{instruction, response, topic}``, ``topic`` being the file's first category,
 lower-cased). ``format: auto`` picks the format from each file's extension.
 
-Readers never hold a whole file: JSONL and CSV are read line by line as bytes,
-Parquet and Arrow batch by batch. Problems a reader can see (a line that is not
+Readers stream: JSONL and CSV/TSV line by line as bytes (also straight out of a zip
+member), Parquet and Arrow batch by batch. Two exceptions, both small by nature: a
+chatterbot YAML file is parsed whole, and a saved ``datasets`` folder inside a zip is
+extracted to a temporary folder first (Arrow files need random access). Problems a reader can see (a line that is not
 JSON, invalid UTF-8, NUL bytes, a byte-order mark inside the file, a bare carriage
 return, a ragged CSV row) come out as records with a ``reason`` and the raw text,
 for the quarantine. A byte-order mark at the start of a file and CRLF line endings

@@ -208,3 +208,14 @@ def test_extra_columns_are_kept_as_strings(tmp_path, review_sentiment_spec):
     row = read_split(result.path, "train")[0]
     assert (row["meta"], row["score"], row["flag"]) == ('{"a": null, "b": [1, 2]}', "3.5", "True")
     assert result.card["slice_distribution"]["flag"] == {"True": 12}
+
+
+def test_ids_are_stable_content_hashes(tmp_path, review_sentiment_spec):
+    rows = [{"text": r["text"], "label": r["label"]} for r in _rows(20)]
+    first = _placement(_ingest(review_sentiment_spec, tmp_path, rows, "a").path)
+    relabeled = [dict(r, label="neutral" if r["label"] != "neutral" else "positive") for r in rows]
+    second = _placement(_ingest(review_sentiment_spec, tmp_path, relabeled, "b").path)
+    assert first == second, "a label correction keeps the row's id and split"
+    kept = _ingest(review_sentiment_spec, tmp_path, rows + rows[:3], "c", quality={"dedupe": False})
+    ids = [i for i in _placement(kept.path)]
+    assert len(ids) == 23 and sum(i.endswith("-2") for i in ids) == 3
