@@ -153,16 +153,20 @@ def prometheus_config(jobs: dict[str, dict[str, str]]) -> str:
     return yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": scrape})
 
 
-def traffic(targets: list[tuple[str, str, int]], stop_event: threading.Event) -> None:
-    """The gateway's split: weighted round robin of small completions (address, model name, weight)."""
-    order = [(address, model) for address, model, weight in targets for _ in range(weight)]
+def traffic(targets: list[tuple[str, str, int, str | None]], stop_event: threading.Event) -> None:
+    """The gateway's split, weighted round robin of small completions over (address, model, weight, rating):
+    each answered request of a target with a rating gets that user feedback."""
+    order = [(address, model, rating) for address, model, weight, rating in targets for _ in range(weight)]
     i = 0
     with requests.Session() as session:
         while not stop_event.is_set():
-            address, model = order[i % len(order)]
+            address, model, rating = order[i % len(order)]
             body = {"model": model, "prompt": "What is AI?", "max_tokens": 2}
             try:
-                session.post(f"http://{address}/openai/v1/completions", json=body, timeout=10)
+                resp = session.post(f"http://{address}/openai/v1/completions", json=body, timeout=10)
+                if rating and resp.status_code == 200:
+                    session.post(f"http://{address}/v1/feedback", json={"id": resp.json()["id"], "rating": rating},
+                                 timeout=10).raise_for_status()
             except requests.RequestException:
                 pass
             i += 1
@@ -181,8 +185,9 @@ def world(tmp_path_factory):
     raw = yaml.safe_load((ROOT / "examples/support-bot/spec.yaml").read_text())
     prom_port = free_port()
     prom_url = f"http://{HOST}:{prom_port}"
-    repos = {name: seed_repo(tmp, name) for name in ("good", "bad", "quiet")}
+    repos = {name: seed_repo(tmp, name) for name in ("good", "bad", "quiet", "disliked")}
     specs = {name: make_spec(raw, repos[name], name, prom_url, tiny) for name in repos}
+    specs["disliked"] = make_spec(raw, repos["disliked"], "disliked", prom_url, tiny, min_feedback_score=0.5)
     for name in repos:
         deliver(specs[name], tmp / "adapter", card)
     declared = overlay(repos["good"])["spec"]
@@ -196,7 +201,8 @@ def world(tmp_path_factory):
         (tmp / "prom").mkdir()
         (tmp / "prom/prometheus.yml").write_text(prometheus_config({
             "good": {"stable": stable[1], "canary": good[1]}, "bad": {"stable": stable[1], "canary": bad[1]},
-            "quiet": {"stable": stable[1], "canary": good[1]}}))
+            "quiet": {"stable": stable[1], "canary": good[1]},
+            "disliked": {"stable": stable[1], "canary": good[1]}}))
         prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp}/prom/prometheus.yml",
                                  f"--storage.tsdb.path={tmp}/prom/data", f"--web.listen-address={HOST}:{prom_port}",
                                  "--storage.tsdb.retention.time=1h"],
@@ -205,7 +211,7 @@ def world(tmp_path_factory):
         for (proc, address), name in ((stable, "stable"), (good, "good"), (bad, "bad")):
             wait_ready(proc, address, tmp / f"{name}.log")
         halt = threading.Event()
-        loader = threading.Thread(target=traffic, args=([(stable[1], "good", 2), (good[1], "good", 1), (bad[1], "bad", 1)], halt))
+        loader = threading.Thread(target=traffic, args=([(stable[1], "good", 2, "up"), (good[1], "good", 1, "down"), (bad[1], "bad", 1, None)], halt))
         loader.start()
         try:
             _wait_for_rates(prom_url)
@@ -252,6 +258,15 @@ def test_bad_canary_is_rolled_back(world):
     doc = overlay(repo)["spec"]
     assert doc["canary"] == [] and doc["predictor"]["annotations"][isvc.MODEL_ID].startswith("base:")
     assert subjects(repo)[0] == f"aicd: canary {world['digest'][7:19]} rollback"
+
+
+def test_disliked_canary_is_rolled_back_on_feedback(world):
+    """Same healthy predictor as the good case, but its users vote it down: the feedback gate rolls it back."""
+    step = run_canary(world["specs"]["disliked"], max_intervals=3)
+    assert (step.action, step.interval.decision) == ("rollback", "fail")
+    assert step.interval.error_rate == 0.0 and step.interval.feedback_score == 0.0
+    assert [r for r in step.interval.reasons if r.startswith("feedback score 0.00 (min 0.5)")]
+    assert subjects(world["repos"]["disliked"])[0] == f"aicd: canary {world['digest'][7:19]} rollback"
 
 
 def test_too_little_traffic_is_inconclusive(world):
