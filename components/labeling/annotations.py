@@ -178,7 +178,9 @@ def import_labels(spec: Spec | dict[str, Any], dataset_dir: str | Path, out_dir:
     parent = parent_fingerprint(parent_card)
     card = write_version(
         out_dir, spec.task, splits, quarantine, parent,
-        list(parent_card.get("sources") or []) + [f"label-studio:{labeling.project}"],
+        list(parent_card.get("sources") or []) + [{"name": f"label-studio:{labeling.project}",
+                                                     "kind": "label-studio", "url": client.url,
+                                                     "project": labeling.project, "project_id": int(project["id"])}],
         agreement=figures,
         labeling={"project": labeling.project, "project_id": int(project["id"]), "kind": kind,
                   "tasks": len(collected.items), "labeled": labeled, "new_rows": new_rows, "pending": pending,

@@ -174,11 +174,11 @@ def collect_feedback(spec: Spec | dict[str, Any], log_path: str | Path, out_dir:
         if row["id"] in seen or key in pairs_seen:
             continue  # already in the parent version, or the same exchange again
         pairs_seen.add(key)
-        splits[split_of(key[0], spec.data.split)].append(row)
+        splits[split_of(row[spec.task.fields[0]], spec.data.split)].append(row)
         new_rows += 1
-    source = f"payload-log:{Path(log_path).name}"
-    card = write_version(out_dir, spec.task, splits, quarantine, parent,
-                         sources + ([source] if source not in sources else []),
+    source = {"name": "payload-log", "kind": "payload-log", "uri": str(log_path), "requests": len(requests),
+              "feedback": len(feedback), "rows_new": new_rows}
+    card = write_version(out_dir, spec.task, splits, quarantine, parent, sources + [source],
                          feedback={"requests": len(requests), "feedback": len(feedback), "new_rows": new_rows,
                                    "masked": dict(mask.counts)})
     n_rows = sum(len(r) for r in splits.values())

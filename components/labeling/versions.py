@@ -1,20 +1,24 @@
 """Reading a data set version and writing the next one (labels or feedback added).
 
-The artifact format is ``components/data/format.py`` (docs/contracts.md); this module
-only fills the card fields a new version needs: fingerprint, parent, counts by
-label, length figures, quarantine counts.
+The artifact format and its figures belong to the data area: rows are written with
+``components/data/format.py``, the fingerprint is ``data.split.Fingerprint``, split
+assignment ``data.split.assign_split`` over ``data.validate.normalise``d text, and the
+card's label and length figures come from ``data.split.Stats`` (token units of
+``data.validate.approx_tokens``), so a labeled or feedback version reads like an
+ingested one. This module only adds the lineage (``parent``, ``sources``).
 """
 
-import hashlib
-import json
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from aicd.components.cards import verify_card
 from aicd.components.data.format import SPLITS, read_split, write_dataset
+from aicd.components.data.split import Fingerprint, Stats, assign_split
+from aicd.components.data.validate import TOKEN_COUNT, approx_tokens, normalise
 from aicd.components.spec import SplitSpec, TaskSpec
+
+__all__ = ["normalise", "parent_fingerprint", "read_version", "split_of", "fingerprint", "write_version"]
 
 
 def read_version(dataset_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
@@ -29,61 +33,43 @@ def parent_fingerprint(card: dict[str, Any]) -> str:
 
 
 def fingerprint(splits: dict[str, list[dict[str, Any]]]) -> str:
-    """sha256 over the rows of every split (sorted by id), independent of file encoding."""
-    digest = hashlib.sha256()
+    """The data area's order-independent fingerprint of (split, row) pairs."""
+    fp = Fingerprint()
     for name in SPLITS:
-        for row in sorted(splits.get(name, []), key=lambda r: str(r.get("id"))):
-            digest.update(f"{name}\t".encode())
-            digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
-            digest.update(b"\n")
-    return "sha256:" + digest.hexdigest()
+        for row in splits.get(name, []):
+            fp.add(name, row)
+    return fp.hexdigest()
 
 
-def normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", str(text)).strip().lower()
+def split_of(text: str, split: SplitSpec) -> str:
+    """The split of a new row keyed by its input text, as ingest assigns it."""
+    return assign_split(normalise(text), (split.train, split.validation, split.test), split.salt)
 
 
-def split_of(key: str, split: SplitSpec) -> str:
-    """The split a row belongs to, from a salted hash of its key (stable across versions)."""
-    bucket = int(hashlib.sha256(f"{split.salt}:{key}".encode()).hexdigest()[:12], 16) / float(1 << 48)
-    if bucket < split.train:
-        return "train"
-    if bucket < split.train + split.validation:
-        return "validation"
-    return "test"
-
-
-def uniform(splits: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    """Every row with the same columns (missing ones None): Arrow takes the columns of the first row."""
-    columns: list[str] = []
-    for rows in splits.values():
-        for row in rows:
-            columns.extend(k for k in row if k not in columns)
-    return {name: [{c: row.get(c) for c in columns} for row in rows] for name, rows in splits.items()}
-
-
-def _length_stats(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[str, Any]:
-    out = {}
-    for field in fields:
-        lengths = [len(str(r[field])) for r in rows if r.get(field) is not None]
-        if lengths:
-            out[field] = {"min": min(lengths), "max": max(lengths), "mean": round(sum(lengths) / len(lengths), 2),
-                          "unit": "characters"}
-    return out
+def _stats(task: TaskSpec, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    source, target = task.fields
+    classify = task.type == "text-classification"
+    stats = Stats(source, target, classify)
+    for name in SPLITS:
+        for row in splits.get(name, []):
+            if classify and row.get(target) is None:
+                continue  # an unlabeled row has no label to count
+            extras = [k for k in row if k not in ("id", "source", source, target)]
+            stats.add(name, {**row, "source": str(row.get("source"))}, approx_tokens(str(row.get(source) or "")),
+                      approx_tokens(str(row.get(target) or "")), extras)
+    return stats.card_fields()
 
 
 def write_version(out_dir: str | Path, task: TaskSpec, splits: dict[str, list[dict[str, Any]]],
-                  quarantine: list[dict[str, Any]], parent: str | None, sources: list[str],
+                  quarantine: list[dict[str, Any]], parent: str | None, sources: list[Any],
                   **extra: Any) -> dict[str, Any]:
     """Write a new data set version atomically; return its card."""
-    splits = uniform(splits)
-    rows = [r for name in SPLITS for r in splits.get(name, [])]
-    label_field = task.label_field if task.type == "text-classification" else None
-    labels = Counter(str(r.get(label_field)) for r in rows if label_field and r.get(label_field) is not None)
+    figures = _stats(task, splits)
+    figures.pop("slice_distribution", None)  # label bookkeeping columns are not slices
     return write_dataset(
         out_dir, splits, quarantine,
         fingerprint=fingerprint(splits), parent=parent, sources=sources, task=task.type,
-        label_distribution=dict(sorted(labels.items())),
-        length_stats=_length_stats(rows, task.fields),
+        fields={"input": task.fields[0], "target": task.fields[1], "id": task.id_field},
+        labels=list(task.labels), token_count=TOKEN_COUNT,
         quarantine_counts=dict(sorted(Counter(q.get("kind", "other") for q in quarantine).items())),
-        **extra)
+        **figures, **extra)

@@ -87,7 +87,7 @@ def test_classification_export_annotate_import(ls, label_studio, review_sentimen
     card = json.loads((tmp_path / "v2" / "card.json").read_text())
     assert card["parent"] == parent["fingerprint"] and card["fingerprint"] == result.fingerprint
     assert sum(card["counts"].values()) == 30 and card["agreement"]["value"] == pytest.approx(0.5625, abs=1e-6)
-    assert card["labeling"]["project"] == "e2e sentiment" and "label-studio:e2e sentiment" in card["sources"]
+    assert card["labeling"]["project"] == "e2e sentiment" and card["sources"][-1]["name"] == "label-studio:e2e sentiment"
     rows = {r["id"]: r for s in SPLITS for r in read_split(tmp_path / "v2", s)}
     agreed = [t["data"]["aicd_id"] for t in tasks[:5]]
     assert all(rows[i]["label_source"] == "annotators" and rows[i]["annotations"] == 2 for i in agreed)

@@ -43,7 +43,7 @@ def test_masker_masks_default_patterns():
 
 
 def test_feedback_log_becomes_a_dataset(tmp_path, support_bot_spec):
-    log = write_log(tmp_path / "payloads.jsonl", [
+    write_log(tmp_path / "payloads.jsonl", [  # read through the log folder, as the predictor writes it
         chat("r01", "What is AI?", "AI is the study of thinking machines."),
         chat("r02", "My email is bob@example.com, reset my password", "Sure, bob@example.com, done."),
         chat("r03", "Do you like sports?", "No."),
@@ -72,6 +72,12 @@ def test_feedback_log_becomes_a_dataset(tmp_path, support_bot_spec):
     assert card["parent"] is None and card["feedback"]["masked"]["email"] == 2
     assert card["quarantine_counts"] == {"orphan-feedback": 1, "thumbs-down": 1}
     assert sum(card["counts"].values()) == 4 and card["fingerprint"].startswith("sha256:")
+    assert card["rows_per_source"] == {"feedback:correction": 1, "feedback:up": 3}
+    # the data area's profile report reads a feedback version like an ingested one
+    from aicd.components.data.profile import profile_dataset
+
+    profile_dataset(tmp_path / "out", tmp_path / "profile.html")
+    assert "feedback:correction" in (tmp_path / "profile.html").read_text()
 
 
 def test_rerun_on_parent_adds_only_new_rows(tmp_path, support_bot_spec):
