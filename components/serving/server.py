@@ -11,8 +11,6 @@ around a uvicorn server on ``--host``.
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import sys
 from typing import Any
 
@@ -77,8 +75,9 @@ def _kserve_routes(app, service: Service) -> Any:
     return repository
 
 
-def build_app(service: Service, load: bool = True):
-    """The ASGI application. With ``load`` the models load in the background at startup."""
+def build_app(service: Service, load: bool = True, on_fatal=None):
+    """The ASGI application. With ``load`` the models load in the background at startup;
+    ``on_fatal()`` is called when loading fails (``run`` stops the server with it)."""
     from fastapi import FastAPI, Response
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -87,7 +86,7 @@ def build_app(service: Service, load: bool = True):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        task = asyncio.create_task(_load_or_exit(service)) if load else None
+        task = asyncio.create_task(_load_or_exit(service, on_fatal)) if load else None
         yield
         if task is not None:
             task.cancel()
@@ -112,21 +111,27 @@ def build_app(service: Service, load: bool = True):
     return app
 
 
-async def _load_or_exit(service: Service) -> None:
+async def _load_or_exit(service: Service, on_fatal) -> None:
     try:
         await service.load_async()
     except Exception as err:  # noqa: BLE001 - a predictor that cannot serve what it was given must stop
         if not isinstance(err, AicdError):
             log.exception("loading failed")
             service.load_error = f"loading failed: {err}"
-        os.kill(os.getpid(), signal.SIGTERM)
+        if on_fatal is not None:
+            on_fatal()
 
 
 def run(config: ServeConfig) -> int:
     import uvicorn
 
     service = Service(config)
-    app = build_app(service)
+    server: uvicorn.Server | None = None
+
+    def stop() -> None:
+        server.should_exit = True
+
+    app = build_app(service, on_fatal=stop)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
                                            access_log=False, timeout_graceful_shutdown=10))
     log.info("aicd predictor on http://%s:%d (loading %s with %d adapter(s))", config.host, config.port,
@@ -142,6 +147,9 @@ def serve(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m aicd.components.serving`` and ``aicd serve``; returns the exit code."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if argv[:1] == ["--"]:  # `aicd serve -- --base ...`
+        argv = argv[1:]
     try:
         return run(parse_config(argv))
     except AicdError as err:

@@ -2,6 +2,7 @@
 
 import asyncio
 
+import httpx
 import pytest
 
 from e2e.test_serving_e2e import predictor
@@ -48,5 +49,10 @@ def test_minilm_sentiment_adapter_answers_through_v2(tmp_path):
 
     with predictor(args, tmp_path, timeout=300) as url:
         response = asyncio.run(call(url))
+        # the default limit (8 MiB): a 9 MiB body is refused, the stock kserve server would take it
+        big = httpx.post(f"{url}/v2/models/review-sentiment/infer", timeout=60,
+                         json={"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                           "data": ["x" * (9 * 1024 * 1024)]}]})
+        assert big.status_code == 413 and "the limit is 8388608 bytes" in big.json()["error"]
     assert response.model_name == "review-sentiment"
     assert response.outputs[0].name == "label" and set(response.outputs[0].data) <= set(SENTIMENT)

@@ -57,3 +57,8 @@ def test_predictor_args_from_the_spec_round_trip(support_bot_spec, monkeypatch):
     assert config.model_name == "support-bot" and config.adapters == {"lora-r8": "pvc://models/lora-r8"}
     assert (config.max_batch_size, config.max_batch_wait_ms, config.max_body_bytes, config.max_new_tokens_limit) == (
         serving.max_batch_size, serving.max_batch_wait_ms, serving.max_body_bytes, serving.max_new_tokens_limit)
+
+
+def test_a_base_that_cannot_load_stops_the_server_with_the_message(tmp_path, capsys):
+    assert serve(["--", "--base", str(tmp_path / "missing"), "--port", "0"]) == 2  # binds 127.0.0.1, then stops
+    assert "missing' does not exist" in capsys.readouterr().err
