@@ -126,16 +126,20 @@ def read_rollout(spec: Spec) -> isvc.RolloutState:
     return commit_overlay(spec, lambda doc, state: "read", "").before
 
 
+def _num(value: Any, fmt: str = ".4g") -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) else "?"
+
+
 def _summary_lines(blessing: dict[str, Any]) -> list[str]:
     summary = blessing.get("summary") or {}
     primary, cand, comp = summary.get("primary"), summary.get("candidate") or {}, summary.get("comparison")
     lines = []
     if primary and cand:
-        lines.append(f"  {primary}: {cand.get('value'):.4g} [{cand.get('low'):.4g}, {cand.get('high'):.4g}] "
+        lines.append(f"  {primary}: {_num(cand.get('value'))} [{_num(cand.get('low'))}, {_num(cand.get('high'))}] "
                      f"on n={summary.get('n')}")
     if primary and comp:
-        lines.append(f"  vs champion: {comp.get('champion'):.4g}, diff {comp.get('diff'):+.4g} "
-                     f"[{comp.get('low'):+.4g}, {comp.get('high'):+.4g}]")
+        lines.append(f"  vs champion: {_num(comp.get('champion'))}, diff {_num(comp.get('diff'), '+.4g')} "
+                     f"[{_num(comp.get('low'), '+.4g')}, {_num(comp.get('high'), '+.4g')}]")
     return lines + [f"  {r}" for r in blessing.get("reasons", [])]
 
 
