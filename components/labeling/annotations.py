@@ -127,19 +127,34 @@ def _apply(kind: Kind, row: dict[str, Any], value: Any, item: Item, spec: Spec) 
     return new
 
 
-def _is_new(kind: Kind, parent_row: dict[str, Any], new: dict[str, Any], spec: Spec) -> bool:
-    if parent_row.get("label_source") != "annotators":
+def _is_new(kind: Kind, before: dict[str, Any] | None, new: dict[str, Any], spec: Spec) -> bool:
+    """A human value the earlier version did not have (or had differently)."""
+    if before is None or before.get("label_source") != "annotators":
         return True
     keys = {"choices": spec.task.label_field, "rating": "rating", "pairwise": "chosen"}
-    return parent_row.get(keys[kind]) != new.get(keys[kind])
+    return before.get(keys[kind]) != new.get(keys[kind])
+
+
+def _previous_rows(previous_dir: str | Path | None) -> tuple[dict[str, dict[str, Any]] | None, str | None]:
+    if previous_dir is None:
+        return None, None
+    card, splits = read_version(previous_dir)
+    return {str(r["id"]): r for rows in splits.values() for r in rows}, parent_fingerprint(card)
 
 
 def import_labels(spec: Spec | dict[str, Any], dataset_dir: str | Path, out_dir: str | Path,
-                  client: LabelStudio | None = None, min_rating: int = 3) -> ImportResult:
-    """Pull completed annotations and write the next version of the data set to ``out_dir``."""
+                  client: LabelStudio | None = None, min_rating: int = 3,
+                  previous_dir: str | Path | None = None) -> ImportResult:
+    """Pull completed annotations and write the next version of the data set to ``out_dir``.
+
+    ``new_rows`` counts rows whose human value is new relative to ``previous_dir`` (the
+    last labeled version, e.g. what the continuous pipeline trained on), or to the
+    parent ``dataset_dir`` when no previous version is given.
+    """
     spec, labeling = labeling_of(spec)
     kind = task_kind(spec.task, labeling)
     parent_card, splits = read_version(dataset_dir)
+    previous, previous_fp = _previous_rows(previous_dir)
     client = client or LabelStudio.from_spec(labeling)
     project = client.find_project(labeling.project)
     if project is None:
@@ -170,7 +185,7 @@ def import_labels(spec: Spec | dict[str, Any], dataset_dir: str | Path, out_dir:
         parent_row = splits[name][index]
         new = _apply(kind, parent_row, res.value, item, spec)
         labeled += 1
-        new_rows += _is_new(kind, parent_row, new, spec)
+        new_rows += _is_new(kind, parent_row if previous is None else previous.get(row_id), new, spec)
         splits[name][index] = new
     if kind == "rating":
         splits, low = _drop_low_ratings(splits, min_rating)
@@ -183,7 +198,8 @@ def import_labels(spec: Spec | dict[str, Any], dataset_dir: str | Path, out_dir:
                                                      "project": labeling.project, "project_id": int(project["id"])}],
         agreement=figures,
         labeling={"project": labeling.project, "project_id": int(project["id"]), "kind": kind,
-                  "tasks": len(collected.items), "labeled": labeled, "new_rows": new_rows, "pending": pending,
+                  "tasks": len(collected.items), "labeled": labeled, "new_rows": new_rows, "previous": previous_fp,
+                  "pending": pending,
                   "adjudication": adjudication, "invalid_annotations": len(collected.quarantine),
                   "skipped_annotations": collected.skipped, "foreign_tasks": collected.foreign_tasks,
                   "conflict_resolution": labeling.conflict_resolution, "min_annotations": labeling.min_annotations})

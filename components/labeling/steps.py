@@ -22,11 +22,14 @@ def export_for_labeling(spec: dict, dataset: Input[Dataset], metrics: Output[Met
 
 
 @dsl.component(base_image=BASE_IMAGE)
-def import_labels(spec: dict, dataset: Input[Dataset], labeled: Output[Dataset], metrics: Output[Metrics]) -> int:
-    """Pull completed annotations into the next data set version; returns the number of new labeled rows."""
+def import_labels(spec: dict, dataset: Input[Dataset], labeled: Output[Dataset], metrics: Output[Metrics],
+                  previous_uri: str = "") -> int:
+    """Pull completed annotations into the next data set version; returns the number of new labeled rows
+    (relative to the last labeled version at ``previous_uri``, a path or pvc:// URI, when given)."""
     from aicd.components.labeling.annotations import import_labels as run
+    from aicd.components.uris import resolve_data
 
-    result = run(spec, dataset.path, labeled.path)
+    result = run(spec, dataset.path, labeled.path, previous_dir=resolve_data(previous_uri) if previous_uri else None)
     labeled.metadata.update(fingerprint=result.fingerprint, parent=result.parent)
     for name in ("labeled", "new_rows", "pending", "adjudication", "invalid_annotations"):
         metrics.log_metric(name, getattr(result, name))
@@ -37,12 +40,14 @@ def import_labels(spec: dict, dataset: Input[Dataset], labeled: Output[Dataset],
 
 @dsl.component(base_image=BASE_IMAGE)
 def collect_feedback(spec: dict, log_uri: str, feedback: Output[Dataset], metrics: Output[Metrics],
-                     parent: Input[Dataset] = None) -> int:
-    """Turn the predictor's payload log (a path or pvc:// URI) into a feedback data set version."""
+                     parent: Input[Dataset] = None, parent_uri: str = "") -> int:
+    """Turn the predictor's payload log (a path or pvc:// URI) into a feedback data set version on top of
+    the previous one (``parent`` artifact, or ``parent_uri``); returns the number of new rows."""
     from aicd.components.labeling.feedback import collect_feedback as run
     from aicd.components.uris import resolve_data
 
-    result = run(spec, resolve_data(log_uri), feedback.path, parent_dir=parent.path if parent else None)
+    parent_dir = parent.path if parent else (resolve_data(parent_uri) if parent_uri else None)
+    result = run(spec, resolve_data(log_uri), feedback.path, parent_dir=parent_dir)
     feedback.metadata["fingerprint"] = result.fingerprint
     for name in ("rows", "new_rows", "preference_pairs", "quarantined"):
         metrics.log_metric(name, getattr(result, name))

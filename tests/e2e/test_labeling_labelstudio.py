@@ -100,8 +100,9 @@ def test_classification_export_annotate_import(ls, label_studio, review_sentimen
     assert import_labels(spec, tmp_path / "v1", tmp_path / "v2-again").fingerprint == result.fingerprint
     # an adjudicator marks ground truth on a disputed task: the next import picks it up
     ls.annotate(tasks[5]["id"], result_for("choices", "neutral"), completed_by=admin, ground_truth=True)
-    third = import_labels(spec, tmp_path / "v1", tmp_path / "v3")
-    assert (third.labeled, third.adjudication) == (6, 1)
+    third = import_labels(spec, tmp_path / "v1", tmp_path / "v3", previous_dir=tmp_path / "v2")
+    assert (third.labeled, third.adjudication, third.new_rows) == (6, 1, 1)  # 1 new since v2
+    assert import_labels(spec, tmp_path / "v1", tmp_path / "v4", previous_dir=tmp_path / "v3").new_rows == 0
     assert {r["id"]: r for r in read_split(tmp_path / "v3", "train") + read_split(tmp_path / "v3", "validation")
             + read_split(tmp_path / "v3", "test")}[tasks[5]["data"]["aicd_id"]]["label"] == "neutral"
     # every task now has two annotations (Label Studio counts the unusable one too), so the queue
