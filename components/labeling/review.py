@@ -110,6 +110,34 @@ def review_candidates(spec: Spec | dict[str, Any], prompts: list[str], outputs: 
     return ReviewResult(str(Path(out_dir) / "review.html"), project_id, created, len(tasks))
 
 
+def outputs_from_reports(spec: Spec | dict[str, Any], dataset_dir: str | Path,
+                         reports: dict[str, str | Path], limit: int = 20) -> dict[str, Any]:
+    """``{"prompts", "outputs", "references"}`` for review from candidates' evaluation reports.
+
+    The prompts are the data set rows every report predicted (``examples.ids`` /
+    ``examples.predictions``), in the first report's order, at most ``limit``; the
+    references are those rows' responses.
+    """
+    from aicd.components.labeling.export import load_responses
+    from aicd.components.labeling.versions import read_version
+
+    spec, _ = labeling_of(spec)
+    instruction, response = spec.task.fields
+    predicted = {name: load_responses(path) for name, path in reports.items()}
+    if not predicted:
+        raise LabelingError("no evaluation reports to review", "pass {candidate: report.json}")
+    _, splits = read_version(dataset_dir)
+    rows = {str(r["id"]): r for part in splits.values() for r in part}
+    first = next(iter(predicted.values()))
+    ids = [i for i in first if i in rows and all(i in p for p in predicted.values())][:limit]
+    if not ids:
+        raise LabelingError("the reports share no predicted rows of this data set",
+                            "evaluate every candidate on the same data set version")
+    return {"prompts": [str(rows[i][instruction]) for i in ids],
+            "outputs": {name: [p[i] for i in ids] for name, p in predicted.items()},
+            "references": [str(rows[i].get(response) or "") for i in ids]}
+
+
 def review_wins(spec: Spec | dict[str, Any], client: LabelStudio | None = None) -> dict[str, int]:
     """Candidate -> comparisons won (majority of each task's annotations; ties count for nobody)."""
     spec, labeling = labeling_of(spec)
