@@ -192,7 +192,7 @@ def test_candidate_review_side_by_side(ls, label_studio, support_bot_spec, tmp_p
     assert review_wins(spec) == {"smollm2": 4, "reference": 2}
 
 
-def test_errors_are_clear(ls, label_studio, review_sentiment_spec, tmp_path):  # noqa: F811
+def test_errors_are_clear(ls, label_studio, review_sentiment_spec, tmp_path, monkeypatch):  # noqa: F811
     with pytest.raises(LabelingError, match=r"refused the API token \(HTTP 401"):
         LabelStudio(label_studio.url, "0" * 40).find_project("anything")
     project = ls.get_or_create_project("e2e deleted", "<View><Text name='text' value='$text'/></View>")
@@ -206,6 +206,16 @@ def test_errors_are_clear(ls, label_studio, review_sentiment_spec, tmp_path):  #
     with pytest.raises(LabelingError, match="(?s)has no project titled 'e2e never exported'.*run export_for_labeling"):
         import_labels(spec, tmp_path / "v1", tmp_path / "v2")
     assert not (tmp_path / "v2").exists()
+    spec = with_labeling(review_sentiment_spec, label_studio.url, project="e2e wrong token")
+    monkeypatch.setenv("AICD_SECRET_LABEL_STUDIO_TOKEN_TOKEN", "f" * 40)  # the Secret holds a stale token
+    with pytest.raises(LabelingError, match=r"(?s)refused the API token \(HTTP 401.*labeling.token_secret"):
+        export_for_labeling(spec, tmp_path / "v1")
+    from labelstudio_server import free_port
+
+    spec = with_labeling(review_sentiment_spec, f"http://127.0.0.1:{free_port()}", project="e2e unreachable")
+    with pytest.raises(LabelingError, match=r"Label Studio at http://127.0.0.1:\d+ is unreachable"):
+        export_for_labeling(spec, tmp_path / "v1")
+    monkeypatch.setenv("AICD_SECRET_LABEL_STUDIO_TOKEN_TOKEN", label_studio.token)
     with pytest.raises(LabelingError, match="uncertainty but no model scores"):
         export_for_labeling(with_labeling(review_sentiment_spec, label_studio.url, project="e2e unc",
                                           sampling="uncertainty"), tmp_path / "v1")
