@@ -9,7 +9,6 @@ traffic split. The candidate's evaluation report is built in the contract's shap
 """
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +29,7 @@ from aicd.components.delivery.gate import gate_candidate
 from aicd.components.delivery.gitops import promote_adapter, promote_base_model
 from aicd.components.errors import DeliveryError
 from aicd.components.spec import parse_spec
+from aicd.pipelines.gitops import ensure_gitops_repo
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,16 +46,6 @@ def free_port() -> int:
 
 def git(*args) -> str:
     return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
-
-
-def seed_repo(tmp: Path, name: str) -> Path:
-    work, bare = tmp / f"{name}-seed", tmp / f"{name}.git"
-    shutil.copytree(ROOT / "manifests", work / "manifests")
-    git("init", "-q", "-b", "main", str(work))
-    git("-C", str(work), "add", "-A")
-    git("-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "seed")
-    git("clone", "-q", "--bare", str(work), str(bare))
-    return bare
 
 
 def make_adapter(base: Path, out: Path) -> dict:
@@ -185,10 +175,11 @@ def world(tmp_path_factory):
     raw = yaml.safe_load((ROOT / "examples/support-bot/spec.yaml").read_text())
     prom_port = free_port()
     prom_url = f"http://{HOST}:{prom_port}"
-    repos = {name: seed_repo(tmp, name) for name in ("good", "bad", "quiet", "disliked")}
+    repos = {name: tmp / f"{name}.git" for name in ("good", "bad", "quiet", "disliked")}
     specs = {name: make_spec(raw, repos[name], name, prom_url, tiny) for name in repos}
     specs["disliked"] = make_spec(raw, repos["disliked"], "disliked", prom_url, tiny, min_feedback_score=0.5)
-    for name in repos:
+    for name, repo in repos.items():
+        ensure_gitops_repo(repo, "main", ROOT / "manifests")
         deliver(specs[name], tmp / "adapter", card)
     declared = overlay(repos["good"])["spec"]
     procs = []

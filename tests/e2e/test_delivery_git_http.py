@@ -9,7 +9,6 @@ never in a URL, an argument or an error message.
 import base64
 import http.server
 import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from aicd.components.delivery.gitops import promote_base_model
 from aicd.components.errors import DeliveryError
 from aicd.components.spec import parse_spec
+from aicd.pipelines.gitops import ensure_gitops_repo
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,14 +74,8 @@ class GitHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_remote(tmp_path):
-    work, root = tmp_path / "seed", tmp_path / "srv"
-    shutil.copytree(ROOT / "manifests", work / "manifests")
-    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
-    subprocess.run(["git", "-C", str(work), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "seed"],
-                   check=True)
-    root.mkdir()
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(root / "gitops.git")], check=True)
+    root = tmp_path / "srv"
+    assert ensure_gitops_repo(root / "gitops.git", "main", ROOT / "manifests")
     handler = type("Handler", (GitHandler,), {"root": root, "requests_seen": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

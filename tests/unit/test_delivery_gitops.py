@@ -1,6 +1,5 @@
 """Promotion through Git against bare repositories on disk (the real git CLI)."""
 
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -13,6 +12,7 @@ from aicd.components.delivery import isvc
 from aicd.components.delivery.gitops import StaleChange, promote_adapter, promote_base_model
 from aicd.components.errors import DeliveryError, IntegrityError
 from aicd.components.spec import parse_spec
+from aicd.pipelines.gitops import ensure_gitops_repo
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = "manifests/overlays/production/inferenceservice.yaml"
@@ -24,13 +24,9 @@ def run(*args, cwd=None) -> str:
 
 @pytest.fixture
 def remote(tmp_path) -> Path:
-    """A bare GitOps repository holding a copy of aicd's manifests on `main`."""
-    work, bare = tmp_path / "seed", tmp_path / "gitops.git"
-    shutil.copytree(ROOT / "manifests", work / "manifests")
-    run("init", "-q", "-b", "main", str(work))
-    run("-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=work)
-    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "seed", cwd=work)
-    run("clone", "-q", "--bare", str(work), str(bare))
+    """A bare GitOps repository holding a copy of aicd's manifests on `main` (as `aicd demo` makes it)."""
+    bare = tmp_path / "gitops.git"
+    assert ensure_gitops_repo(bare, "main", ROOT / "manifests")
     return bare
 
 

@@ -45,4 +45,4 @@ def test_gate_then_promote_under_kfp_local(support_bot_spec, remote, tmp_path, t
         assert log[0] == f"aicd: promote {card['digest'][7:19]} in manifests/overlays/production"
         assert overlay(remote)["spec"]["predictor"]["annotations"]["aicd.dev/model-id"] == card["digest"]
     else:
-        assert log == ["seed"]
+        assert log == ["Seed GitOps repository with the aicd manifests"]
