@@ -125,7 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_canary(args: argparse.Namespace) -> int:
     from aicd.pipelines.services import canary
 
-    return canary(args.spec, args.workdir)
+    return canary(args.spec, args.prometheus, args.max_intervals)
 
 
 @command("demo")
@@ -175,11 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="start the predictor (python -m aicd.components.serving options follow)",
                        add_help=False)
-    p.add_argument("serve_args", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("canary", help="step a canary up through Git, analysing Prometheus between steps")
     p.add_argument("--spec", default="examples/support-bot/spec.yaml")
-    p.add_argument("--workdir", default=".aicd/canary", help="where the GitOps clone and reports go")
+    p.add_argument("--prometheus", default=None, help="Prometheus URL (default: delivery.prometheus_url)")
+    p.add_argument("--max-intervals", type=int, default=None, help="stop after this many analysis intervals")
 
     p = sub.add_parser("demo", help="run the main job locally on the offline default")
     p.add_argument("--spec", default="examples/support-bot/spec.yaml")
@@ -188,7 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    serve_args: list[str] = []
+    if command_at is not None and argv[command_at] == "serve":  # everything after `serve` is the predictor's
+        argv, serve_args = argv[:command_at + 1], argv[command_at + 1:]
     args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        args.serve_args = serve_args
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:

@@ -85,6 +85,27 @@ def _ensure_gitops(spec: Spec, console: Console) -> None:
         console.print(f"created the local GitOps repository {gitops.repo} (branch {gitops.branch}) from manifests/")
 
 
+def _outcome(run, spec: Spec) -> dict[str, Any]:
+    """What the finetune run decided: metrics of candidate and base, the gate, the promotion commit."""
+    import json
+
+    out: dict[str, Any] = {}
+    primary = spec.metrics.primary
+    for task in run.tasks:
+        report = task.outputs.get("report")
+        if task.name.startswith("evaluate-model") and report is not None:
+            who = "adapter" if report.metadata.get("digest") else "base"
+            metrics = json.loads(task.outputs.get("Output") or "{}")
+            out[f"{who} {primary}"] = round(metrics.get(primary, float("nan")), 4)
+        elif task.name.startswith("gate-candidate"):
+            blessing = task.outputs.get("blessing")
+            out["gate"] = "passed" if task.outputs.get("passed") else "FAILED"
+            out["gate reasons"] = "; ".join(blessing.metadata.get("reasons", [])) if blessing else ""
+        elif task.name.startswith("promote-adapter"):
+            out["promoted commit"] = task.outputs.get("Output") or "(no change)"
+    return out
+
+
 def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
     from aicd.pipelines.stages import StepsMissing
 
@@ -103,13 +124,20 @@ def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
         missing.append(str(err))
         run = None
     if run is not None:
-        summary["pipeline"] = f"{run.pipeline}: {len(run.tasks)} step(s), {run.seconds:.0f}s, artifacts {run.root}"
-        adapter = run.artifact_path("train-adapter", "adapter")
+        summary["pipeline"] = f"{run.pipeline}: {len(run.tasks)} step(s) in {run.seconds:.0f}s, artifacts {run.root}"
+        summary.update(_outcome(run, spec))
+        train = next((t for t in run.tasks if t.name.startswith("train-adapter")), None)
+        adapter = Path(train.outputs["model"].path) if train and "model" in train.outputs else None
         if adapter is None:
-            missing.append("the finetune pipeline produced no adapter (train_adapter missing or failed)")
+            missing.append("the finetune pipeline produced no adapter (train_adapter missing)")
         else:
             summary["adapter"] = str(adapter)
-            summary["answers"] = _serve_and_ask(spec, adapter, work, console)
+            if summary.get("gate") != "passed":
+                console.print("[yellow]the gate did not pass the adapter: it was not promoted; serving it anyway "
+                              "so you can see what it answers[/]")
+            summary["gitops"] = _gitops_head(spec)
+            answers = _serve_and_ask(spec, adapter, work, console)
+            summary["answers"] = "; ".join(f"{q!r} -> {a!r}" for q, a in answers)
     if missing:
         console.rule("[red]demo incomplete")
         for line in missing:
@@ -122,3 +150,11 @@ def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
     elapsed = time.monotonic() - started
     console.print(f"demo {'INCOMPLETE' if missing else 'finished'} in {elapsed:.0f}s ({elapsed / 60:.1f} min)")
     return 1 if missing else 0
+
+
+def _gitops_head(spec: Spec) -> str:
+    from aicd.pipelines.gitops import head_commit
+
+    gitops = spec.delivery.gitops
+    sha, subject = head_commit(gitops.repo, gitops.branch)
+    return f"{gitops.repo} {gitops.branch} at {sha[:12]}: {subject}"

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aicd.components.errors import AicdError, ServingError
+from aicd.components.errors import ServingError
 
 log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
@@ -27,16 +27,29 @@ def serve(argv: list[str]) -> int:
     return serve_main(list(argv))
 
 
-def canary(spec_path: str, workdir: str) -> int:
-    """Step the canary of the spec's InferenceService through Git, analysing Prometheus in between."""
-    try:
-        from aicd.components.delivery.canary import run_canary
-    except ImportError as err:
-        raise AicdError("`aicd canary` needs the delivery area's run_canary, which is not installed here "
-                        f"({err})", "update aicd; canary analysis ships with aicd.components.delivery") from err
+def canary(spec_path: str, prometheus_url: str | None = None, max_intervals: int | None = None) -> int:
+    """Step the canary of the spec's InferenceService through Git, analysing Prometheus between steps.
+
+    Exit code 0 when the canary was promoted (or is still stepping after ``max_intervals``), 1 when
+    it was rolled back.
+    """
+    from aicd.components.delivery.canary import run_canary
     from aicd.components.spec import load_spec
 
-    return run_canary(load_spec(spec_path), workdir=workdir)
+    spec = load_spec(spec_path)
+
+    def show(step) -> None:
+        interval = step.interval
+        reasons = "; ".join(interval.reasons)
+        print(f"canary: {step.action} (traffic {step.traffic}%, {interval.decision}, {interval.requests:.0f} "
+              f"requests{', commit ' + step.commit[:12] if step.commit else ''}){': ' + reasons if reasons else ''}",
+              flush=True)
+
+    print(f"canary of {spec.delivery.serving.name}: steps {spec.delivery.canary.steps}, every "
+          f"{spec.delivery.canary.interval_seconds:g}s, Prometheus {prometheus_url or spec.delivery.prometheus_url}")
+    last = run_canary(spec, prometheus_url, max_intervals, on_step=show)
+    print(f"canary finished: {last.action}")
+    return 1 if last.action == "rollback" else 0
 
 
 def free_port() -> int:

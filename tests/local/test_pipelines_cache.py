@@ -92,6 +92,11 @@ def test_changed_parameter_misses_and_upstream_change_propagates(pipeline, tmp_p
     assert changed.task("announce").outputs["Output"] == "4 rows"
 
 
+def test_false_condition_skips_the_guarded_step(pipeline, tmp_path):
+    run = run_local(pipeline, {"n": 0}, tmp_path)
+    assert [t.name for t in run.tasks] == ["write-rows", "count-rows"]
+
+
 def test_no_cache_runs_everything(pipeline, tmp_path):
     run_local(pipeline, {"n": 2}, tmp_path)
     again = run_local(pipeline, {"n": 2}, tmp_path, cache=False)

@@ -125,3 +125,29 @@ def test_bad_input_is_one_message_and_exit_2(argv, message, capsys, monkeypatch,
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_serve_passes_every_option_to_the_predictor(capsys):
+    """`aicd serve` is the serving area's entry point: its options and its errors."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: python -m aicd.components.serving" in capsys.readouterr().out
+    assert cli.main(["serve", "--base", "/nonexistent/model", "--port", "0"]) == 2
+    assert "aicd serve: error: '/nonexistent/model' does not exist" in capsys.readouterr().err
+
+
+def test_canary_without_a_canary_in_git_is_a_clear_error(tmp_path, support_bot_spec, capsys):
+    from aicd.pipelines.gitops import ensure_gitops_repo
+
+    repo = tmp_path / "gitops.git"
+    ensure_gitops_repo(repo, "main", ROOT / "manifests")
+    support_bot_spec["delivery"]["gitops"]["repo"] = str(repo)
+    support_bot_spec["delivery"]["canary"]["interval_seconds"] = 0.01
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(support_bot_spec))
+    code = cli.main(["canary", "--spec", str(spec), "--prometheus", "http://127.0.0.1:9", "--max-intervals", "1"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("aicd canary: error: no canary is declared in manifests/overlays/production")
+    assert "Traceback" not in err
