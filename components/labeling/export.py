@@ -44,6 +44,7 @@ def load_responses(responses: str | Path | Mapping[str, str]) -> dict[str, str]:
     """Row id -> a model's response, from a mapping, a JSON file of one, or an evaluation report."""
     if isinstance(responses, (str, Path)):
         path = Path(responses)
+        path = path / "report.json" if path.is_dir() else path
         try:
             responses = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
@@ -134,7 +135,7 @@ def export_for_labeling(spec: Spec | dict[str, Any], dataset_dir: str | Path,
                                            f"aicd: {spec.name} ({kind})",
                                            {"maximum_annotations": labeling.min_annotations})
     existing = client.tasks(project["id"])
-    present = {str(t.get("data", {}).get(ID_KEY)) for t in existing}
+    present = {str(t["data"][ID_KEY]) for t in existing if ID_KEY in (t.get("data") or {})}
     open_tasks = sum(1 for t in existing if int(t.get("total_annotations") or 0) < labeling.min_annotations)
     budget = max(0, labeling.batch_size - open_tasks)
 

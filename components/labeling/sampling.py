@@ -7,7 +7,8 @@ Uncertainty needs model scores, given as one of
 - ``{id: [p_1, ..., p_k]}``: per-row class probabilities (uncertainty = 1 - margin of
   the top two),
 - ``{id: margin}``: a margin or confidence per row (lower = less sure),
-- an evaluation report (``report.json``): ``examples.ids`` with a per-example metric in
+- an evaluation report (``report.json``, or the evaluation folder holding it):
+  ``examples.ids`` with a per-example metric in
   ``examples.scores`` (lower = the model is weaker on that row).
 """
 
@@ -43,6 +44,8 @@ def load_scores(scores: str | Path | Mapping[str, Any], metric: str | None = Non
     source = "scores"
     if isinstance(scores, (str, Path)):
         path, source = Path(scores), str(scores)
+        if path.is_dir():  # an evaluation output folder
+            path = path / "report.json"
         if not path.is_file():
             raise LabelingError(f"scores file {path} does not exist",
                                 "pass per-row probabilities (JSON) or the evaluation report.json")

@@ -55,6 +55,7 @@ def test_uncertainty_from_evaluation_report_and_margins(tmp_path):
     path.write_text(json.dumps(report))
     data = [{"id": i} for i in "xyz"]
     assert [r["id"] for r in select(data, 2, "uncertainty", uncertainty=load_scores(path))] == ["y", "z"]
+    assert load_scores(tmp_path) == load_scores(path)  # the evaluation folder holding report.json
     margins = load_scores({"x": 0.3, "y": 0.05})
     assert [r["id"] for r in select(data, 1, "uncertainty", uncertainty=margins)] == ["y"]
 
