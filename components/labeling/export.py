@@ -111,7 +111,7 @@ def export_for_labeling(spec: Spec | dict[str, Any], dataset_dir: str | Path,
     """
     spec, labeling = labeling_of(spec)
     kind = task_kind(spec.task, labeling)
-    uncertainty = load_scores(scores, score_metric) if scores is not None else None
+    uncertainty = load_scores(scores, score_metric, spec.metrics.primary) if scores is not None else None
     _, by_split = read_version(dataset_dir)
     candidates = [(row, name) for name in splits for row in by_split[name]]
     if uncertainty is None and model_dir is not None and labeling.sampling == "uncertainty":

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aicd.components.errors import LabelingError
+from aicd.components.spec import METRICS
 
 Strategy = Literal["random", "stratified", "uncertainty"]
 
@@ -39,8 +40,13 @@ def _uncertainty(value: Any, where: str) -> float:
                         f"probabilities, got {value!r}", "write per-row probabilities or margins keyed by row id")
 
 
-def load_scores(scores: str | Path | Mapping[str, Any], metric: str | None = None) -> dict[str, float]:
-    """Row id -> uncertainty (higher = the model is less sure) from any accepted score form."""
+def load_scores(scores: str | Path | Mapping[str, Any], metric: str | None = None,
+                default_metric: str | None = None) -> dict[str, float]:
+    """Row id -> uncertainty (higher = the model is less sure) from any accepted score form.
+
+    From a report, ``metric`` names the per-example score to use; otherwise
+    ``default_metric`` (the spec's primary metric) when the report has it, else its first.
+    """
     source = "scores"
     if isinstance(scores, (str, Path)):
         path, source = Path(scores), str(scores)
@@ -57,17 +63,18 @@ def load_scores(scores: str | Path | Mapping[str, Any], metric: str | None = Non
         raise LabelingError(f"{source} must be a JSON object keyed by row id, or an evaluation report",
                             "write {\"row-id\": [p1, p2, ...]} or pass report.json")
     if scores.get("kind") == "evaluation":
-        return _from_report(scores, metric, source)
+        return _from_report(scores, metric, default_metric, source)
     return {str(k): _uncertainty(v, f"row {k!r} in {source}") for k, v in scores.items()}
 
 
-def _from_report(report: Mapping[str, Any], metric: str | None, source: str) -> dict[str, float]:
+def _from_report(report: Mapping[str, Any], metric: str | None, default: str | None,
+                 source: str) -> dict[str, float]:
     examples = report.get("examples") or {}
     ids, table = examples.get("ids") or [], examples.get("scores") or {}
     if not table:
         raise LabelingError(f"evaluation report {source} has no per-example scores (`examples.scores`)",
                             "evaluate with per-example scores, or pass class probabilities")
-    name = metric or next(iter(table))
+    name = metric or (default if default in table else next(iter(table)))
     if name not in table:
         raise LabelingError(f"evaluation report {source} has no per-example {name!r} scores; "
                             f"it has {', '.join(table)}", "choose one of those metrics")
@@ -75,7 +82,8 @@ def _from_report(report: Mapping[str, Any], metric: str | None, source: str) -> 
     if len(values) != len(ids):
         raise LabelingError(f"evaluation report {source}: {len(ids)} ids but {len(values)} {name!r} scores",
                             "produce the report again")
-    return {str(i): _uncertainty(v, f"row {i!r} in {source}") for i, v in zip(ids, values)}
+    sign = 1.0 if METRICS.get(name, True) else -1.0  # nll, perplexity: higher means weaker
+    return {str(i): sign * _uncertainty(v, f"row {i!r} in {source}") for i, v in zip(ids, values)}
 
 
 def _allocate(sizes: dict[str, int], n: int) -> dict[str, int]:

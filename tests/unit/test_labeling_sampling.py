@@ -56,6 +56,13 @@ def test_uncertainty_from_evaluation_report_and_margins(tmp_path):
     data = [{"id": i} for i in "xyz"]
     assert [r["id"] for r in select(data, 2, "uncertainty", uncertainty=load_scores(path))] == ["y", "z"]
     assert load_scores(tmp_path) == load_scores(path)  # the evaluation folder holding report.json
+    report["examples"]["scores"]["nll"] = [0.5, 3.0, 1.0]  # lower is better: high NLL = weak
+    path.write_text(json.dumps(report))
+    assert [r["id"] for r in select(data, 2, "uncertainty", uncertainty=load_scores(path, "nll"))] == ["y", "z"]
+    report["examples"]["scores"]["nll"] = [3.0, 0.5, 1.0]
+    path.write_text(json.dumps(report))
+    picked = select(data, 1, "uncertainty", uncertainty=load_scores(path, default_metric="nll"))
+    assert [r["id"] for r in picked] == ["x"]  # the spec's primary metric when the report has it
     margins = load_scores({"x": 0.3, "y": 0.05})
     assert [r["id"] for r in select(data, 1, "uncertainty", uncertainty=margins)] == ["y"]
 
