@@ -157,11 +157,12 @@ def _instrumented(run: LocalRun, cache: ContentCache | None, listener: Listener 
 
 def run_local(pipeline, arguments: dict[str, Any], workdir: str | Path = ".aicd", *, cache: bool = True,
               cache_dir: str | Path | None = None, listener: Listener | None = None,
-              verbose: bool = False) -> LocalRun:
+              verbose: bool = False, code_digest: str | None = None) -> LocalRun:
     """Run a compiled-in-memory pipeline with kfp.local (SubprocessRunner, current environment).
 
     Artifacts go under ``<workdir>/runs``, cached outputs under ``cache_dir``
-    (default ``<workdir>/cache``). Raises :class:`PipelineRunError` naming the
+    (default ``<workdir>/cache``). ``code_digest`` stands for the aicd.components sources
+    in cache keys (default: their real digest, so editing step logic re-runs the step). Raises :class:`PipelineRunError` naming the
     failed step and showing the end of its log.
     """
     from kfp import local
@@ -171,7 +172,7 @@ def run_local(pipeline, arguments: dict[str, Any], workdir: str | Path = ".aicd"
     root.mkdir(parents=True, exist_ok=True)
     name = getattr(pipeline, "name", "pipeline")
     run = LocalRun(pipeline=name, root=root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1000000:06d}")
-    store = ContentCache(Path(cache_dir) if cache_dir else workdir / "cache") if cache else None
+    store = ContentCache(Path(cache_dir) if cache_dir else workdir / "cache", code_digest) if cache else None
     run.root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run.root), raise_on_error=True)
     started = time.monotonic()

@@ -1,6 +1,7 @@
 """What a person sees while a local run goes: one line per step, then a summary."""
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,18 +15,71 @@ _MARK = {"ran": "[green]done[/]", "cached": "[cyan]cached[/]", "failed": "[red]F
 
 
 class StepPrinter:
-    """A ``run_local`` listener: prints when each step starts and how it ended."""
+    """A ``run_local`` listener: a line when each step starts and ends; on a terminal, a live status
+    line between them with the elapsed time and the last line of the step's log."""
 
     def __init__(self, console: Console | None = None):
-        self.console = console or Console(stderr=False, highlight=False)
+        self.console = console or Console(highlight=False)
+        self._running: dict[str, TaskRecord] = {}
         self._started: dict[str, float] = {}
+        self._status = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def __call__(self, event: str, record: TaskRecord) -> None:
         if event == "start":
+            self._running[record.name] = record
             self._started[record.name] = time.monotonic()
             self.console.print(f"[bold]>[/] {record.name} ...")
+            self._live()
             return
+        self._running.pop(record.name, None)
+        if not self._running:
+            self._quiet()
         self.console.print(f"  {record.name}: {_MARK.get(record.status, record.status)} in {record.seconds:.1f}s")
+
+    def _line(self) -> str:
+        parts = []
+        for name, record in self._running.items():
+            last = _last_line(record.log_file)
+            parts.append(f"{name} {time.monotonic() - self._started[name]:.0f}s" + (f" | {last}" if last else ""))
+        return "  ".join(parts)[: max(20, self.console.width - 4)]
+
+    def _live(self) -> None:
+        if not self.console.is_terminal or self._thread is not None:
+            return
+        self._stop.clear()
+        self._status = self.console.status(self._line())
+        self._status.start()
+
+        def refresh() -> None:
+            while not self._stop.wait(1.0):
+                self._status.update(self._line())
+
+        self._thread = threading.Thread(target=refresh, daemon=True)
+        self._thread.start()
+
+    def _quiet(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._status.stop()
+        self._thread = self._status = None
+
+
+def _last_line(path: str | None) -> str:
+    """The last non-empty line of a log file (read from its end)."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 2048))
+            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][-120:] if lines else ""
 
 
 def _plain(value: Any) -> Any:
@@ -55,9 +109,10 @@ def render_summary(run: LocalRun, console: Console | None = None) -> None:
     table.add_column("step")
     table.add_column("result")
     table.add_column("seconds", justify="right")
-    table.add_column("artifacts")
+    table.add_column(f"artifacts (under {run.root})", overflow="fold")
     for task in run.tasks:
-        paths = [f"{n}: {_plain(v)}" for n, v in task.outputs.items() if hasattr(v, "path") and Path(v.path).exists()]
+        paths = [f"{n}: {_relative(v.path, run.root)}" for n, v in task.outputs.items()
+                 if hasattr(v, "path") and Path(v.path).exists()]
         table.add_row(task.name, _MARK.get(task.status, task.status), f"{task.seconds:.1f}", "\n".join(paths))
     console.print(table)
     metrics = key_metrics(run)
@@ -65,6 +120,13 @@ def render_summary(run: LocalRun, console: Console | None = None) -> None:
         console.print("key metrics: " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
     cached = sum(t.status == "cached" for t in run.tasks)
     console.print(f"{cached} of {len(run.tasks)} step(s) from the cache; artifacts under {run.root}")
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def _fmt(value: Any) -> str:
