@@ -6,9 +6,10 @@ candidate is the single entry of the ``spec.canary`` list with its
 ``spec.predictor`` with ``canaryTrafficPercent``, and the champion's predictor is
 kept in the annotation ``aicd.dev/stable-predictor`` so a rollback restores it from
 Git. Every predictor carries its model identity in the annotation
-``aicd.dev/model-id`` (an artifact digest, or ``base:<uri>`` for a bare base model)
-and its role in the label ``aicd.dev/role`` (``stable`` | ``canary``), which the
-monitoring component turns into the ``role`` label Prometheus queries select on.
+``aicd.dev/model-id`` (an artifact digest, or ``base:<uri>`` for a bare base model),
+its role in the label ``aicd.dev/role`` (``stable`` | ``canary``) and the service
+(``delivery.serving.name``) in ``aicd.dev/service``; the monitoring component turns
+these into the ``role`` and ``isvc`` labels the canary analysis selects on.
 """
 
 import copy
@@ -24,6 +25,7 @@ from aicd.components.spec import Spec
 ISVC_FILE = "inferenceservice.yaml"
 MODEL_ID = "aicd.dev/model-id"
 ROLE = "aicd.dev/role"
+SERVICE = "aicd.dev/service"
 STABLE_PREDICTOR = "aicd.dev/stable-predictor"
 MODE = "serving.kserve.io/deploymentMode"
 
@@ -116,7 +118,7 @@ def build_predictor(template: dict[str, Any], spec: Spec, ref: ModelRef, role: s
     predictor = copy.deepcopy(template)
     predictor.pop("canaryTrafficPercent", None)
     predictor["annotations"] = {**(predictor.get("annotations") or {}), MODEL_ID: ref.model_id}
-    predictor["labels"] = {**(predictor.get("labels") or {}), ROLE: role}
+    predictor["labels"] = {**(predictor.get("labels") or {}), ROLE: role, SERVICE: spec.delivery.serving.name}
     model = predictor.setdefault("model", {})
     model.setdefault("name", "kserve-container")  # required in spec.canary[].predictor.model
     model["args"] = predictor_args(spec, ref)

@@ -136,10 +136,12 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def prometheus_config(jobs: dict[str, dict[str, str]]) -> str:
-    scrape = [{"job_name": f"{isvc_name}-{role}", "scrape_interval": "1s", "scrape_timeout": "1s",
-               "static_configs": [{"targets": [address], "labels": {"isvc": isvc_name, "role": role}}]}
-              for isvc_name, roles in jobs.items() for role, address in roles.items()]
+def prometheus_config(targets: list[tuple[str, dict]]) -> str:
+    """Static scrape jobs; each target's labels come from the predictor Git declares for it, as the
+    monitoring component's relabelling derives them from the pod labels (aicd.dev/service, aicd.dev/role)."""
+    scrape = [{"job_name": f"{labels[isvc.SERVICE]}-{labels[isvc.ROLE]}", "scrape_interval": "1s",
+               "scrape_timeout": "1s", "static_configs": [{"targets": [address], "labels": {
+                   "isvc": labels[isvc.SERVICE], "role": labels[isvc.ROLE]}}]} for address, labels in targets]
     return yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": scrape})
 
 
@@ -190,10 +192,13 @@ def world(tmp_path_factory):
         bad = start_predictor(bad_args, tmp / "bad.log", ["--fault-rate", "0.5"])
         procs += [p for p, _ in (stable, good, bad)]
         (tmp / "prom").mkdir()
-        (tmp / "prom/prometheus.yml").write_text(prometheus_config({
-            "good": {"stable": stable[1], "canary": good[1]}, "bad": {"stable": stable[1], "canary": bad[1]},
-            "quiet": {"stable": stable[1], "canary": good[1]},
-            "disliked": {"stable": stable[1], "canary": good[1]}}))
+        serving = {"good": good, "bad": bad, "quiet": good, "disliked": good}  # canary process per repo
+        targets = []
+        for name, repo in repos.items():
+            declared = overlay(repo)["spec"]
+            targets += [(stable[1], declared["predictor"]["labels"]),
+                        (serving[name][1], declared["canary"][0]["predictor"]["labels"])]
+        (tmp / "prom/prometheus.yml").write_text(prometheus_config(targets))
         prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp}/prom/prometheus.yml",
                                  f"--storage.tsdb.path={tmp}/prom/data", f"--web.listen-address={HOST}:{prom_port}",
                                  "--storage.tsdb.retention.time=1h"],
