@@ -52,8 +52,11 @@ def promote_adapter(spec: dict, blessing: Input[Artifact], candidate: Input[Mode
 
 
 @dsl.component(base_image=BASE_IMAGE)
-def analyse_canary(spec: dict, decision: Output[Artifact], max_intervals: int = 0) -> str:
-    """Analyse the canary in Git until promoted or rolled back (or ``max_intervals``); the last action."""
+def analyse_canary(spec: dict, decision: Output[Artifact], max_intervals: int = 24) -> str:
+    """Analyse the canary in Git until promoted or rolled back, at most ``max_intervals`` (0: no limit).
+
+    Returns the last action: promote, rollback, or step/wait when the limit ended an undecided canary.
+    """
     import json
 
     from aicd.components.delivery.canary import run_canary, step_dict
