@@ -1,0 +1,302 @@
+"""Serving (issue 8): dynamic batching against one-at-a-time, latency, adapter memory.
+
+Two real predictors (``python -m aicd.components.serving``) on 127.0.0.1 serve the same
+random mid-size Llama (32,000-token head) and the same 4 LoRA adapter artifacts; one
+with ``--max-batch-size 1`` (one-at-a-time), one with the default dynamic batching
+(``--max-batch-size 8 --max-batch-wait-ms 10``). They get the same completion requests
+in turn (A B A B ...). Requests/s comes from the server process's CPU time (the load
+generator's is excluded: it is not the system under test); wall requests/s beside it.
+Latency is wall-clock per request (p50/p99 over a run, median over runs). Correctness:
+every prompt gets the same greedy completion from both servers.
+
+Memory: in fresh interpreters, the serving Engine loading the base and attaching the 4
+adapters, against 4 merged copies (base + adapter, ``merge_and_unload``); RSS growth
+after loading, libraries imported first.
+"""
+
+import concurrent.futures
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.harness import ROOT_DIR, Figure, Goal, SubjectMissing, alternate, median, rate_figure
+
+log = logging.getLogger(__name__)
+
+NAME = "serving"
+ADAPTERS = 4
+VOCAB = 32_000
+REQUESTS = 16  # per throughput run, at concurrency 8 (two full batches)
+C1_REQUESTS = 6  # per latency run at concurrency 1
+MAX_TOKENS = 16  # a short answer (the support bot answers in one sentence)
+BATCH, WAIT_MS = 8, 10
+
+
+def declared() -> list[Figure]:
+    return [Figure(NAME, "requests/s at concurrency 8, dynamic batching vs one-at-a-time", "req/s",
+                   Goal(">=", 3.0, text=">= 3x")),
+            Figure(NAME, "p50 latency at concurrency 1 (wall)", "ms", Goal("<=", 1.2, text="<= 1.2x")),
+            Figure(NAME, "p99 latency at concurrency 1 (wall)", "ms"),
+            Figure(NAME, "p50 latency at concurrency 8 (wall)", "ms"),
+            Figure(NAME, "p99 latency at concurrency 8 (wall)", "ms"),
+            Figure(NAME, "memory: base + 4 adapters vs 4 merged copies", "MB", Goal("<=", 1 / 3, text="<= 1/3"))]
+
+
+def _subject():
+    try:
+        from aicd.components.serving.config import ServeConfig
+        from aicd.components.serving.engine import Engine
+        from aicd.components.serving.server import serve  # noqa: F401 - the server must exist
+    except ImportError as err:
+        raise SubjectMissing("components/serving", str(err)) from err
+    return Engine, ServeConfig
+
+
+def make_adapters(base_dir: Path, out: Path, n: int = ADAPTERS) -> dict[str, Path]:
+    """n random (non-zero) LoRA adapters on the base, each an aicd Model artifact with a card."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from aicd.components.cards import write_card
+
+    paths = {}
+    for i in range(n):
+        torch.manual_seed(100 + i)
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir), use_safetensors=True)
+        config = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                            init_lora_weights=False, task_type="CAUSAL_LM")
+        path = out / f"adapter-{i}"
+        get_peft_model(model, config).save_pretrained(str(path), safe_serialization=True)
+        write_card(path, "adapter", task="causal-lm", base_model=str(base_dir), method="lora",
+                   hyperparameters={"r": 16, "alpha": 32}, data_fingerprint=None, metrics={})
+        paths[f"a{i}"] = path
+    return paths
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A predictor subprocess on 127.0.0.1, stopped by its PID."""
+
+    def __init__(self, base: Path, adapters: dict[str, Path], batch: int, log_path: Path):
+        self.port = _free_port()
+        args = [sys.executable, "-m", "aicd.components.serving", "--base", str(base), "--host", "127.0.0.1",
+                "--port", str(self.port), "--max-batch-size", str(batch), "--max-batch-wait-ms", str(WAIT_MS)]
+        for name, path in adapters.items():
+            args += ["--adapter", f"{name}={path}"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT_DIR)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"predictor exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                if requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"predictor not ready after {timeout:.0f} s; see {self.log.name}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def _complete(session, url: str, prompt: str) -> tuple[str, float]:
+    t0 = time.perf_counter()
+    resp = session.post(f"{url}/openai/v1/completions", timeout=120,
+                        json={"model": "a0", "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0})
+    latency = (time.perf_counter() - t0) * 1000
+    if resp.status_code != 200:
+        raise RuntimeError(f"{url} answered {resp.status_code}: {resp.text[:300]}")
+    return resp.json()["choices"][0]["text"], latency
+
+
+def load(url: str, prompts: list[str], concurrency: int) -> dict:
+    """Send every prompt with ``concurrency`` clients; completions by prompt and latencies."""
+    import threading
+
+    import requests
+
+    local = threading.local()
+
+    def one(prompt: str):
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return prompt, *_complete(local.session, url, prompt)
+
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        done = list(pool.map(one, prompts))
+    return {"texts": {p: t for p, t, _ in done}, "latencies": sorted(ms for _, _, ms in done)}
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    k = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def same_completions(baseline: dict, treatment: dict) -> None:
+    differ = [p for p in baseline["texts"] if baseline["texts"][p] != treatment["texts"].get(p)]
+    assert not differ, f"{len(differ)} of {len(baseline['texts'])} completions differ between the servers"
+
+
+def latency_figures(trials: dict[int, object], decl: list[Figure]) -> list[Figure]:
+    out = []
+    for fig, (conc, q) in zip(decl, ((1, 50), (1, 99), (8, 50), (8, 99))):
+        trial = trials[conc]
+        base = median([percentile(s.result["latencies"], q) for s in trial.baseline])
+        treat = median([percentile(s.result["latencies"], q) for s in trial.treatment])
+        fig.baseline, fig.treatment = base, treat
+        fig.wall_baseline, fig.wall_treatment = base, treat
+        fig.baseline_label, fig.treatment_label = "one-at-a-time", "batched"
+        fig.details = {"per_run_ms": {"baseline": [percentile(s.result["latencies"], q) for s in trial.baseline],
+                                      "treatment": [percentile(s.result["latencies"], q) for s in trial.treatment]}}
+        out.append(fig)
+    return out
+
+
+_MEMORY = """
+import gc, json, sys, psutil, torch, transformers, peft
+torch.set_num_threads(1)
+base_dir, adapters, mode = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+from aicd.components.serving.config import ServeConfig
+from aicd.components.serving.engine import Engine
+from aicd.components.models import load_causal_lm
+
+
+def own(model):
+    # Weights in this process's own memory, as from separate artifact files: safetensors
+    # mmaps would otherwise share identical pages between copies of the same file.
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            t.data = t.data.clone()
+    return model
+
+
+def storage_bytes(models):
+    seen = {}
+    for m in models:
+        for t in list(m.parameters()) + list(m.buffers()):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+gc.collect()
+before = psutil.Process().memory_info().rss
+keep = []
+if mode == "engine":
+    engine = Engine(ServeConfig(base=base_dir, adapters=adapters))
+    engine.load_base()
+    own(engine.model)
+    for name, uri in adapters.items():
+        engine.attach(engine.verify(name, uri))
+    keep.append(own(engine.model))
+else:
+    from peft import PeftModel
+    for name, uri in adapters.items():
+        model, _, _ = load_causal_lm(base_dir)
+        keep.append(own(PeftModel.from_pretrained(model, uri).merge_and_unload()))
+gc.collect()
+print(json.dumps({"growth": psutil.Process().memory_info().rss - before, "storage": storage_bytes(keep)}))
+"""
+
+
+def memory_growth(base: Path, adapters: dict[str, Path], mode: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", _MEMORY, str(base), json.dumps({k: str(v) for k, v in
+                                                                                 adapters.items()}), mode],
+                          capture_output=True, text=True, cwd=ROOT_DIR, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe ({mode}) failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def prompts(n: int, seed: int) -> list[str]:
+    from benchmarks.models import instruction_rows
+
+    return [f"<|user|>{r['instruction']}</s><|assistant|>" for r in instruction_rows(n, seed=seed, max_words=30)]
+
+
+def run(repeats: int) -> list[Figure]:
+    from benchmarks.models import make_llama
+
+    _subject()
+    decl = declared()
+    with tempfile.TemporaryDirectory(prefix="aicd-bench-serve-") as tmp:
+        tmp = Path(tmp)
+        base = make_llama(tmp / "base", "mid", vocab_size=VOCAB)
+        adapters = make_adapters(base, tmp)
+        servers = [Server(base, adapters, 1, tmp / "one.log"), Server(base, adapters, BATCH, tmp / "batched.log")]
+        try:
+            for server in servers:
+                server.wait_ready()
+            figures = _measure(servers, repeats, decl)
+        finally:
+            for server in servers:
+                server.stop()
+        engine, merged = memory_growth(base, adapters, "engine"), memory_growth(base, adapters, "merged")
+    mb = 2**20
+    memory = decl[5]
+    memory.baseline, memory.treatment = merged["growth"] / mb, engine["growth"] / mb
+    memory.baseline_label, memory.treatment_label = "4 merged", "base + 4 adapters"
+    memory.details = {"rss_growth_bytes": {"baseline": merged["growth"], "treatment": engine["growth"]},
+                      "tensor_storage_bytes": {"baseline": merged["storage"], "treatment": engine["storage"]}}
+    memory.note = (f"RSS growth after loading (weights in process memory), fresh interpreters, libraries imported "
+                   f"first; tensor storage {merged['storage'] / mb:.0f} vs {engine['storage'] / mb:.0f} MB")
+    return figures + [memory]
+
+
+def servers_cpu(servers: list[Server]):
+    """CPU seconds of the server processes only (the load generator is not the system under test).
+
+    Both servers are summed: the one not talking in a run sits idle and adds next to nothing.
+    """
+    import psutil
+
+    procs = [psutil.Process(server.proc.pid) for server in servers]
+
+    def clock() -> float:
+        return sum(sum(p.cpu_times()[:4]) for p in procs)
+    return clock
+
+
+def _measure(servers: list[Server], repeats: int, decl: list[Figure]) -> list[Figure]:
+    one, batched = servers
+    c8, c1 = prompts(REQUESTS, seed=7), prompts(C1_REQUESTS, seed=8)
+    clock = servers_cpu(servers)
+    trial8 = alternate(lambda: load(one.url, c8, 8), lambda: load(batched.url, c8, 8), repeats=repeats, clock=clock)
+    speed = rate_figure(NAME, decl[0].name, "req/s", trial8, REQUESTS, decl[0].goal, check=same_completions,
+                        baseline_label="one-at-a-time", treatment_label="batched")
+    speed.note = (f"{REQUESTS} completions of {MAX_TOKENS} tokens per run on adapter a0, server CPU time; "
+                  "mid Llama with a 32,000-token head")
+    trial1 = alternate(lambda: load(one.url, c1, 1), lambda: load(batched.url, c1, 1), repeats=repeats, clock=clock)
+    latency = latency_figures({1: trial1, 8: trial8}, decl[1:5])
+    cpu_ms = [1000 * median([x.cpu for x in side]) / C1_REQUESTS for side in (trial1.baseline, trial1.treatment)]
+    latency[0].note = (f"wall-clock on a shared machine; server CPU per request at concurrency 1: "
+                       f"{cpu_ms[0]:.0f} ms one-at-a-time vs {cpu_ms[1]:.0f} ms batched (max wait {WAIT_MS} ms)")
+    latency[0].details["server_cpu_ms_per_request"] = {"baseline": cpu_ms[0], "treatment": cpu_ms[1]}
+    return [speed] + latency
