@@ -1,12 +1,13 @@
 """KFP steps of delivery: gate, promote, analyse the canary (logic in gate.py, gitops.py, canary.py).
 
-``gate_candidate`` returns ``passed`` as its return value, so pipelines wrap the
-promotion in ``dsl.If(gate_task.outputs["Output"] == True)``. Not a NamedTuple field on
-purpose: kfp.local 2.17 resolves a dsl.If condition only on a return value named
-``Output``; on a named output it logs "Could not resolve parent input" and silently skips
-the branch.
-The blessed digest is in the blessing artifact and its metadata.
+``gate_candidate`` outputs whether the gate passed as ``Output`` (and the blessed
+``digest``), so pipelines wrap the promotion in ``dsl.If(gate_task.outputs["Output"] == True)``.
+The name is on purpose: kfp.local 2.17 resolves a dsl.If condition only on an output
+named ``Output``; on any other name (e.g. ``passed``) it logs "Could not resolve parent
+input" and silently skips the branch.
 """
+
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
@@ -17,7 +18,7 @@ from aicd.components._images import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE)
 def gate_candidate(spec: dict, candidate_report: Input[Artifact], blessing: Output[Artifact],
                    metrics: Output[Metrics], candidate: Input[Model] = None, comparison: Input[Artifact] = None,
-                   champion_report: Input[Artifact] = None) -> bool:
+                   champion_report: Input[Artifact] = None) -> NamedTuple("GateOutputs", Output=bool, digest=str):
     """Bless the candidate (an adapter/model artifact, or the base model when ``candidate`` is absent)."""
     from aicd.components.cards import verify_card
     from aicd.components.delivery.gate import gate_candidate as gate, read_json, write_blessing
@@ -32,7 +33,8 @@ def gate_candidate(spec: dict, candidate_report: Input[Artifact], blessing: Outp
     blessing.metadata.update({"passed": result["passed"], "candidate_digest": digest or "",
                               "reasons": result["reasons"]})
     metrics.log_metric("gate_passed", float(result["passed"]))
-    return result["passed"]
+    outputs = NamedTuple("GateOutputs", Output=bool, digest=str)
+    return outputs(result["passed"], digest or "")
 
 
 @dsl.component(base_image=BASE_IMAGE)

@@ -19,13 +19,13 @@ def report(digest: str | None, uri: str, token_f1: float) -> dict:
 
 
 @dsl.pipeline
-def deliver_pipeline(spec: dict, report_uri: str, model_uri: str) -> bool:
+def deliver_pipeline(spec: dict, report_uri: str, model_uri: str) -> str:
     evaluation = dsl.importer(artifact_uri=report_uri, artifact_class=dsl.Artifact)
     candidate = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model)
     gate_task = steps.gate_candidate(spec=spec, candidate_report=evaluation.output, candidate=candidate.output)
     with dsl.If(gate_task.outputs["Output"] == True):  # noqa: E712 (KFP condition, not a Python comparison)
         steps.promote_adapter(spec=spec, blessing=gate_task.outputs["blessing"], candidate=candidate.output)
-    return gate_task.outputs["Output"]
+    return gate_task.outputs["digest"]
 
 
 @pytest.mark.parametrize("token_f1, passed", [(0.3, True), (0.01, False)])
@@ -38,7 +38,7 @@ def test_gate_then_promote_under_kfp_local(support_bot_spec, remote, tmp_path, t
     (tmp_path / "eval" / "report.json").write_text(json.dumps(report(card["digest"], str(adapter), token_f1)))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     run = deliver_pipeline(spec=raw, report_uri=str(tmp_path / "eval"), model_uri=str(adapter))
-    assert run.output is passed
+    assert run.output == card["digest"]  # the digest the gate bound its blessing to
     log = subprocess.run(["git", "--git-dir", str(remote), "log", "--format=%s", "main"], capture_output=True,
                          text=True, check=True).stdout.splitlines()
     if passed:  # no champion in the overlay yet: the adapter becomes it directly
