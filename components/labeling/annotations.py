@@ -18,6 +18,7 @@ re-run (after a crash or new labels) is idempotent by task id and never half-wri
 """
 
 import logging
+from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from aicd.components.labeling.agreement import agreement, resolve
 from aicd.components.labeling.client import ID_KEY, LabelStudio
 from aicd.components.labeling.configs import Kind, labeling_of, read_value, task_kind
 from aicd.components.labeling.versions import parent_fingerprint, read_version, write_version
-from aicd.components.spec import Spec
+from aicd.components.spec import LabelingSpec, Spec
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def collect(kind: Kind, tasks: list[dict[str, Any]], labels: list[str] | None) -
             if isinstance(annotator, dict):
                 annotator = annotator.get("id")
             if read.problem is not None:
+                item.values.pop(annotator, None)  # this person's latest answer is unusable
                 out.quarantine.append({"kind": "invalid-annotation", "id": item.row_id, "task": item.task_id,
                                        "annotation": ann.get("id"), "annotator": annotator,
                                        "reason": read.problem, "result": ann.get("result")})
@@ -142,6 +144,36 @@ def _previous_rows(previous_dir: str | Path | None) -> tuple[dict[str, dict[str,
     return {str(r["id"]): r for rows in splits.values() for r in rows}, parent_fingerprint(card)
 
 
+def _resolve_items(kind: Kind, spec: Spec, labeling: LabelingSpec, collected: Collected,
+                   splits: dict[str, list[dict[str, Any]]], previous: dict[str, dict[str, Any]] | None,
+                   quarantine: list[dict[str, Any]]) -> Counter[str]:
+    """Apply every resolvable item to its row in ``splits`` (in place); quarantine the rest."""
+    counts: Counter[str] = Counter()
+    where = {str(r["id"]): (name, n) for name, rows in splits.items() for n, r in enumerate(rows)}
+    for row_id, item in sorted(collected.items.items()):
+        if len(item.values) < labeling.min_annotations and item.ground_truth is None:
+            counts["pending"] += 1
+            continue
+        if row_id not in where:
+            quarantine.append({"kind": "unknown-row", "id": row_id, "task": item.task_id,
+                               "reason": f"task {item.task_id} labels row {row_id!r}, which is not in the parent "
+                                         "data set; import into the version the tasks were exported from"})
+            continue
+        res = resolve(list(item.values.values()), labeling.conflict_resolution, item.ground_truth)
+        if res.value is None:
+            counts["adjudication"] += 1
+            quarantine.append({"kind": "needs-adjudication", "id": row_id, "task": item.task_id,
+                               "votes": res.votes, "reason": res.reason})
+            continue
+        name, index = where[row_id]
+        parent_row = splits[name][index]
+        new = _apply(kind, parent_row, res.value, item, spec)
+        counts["labeled"] += 1
+        counts["new_rows"] += _is_new(kind, parent_row if previous is None else previous.get(row_id), new, spec)
+        splits[name][index] = new
+    return counts
+
+
 def import_labels(spec: Spec | dict[str, Any], dataset_dir: str | Path, out_dir: str | Path,
                   client: LabelStudio | None = None, min_rating: int = 3,
                   previous_dir: str | Path | None = None) -> ImportResult:
@@ -163,30 +195,9 @@ def import_labels(spec: Spec | dict[str, Any], dataset_dir: str | Path, out_dir:
     collected = collect(kind, client.export(project["id"]), spec.task.labels or None)
     _check_bad_fraction(collected, spec.data.quality.max_bad_fraction)
     figures = agreement({i: it.values for i, it in collected.items.items() if it.values})
-    where = {str(r["id"]): (name, n) for name, rows in splits.items() for n, r in enumerate(rows)}
     quarantine = list(collected.quarantine)
-    labeled = new_rows = pending = adjudication = 0
-    for row_id, item in sorted(collected.items.items()):
-        if len(item.values) < labeling.min_annotations and item.ground_truth is None:
-            pending += 1
-            continue
-        if row_id not in where:
-            quarantine.append({"kind": "unknown-row", "id": row_id, "task": item.task_id,
-                               "reason": f"task {item.task_id} labels row {row_id!r}, which is not in the parent "
-                                         "data set; import into the version the tasks were exported from"})
-            continue
-        res = resolve(list(item.values.values()), labeling.conflict_resolution, item.ground_truth)
-        if res.value is None:
-            adjudication += 1
-            quarantine.append({"kind": "needs-adjudication", "id": row_id, "task": item.task_id,
-                               "votes": res.votes, "reason": res.reason})
-            continue
-        name, index = where[row_id]
-        parent_row = splits[name][index]
-        new = _apply(kind, parent_row, res.value, item, spec)
-        labeled += 1
-        new_rows += _is_new(kind, parent_row if previous is None else previous.get(row_id), new, spec)
-        splits[name][index] = new
+    counts = _resolve_items(kind, spec, labeling, collected, splits, previous, quarantine)
+    labeled, new_rows, pending, adjudication = (counts[k] for k in ("labeled", "new_rows", "pending", "adjudication"))
     if kind == "rating":
         splits, low = _drop_low_ratings(splits, min_rating)
         quarantine.extend(low)

@@ -53,18 +53,21 @@ def test_collect_quarantines_unusable_annotations():
         _task(2, "b", (1, result_for("choices", "pos"), False), (2, result_for("choices", "bogus"), False)),
         _task(3, "c", (1, [], False), (2, result_for("choices", "pos"), True)),
         _task(4, "d", (1, result_for("choices", "neg"), False), (1, result_for("choices", "pos"), False)),
+        _task(6, "e", (1, result_for("choices", "neg"), False), (1, result_for("choices", "nope"), False)),
         {"id": 5, "data": {"text": "made by hand"}, "annotations": []},
     ]
     got = collect("choices", tasks, labels)
     assert got.items["a"].values == {1: "pos", 2: "neg"}
     assert got.items["b"].values == {1: "pos"}
     assert got.items["d"].values == {1: "pos"}  # the annotator's latest annotation counts
-    assert got.skipped == 1 and got.foreign_tasks == 1 and got.usable == 5
+    assert got.items["e"].values == {}  # ... even when it is unusable
+    assert got.skipped == 1 and got.foreign_tasks == 1 and got.usable == 6
     reasons = sorted(q["reason"] for q in got.quarantine)
-    assert reasons == ["empty result (nothing was selected)", "label 'bogus' is not one of task.labels ['neg', 'pos']"]
-    with pytest.raises(LabelingError, match=r"2 of 7 annotations \(29%\) are unusable, more than"):
+    assert reasons == ["empty result (nothing was selected)", "label 'bogus' is not one of task.labels ['neg', 'pos']",
+                       "label 'nope' is not one of task.labels ['neg', 'pos']"]
+    with pytest.raises(LabelingError, match=r"3 of 9 annotations \(33%\) are unusable, more than"):
         _check_bad_fraction(got, 0.05)
-    _check_bad_fraction(got, 0.3)
+    _check_bad_fraction(got, 0.34)
 
 
 def test_steps_compile(tmp_path):
