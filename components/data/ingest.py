@@ -77,7 +77,7 @@ class RowProcessor:
         if row_id is None:
             # A text's id survives a label correction; a causal-LM row is its pair.
             basis = digest8(text) if self.classify else exact
-            row_id = f"h{basis:016x}"
+            row_id = f"h{basis & 0xFFFFFFFFFFFFFFFF:016x}"
             if self.repeats is not None:  # dedupe is off: keep identical rows apart
                 count = (self.repeats.get(basis) or 0) + 1
                 self.repeats.put(basis, count)

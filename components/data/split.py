@@ -29,12 +29,13 @@ def hash64(*parts: str) -> int:
 
 
 def digest8(text: str) -> int:
-    """64 bits of blake2b: the in-memory identity of a text in duplicate and leakage checks."""
-    return int.from_bytes(_blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+    """64 bits of blake2b (signed, so numpy searches stay on int64): a text's identity in memory."""
+    data = text.encode("utf-8", "surrogatepass")
+    return int.from_bytes(_blake2b(data, digest_size=8).digest(), "little", signed=True)
 
 
 class DigestMap:
-    """A compact map of 64-bit digests to 64-bit values (a set when every value is 0).
+    """A compact map of signed 64-bit digests to signed 64-bit values (a set when every value is 0).
 
     New entries go to a dict; every ``recent_limit`` entries they are merged into sorted
     numpy arrays (16 bytes an entry instead of ~120 in a dict). Lookups check the dict,
@@ -47,8 +48,8 @@ class DigestMap:
         self._np = np
         self.limit = recent_limit
         self.recent: dict[int, int] = {}
-        self.keys = np.empty(0, np.uint64)
-        self.values = np.empty(0, np.uint64)
+        self.keys = np.empty(0, np.int64)
+        self.values = np.empty(0, np.int64)
 
     def __len__(self) -> int:
         return len(self.recent) + len(self.keys)
@@ -72,8 +73,8 @@ class DigestMap:
     def _merge(self) -> None:
         np = self._np
         n = len(self.recent)
-        keys = np.concatenate([self.keys, np.fromiter(self.recent.keys(), np.uint64, n)])
-        values = np.concatenate([self.values, np.fromiter(self.recent.values(), np.uint64, n)])
+        keys = np.concatenate([self.keys, np.fromiter(self.recent.keys(), np.int64, n)])
+        values = np.concatenate([self.values, np.fromiter(self.recent.values(), np.int64, n)])
         order = keys.argsort(kind="stable")
         self.keys, self.values = keys[order], values[order]
         self.recent = {}

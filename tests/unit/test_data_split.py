@@ -9,13 +9,13 @@ from aicd.components.data.split import DigestMap, Fingerprint, assign_split, dig
 
 def test_digest_map_finds_entries_before_and_after_merging():
     rng = random.Random(0)
-    keys = [rng.getrandbits(64) for _ in range(2500)] + [0, 2**64 - 1]
+    keys = [rng.getrandbits(64) - 2**63 for _ in range(2500)] + [0, 2**63 - 1, -2**63]
     m = DigestMap(recent_limit=1000)
     for i, k in enumerate(keys):
         m.put(k, i)
-    assert len(m.keys) == 2000 and len(m.recent) == 502 and len(m) == len(keys)
+    assert len(m.keys) == 2000 and len(m.recent) == 503 and len(m) == len(keys)
     assert all(m.get(k) == i for i, k in enumerate(keys))
-    absent = [rng.getrandbits(64) for _ in range(500)]
+    absent = [rng.getrandbits(64) - 2**63 for _ in range(500)]
     assert not any(k in m for k in absent if k not in set(keys))
     assert list(m.keys) == sorted(m.keys)
 
