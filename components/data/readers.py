@@ -199,6 +199,9 @@ def read_datasets_folder(folder: Path, name: str) -> Iterator[Record]:
         for split in splits:
             yield from read_datasets_folder(folder / split, f"{name}/{split}")
         return
+    if not (folder / "state.json").is_file():
+        raise DataError(f"{name} is not a folder saved by `datasets` (no state.json or dataset_dict.json)",
+                        "save it with Dataset.save_to_disk, or set the source's `format` to match its files")
     state = json.loads((folder / "state.json").read_text())
     number = 0
     for entry in state.get("_data_files", []):

@@ -5,7 +5,8 @@ of 2**64 against the split ratios), so appending rows never moves an existing ro
 The key is ``data.split.key`` when set, else the normalised input text (so the same
 question never lands in two splits). ``data.max_rows`` keeps the rows with the lowest
 *selection* hash of their key (a second, independent hash: the split hash would pick
-train rows only).
+train rows only). With the default key the same normalised input can never sit in two
+splits, so the leakage check runs only when ``data.split.key`` is set.
 
 Memory: duplicate and leakage checks keep 8-byte hashes of what they have seen, never
 the rows or the raw lines: the newest ones in a small dict, the rest merged into sorted
