@@ -219,3 +219,22 @@ def test_ids_are_stable_content_hashes(tmp_path, review_sentiment_spec):
     kept = _ingest(review_sentiment_spec, tmp_path, rows + rows[:3], "c", quality={"dedupe": False})
     ids = [i for i in _placement(kept.path)]
     assert len(ids) == 23 and sum(i.endswith("-2") for i in ids) == 3
+
+
+def test_sources_are_merged_with_their_own_columns_and_label_maps(tmp_path, review_sentiment_spec):
+    a = [{"text": r["text"], "label": r["label"]} for r in _rows(20)]
+    b_rows = _rows(10, start=100, seed=7)
+    b = "body,stars\n" + "".join(f"{r['text']},{ {'negative': 1, 'neutral': 3, 'positive': 5}[r['label']] }\n"
+                                 for r in b_rows)
+    b += f"{a[0]['text'].upper()},5\n"  # a near-duplicate of source a, across sources
+    sources = [{"uri": write(tmp_path / "a.jsonl", jsonl(a)), "name": "app"},
+               {"uri": write(tmp_path / "b.csv", b.encode()), "name": "survey", "columns": {"text": "body",
+                "label": "stars"}, "label_map": {"1": "negative", "3": "neutral", "5": "positive"}}]
+    result = ingest_dataset(with_data(review_sentiment_spec, sources), tmp_path / "out")
+    card = result.card
+    assert card["rows_per_source"] == {"app": 20, "survey": 10}
+    assert [s["rows_read"] for s in card["sources"]] == [20, 11]
+    expected = "near-duplicate" if a[0]["label"] == "positive" else "conflicting-label"
+    assert card["quarantine_counts"] == {expected: 1}
+    rows = {r["text"]: r for s in SPLITS for r in read_split(result.path, s)}
+    assert all(rows[r["text"]]["label"] == r["label"] and rows[r["text"]]["source"] == "survey" for r in b_rows)
