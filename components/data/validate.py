@@ -140,10 +140,11 @@ class RowValidator:
         q = self.quality
         n_in = self.count(text)
         n_tgt = 0 if self.classify else self.count(target)
-        if n_in < q.min_tokens or (not self.classify and n_tgt < q.min_tokens):
-            field = self.input_field if n_in < q.min_tokens else self.target_field
-            raise RowError("too-short", f"`{field}` has {min(n_in, n_tgt) if not self.classify else n_in} "
-                           f"token(s), data.quality.min_tokens is {q.min_tokens}")
+        short = [(f, n) for f, n in ((self.input_field, n_in), (self.target_field, n_tgt))
+                 if n < q.min_tokens and not (self.classify and f == self.target_field)]
+        if short:
+            field, n = short[0]
+            raise RowError("too-short", f"`{field}` has {n} token(s), data.quality.min_tokens is {q.min_tokens}")
         if n_in + n_tgt > q.max_tokens:
             raise RowError("too-long", f"{n_in + n_tgt} tokens, data.quality.max_tokens is {q.max_tokens}")
         return n_in, n_tgt
