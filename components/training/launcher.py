@@ -77,6 +77,16 @@ def train_adapter_args(spec: Spec, method: str, dataset_uri: str, output_uri: st
             "--dataset", dataset_uri, "--method", method, "--out", output_uri, "--no-progress"]
 
 
+def trainjob_name(spec: Spec, method: str, args: list[str]) -> str:
+    """A stable name (DNS label): the same step and inputs give the same job, so a retry follows it."""
+    import hashlib
+    import re
+
+    digest = hashlib.sha256("\0".join(args).encode()).hexdigest()[:8]
+    stem = re.sub(r"[^a-z0-9-]", "-", f"{spec.name}-{method}".lower())[:30].strip("-")
+    return f"{stem}-{digest}"
+
+
 def _condition(status: dict, kind: str) -> dict | None:
     for cond in status.get("conditions") or []:
         if cond.get("type") == kind and cond.get("status") == "True":

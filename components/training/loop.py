@@ -73,9 +73,32 @@ def summed_loss(model, batch: dict):
     labels = batch.pop("labels")
     if labels.dim() == 1:  # one class per example
         return F.cross_entropy(model(**batch).logits.float(), labels, reduction="sum")
-    logits = model(**batch, use_cache=False).logits.float()
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                           ignore_index=-100, reduction="sum")
+    targets = labels[:, 1:]
+    if _keeps_logits(model):
+        # Project to the vocabulary only where a target follows (the response tokens): the
+        # lm_head and the softmax are skipped for prompt and padding positions.
+        keep = (targets != -100).any(0).nonzero().squeeze(1)
+        logits = model(**batch, use_cache=False, logits_to_keep=keep).logits.float()
+        targets = targets[:, keep]
+    else:
+        logits = model(**batch, use_cache=False).logits[:, :-1].float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                           reduction="sum")
+
+
+def _keeps_logits(model) -> bool:
+    """Whether the causal LM's forward takes ``logits_to_keep`` (through DDP and peft wrappers)."""
+    import inspect
+
+    inner = getattr(model, "module", model)
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    kind = type(inner)
+    if kind not in _KEEPS:
+        _KEEPS[kind] = "logits_to_keep" in inspect.signature(inner.forward).parameters
+    return _KEEPS[kind]
+
+
+_KEEPS: dict[type, bool] = {}
 
 
 def make_scheduler(optimizer, kind: str, warmup_ratio: float, steps: int):

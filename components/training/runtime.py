@@ -111,3 +111,9 @@ def write_model_artifact(out_dir: str | Path, model, tokenizer, kind: str, **car
         written = write_card(tmp, kind, **card)
     log.info("wrote %s artifact %s (%s)", kind, out_dir, written["digest"])
     return written
+
+
+def artifact_size_mb(path: str | Path) -> float:
+    """Size of the weights in a Model artifact (adapter or full), in MiB."""
+    weights = [p for p in Path(path).glob("*.safetensors")]
+    return sum(p.stat().st_size for p in weights) / 2**20

@@ -26,7 +26,8 @@ REVIEWS = [("This drug worked wonders and I have no side effects.", "positive"),
 
 
 def causal_rows(n: int = 24) -> list[dict]:
-    return [{"id": f"q{i}", "instruction": QA[i % len(QA)][0], "response": QA[i % len(QA)][1], "source": "test"}
+    return [{"id": f"q{i}", "instruction": QA[i % len(QA)][0], "response": QA[i % len(QA)][1], "source": "test",
+             "topic": ("ai", "chat")[i % 2]}
             for i in range(n)]
 
 

@@ -43,10 +43,11 @@ def model_and_examples(tiny_causal_lm):
     return model, tok, encode_rows(rows, tok, task).examples
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_packed_loss_equals_per_example_loss(model_and_examples, attention):
+@pytest.mark.parametrize("attention, only_response_logits", [("sdpa", True), ("eager", True), ("sdpa", False)])
+def test_packed_loss_equals_per_example_loss(model_and_examples, monkeypatch, attention, only_response_logits):
     model, tok, examples = model_and_examples
     model.set_attn_implementation(attention)
+    monkeypatch.setattr("aicd.components.training.loop._keeps_logits", lambda m: only_response_logits)
     with torch.no_grad():
         alone = sum(summed_loss(model, pad([ex], tok.pad_token_id)).item() for ex in examples)
         padded = summed_loss(model, pad(examples, tok.pad_token_id)).item()
