@@ -358,7 +358,11 @@ def table_rows(figures: list[Figure]) -> list[tuple[str, ...]]:
     for fig in figures:
         wall = "-" if fig.wall_baseline is None and fig.wall_treatment is None else \
             f"{_fmt(fig.wall_baseline)} / {_fmt(fig.wall_treatment)}"
-        ratio = "-" if fig.ratio is None else f"{fig.ratio:.3g}x"
+        if fig.goal is not None and fig.goal.on == "difference":
+            diff = fig.quantity()
+            ratio = "-" if diff is None else f"T-B {diff:+.3g}"
+        else:
+            ratio = "-" if fig.ratio is None else f"{fig.ratio:.3g}x"
         base = _fmt(fig.baseline) + (f" ({fig.baseline_label})" if fig.baseline_label else "")
         treat = _fmt(fig.treatment) + (f" ({fig.treatment_label})" if fig.treatment_label else "")
         cells = (f"{fig.benchmark}: {fig.name}", fig.unit, base, treat, ratio,

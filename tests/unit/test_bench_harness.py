@@ -159,6 +159,7 @@ def test_write_results_json_and_markdown(tmp_path):
         Figure("training", "real tokens/s", "tok/s", Goal(">=", 2.0, text=">= 2x"), baseline=100.0,
                treatment=250.0, wall_baseline=90.0, wall_treatment=200.0),
         Figure("serving", "memory", "MB", Goal("<=", 1 / 3), baseline=400.0, treatment=200.0),
+        Figure("pipelines", "overhead", "s/step", Goal("<=", 1.0, on="difference"), baseline=0.25, treatment=0.75),
         harness.not_run([Figure("data", "rows/s", "rows/s", Goal(">=", 5e4, on="treatment"))],
                         "components/data missing")[0],
     ]
@@ -166,15 +167,16 @@ def test_write_results_json_and_markdown(tmp_path):
     json_path, md_path = harness.write_results(figures, tmp_path / "out", info, elapsed_s=12.0)
     payload = json.loads(json_path.read_text())
     assert payload["machine"] == info
-    assert [f["met"] for f in payload["figures"]] == [True, False, None]
+    assert [f["met"] for f in payload["figures"]] == [True, False, True, None]
     assert payload["figures"][0]["ratio"] == pytest.approx(2.5)
-    assert payload["figures"][2]["status"] == "not run"
+    assert payload["figures"][3]["status"] == "not run"
     md = md_path.read_text()
+    assert "| pipelines: overhead | s/step | 0.25 | 0.75 | T-B +0.5 | T-B <= 1 | MET |" in md
     assert "- cpu_model: Test CPU" in md
     assert "| training: real tokens/s | tok/s | 100 | 250 | 2.5x | >= 2x | MET | 90.0 / 200 |" in md
     assert "| serving: memory | MB | 400 | 200 | 0.5x |" in md and "NOT MET" in md
     assert "not run: components/data missing" in md
-    assert "goals met: 1: training: real tokens/s" in md
+    assert "goals met: 2: training: real tokens/s, pipelines: overhead" in md
     assert not list((tmp_path / "out").glob("*.tmp"))
 
 
