@@ -49,48 +49,119 @@ def build_sequences(tokenizer, prompts: Sequence[str], responses: Sequence[str],
     return out
 
 
+# Packed scoring puts several sequences in one row of at most this many tokens (or the longest sequence).
+PACK_TOKENS = 512
+
+
+def _pack(order: list[int], seqs, prefix: int, batch_size: int, capacity: int) -> Iterator[list[int]]:
+    """Consecutive sequences (sorted by length) into rows of <= batch_size sequences and <= capacity tokens."""
+    row, used = [], prefix
+    for i in order:
+        n = len(seqs[i][0]) - prefix
+        if row and (len(row) == batch_size or used + n > capacity):
+            yield row
+            row, used = [], prefix
+        row.append(i)
+        used += n
+    if row:
+        yield row
+
+
+def _padded_inputs(seqs, batch: list[int], pad: int):
+    """Right-padded rows with a 2-D mask; (ids, model kwargs, rows, cols) of the scored positions."""
+    import torch
+
+    width = max(len(seqs[i][0]) for i in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    rows, cols = [], []
+    for b, i in enumerate(batch):
+        tokens, plen = seqs[i]
+        ids[b, :len(tokens)] = torch.tensor(tokens)
+        mask[b, :len(tokens)] = 1
+        rows += [b] * (len(tokens) - plen)
+        cols += range(plen, len(tokens))
+    return ids, {"attention_mask": mask}, rows, cols
+
+
+def shared_prefix(seqs) -> int:
+    """Length of the token prefix every sequence shares (system prompt, few-shot turns), kept inside the prompts."""
+    first = seqs[0][0]
+    limit = min(plen for _, plen in seqs) - 1
+    n = 0
+    while n < limit and all(tokens[n] == first[n] for tokens, _ in seqs):
+        n += 1
+    return n
+
+
+def _packed_inputs(seqs, batch: list[int], prefix: int):
+    """One row: the shared prefix once, then each sequence's rest (no padding).
+
+    The 4-D mask lets every rest attend to the prefix and causally to itself only; positions
+    continue from the prefix, so each sequence sees exactly what it would see alone.
+    """
+    import torch
+
+    first = seqs[batch[0]][0]
+    total = prefix + sum(len(seqs[i][0]) - prefix for i in batch)
+    ids = first[:prefix] + [t for i in batch for t in seqs[i][0][prefix:]]
+    mask = torch.zeros((total, total), dtype=torch.bool)
+    mask[:prefix, :prefix] = torch.ones((prefix, prefix), dtype=torch.bool).tril()
+    positions, cols, offset = list(range(prefix)), [], prefix
+    for i in batch:
+        tokens, plen = seqs[i]
+        n = len(tokens) - prefix
+        mask[offset:offset + n, :prefix] = True
+        mask[offset:offset + n, offset:offset + n] = torch.ones((n, n), dtype=torch.bool).tril()
+        positions += range(prefix, len(tokens))
+        cols += range(offset + plen - prefix, offset + n)
+        offset += n
+    return (torch.tensor([ids]), {"attention_mask": mask[None, None], "position_ids": torch.tensor([positions])},
+            [0] * len(cols), cols)
+
+
 def score_causal_lm(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], *, max_length: int = 256,
-                    batch_size: int = 8, scored_logits_only: bool = True,
+                    batch_size: int = 8, scored_logits_only: bool = True, packed: bool = True,
                     add_special_tokens: bool = False) -> tuple[list[float], list[int]]:
     """Per-example mean NLL of each response given its prompt, and the scored token counts.
 
-    ``scored_logits_only`` runs the decoder once and applies the LM head only where a
-    response token is predicted (the vocabulary projection dominates for small models);
-    ``False`` computes full logits, the reference path. ``batch_size=1`` scores one at a time.
+    Sequences are sorted by length. ``scored_logits_only`` runs the decoder and applies the LM
+    head only where a response token is predicted; ``packed`` (with ``batch_size > 1``) puts up
+    to ``batch_size`` sequences in one row behind one copy of their shared prefix (the system
+    prompt, few-shot turns), with a mask that keeps them apart: no compute goes to padding or
+    to the same prefix twice. ``batch_size=1, scored_logits_only=False`` is the reference: one
+    example at a time through the full logits.
     """
     import torch
 
     seqs = build_sequences(tokenizer, prompts, responses, max_length, add_special_tokens)
+    if not seqs:
+        return [], []
     core = _core(model)
     head = core.get_output_embeddings()
-    softcap = getattr(core.config, "final_logit_softcapping", None)
-    nll, counts = [0.0] * len(seqs), [0] * len(seqs)
+    plain_head = getattr(core.config, "final_logit_softcapping", None) is None
+    pack = (packed and batch_size > 1 and scored_logits_only and plain_head
+            and getattr(core.config, "_attn_implementation", "") in ("sdpa", "eager"))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
+    prefix = shared_prefix(seqs) if pack else 0
+    groups = _pack(order, seqs, prefix, batch_size, max(PACK_TOKENS, len(seqs[order[-1]][0]))) if pack \
+        else _batches(order, batch_size)
+    totals = torch.zeros(len(seqs), dtype=torch.float64)
     with torch.inference_mode():
-        for batch in _batches(order, batch_size):
-            width = max(len(seqs[i][0]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            rows, cols = [], []
-            for b, i in enumerate(batch):
-                tokens, plen = seqs[i]
-                ids[b, :len(tokens)] = torch.tensor(tokens)
-                mask[b, :len(tokens)] = 1
-                rows += [b] * (len(tokens) - plen)
-                cols += range(plen, len(tokens))
+        for batch in groups:
+            ids, kwargs, rows, cols = _packed_inputs(seqs, batch, prefix) if pack else _padded_inputs(seqs, batch, pad)
             rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
-            if scored_logits_only and softcap is None:
-                hidden = core.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+            if scored_logits_only and plain_head:
+                hidden = core.base_model(input_ids=ids, **kwargs).last_hidden_state
                 logits = head(hidden[rows_t, cols_t - 1])
             else:
-                logits = model(input_ids=ids, attention_mask=mask).logits[rows_t, cols_t - 1]
+                logits = model(input_ids=ids, **kwargs).logits[rows_t, cols_t - 1]
             token_nll = -torch.log_softmax(logits.float(), dim=-1).gather(1, ids[rows_t, cols_t][:, None])[:, 0]
-            per_row = torch.zeros(len(batch)).index_add_(0, rows_t, token_nll)
-            for b, i in enumerate(batch):
-                counts[i] = len(seqs[i][0]) - seqs[i][1]
-                nll[i] = float(per_row[b]) / counts[i]
-    return nll, counts
+            owners = [i for i in batch for _ in range(len(seqs[i][0]) - seqs[i][1])]
+            totals.index_add_(0, torch.tensor(owners), token_nll.double())
+    counts = [len(tokens) - plen for tokens, plen in seqs]
+    return [float(totals[i]) / counts[i] for i in range(len(seqs))], counts
 
 
 def generate_greedy(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 8,

@@ -163,14 +163,20 @@ def test_classifier_adapter_probe(tmp_path, cls_setup, tiny_encoder):
     assert report["probe"]["passed"] and report["probe"]["total"] == 4
 
 
-def test_batched_scoring_and_generation_equal_one_at_a_time(tiny_causal_lm):
+@pytest.mark.parametrize("packed,system", [(True, "You are a friendly support assistant."), (True, None),
+                                           (False, "Be brief.")])
+def test_batched_scoring_and_generation_equal_one_at_a_time(tiny_causal_lm, packed, system, monkeypatch):
+    from aicd.components.evaluation import inference
     from aicd.components.evaluation.inference import generate_greedy, score_causal_lm
     from aicd.components.models import format_prompt, load_causal_lm
 
+    monkeypatch.setattr(inference, "PACK_TOKENS", 40)  # several packed rows, not one
     model, tok, _ = load_causal_lm(str(tiny_causal_lm))
-    prompts = [format_prompt(tok, q) for q, _, _ in QA]
+    prompts = [format_prompt(tok, q, None, system) for q, _, _ in QA]
     answers = [a for _, a, _ in QA]
-    batched = score_causal_lm(model, tok, prompts, answers, batch_size=4)
+    prefix = inference.shared_prefix(inference.build_sequences(tok, prompts, answers, 256))
+    assert prefix == (len(tok(format_prompt(tok, "", None, system))["input_ids"]) - 2 if system else 1)
+    batched = score_causal_lm(model, tok, prompts, answers, batch_size=4, packed=packed)
     single = score_causal_lm(model, tok, prompts, answers, batch_size=1, scored_logits_only=False)
     assert batched[1] == single[1]
     assert np.allclose(batched[0], single[0], atol=1e-5)
