@@ -72,6 +72,10 @@ def evaluate_candidate(spec: dict, dataset: Input[Dataset], candidate: str, resu
     from aicd.components.spec import parse_spec
 
     entries = run(parse_spec(spec), dataset.path, candidate, results.path)
+    for e in entries:  # other pods see this artifact by its URI, not by this pod's path
+        for key in ("report", "model_dir"):
+            if e.get(key):
+                e[key] = e[key].replace(results.path, results.uri, 1)
     results.metadata["entries"] = [e["name"] for e in entries]
     return json.dumps(entries)
 

@@ -110,3 +110,27 @@ def test_real_minilm_on_drug_reviews(tmp_path, review_sentiment_spec):
     assert board["chosen"]["candidate"] == "all-minilm-l6-v2"
     for e in by_mode.values():  # both learn something real: better than always answering one class (1/3)
         assert e["metrics"]["macro_f1"] > 0.34, e
+
+
+@pytest.mark.slow
+def test_support_bot_smollm2_evaluation(tmp_path, support_bot_spec):
+    """SmolLM2-135M-Instruct on a few real chatterbot questions, through the evaluate_model step."""
+    from aicd.components.data.ingest import ingest_dataset
+    from aicd.components.spec import parse_spec
+
+    support_bot_spec["metrics"].update(max_examples=8, max_new_tokens=12, bootstrap_samples=200)
+    ingest_dataset(parse_spec(support_bot_spec), tmp_path / "chat")
+
+    @dsl.pipeline(name="support-bot-eval")
+    def support_bot_eval(spec: dict, path: str):
+        data_task = import_dataset(path=path)
+        evaluate_model(spec=spec, dataset=data_task.outputs["dataset"])
+
+    run = run_local(support_bot_eval, {"spec": support_bot_spec, "path": str(tmp_path / "chat")},
+                    workdir=tmp_path / "work", cache=False)
+    report = json.loads((run.artifact_path("evaluate-model", "report") / "report.json").read_text())
+    assert report["complete"] and report["n"] == 8 and any(report["examples"]["predictions"])
+    assert report["slices"] and all(name.startswith("topic=") for name in report["slices"])
+    assert "You are a friendly support assistant" in report["prompt_example"]
+    # a real instruction model finds the reference answers far likelier than chance (vocabulary 49,152)
+    assert 1.0 < report["metrics"]["perplexity"]["value"] < 1000
