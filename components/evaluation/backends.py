@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aicd.components.errors import EvaluationError
 from aicd.components.evaluation.inference import Outputs, classify_texts, generate_greedy, score_causal_lm
 from aicd.components.models import format_prompt
 
