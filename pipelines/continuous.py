@@ -31,9 +31,8 @@ def build(platform: Platform):
         feedback_task = platform.apply(collect_feedback(spec=spec, log_uri=feedback_log,
                                                         parent_uri=previous_feedback), "labeling", cache=False)
         check_task = platform.apply(check_new_data(spec=spec, labeled_rows=labels_task.outputs["Output"],
-                                                   feedback_rows=feedback_task.outputs["Output"]), "data",
-                                    cache=False)
-        with dsl.If(check_task.outputs["retrain"] == True, name="enough-new-data"):  # noqa: E712
+                                                   feedback_rows=feedback_task.outputs["Output"]), "data")
+        with dsl.If(check_task.outputs["Output"] == True, name="enough-new-data"):  # noqa: E712
             labeled = labels_task.outputs["labeled"]
             deliver_model(spec, labeled, train_candidate(spec, labeled, platform), platform)
 

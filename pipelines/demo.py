@@ -99,7 +99,7 @@ def _outcome(run, spec: Spec) -> dict[str, Any]:
             out[f"{who} {primary}"] = round(metrics.get(primary, float("nan")), 4)
         elif task.name.startswith("gate-candidate"):
             blessing = task.outputs.get("blessing")
-            out["gate"] = "passed" if task.outputs.get("passed") else "FAILED"
+            out["gate"] = "passed" if task.outputs.get("Output") else "FAILED"
             out["gate reasons"] = "; ".join(blessing.metadata.get("reasons", [])) if blessing else ""
         elif task.name.startswith("promote-adapter"):
             out["promoted commit"] = task.outputs.get("Output") or "(no change)"

@@ -180,6 +180,8 @@ def run_local(pipeline, arguments: dict[str, Any], workdir: str | Path = ".aicd"
         with warnings.catch_warnings(), _instrumented(run, store, listener, verbose):
             # SubprocessRunner runs the role images' code in this environment, as intended.
             warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
+            # Display names, GPUs and resources are for the cluster; locally they are rightly ignored.
+            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
             pipeline(**arguments)
     except RuntimeError as err:
         failed = next((t for t in run.tasks if t.status == "failed"), None)

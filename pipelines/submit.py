@@ -47,6 +47,7 @@ def compile_pipeline(pipeline, path: str | Path) -> Path:
     os.close(fd)
     try:
         compiler.Compiler().compile(pipeline_func=pipeline, package_path=tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

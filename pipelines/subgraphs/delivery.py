@@ -27,7 +27,7 @@ def gate_and_promote(spec, platform: Platform, candidate_report, *, model=None, 
                      champion_report=None) -> dsl.PipelineTask:
     """gate_candidate -> dsl.If(passed) -> promote_adapter; gate and promote are never cached.
 
-    Returns the gate task (outputs ``passed``, ``digest``, ``blessing``, ``metrics``).
+    Returns the gate task (outputs ``Output`` (passed), ``digest``, ``blessing``, ``metrics``).
     """
     from aicd.components.delivery.steps import gate_candidate, promote_adapter
 
@@ -35,7 +35,8 @@ def gate_and_promote(spec, platform: Platform, candidate_report, *, model=None, 
     inputs = {k: v for k, v in optional.items() if v is not None}
     gate_task = platform.apply(gate_candidate(spec=spec, candidate_report=candidate_report, **inputs), "deliver",
                                cache=False)
-    with dsl.If(gate_task.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
+    # kfp.local resolves a dsl.If only on an output named `Output`: the gate names `passed` so.
+    with dsl.If(gate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
         promote = {"candidate": model} if model is not None else {}
         platform.apply(promote_adapter(spec=spec, blessing=gate_task.outputs["blessing"], **promote), "deliver",
                        cache=False)

@@ -1,0 +1,111 @@
+"""Every pipeline compiles, and its IR has the structure delivery and the platform rely on."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aicd.components import _images
+from aicd.pipelines.platform import Platform
+from aicd.pipelines.profiles import load_profile
+from aicd.pipelines.stages import PIPELINES, build_pipeline
+from aicd.pipelines.submit import compile_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+GPU_PROFILE = ROOT / "examples" / "profiles" / "gpu-cluster.yaml"
+NEVER_CACHED = {"ingest-dataset", "gate-candidate", "promote-adapter"}
+TRAINING = ("train-adapter", "train-from-scratch")
+
+
+def tasks(ir: dict, dag: dict | None = None, conditions: tuple = ()):
+    """(component name, task spec, enclosing dsl.If conditions) of every container task, recursively."""
+    dag = dag if dag is not None else ir["root"]["dag"]
+    for spec in dag["tasks"].values():
+        component = spec["componentRef"]["name"]
+        inner = ir["components"][component]
+        condition = spec.get("triggerPolicy", {}).get("condition")
+        if "dag" in inner:
+            yield from tasks(ir, inner["dag"], conditions + ((condition,) if condition else ()))
+        else:
+            yield component.removeprefix("comp-"), spec, conditions
+
+
+def base(component: str) -> str:
+    """`evaluate-model-2` -> `evaluate-model`."""
+    head, _, tail = component.rpartition("-")
+    return head if tail.isdigit() else component
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("ir")
+    platform = Platform(load_profile(GPU_PROFILE))
+    docs = {}
+    for name in PIPELINES:
+        path = compile_pipeline(build_pipeline(name, platform), out / f"{name}.yaml")
+        docs[name] = list(yaml.safe_load_all(path.read_text()))
+    return docs
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_pipeline_compiles_with_spec_parameter(compiled, name):
+    ir = compiled[name][0]
+    assert ir["pipelineInfo"]["name"] == f"aicd-{name}"
+    assert ir["root"]["inputDefinitions"]["parameters"]["spec"]["parameterType"] == "STRUCT"
+    assert any(True for _ in tasks(ir))
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_promote_runs_only_inside_the_gate_condition(compiled, name):
+    ir = compiled[name][0]
+    promotes = [(spec, conds) for comp, spec, conds in tasks(ir) if base(comp) == "promote-adapter"]
+    if name == "poc":
+        assert promotes == []  # stage 1 delivers nothing
+        return
+    assert promotes, f"{name} has no promotion"
+    for spec, conditions in promotes:
+        assert any("gate-candidate-Output" in c and c.endswith("== true") for c in conditions), conditions
+        assert spec["inputs"]["artifacts"]["blessing"]
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_gpus_only_on_training_tasks(compiled, name):
+    ir = compiled[name][0]
+    executors = ir["deploymentSpec"]["executors"]
+    for comp, _, _ in tasks(ir):
+        resources = executors[ir["components"][f"comp-{comp}"]["executorLabel"]]["container"].get("resources", {})
+        wants_gpu = "accelerator" in resources
+        assert wants_gpu == base(comp).startswith(TRAINING), comp
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_images_only_from_the_role_table(compiled, name):
+    allowed = {_images.image(role) for role in _images.ROLES}
+    images = {e["container"]["image"] for e in compiled[name][0]["deploymentSpec"]["executors"].values()}
+    assert images and images <= allowed, images - allowed
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_caching_off_exactly_where_it_must_be(compiled, name):
+    for comp, spec, _ in tasks(compiled[name][0]):
+        cached = spec.get("cachingOptions", {}).get("enableCache", False)
+        if base(comp) in NEVER_CACHED:
+            assert not cached, comp
+        elif base(comp) not in ("import-labels", "collect-feedback", "export-for-labeling"):
+            assert cached, comp  # labeling steps read a live Label Studio / payload log: never cached either
+
+
+def test_compile_cli_writes_every_pipeline_with_registry_and_tag(tmp_path):
+    out = tmp_path / "ir"
+    result = subprocess.run([sys.executable, "-m", "aicd.pipelines.cli", "compile", "--out", str(out),
+                             "--registry", "registry.example.com/ml", "--tag", "v7", "--profile", str(GPU_PROFILE)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.stem for p in out.glob("*.yaml")) == sorted(PIPELINES)
+    for path in out.glob("*.yaml"):
+        ir = next(yaml.safe_load_all(path.read_text()))
+        images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
+        assert images <= {f"registry.example.com/ml/aicd-{r}:v7" for r in _images.ROLES}, images
+    assert f"compiled {len(PIPELINES)} pipeline(s) with profile gpu-cluster" in result.stdout
