@@ -108,64 +108,68 @@ def rerun_in_new_process(workdir: Path, cache_dir: Path, argument: dict, code_di
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(repeats: int) -> list[Figure]:
+def _time_figure(trial, decl: Figure, per: int = 1, **labels: str) -> Figure:
+    """Seconds per run (or per step) from the medians of CPU and of wall time."""
+    return Figure(NAME, decl.name, decl.unit, decl.goal,
+                  baseline=median([s.cpu for s in trial.baseline]) / per,
+                  treatment=median([s.cpu for s in trial.treatment]) / per,
+                  wall_baseline=median([s.wall for s in trial.baseline]) / per,
+                  wall_treatment=median([s.wall for s in trial.treatment]) / per, **labels)
+
+
+def measure_overhead(tmp: Path, repeats: int) -> Figure:
+    run_local = _subject()[0]
+    trial = alternate(lambda: [bench_increment.python_func(value=i) for i in range(STEPS)],
+                      lambda: run_local(overhead_pipeline, {"value": 0}, tmp / "overhead", cache=False),
+                      repeats=repeats)
+    overhead = _time_figure(trial, declared()[0], STEPS, baseline_label="direct", treatment_label="run_local")
+    overhead.note = (f"{STEPS} chained trivial steps; CPU of the step subprocesses included; "
+                     f"wall per step {overhead.wall_treatment:.2f} s")
+
+    def chain_result(_, local_run):
+        assert [t.status for t in local_run.tasks] == ["ran"] * STEPS, "not every step ran"
+    return apply_check(overhead, chain_result, None, trial.treatment_result)
+
+
+def measure_cache(tmp: Path, repeats: int) -> Figure:
     import yaml
 
-    run_local = _subject()[0]
+    from aicd.components.spec import parse_spec
     from aicd.pipelines.cache import source_digest
     from aicd.pipelines.stages import pipeline_argument
-    from aicd.components.spec import parse_spec
 
-    overhead_decl, cache_decl = declared()
+    spec = yaml.safe_load((ROOT_DIR / "examples" / "review-sentiment" / "spec.yaml").read_text())
+    argument = pipeline_argument(parse_spec(spec))
+    # Other people edit aicd.components while this runs; a snapshot keeps their edits from
+    # turning hits into misses (the digest is still computed in every run, for its cost).
+    code = source_digest()
+    warm, fresh_root = tmp / "warm-cache", tmp / "fresh"
+
+    def once(cache_dir: Path):
+        return rerun_in_new_process(tmp / "runs", cache_dir, argument, code)
+
+    def new_cache() -> Path:
+        shutil.rmtree(fresh_root, ignore_errors=True)
+        return fresh_root
+
+    trial = alternate(once, lambda _: once(warm), repeats=repeats, prepare_baseline=new_cache,
+                      prepare_treatment=lambda: shutil.rmtree(tmp / "runs", ignore_errors=True))
+    cache = _time_figure(trial, declared()[1], baseline_label="fresh", treatment_label="cache hit")
+
+    def identical(a, b):
+        assert set(a["statuses"].values()) == {"ran"}, f"fresh run statuses {a['statuses']}"
+        assert set(b["statuses"].values()) == {"cached"}, f"re-run statuses {b['statuses']}"
+        assert a["dataset_digest"] == b["dataset_digest"], "the re-run's data set differs"
+        assert a["report_sha256"] == b["report_sha256"], "the re-run's profile report differs"
+    apply_check(cache, identical, trial.baseline_result, trial.treatment_result)
+    speedup = cache.baseline / cache.treatment if cache.treatment else float("inf")
+    summary = (f"ingest + profile of the review-sentiment data; speedup {speedup:.1f}x (CPU), "
+               f"{cache.wall_baseline / cache.wall_treatment:.1f}x (wall)")
+    cache.note = "; ".join(filter(None, [cache.note, summary]))
+    return cache
+
+
+def run(repeats: int) -> list[Figure]:
+    _subject()
     with tempfile.TemporaryDirectory(prefix="aicd-bench-pipe-") as tmp:
-        tmp = Path(tmp)
-        trial = alternate(lambda: [bench_increment.python_func(value=i) for i in range(STEPS)],
-                          lambda: run_local(overhead_pipeline, {"value": 0}, tmp / "overhead", cache=False),
-                          repeats=repeats)
-        overhead = Figure(NAME, overhead_decl.name, "s/step", overhead_decl.goal,
-                          baseline=median([s.cpu for s in trial.baseline]) / STEPS,
-                          treatment=median([s.cpu for s in trial.treatment]) / STEPS,
-                          wall_baseline=median([s.wall for s in trial.baseline]) / STEPS,
-                          wall_treatment=median([s.wall for s in trial.treatment]) / STEPS,
-                          baseline_label="direct", treatment_label="run_local")
-        overhead.note = (f"{STEPS} chained trivial steps; CPU of the step subprocesses included; "
-                         f"wall per step {overhead.wall_treatment:.2f} s")
-
-        def chain_result(_, local_run):
-            assert [t.status for t in local_run.tasks] == ["ran"] * STEPS, "not every step ran"
-        apply_check(overhead, chain_result, None, trial.treatment_result)
-
-        spec = yaml.safe_load((ROOT_DIR / "examples" / "review-sentiment" / "spec.yaml").read_text())
-        argument = pipeline_argument(parse_spec(spec))
-        # Other people edit aicd.components while this runs; a snapshot keeps their edits from
-        # turning hits into misses (the digest is still computed in every run, for its cost).
-        code = source_digest()
-        warm, fresh_root = tmp / "warm-cache", tmp / "fresh"
-
-        def fresh(cache_dir: Path):
-            return rerun_in_new_process(tmp / "runs", cache_dir, argument, code)
-
-        def new_cache() -> Path:
-            shutil.rmtree(fresh_root, ignore_errors=True)
-            return fresh_root
-
-        trial = alternate(fresh, lambda _: fresh(warm), repeats=repeats, prepare_baseline=new_cache,
-                          prepare_treatment=lambda: shutil.rmtree(tmp / "runs", ignore_errors=True))
-        cache = Figure(NAME, cache_decl.name, "s", cache_decl.goal,
-                       baseline=median([s.cpu for s in trial.baseline]),
-                       treatment=median([s.cpu for s in trial.treatment]),
-                       wall_baseline=median([s.wall for s in trial.baseline]),
-                       wall_treatment=median([s.wall for s in trial.treatment]),
-                       baseline_label="fresh", treatment_label="cache hit")
-
-        def identical(a, b):
-            assert set(a["statuses"].values()) == {"ran"}, f"fresh run statuses {a['statuses']}"
-            assert set(b["statuses"].values()) == {"cached"}, f"re-run statuses {b['statuses']}"
-            assert a["dataset_digest"] == b["dataset_digest"], "the re-run's data set differs"
-            assert a["report_sha256"] == b["report_sha256"], "the re-run's profile report differs"
-        apply_check(cache, identical, trial.baseline_result, trial.treatment_result)
-        speedup = cache.baseline / cache.treatment if cache.treatment else float("inf")
-        summary = (f"ingest + profile of the review-sentiment data; speedup {speedup:.1f}x (CPU), "
-                   f"{cache.wall_baseline / cache.wall_treatment:.1f}x (wall)")
-        cache.note = "; ".join(filter(None, [cache.note, summary]))
-    return [overhead, cache]
+        return [measure_overhead(Path(tmp), repeats), measure_cache(Path(tmp), repeats)]

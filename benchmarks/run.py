@@ -14,8 +14,8 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks.harness import MIN_REPEATS, RESULTS_DIR, Figure, SubjectMissing, machine, not_run, one_thread, \
-    text_table, write_results
+from benchmarks.harness import MIN_REPEATS, RESULTS_DIR, Figure, SubjectMissing, not_run, one_thread
+from benchmarks.report import machine, text_table, write_results
 
 log = logging.getLogger("benchmarks")
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import harness, run  # noqa: E402
+from benchmarks import harness, report, run  # noqa: E402
 from benchmarks.harness import Figure, Goal, SubjectMissing  # noqa: E402
 
 
@@ -164,7 +164,7 @@ def test_write_results_json_and_markdown(tmp_path):
                         "components/data missing")[0],
     ]
     info = {"cpu_model": "Test CPU", "cores": 2, "memory_gb": 1.0, "python": "3.11", "torch": "2.13.0"}
-    json_path, md_path = harness.write_results(figures, tmp_path / "out", info, elapsed_s=12.0)
+    json_path, md_path = report.write_results(figures, tmp_path / "out", info, elapsed_s=12.0)
     payload = json.loads(json_path.read_text())
     assert payload["machine"] == info
     assert [f["met"] for f in payload["figures"]] == [True, False, True, None]
@@ -181,7 +181,7 @@ def test_write_results_json_and_markdown(tmp_path):
 
 
 def test_machine_description_names_cpu_memory_and_versions():
-    info = harness.machine()
+    info = report.machine()
     for key in ("cpu_model", "cores", "memory_gb", "python", "torch"):
         assert key in info
     assert info["cores"] >= 1
