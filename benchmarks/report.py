@@ -29,11 +29,13 @@ def machine() -> dict[str, Any]:
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         info["memory_gb"] = None
-    for module in ("torch", "transformers", "peft", "kfp", "kserve"):
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("torch", "transformers", "peft", "accelerate", "kfp", "kserve"):
         try:
-            info[module] = __import__(module).__version__
-        except Exception:  # noqa: BLE001 - a missing library is reported, not fatal
-            info[module] = None
+            info[dist] = version(dist)
+        except PackageNotFoundError:
+            info[dist] = None
     try:
         import torch
         info["torch_threads"] = torch.get_num_threads()
