@@ -228,3 +228,14 @@ def test_runner_reports_missing_and_broken_benchmarks(monkeypatch, behaviour, st
     assert fig.status == status
     assert note in fig.note
     assert fig.met is met
+
+
+def test_main_writes_results_and_refuses_too_few_repeats(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(run.importlib, "import_module", lambda name: _Module(_works))
+    assert run.main(["--only", "data", "--out", str(tmp_path), "--name", "r", "--repeats", "4"]) == 0
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert payload["figures"][0]["treatment"] == 4.0 and payload["figures"][0]["met"] is True
+    assert "goals met: 1, not met: 0, not measured: 0" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        run.main(["--repeats", "2", "--out", str(tmp_path)])
+    assert "--repeats must be at least 3" in capsys.readouterr().err
