@@ -1,6 +1,7 @@
 """train_adapter: fine-tune a base model with one method of the spec into a Model artifact."""
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ def _load_qlora_base(uri: str):
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.bfloat16)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=quant,
+                                                 device_map={"": int(os.environ.get("LOCAL_RANK", "0"))},
                                                  trust_remote_code=False, use_safetensors=True)
     return model, load_tokenizer(model_dir), model_dir
 

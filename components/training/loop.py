@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aicd.components.errors import TrainingError
 from aicd.components.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from aicd.components.training.packing import BatchPlan, collate
+from aicd.components.training.packing import BatchPlan, collate, mask_format
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,8 @@ def run_loop(model, plan: BatchPlan, cfg: LoopConfig, accelerator, pad_id: int, 
     import torch
     from tqdm.auto import tqdm
 
+    if getattr(model, "hf_quantizer", None) is None:  # quantized (QLoRA) models are placed at load time
+        model.to(accelerator.device)  # before the optimizer, so restored state lands on the same device
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the model has no trainable parameters", "check training.methods[].target_modules")
@@ -173,16 +175,16 @@ def run_loop(model, plan: BatchPlan, cfg: LoopConfig, accelerator, pad_id: int, 
     start = state.get("step", 0)
     result = LoopResult(steps=cfg.steps, losses=list(state.get("losses", [])),
                         resumed_from=start or None, val_losses=[tuple(v) for v in state.get("val_losses", [])],
-                        best_val_loss=state.get("best_val_loss"))
+                        best_val_loss=state.get("best_val_loss"), stopped_early=state.get("stopped_early", False))
     best, bad_evals = extra.get("best"), state.get("bad_evals", 0)
     wrapped = accelerator.prepare(model)
     wrapped.train()
-    dtype = next(model.parameters()).dtype
+    fmt = mask_format(model)
     bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not (cfg.progress and accelerator.is_main_process))
     began = time.perf_counter()
     with _sigterm_flag() as stop:
-        for step in range(start, cfg.steps):
-            loss = _step(wrapped, plan, step, accelerator, pad_id, cfg, dtype, params, optimizer, scheduler, result)
+        for step in range(start, start if result.stopped_early else cfg.steps):
+            loss = _step(wrapped, plan, step, accelerator, pad_id, cfg, fmt, params, optimizer, scheduler, result)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{result.tokens / (time.perf_counter() - began):.0f}")
             done = step + 1 == cfg.steps
@@ -200,7 +202,8 @@ def run_loop(model, plan: BatchPlan, cfg: LoopConfig, accelerator, pad_id: int, 
             if cfg.checkpoint_dir is not None and (
                     (step + 1) % cfg.checkpoint_every == 0 or done or interrupted or result.stopped_early):
                 body = {"step": step + 1, "losses": result.losses, "val_losses": result.val_losses,
-                        "best_val_loss": result.best_val_loss, "bad_evals": bad_evals}
+                        "best_val_loss": result.best_val_loss, "bad_evals": bad_evals,
+                        "stopped_early": result.stopped_early}
                 if accelerator.is_main_process:
                     save_checkpoint(cfg.checkpoint_dir, step + 1, model, optimizer, scheduler, body, cfg.keep,
                                     {"best": best} if best is not None else None)
@@ -220,7 +223,7 @@ def run_loop(model, plan: BatchPlan, cfg: LoopConfig, accelerator, pad_id: int, 
     return result
 
 
-def _step(wrapped, plan, step, accelerator, pad_id, cfg, dtype, params, optimizer, scheduler, result) -> float:
+def _step(wrapped, plan, step, accelerator, pad_id, cfg, fmt, params, optimizer, scheduler, result) -> float:
     """One optimizer step over this rank's micro-batches; returns the global mean loss."""
     import torch
 
@@ -229,7 +232,7 @@ def _step(wrapped, plan, step, accelerator, pad_id, cfg, dtype, params, optimize
     scale = accelerator.num_processes / total
     summed = 0.0
     for a, examples in enumerate(micro):
-        batch = {k: v.to(accelerator.device) for k, v in collate(examples, pad_id, cfg.packing, dtype).items()}
+        batch = {k: v.to(accelerator.device) for k, v in collate(examples, pad_id, cfg.packing, *fmt).items()}
         sync = a == len(micro) - 1
         with contextlib.nullcontext() if sync else accelerator.no_sync(wrapped), accelerator.autocast():
             loss = summed_loss(wrapped, batch)

@@ -19,28 +19,41 @@ _MEGABATCH = 16  # global batches per length-sorted group
 
 
 def block_diagonal_mask(lengths: list[int], dtype=None):
-    """(1, 1, T, T) additive mask: token i attends to j iff same example and j <= i."""
+    """(1, 1, T, T) mask: token i attends to j iff same example and j <= i.
+
+    Additive (0 or the dtype's minimum) for a float ``dtype`` (default float32), which
+    every attention implementation accepts; boolean (True = attend) for ``torch.bool``,
+    which SDPA takes in any compute dtype (bf16 autocast on GPUs).
+    """
     import torch
 
     dtype = dtype or torch.float32
     seq = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
     same = seq[:, None] == seq[None, :]
     causal = torch.ones(len(seq), len(seq), dtype=torch.bool).tril()
+    if dtype == torch.bool:
+        return (same & causal)[None, None]
     mask = torch.zeros(len(seq), len(seq), dtype=dtype)
     mask.masked_fill_(~(same & causal), torch.finfo(dtype).min)
     return mask[None, None]
 
 
-def pack(examples: list[Example], dtype=None) -> dict:
-    """One padding-free row: input_ids, labels, position_ids and the block-diagonal mask."""
+def pack(examples: list[Example], dtype=None, mask: bool = True) -> dict:
+    """One padding-free row: input_ids, labels, position_ids and the block-diagonal mask.
+
+    ``mask=False`` leaves the mask out for FlashAttention, whose varlen kernels take the
+    example boundaries from the restarting position_ids.
+    """
     import torch
 
     ids = [t for ex in examples for t in ex.input_ids]
     labels = [t for ex in examples for t in ex.labels]
     positions = [p for ex in examples for p in range(ex.length)]
-    return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
-            "position_ids": torch.tensor([positions]),
-            "attention_mask": block_diagonal_mask([ex.length for ex in examples], dtype)}
+    batch = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+             "position_ids": torch.tensor([positions])}
+    if mask:
+        batch["attention_mask"] = block_diagonal_mask([ex.length for ex in examples], dtype)
+    return batch
 
 
 def pad(examples: list[Example], pad_id: int) -> dict:
@@ -58,11 +71,24 @@ def pad(examples: list[Example], pad_id: int) -> dict:
     return batch
 
 
-def collate(examples: list[Example], pad_id: int, packing: bool, dtype=None) -> dict:
+def collate(examples: list[Example], pad_id: int, packing: bool, dtype=None, mask: bool = True) -> dict:
     """Packed rows for causal-LM examples when packing is on, padded rows otherwise."""
     if packing and not isinstance(examples[0].labels, int):
-        return pack(examples, dtype)
+        return pack(examples, dtype, mask)
     return pad(examples, pad_id)
+
+
+def mask_format(model) -> tuple:
+    """(dtype, mask) for pack(): the packed format the model's attention implementation takes."""
+    import torch
+
+    config = getattr(model, "config", None)
+    impl = str(getattr(config, "_attn_implementation", "") or "")
+    if impl.startswith("flash_attention"):
+        return None, False
+    if impl == "sdpa":
+        return torch.bool, True
+    return next(model.parameters()).dtype, True
 
 
 def epoch_order(lengths: list[int], seed: int, epoch: int, global_batch: int, group_by_length: bool) -> list[int]:

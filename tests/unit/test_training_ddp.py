@@ -1,6 +1,7 @@
 """Distributed: 2 processes under torchrun (gloo, CPU) end where 1 process with the same global batch ends."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,8 +23,16 @@ def _run(prefix: list[str], spec: dict, tmp: Path, name: str) -> dict:
                     str(tmp / "ds"), "--method", "lora", "--out", str(out), "--checkpoint-root",
                     str(tmp / f"ck-{name}"), "--no-progress", "--summary", str(summary)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Own process group: on a timeout the workers torchrun started are killed with it.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        pytest.fail(f"{name} run timed out: {err[-3000:]}")
+    assert proc.returncode == 0, err[-3000:]
     return load_file(str(out / "adapter_model.safetensors"))
 
 

@@ -126,3 +126,15 @@ def test_classification_adapter_trains_head_and_loads(tiny_encoder, tmp_path, me
     init = 0.0 if method == "lora" else 1.0
     moved = [k for k, v in saved.items() if ("lora_B" in k or "ia3_l" in k) and not torch.all(v == init)]
     assert moved
+
+
+def test_out_of_memory_is_a_clear_error(tiny_causal_lm, tmp_path, monkeypatch):
+    def no_memory(*args, **kwargs):  # stands in for a GPU running out of memory
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr("aicd.components.training.adapter.run_loop", no_memory)
+    spec = causal_spec(tiny_causal_lm, tmp_path / "ck")
+    with pytest.raises(TrainingError, match="training lora-r8 ran out of memory \\(OutOfMemoryError\\)\n"
+                                            "  fix: lower training.batch_size or task.max_length"):
+        train_adapter(spec, make_dataset(tmp_path / "ds", causal_rows()), "lora-r8", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,7 @@ from aicd.components.models import load_causal_lm
 from aicd.components.spec import TaskSpec
 from aicd.components.training.examples import encode_rows
 from aicd.components.training.loop import summed_loss
-from aicd.components.training.packing import block_diagonal_mask, pack, pad
+from aicd.components.training.packing import block_diagonal_mask, mask_format, pack, pad
 from test_training_data import causal_rows
 
 
@@ -20,6 +20,16 @@ def test_block_diagonal_mask():
                        [0, 0, 1, 1, 0],
                        [0, 0, 1, 1, 1]]
     assert mask.min().item() == torch.finfo(torch.float32).min
+    assert (block_diagonal_mask([2, 3], torch.bool)[0, 0].int().tolist()) == allowed
+
+
+@pytest.mark.parametrize("attention, dtype, with_mask", [
+    ("sdpa", torch.bool, True), ("eager", torch.float32, True), ("flash_attention_2", None, False),
+])
+def test_mask_format_follows_the_attention_implementation(tiny_causal_lm, attention, dtype, with_mask):
+    model, _, _ = load_causal_lm(str(tiny_causal_lm))
+    model.config._attn_implementation = attention  # no FlashAttention here: only the choice is checked
+    assert mask_format(model) == (dtype, with_mask)
 
 
 def test_pack_restarts_positions_and_keeps_labels(tiny_causal_lm, support_bot_spec):
@@ -43,15 +53,19 @@ def model_and_examples(tiny_causal_lm):
     return model, tok, encode_rows(rows, tok, task).examples
 
 
-@pytest.mark.parametrize("attention, only_response_logits", [("sdpa", True), ("eager", True), ("sdpa", False)])
-def test_packed_loss_equals_per_example_loss(model_and_examples, monkeypatch, attention, only_response_logits):
+@pytest.mark.parametrize("attention, mask_dtype, only_response_logits", [
+    ("sdpa", torch.float32, True), ("sdpa", torch.bool, True), ("eager", torch.float32, True),
+    ("sdpa", torch.bool, False),
+])
+def test_packed_loss_equals_per_example_loss(model_and_examples, monkeypatch, attention, mask_dtype,
+                                             only_response_logits):
     model, tok, examples = model_and_examples
     model.set_attn_implementation(attention)
     monkeypatch.setattr("aicd.components.training.loop._keeps_logits", lambda m: only_response_logits)
     with torch.no_grad():
         alone = sum(summed_loss(model, pad([ex], tok.pad_token_id)).item() for ex in examples)
         padded = summed_loss(model, pad(examples, tok.pad_token_id)).item()
-        packed = summed_loss(model, pack(examples)).item()
+        packed = summed_loss(model, pack(examples, mask_dtype)).item()
     assert packed == pytest.approx(alone, rel=1e-5, abs=1e-5)
     assert padded == pytest.approx(alone, rel=1e-5, abs=1e-5)
 

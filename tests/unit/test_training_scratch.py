@@ -53,6 +53,10 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     assert result.steps < 40
     vals = [v for _, v in card["metrics"]["val_losses"]]
     assert vals[-1] > min(vals) and result.best_val_loss == min(vals)
+    # A retry after early stopping does not train on: it rebuilds the same artifact.
+    again = train_from_scratch(spec, data, tmp_path / "again", progress=False)
+    assert again.resumed_from == result.steps and again.steps == result.steps
+    assert load_model_artifact(tmp_path / "again")[2]["digest"] == card["digest"]
 
 
 def test_resume_after_interruption_is_bitwise_equal(tmp_path, monkeypatch):
