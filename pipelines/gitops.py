@@ -54,7 +54,7 @@ def ensure_gitops_repo(repo: str | Path, branch: str, manifests: str | Path) -> 
             staging.rename(repo) if not repo.exists() else _replace_empty(staging, repo)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    log.info("created GitOps repository %s (branch %s) from %s", repo, branch, manifests)
+    log.debug("created GitOps repository %s (branch %s) from %s", repo, branch, manifests)
     return True
 
 

@@ -19,7 +19,7 @@ class StepPrinter:
     line between them with the elapsed time and the last line of the step's log."""
 
     def __init__(self, console: Console | None = None):
-        self.console = console or Console(highlight=False)
+        self.console = console or Console(highlight=False, soft_wrap=True)
         self._running: dict[str, TaskRecord] = {}
         self._started: dict[str, float] = {}
         self._status = None
@@ -104,7 +104,7 @@ def key_metrics(run: LocalRun, limit: int = 12) -> dict[str, Any]:
 
 
 def render_summary(run: LocalRun, console: Console | None = None) -> None:
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     table = Table(title=f"{run.pipeline}: {len(run.tasks)} step(s) in {run.seconds:.1f}s", title_justify="left")
     table.add_column("step")
     table.add_column("result")

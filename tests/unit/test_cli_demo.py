@@ -35,3 +35,14 @@ def test_gitops_repo_bad_places(tmp_path, setup, message):
     manifests.mkdir()
     with pytest.raises(DeliveryError, match=message):
         ensure_gitops_repo(tmp_path / "gitops.git", "main", manifests)
+
+
+def test_demo_budget_only_lowers_and_says_what_it_changed(support_bot_spec):
+    from aicd.components.spec import parse_spec
+    from aicd.pipelines.demo import apply_budget
+
+    support_bot_spec["metrics"]["max_examples"] = 10  # already below the budget: kept
+    spec, changes = apply_budget(parse_spec(support_bot_spec), {"training": {"max_steps": 5, "batch_size": 64},
+                                                                "metrics": {"max_examples": 24}})
+    assert (spec.training.max_steps, spec.training.batch_size, spec.metrics.max_examples) == (5, 8, 10)
+    assert changes == ["training.max_steps: 60 -> 5"]
