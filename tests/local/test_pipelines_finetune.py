@@ -1,0 +1,94 @@
+"""The finetune pipeline end to end under kfp.local, on the tiny random model and few steps.
+
+Real steps (ingest, train, evaluate, compare, gate, promote into a bare Git repository);
+only the model is tiny. The second run shows the content-hash cache: every cacheable
+step is skipped and every output is byte-identical; ingest, gate and promote always run
+(their inputs live outside the pipeline) and reach the same results.
+"""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aicd.components.spec import parse_spec
+from aicd.pipelines.cache import path_digest, source_digest
+from aicd.pipelines.gitops import ensure_gitops_repo, head_commit
+from aicd.pipelines.local import PipelineRunError, run_local
+from aicd.pipelines.stages import build_pipeline, pipeline_argument
+
+ROOT = Path(__file__).resolve().parents[2]
+ALWAYS_RUN = {"ingest-dataset", "gate-candidate", "promote-adapter"}
+
+
+@pytest.fixture
+def tiny_spec(support_bot_spec, tiny_causal_lm, tmp_path) -> dict:
+    """The demo spec with the model swapped for the tiny one, a short run and permissive gates."""
+    spec = support_bot_spec
+    spec["candidates"] = [{"name": "tiny-llama", "uri": str(tiny_causal_lm)}]
+    spec["data"]["max_rows"] = 60
+    spec["training"].update(max_steps=2, batch_size=4, checkpoint={"every_steps": 1, "root": str(tmp_path / "ckpt")},
+                            methods=[{"name": "lora-r4", "method": "lora", "r": 4, "alpha": 8,
+                                      "target_modules": ["q_proj", "v_proj"]}])
+    spec["metrics"].update(max_examples=8, bootstrap_samples=50, max_new_tokens=4, behavioural=[],
+                           probe_prompts=[], gates={"thresholds": {}, "non_inferiority": {"token_f1": 1.0}})
+    repo = tmp_path / "gitops.git"
+    ensure_gitops_repo(repo, "main", ROOT / "manifests")
+    spec["delivery"]["gitops"]["repo"] = str(repo)
+    return pipeline_argument(parse_spec(spec))
+
+
+def outputs(run) -> dict:
+    """Every output: artifacts by content digest and metadata, parameters by value."""
+    out = {}
+    for task in run.tasks:
+        for name, value in task.outputs.items():
+            out[f"{task.name}.{name}"] = ((path_digest(value.path), value.metadata) if hasattr(value, "path")
+                                          else value)
+    return out
+
+
+@pytest.fixture
+def first_run(tiny_spec, tmp_path):
+    """The first run, with the code digest frozen for this test (others may edit sources meanwhile)."""
+    pipeline = build_pipeline("finetune")
+    code = source_digest()
+    run = run_local(pipeline, {"spec": tiny_spec}, tmp_path / "work", code_digest=code)
+    return pipeline, code, run
+
+
+def test_finetune_trains_gates_and_promotes(first_run, tiny_spec):
+    _, _, first = first_run
+    names = [t.name for t in first.tasks]
+    assert {"ingest-dataset", "profile-dataset", "train-adapter", "evaluate-model", "evaluate-model-2",
+            "compare-models", "gate-candidate", "promote-adapter"} == set(names), names
+    assert all(t.status == "ran" for t in first.tasks)
+    gate = first.task("gate-candidate")
+    assert gate.outputs["Output"] is True, gate.outputs["blessing"].metadata
+    assert gate.outputs["digest"] == first.task("train-adapter").outputs["model"].metadata["digest"]
+    repo = tiny_spec["delivery"]["gitops"]["repo"]
+    sha, _ = head_commit(repo, "main")
+    assert first.task("promote-adapter").outputs["Output"] == sha
+    overlay = subprocess.run(["git", "--git-dir", repo, "show",
+                              "main:manifests/overlays/production/inferenceservice.yaml"],
+                             capture_output=True, text=True, check=True).stdout
+    assert gate.outputs["digest"].split(":")[1][:12] in overlay
+
+
+@pytest.mark.xfail(strict=True, raises=PipelineRunError,
+                   reason="delivery: promoting the digest that already is the champion raises StaleChange "
+                          "instead of being a no-op (noted to the delivery area)")
+def test_unchanged_rerun_comes_from_the_cache(first_run, tiny_spec, tmp_path):
+    pipeline, code, first = first_run
+    repo = tiny_spec["delivery"]["gitops"]["repo"]
+    sha, _ = head_commit(repo, "main")
+    second = run_local(pipeline, {"spec": tiny_spec}, tmp_path / "work", code_digest=code)
+    assert [t.name for t in second.tasks] == [t.name for t in first.tasks]
+    for task in second.tasks:
+        assert task.status == ("ran" if task.name in ALWAYS_RUN else "cached"), task.name
+    before, after = outputs(first), outputs(second)
+    assert after.pop("promote-adapter.Output") in ("", sha)  # the same adapter again: nothing new to commit
+    before.pop("promote-adapter.Output")
+    blessing = "gate-candidate.blessing"  # carries the time it was made
+    assert {k: v for k, v in after.items() if k != blessing} == {k: v for k, v in before.items() if k != blessing}
+    assert head_commit(repo, "main")[0] == sha
