@@ -84,10 +84,7 @@ def _instrumented(run: LocalRun, cache: ContentCache | None, listener: Listener 
     from kfp.local.orchestrator import task_executor
     from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
 
-    original_execute = task_executor.execute_single_task
-    original_subprocess = subprocess_task_handler.run_local_subprocess
-    original_logger = logging_utils.local_logger_context
-    original_line = logging_utils.print_horizontal_line
+    original = task_executor.execute_single_task
 
     def execute(**kw):
         task_spec, components = kw["task_spec"], kw["components"]
@@ -118,7 +115,7 @@ def _instrumented(run: LocalRun, cache: ContentCache | None, listener: Listener 
                 return hit, status.Status.SUCCESS
         _CONTEXT.log_file = None if verbose else record.log_file
         try:
-            outputs, task_status = original_execute(**kw)
+            outputs, task_status = original(**kw)
         finally:
             _CONTEXT.log_file = None
         record.seconds = time.monotonic() - started
@@ -131,28 +128,35 @@ def _instrumented(run: LocalRun, cache: ContentCache | None, listener: Listener 
             listener("end", record)
         return outputs, task_status
 
-    @contextlib.contextmanager
-    def quiet_logger():
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.WARNING)
-        try:
-            yield
-        finally:
-            root.setLevel(level)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_patched(task_executor, "execute_single_task", execute))
+        if not verbose:
+            stack.enter_context(_patched(subprocess_task_handler, "run_local_subprocess", _log_to_file))
+            stack.enter_context(_patched(logging_utils, "local_logger_context", _quiet_root_logger))
+            stack.enter_context(_patched(logging_utils, "print_horizontal_line", lambda: None))
+        yield
 
-    task_executor.execute_single_task = execute
-    if not verbose:
-        subprocess_task_handler.run_local_subprocess = _log_to_file
-        logging_utils.local_logger_context = quiet_logger
-        logging_utils.print_horizontal_line = lambda: None
+
+@contextlib.contextmanager
+def _patched(module, name: str, value) -> Iterator[None]:
+    original = getattr(module, name)
+    setattr(module, name, value)
     try:
         yield
     finally:
-        task_executor.execute_single_task = original_execute
-        subprocess_task_handler.run_local_subprocess = original_subprocess
-        logging_utils.local_logger_context = original_logger
-        logging_utils.print_horizontal_line = original_line
+        setattr(module, name, original)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Stand-in for kfp.local's logger context: its per-task INFO lines become our progress lines."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def run_local(pipeline, arguments: dict[str, Any], workdir: str | Path = ".aicd", *, cache: bool = True,
