@@ -93,7 +93,7 @@ def _serve_and_ask(spec: Spec, adapter: Path, workdir: Path, console: Console) -
     with running_predictor(spec.candidate().uri, {name: str(adapter)}, workdir / "serving") as predictor:
         console.print(f"predictor ready at {predictor.url} (pid {predictor.pid}, log {predictor.log_file})")
         for question in spec.metrics.probe_prompts or ["Hello, who are you?"]:
-            answer = ask(predictor, name, question, spec.metrics.max_new_tokens)
+            answer = ask(predictor, name, question, spec.metrics.max_new_tokens, spec.task.system_prompt)
             console.print(f"  Q: {question}\n  A ({name} adapter via {predictor.openai_base}): {answer}")
             answers.append((question, answer))
     return answers
@@ -133,8 +133,9 @@ def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
 
     console = Console(highlight=False, soft_wrap=True)
     started = time.monotonic()
-    spec, changes = apply_budget(load_spec(spec_path), DEMO_BUDGET)
     work = Path(workdir).resolve()
+    spec, changes = apply_budget(load_spec(spec_path), DEMO_BUDGET)
+    spec = _own_checkpoints(spec, work / "checkpoints")
     work.mkdir(parents=True, exist_ok=True)
     console.print(f"spec {spec_path}: ok ({spec.name}, {spec.task.type}, base {spec.candidate().uri})")
     if changes:
@@ -181,6 +182,15 @@ def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
         verdict = "finished: the adapter was gated, promoted through Git and served"
     console.print(f"demo {verdict} in {elapsed:.0f}s ({elapsed / 60:.1f} min)")
     return 0 if promoted and not missing else 1
+
+
+def _own_checkpoints(spec: Spec, root: Path) -> Spec:
+    """Keep the demo's training checkpoints in its workdir: removing the workdir starts it afresh."""
+    from aicd.components.spec import parse_spec
+
+    data = spec.model_dump(mode="json", exclude_none=True)
+    data["training"].setdefault("checkpoint", {})["root"] = str(root)
+    return parse_spec(data, "demo")
 
 
 def _gitops_head(spec: Spec) -> str:

@@ -88,8 +88,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
+KEY_FIRST = ("token_f1", "rouge_l", "accuracy", "macro_f1", "gate_passed", "train_loss_final", "train_seconds",
+             "steps", "rows_train", "rows_test")
+
+
 def key_metrics(run: LocalRun, limit: int = 12) -> dict[str, Any]:
-    """Numbers worth showing: metrics-artifact metadata and numeric or boolean step outputs."""
+    """Numbers worth showing: metrics-artifact metadata and numeric or boolean step outputs,
+    the usual headline figures (KEY_FIRST) first."""
     found: dict[str, Any] = {}
     for task in run.tasks:
         for name, value in task.outputs.items():
@@ -100,7 +105,11 @@ def key_metrics(run: LocalRun, limit: int = 12) -> dict[str, Any]:
                         found[f"{task.name}.{metric}"] = number
             elif isinstance(value, (bool, int, float)):
                 found[f"{task.name}.{name}"] = value
-    return dict(list(found.items())[:limit])
+            elif name == "dataset" and meta:
+                found.update({f"{task.name}.{k}": v for k, v in meta.items() if k.startswith("rows_")})
+    rank = {name: i for i, name in enumerate(KEY_FIRST)}
+    ordered = sorted(found.items(), key=lambda kv: rank.get(kv[0].rsplit(".", 1)[-1], len(rank)))
+    return dict(ordered[:limit])
 
 
 def render_summary(run: LocalRun, console: Console | None = None) -> None:

@@ -112,11 +112,11 @@ def running_predictor(base: str, adapters: dict[str, str], log_dir: Path, *, tas
                 proc.wait()
 
 
-def ask(predictor: Predictor, model: str, question: str, max_tokens: int = 48) -> str:
-    """One chat completion through the official OpenAI client."""
+def ask(predictor: Predictor, model: str, question: str, max_tokens: int = 48, system: str | None = None) -> str:
+    """One chat completion through the official OpenAI client (with the spec's system prompt, as trained)."""
     from openai import OpenAI
 
     client = OpenAI(base_url=predictor.openai_base, api_key="not-needed-on-loopback", max_retries=0, timeout=120)
-    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
-                                           max_tokens=max_tokens, temperature=0)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0)
     return (reply.choices[0].message.content or "").strip()
