@@ -151,3 +151,20 @@ def test_canary_without_a_canary_in_git_is_a_clear_error(tmp_path, support_bot_s
     assert code == 2, err
     assert err.startswith("aicd canary: error: no canary is declared in manifests/overlays/production")
     assert "Traceback" not in err
+
+
+def test_run_local_prints_progress_and_summary_and_reruns_from_cache(monkeypatch, tmp_path, capsys):
+    from aicd.pipelines import cache
+
+    monkeypatch.setattr(stages, "build_pipeline", lambda name, platform=None: _toy(name))
+    monkeypatch.setattr(cache, "source_digest", lambda: "toy")  # the toy imports no aicd code
+    argv = ["run", "finetune", "--local", "--spec", SPEC, "--workdir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "> echo-spec ..." in out and "echo-spec: done in" in out
+    assert "0 of 1 step(s) from the cache" in out
+    summaries = sorted(tmp_path.glob("runs/*/summary.json"))
+    assert len(summaries) == 1
+    assert '"Output": "support-bot"' in summaries[0].read_text()
+    assert cli.main(argv) == 0
+    assert "1 of 1 step(s) from the cache" in capsys.readouterr().out
