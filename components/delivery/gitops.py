@@ -162,14 +162,17 @@ def promotion_message(spec: Spec, ref: isvc.ModelRef, blessing: dict[str, Any], 
 def _promotion_edit(spec: Spec, ref: isvc.ModelRef, expected: str | None) -> Edit:
     """The compare-and-swap edit of a promotion: canary at the first step, or the first champion."""
     def edit(doc: dict[str, Any], current: isvc.RolloutState) -> str:
+        # Idempotent: a retried step (or an unchanged re-run) whose model Git already declares
+        # changes nothing and commits nothing.
+        if ref.model_id in (current.champion, current.canary):
+            role = "champion" if current.champion == ref.model_id else "canary"
+            log.info("%s is already the %s in Git; nothing to commit", ref.model_id, role)
+            return f"already-{role}"
         first = current.champion is None and (expected is None or expected.startswith("base:"))
         if current.champion != expected and not first:
             raise StaleChange(f"stale promotion of {ref.model_id}: the gate compared it with {expected or 'no champion'}"
                               f", but the champion in Git is now {current.champion or 'none'}",
                               "evaluate and gate the candidate again against the current champion")
-        if current.champion == ref.model_id or current.canary == ref.model_id:
-            raise DeliveryError(f"{ref.model_id} is already the {'champion' if current.champion == ref.model_id else 'canary'}",
-                                "nothing to promote")
         if current.champion is None:
             isvc.set_champion(doc, spec, ref)
             return "champion"

@@ -86,6 +86,19 @@ def test_first_champion_then_canary_at_first_step(support_bot_spec, remote, tmp_
         assert needle in message
 
 
+def test_promoting_the_declared_model_again_is_a_no_op(support_bot_spec, remote, tmp_path):
+    """A KFP retry after a successful push, or an unchanged re-run, commits nothing and does not fail."""
+    spec = make_spec(support_bot_spec, remote)
+    with_first_champion(spec, remote)
+    adapter, card = make_adapter(tmp_path / "a", 1)
+    blessing = blessing_for(card["digest"], champion=BASE)
+    promote_adapter(spec, blessing, adapter)
+    before = history(remote)
+    again = promote_adapter(spec, blessing, adapter)
+    assert (again.action, again.commit) == ("already-canary", None)
+    assert history(remote) == before
+
+
 @pytest.mark.parametrize("case, error, match", [
     ("tampered", IntegrityError, "does not match its card: adapter_model.safetensors changed"),
     ("other-digest", DeliveryError, "is not the blessed digest"),
