@@ -6,7 +6,7 @@ outcome counts equal the planted ones (known numbers of empty texts, unknown lab
 and exact duplicates; every other row valid).
 
 Peak memory: ``ingest_dataset`` of generated JSONL files of N and 2N rows, each in a
-fresh subprocess (ru_maxrss minus the RSS after importing the ingest code and pyarrow).
+fresh subprocess (peak RSS, VmHWM, minus the RSS after importing the ingest code and pyarrow).
 "Bounded" is read as: doubling the file adds at most a quarter of the added bytes to the
 peak (the file is never held whole; a fixed working set does not count against it). The
 larger file loaded whole with ``json.loads`` per line is shown for scale.
@@ -83,11 +83,16 @@ def write_jsonl(path: Path, n: int) -> int:
     return path.stat().st_size
 
 
+# VmHWM is the peak RSS of this process image; ru_maxrss would carry over the parent's RSS
+# from before the fork (Linux keeps it across execve).
 _PEAK = """
-import json, resource, sys, psutil
+import json, re, sys, psutil
+def hwm():
+    with open("/proc/self/status") as fh:
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", fh.read()).group(1)) * 1024
 base = psutil.Process().memory_info().rss
 {body}
-print(json.dumps({{"base": base, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "out": out}}))
+print(json.dumps({{"base": base, "peak": hwm(), "out": out}}))
 """
 _INGEST = """
 from aicd.components.data.ingest import ingest_dataset
