@@ -33,9 +33,12 @@ def comparison(f1=(0.04, 0.01, 0.07), rouge=(0.0, -0.01, 0.01), latency=(5.0, 5.
 
 @pytest.fixture
 def spec(support_bot_spec):
-    # support-bot gates: token_f1 >= 0.05; non-inferiority token_f1 0.01, rouge_l 0.02.
-    support_bot_spec["metrics"]["gates"]["thresholds"]["latency_p95_ms"] = 100.0
-    support_bot_spec["metrics"]["gates"]["non_inferiority"]["latency_p95_ms"] = 10.0
+    # Gates pinned here so the cases do not follow the example's tuning.
+    metrics = support_bot_spec["metrics"]
+    metrics["gates"]["thresholds"] = {"token_f1": 0.05, "latency_p95_ms": 100.0}
+    metrics["gates"]["non_inferiority"] = {"token_f1": 0.01, "rouge_l": 0.02, "latency_p95_ms": 10.0}
+    for check in metrics["behavioural"]:
+        check["min_pass_rate"] = 0.5
     return support_bot_spec
 
 
