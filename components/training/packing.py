@@ -1,8 +1,8 @@
 """Data order and batches: length-grouped sampling, padding-free packing, dynamic padding.
 
-Packing concatenates a micro-batch's examples into one row without padding. Without
+Packing bin-packs a micro-batch's examples into rows of bounded length. Without
 FlashAttention's varlen kernels, position_ids alone would let a token attend to the
-examples packed before it, so the row gets an exact block-diagonal causal mask (a 4D
+examples packed before it, so each row gets an exact block-diagonal causal mask (a 4D
 additive mask, accepted by every attention implementation) and position_ids that restart
 at 0 for each example: the packed loss equals the per-example loss.
 
@@ -25,34 +25,77 @@ def block_diagonal_mask(lengths: list[int], dtype=None):
     every attention implementation accepts; boolean (True = attend) for ``torch.bool``,
     which SDPA takes in any compute dtype (bf16 autocast on GPUs).
     """
-    import torch
-
-    dtype = dtype or torch.float32
-    seq = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
-    same = seq[:, None] == seq[None, :]
-    causal = torch.ones(len(seq), len(seq), dtype=torch.bool).tril()
-    if dtype == torch.bool:
-        return (same & causal)[None, None]
-    mask = torch.zeros(len(seq), len(seq), dtype=dtype)
-    mask.masked_fill_(~(same & causal), torch.finfo(dtype).min)
-    return mask[None, None]
+    return row_masks([lengths], dtype)
 
 
-def pack(examples: list[Example], dtype=None, mask: bool = True) -> dict:
-    """One padding-free row: input_ids, labels, position_ids and the block-diagonal mask.
+def row_masks(rows: list[list[int]], dtype=None, width: int | None = None):
+    """(R, 1, W, W) block-diagonal causal masks, one per row of segment ``lengths``.
 
-    ``mask=False`` leaves the mask out for FlashAttention, whose varlen kernels take the
-    example boundaries from the restarting position_ids.
+    Positions past a row's segments (right padding up to ``width``) form one more segment
+    of their own, so no row of the mask is empty (an all-masked row would make NaNs).
     """
     import torch
 
-    ids = [t for ex in examples for t in ex.input_ids]
-    labels = [t for ex in examples for t in ex.labels]
-    positions = [p for ex in examples for p in range(ex.length)]
-    batch = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
-             "position_ids": torch.tensor([positions])}
+    dtype = dtype or torch.float32
+    width = width or max(sum(r) for r in rows)
+    seg = torch.full((len(rows), width), -1, dtype=torch.long)
+    for i, lengths in enumerate(rows):
+        seg[i, :sum(lengths)] = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    allowed = (seg[:, :, None] == seg[:, None, :]) & torch.ones(width, width, dtype=torch.bool).tril()
+    if dtype == torch.bool:
+        return allowed[:, None]
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def bin_rows(lengths: list[int], bound: int) -> list[list[int]]:
+    """First-fit-decreasing: indices into ``lengths`` grouped in rows of at most ``bound`` tokens.
+
+    Deterministic (ties keep the input order); an example longer than ``bound`` gets a row
+    of its own (callers pass a bound of at least the longest example).
+    """
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for k in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
+        for r, free in enumerate(room):
+            if lengths[k] <= free:
+                rows[r].append(k)
+                room[r] -= lengths[k]
+                break
+        else:
+            rows.append([k])
+            room.append(bound - lengths[k])
+    return rows
+
+
+def pack(examples: list[Example], dtype=None, mask: bool = True, row_length: int | None = None) -> dict:
+    """Padding-free rows: input_ids, labels, position_ids and per-row block-diagonal masks.
+
+    The examples are bin-packed (first-fit-decreasing) into rows of at most ``row_length``
+    tokens (default and minimum: the longest example), so attention costs the square of a
+    row, not of the whole micro-batch. Rows are right-padded to the longest row (labels
+    ignored there). ``mask=False`` leaves the mask out for FlashAttention, whose varlen
+    kernels take the example boundaries from the restarting position_ids: everything
+    then goes in one row, as those kernels expect.
+    """
+    import torch
+
+    longest = max(ex.length for ex in examples)
+    total = sum(ex.length for ex in examples)
+    bound = total if not mask else max(row_length or longest, longest)
+    rows = [[examples[k] for k in row] for row in bin_rows([ex.length for ex in examples], bound)]
+    width = max(sum(ex.length for ex in row) for row in rows)
+    ids, labels, positions = [], [], []
+    for row in rows:
+        fill = width - sum(ex.length for ex in row)
+        ids.append([t for ex in row for t in ex.input_ids] + [examples[0].input_ids[-1]] * fill)
+        labels.append([t for ex in row for t in ex.labels] + [IGNORE] * fill)
+        positions.append([p for ex in row for p in range(ex.length)] + list(range(fill)))
+    batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+             "position_ids": torch.tensor(positions)}
     if mask:
-        batch["attention_mask"] = block_diagonal_mask([ex.length for ex in examples], dtype)
+        batch["attention_mask"] = row_masks([[ex.length for ex in row] for row in rows], dtype, width)
     return batch
 
 
@@ -71,10 +114,11 @@ def pad(examples: list[Example], pad_id: int) -> dict:
     return batch
 
 
-def collate(examples: list[Example], pad_id: int, packing: bool, dtype=None, mask: bool = True) -> dict:
+def collate(examples: list[Example], pad_id: int, packing: bool, dtype=None, mask: bool = True,
+            row_length: int | None = None) -> dict:
     """Packed rows for causal-LM examples when packing is on, padded rows otherwise."""
     if packing and not isinstance(examples[0].labels, int):
-        return pack(examples, dtype, mask)
+        return pack(examples, dtype, mask, row_length)
     return pad(examples, pad_id)
 
 
