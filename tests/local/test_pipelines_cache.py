@@ -133,3 +133,45 @@ def test_damaged_cache_entry_is_a_miss(pipeline, tmp_path):
         entry.write_text("{not json")
     again = run_local(pipeline, {"n": 2}, tmp_path)
     assert [t.status for t in again.tasks] == ["ran", "ran", "ran"]
+
+
+@dsl.component(base_image="python:3.11")
+def double(value: int) -> int:
+    """A component compiled with kfp's default per-step ``pip install kfp`` preamble."""
+    return 2 * value
+
+
+@dsl.component(base_image="python:3.11", packages_to_install=["six==1.16.0"])
+def needs_six(value: int) -> int:
+    return value
+
+
+def _command(component) -> list[str]:
+    executor = next(iter(component.pipeline_spec.deployment_spec["executors"].values()))
+    return list(executor["container"]["command"])
+
+
+@pytest.mark.parametrize("component, stripped", [(double, True), (needs_six, False), (write_rows, False)])
+def test_only_the_redundant_kfp_install_is_dropped(component, stripped):
+    command = _command(component)
+    assert local.without_kfp_install(command) == (command[3:] if stripped else command)
+    if stripped:
+        assert "pip install" in command[2] and command[3:5] == ["sh", "-ec"]
+
+
+@dsl.pipeline(name="install-probe")
+def install_probe(value: int):
+    double(value=double(value=value).output)
+
+
+def test_steps_run_without_pip_and_still_cache(tmp_path, monkeypatch):
+    # A pip that cannot load its configuration fails: the steps pass only because pip never runs.
+    (tmp_path / "broken-pip.conf").write_text("[global\nbroken")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "broken-pip.conf"))
+    first = run_local(install_probe, {"value": 3}, tmp_path)
+    assert [(t.status, t.outputs["Output"]) for t in first.tasks] == [("ran", 6), ("ran", 12)]
+    second = run_local(install_probe, {"value": 3}, tmp_path)
+    assert [t.status for t in second.tasks] == ["cached", "cached"]
+    assert _fingerprint(second) == _fingerprint(first)
+    changed = run_local(install_probe, {"value": 4}, tmp_path)
+    assert [(t.status, t.outputs["Output"]) for t in changed.tasks] == [("ran", 8), ("ran", 16)]
