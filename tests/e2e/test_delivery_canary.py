@@ -234,8 +234,10 @@ def _wait_for_rates(url: str) -> None:
 def test_good_canary_is_stepped_then_promoted(world):
     spec, repo = world["specs"]["good"], world["repos"]["good"]
     seen = []
-    final = run_canary(spec, max_intervals=6, on_step=seen.append)
-    assert [s.action for s in seen] == ["step", "promote"], [(s.action, s.interval.reasons) for s in seen]
+    final = run_canary(spec, max_intervals=12, on_step=seen.append)
+    # On a loaded machine an interval can see fewer than min_requests: it waits (inconclusive, no commit).
+    decisive = [s.action for s in seen if s.action != "wait"]
+    assert decisive == ["step", "promote"], [(s.action, s.interval.reasons) for s in seen]
     assert final.interval.decision == "pass" and final.interval.error_rate == 0.0
     doc = overlay(repo)["spec"]
     assert doc["canary"] == []
@@ -247,7 +249,7 @@ def test_good_canary_is_stepped_then_promoted(world):
 
 def test_bad_canary_is_rolled_back(world):
     spec, repo = world["specs"]["bad"], world["repos"]["bad"]
-    step = run_canary(spec, max_intervals=3)
+    step = run_canary(spec, max_intervals=8)  # inconclusive intervals (too little traffic) just wait
     assert (step.action, step.interval.decision) == ("rollback", "fail")
     assert step.interval.error_rate > spec.delivery.canary.max_error_rate
     assert any(r.startswith("error rate") for r in step.interval.reasons)
@@ -258,7 +260,7 @@ def test_bad_canary_is_rolled_back(world):
 
 def test_disliked_canary_is_rolled_back_on_feedback(world):
     """Same healthy predictor as the good case, but its users vote it down: the feedback gate rolls it back."""
-    step = run_canary(world["specs"]["disliked"], max_intervals=3)
+    step = run_canary(world["specs"]["disliked"], max_intervals=8)
     assert (step.action, step.interval.decision) == ("rollback", "fail")
     assert step.interval.error_rate == 0.0 and step.interval.feedback_score == 0.0
     assert [r for r in step.interval.reasons if r.startswith("feedback score 0.00 (min 0.5)")]

@@ -101,7 +101,9 @@ def test_real_minilm_on_drug_reviews(tmp_path, review_sentiment_spec):
     from aicd.components.spec import parse_spec
 
     review_sentiment_spec["data"]["max_rows"] = 700
-    review_sentiment_spec["metrics"].update(max_examples=60, bootstrap_samples=200)
+    # The example's p95 latency constraint (500 ms) is machine-dependent: on a loaded CI machine it can
+    # disqualify every candidate. Selection under constraints is covered by the leaderboard unit tests.
+    review_sentiment_spec["metrics"].update(max_examples=60, bootstrap_samples=200, constraints={})
     ingest_dataset(parse_spec(review_sentiment_spec), tmp_path / "drugs")
     run = _benchmark(review_sentiment_spec, tmp_path / "drugs", tmp_path / "work")
     board = json.loads((run.artifact_path("select-candidate", "leaderboard") / "leaderboard.json").read_text())
