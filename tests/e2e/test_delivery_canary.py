@@ -79,7 +79,7 @@ def make_spec(raw: dict, repo: Path, isvc_name: str, prometheus: str, tiny: Path
     raw["candidates"] = [{"name": "tiny", "uri": str(tiny)}]
     raw["delivery"] = {"gitops": {"repo": str(repo), "path": "manifests/overlays/production"},
                        "serving": {"name": isvc_name}, "prometheus_url": prometheus,
-                       "canary": {"steps": [50, 100], "interval_seconds": 4, "min_requests": 10,
+                       "canary": {"steps": [50, 100], "interval_seconds": 6, "min_requests": 6,
                                   "max_error_rate": 0.05, "max_latency_ratio": 5.0, **canary}}
     return parse_spec(raw)
 
