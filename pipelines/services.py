@@ -103,13 +103,18 @@ def running_predictor(base: str, adapters: dict[str, str], log_dir: Path, *, tas
             time.sleep(0.5)
         yield predictor
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """Stop a server by its PID: SIGTERM, then SIGKILL if it is still running after ``grace`` seconds."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def ask(predictor: Predictor, model: str, question: str, max_tokens: int = 48, system: str | None = None) -> str:

@@ -11,7 +11,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -23,6 +22,7 @@ import requests
 
 from aicd.components.cards import atomic_dir
 from aicd.components.uris import cache_root
+from aicd.pipelines.services import stop_process
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,13 +126,7 @@ def start(data_root: Path, timeout: float = 180.0) -> tuple[LabelStudioServer, s
 
 def stop(proc: subprocess.Popen) -> None:
     """SIGTERM by PID (about 2 s), SIGKILL if it hangs."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    stop_process(proc, grace=20)
 
 
 @pytest.fixture(scope="session")

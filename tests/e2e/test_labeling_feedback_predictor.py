@@ -7,7 +7,6 @@ collect_feedback turns the log into a data set version.
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import requests
 
 from aicd.components.data.format import SPLITS, read_quarantine, read_split
 from aicd.components.labeling.feedback import collect_feedback
+from aicd.pipelines.services import stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -51,13 +51,7 @@ def predictor(tiny_causal_lm, tmp_path):
             time.sleep(0.25)
         yield url, log_dir
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc, grace=20)
 
 
 def chat(url: str, text: str) -> dict:

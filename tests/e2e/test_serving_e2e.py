@@ -8,7 +8,6 @@ its PID in the fixture's teardown.
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from aicd.pipelines.services import stop_process
 from unit.test_serving_engine import LABELS, make_lora_adapter
 
 pytestmark = pytest.mark.e2e
@@ -59,13 +59,7 @@ def predictor(args: list[str], workdir: Path, timeout: float = 180.0):
             time.sleep(0.25)
         yield url
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
