@@ -60,32 +60,53 @@ class Masker:
         return text
 
 
-def read_log(log_path: str | Path) -> tuple[dict[str, dict], dict[str, dict], list[dict[str, Any]]]:
-    """(requests by id, latest feedback by id, unreadable lines as quarantine records)."""
+def log_files(log_path: str | Path) -> list[Path]:
+    """The payload log files at ``log_path``: a ``payloads.jsonl`` file, or a folder holding one and/or
+    one sub-folder per predictor pod (the payload-logs claim, manifests/base/servingruntime.yaml)."""
     path = Path(log_path)
-    if path.is_dir():
-        path = path / PAYLOADS
-    if not path.is_file():
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
         raise LabelingError(f"payload log {path} does not exist",
-                            "pass the predictor's --log-dir folder or its payloads.jsonl")
+                            "pass the predictor's --log-dir folder, its payloads.jsonl, or the payload-logs "
+                            "claim (one sub-folder per pod)")
+    files = [f for f in [path / PAYLOADS, *sorted(path.glob(f"*/{PAYLOADS}"))] if f.is_file()]
+    if not files:
+        raise LabelingError(f"payload log folder {path} holds no {PAYLOADS}, neither itself nor in a "
+                            "sub-folder (one per predictor pod)",
+                            "pass the folder the predictor's --log-dir points at, or the payload-logs claim")
+    return files
+
+
+def read_log(log_path: str | Path) -> tuple[dict[str, dict], dict[str, dict], list[dict[str, Any]]]:
+    """(requests by id, latest feedback by id, unreadable lines as quarantine records).
+
+    Several files (one per predictor pod) are joined: feedback may reach another pod than its
+    request; the feedback with the latest ``time`` wins (in one file, the later line).
+    """
+    files = log_files(log_path)
     requests, feedback, bad = {}, {}, []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                bad.append({"kind": "unreadable-line", "line": number, "reason": f"not JSON ({err.msg})"})
-                continue
-            kind = record.get("type") if isinstance(record, dict) else None
-            if kind not in ("request", "feedback") or not record.get("id"):
-                bad.append({"kind": "unreadable-line", "line": number,
-                            "reason": "neither a request nor a feedback record with an id"})
-            elif kind == "request":
-                requests[str(record["id"])] = record
-            else:
-                feedback[str(record["id"])] = record  # later feedback replaces earlier
+    for path in files:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                where = {"file": str(path), "line": number} if len(files) > 1 else {"line": number}
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    bad.append({"kind": "unreadable-line", **where, "reason": f"not JSON ({err.msg})"})
+                    continue
+                kind = record.get("type") if isinstance(record, dict) else None
+                if kind not in ("request", "feedback") or not record.get("id"):
+                    bad.append({"kind": "unreadable-line", **where,
+                                "reason": "neither a request nor a feedback record with an id"})
+                elif kind == "request":
+                    requests[str(record["id"])] = record
+                else:
+                    rid = str(record["id"])
+                    if rid not in feedback or str(record.get("time")) >= str(feedback[rid].get("time")):
+                        feedback[rid] = record  # later feedback replaces earlier
     return requests, feedback, bad
 
 
@@ -155,7 +176,8 @@ def collect_feedback(spec: Spec | dict[str, Any], log_path: str | Path, out_dir:
     total = len(requests) + len(feedback) + len(bad)
     if total and len(bad) / total > spec.data.quality.max_bad_fraction:
         raise DataError(f"payload log {log_path}: {len(bad)} of {total} lines are unreadable "
-                        f"(first: line {bad[0]['line']}, {bad[0]['reason']})",
+                        f"(first: {bad[0].get('file', 'line')}{':' if 'file' in bad[0] else ' '}{bad[0]['line']}, "
+                        f"{bad[0]['reason']})",
                         "pass the predictor's payloads.jsonl, or raise `data.quality.max_bad_fraction`")
     mask = Masker(labeling.pii_patterns)
     rows, quarantine, downs = _rows(spec, requests, feedback, mask)
@@ -187,3 +209,49 @@ def collect_feedback(spec: Spec | dict[str, Any], log_path: str | Path, out_dir:
              len(quarantine))
     return FeedbackResult(str(out_dir), card["fingerprint"], n_rows, new_rows, n_pairs, len(quarantine),
                           dict(mask.counts))
+
+
+@dataclass
+class MergeResult:
+    out_dir: str
+    fingerprint: str
+    rows: int
+    added: int
+
+
+def add_feedback(spec: Spec | dict[str, Any], dataset_dir: str | Path, feedback_dir: str | Path,
+                 out_dir: str | Path) -> MergeResult:
+    """The data set version at ``dataset_dir`` (e.g. the labeled one) with the feedback version's rows
+    added, each in the split collect_feedback gave it: what fine-tuning trains on.
+
+    A feedback row whose id, or whose (instruction, response) pair, the data set already has is left
+    out. Quarantines are kept from both; the card's parent is the data set's fingerprint.
+    """
+    spec, _ = labeling_of(spec)
+    instr, resp = spec.task.fields
+    card, splits = read_version(dataset_dir)
+    feedback_card, feedback_splits = read_version(feedback_dir)
+    seen = {str(r["id"]) for rows in splits.values() for r in rows}
+    pairs = {(normalise(str(r.get(instr) or "")), normalise(str(r.get(resp) or "")))
+             for rows in splits.values() for r in rows}
+    added = 0
+    for name, rows in feedback_splits.items():
+        for row in rows:
+            key = (normalise(str(row.get(instr) or "")), normalise(str(row.get(resp) or "")))
+            if str(row["id"]) in seen or key in pairs:
+                continue
+            seen.add(str(row["id"]))
+            pairs.add(key)
+            splits[name].append(row)
+            added += 1
+    from aicd.components.data.format import read_quarantine
+
+    quarantine = read_quarantine(dataset_dir) + read_quarantine(feedback_dir)
+    source = {"name": "feedback", "kind": "feedback-version", "fingerprint": parent_fingerprint(feedback_card),
+              "rows_added": added}
+    extra = {k: card[k] for k in ("labeling", "agreement") if card.get(k) is not None}
+    out = write_version(out_dir, spec.task, splits, quarantine, parent_fingerprint(card),
+                        list(card.get("sources") or []) + [source], **extra)
+    rows = sum(len(r) for r in splits.values())
+    log.info("training data: %d rows, %d of them added from feedback", rows, added)
+    return MergeResult(str(out_dir), out["fingerprint"], rows, added)

@@ -6,7 +6,7 @@ import pytest
 
 from aicd.components.data.format import SPLITS, read_quarantine, read_split
 from aicd.components.errors import DataError, LabelingError
-from aicd.components.labeling.feedback import Masker, collect_feedback
+from aicd.components.labeling.feedback import Masker, add_feedback, collect_feedback
 from aicd.components.labeling.payloads import exchange_of
 from aicd.components.spec import LabelingSpec
 
@@ -134,3 +134,51 @@ def test_bad_logs(tmp_path, support_bot_spec):
     with pytest.raises(DataError, match=r"2 of 4 lines are unreadable \(first: line 3, not JSON"):
         collect_feedback(support_bot_spec, log, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_one_log_per_predictor_pod(tmp_path, support_bot_spec):
+    """The payload-logs claim holds one sub-folder per pod (servingruntime.yaml subPathExpr); feedback
+    may reach another pod than its request, and the latest feedback by time wins across pods."""
+    claim = tmp_path / "claim"
+    for pod in ("pod-a", "pod-b"):
+        (claim / pod).mkdir(parents=True)
+    write_log(claim / "pod-a" / "payloads.jsonl", [chat("r01", "What is AI?", "Thinking machines."),
+                                                   chat("r02", "Hello", "Hi!"), fb("r02", "up", t="09")])
+    write_log(claim / "pod-b" / "payloads.jsonl", [fb("r01", "up"), chat("r03", "Bye", "See you."),
+                                                   fb("r03", "up"), fb("r02", "down", t="05")])
+    result = collect_feedback(support_bot_spec, claim, tmp_path / "out")
+    assert sorted(r["id"] for r in all_rows(tmp_path / "out")) == ["r01", "r02", "r03"]
+    assert result.new_rows == 3
+    (claim / "pod-b" / "payloads.jsonl").write_text("{broken\n")
+    with pytest.raises(DataError, match=r"first: .*pod-b/payloads.jsonl:1, not JSON"):
+        collect_feedback(support_bot_spec, claim, tmp_path / "out2")
+    (tmp_path / "empty" / "pod-c").mkdir(parents=True)  # a pod that has not logged anything yet
+    with pytest.raises(LabelingError, match="holds no payloads.jsonl, neither itself nor in a sub-folder"):
+        collect_feedback(support_bot_spec, tmp_path / "empty", tmp_path / "out3")
+    assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
+
+
+def test_add_feedback_to_a_dataset(tmp_path, support_bot_spec):
+    from aicd.components.labeling.versions import fingerprint, read_version, write_version
+    from aicd.components.spec import parse_spec
+
+    task = parse_spec(support_bot_spec).task
+    rows = {"train": [{"id": "d1", "instruction": "What is AI?", "response": "Thinking machines.", "source": "s"}],
+            "validation": [], "test": [{"id": "d2", "instruction": "Hello", "response": "Hi!", "source": "s"}]}
+    write_version(tmp_path / "data", task, rows, [{"kind": "too-long", "reason": "x"}], None, ["s"])
+    log = write_log(tmp_path / "p.jsonl", [
+        chat("r01", "What is AI?", "Thinking machines."), fb("r01", "up"),  # the data set has this pair
+        chat("r02", "Tell me a joke", "No."), fb("r02", "down", "Knock knock."),
+        chat("r03", "Bye", "See you."), fb("r03", "up"), chat("r04", "Rude", "Go away."), fb("r04", "down")])
+    feedback = collect_feedback(support_bot_spec, log, tmp_path / "fb")
+    assert feedback.rows == 3
+    result = add_feedback(support_bot_spec, tmp_path / "data", tmp_path / "fb", tmp_path / "train")
+    card, splits = read_version(tmp_path / "train")
+    ids = sorted(r["id"] for rs in splits.values() for r in rs)
+    assert ids == ["d1", "d2", "r02", "r03"] and (result.rows, result.added) == (4, 2)
+    fb_rows = {r["id"]: (name, r) for name, rs in read_version(tmp_path / "fb")[1].items() for r in rs}
+    assert {r["id"]: name for name, rs in splits.items() for r in rs if r["id"].startswith("r")} == \
+        {i: fb_rows[i][0] for i in ("r02", "r03")}  # each kept in the split collect_feedback gave it
+    assert card["parent"] == fingerprint(rows) and card["sources"][-1]["fingerprint"] == feedback.fingerprint
+    assert card["fingerprint"] == result.fingerprint
+    assert sorted(q["kind"] for q in read_quarantine(tmp_path / "train")) == ["thumbs-down", "too-long"]
