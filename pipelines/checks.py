@@ -1,7 +1,11 @@
 """Decisions the pipelines take between steps (plain functions; steps.py wraps them)."""
 
+import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aicd.components.errors import DataError
@@ -32,3 +36,65 @@ def enough_new_data(spec: dict[str, Any], labeled_rows: int, feedback_rows: int)
               f"{'>=' if retrain else '<'} labeling.retrain_min_new_rows={threshold}")
     log.info("retrain: %s: %s", retrain, reason)
     return RetrainDecision(retrain, new_rows, threshold, reason)
+
+
+# --- What the continuous pipeline last trained on -------------------------------------------------
+# A recurring run gets the same parameters every time, so the versions it counts new rows from
+# are kept by the pipeline itself under ``state_uri``: ``<state>/trained/{labels,feedback}``,
+# replaced together (one atomic rename) after each training.
+
+TRAINED = "trained"
+
+
+def state_dir(state_uri: str) -> Path:
+    """The local folder of a state URI (a path, ``file://`` or ``pvc://claim/path``); it need not exist
+    yet, but a pvc:// claim must be mounted."""
+    from aicd.components.errors import UriError
+
+    uri = state_uri.strip()
+    if uri.startswith("pvc://"):
+        rest = uri[len("pvc://"):].strip("/")
+        claim = rest.split("/", 1)[0]
+        root = Path(os.environ.get("AICD_PVC_ROOT", "/mnt/pvc"))
+        if not claim or not (root / claim).is_dir():
+            raise UriError(f"state URI {state_uri!r}: claim {claim!r} is not mounted ({root / claim} does not exist)",
+                           "mount the claim for the labeling steps with the platform profile's `volumes`, "
+                           "or set AICD_PVC_ROOT")
+        return root / rest
+    if "://" in uri and not uri.startswith("file://"):
+        raise UriError(f"state URI {state_uri!r}: the continuous pipeline keeps its state on a volume",
+                       "give a local path or a pvc://<claim>/<path> URI (or '' to keep no state)")
+    return Path(uri.removeprefix("file://")).expanduser()
+
+
+def previous_versions(state_uri: str, previous_labels: str = "", previous_feedback: str = "") -> tuple[str, str]:
+    """(labels URI, feedback URI) that new rows are counted from: the ones given, else the versions the
+    last training used (kept under ``state_uri``), else '' (count every row: nothing trained yet)."""
+    labels, feedback = previous_labels.strip(), previous_feedback.strip()
+    if state_uri.strip() and not (labels and feedback):
+        trained = state_dir(state_uri) / TRAINED
+        base = state_uri.strip().rstrip("/") + f"/{TRAINED}"
+        if (trained / "labels" / "card.json").is_file() and (trained / "feedback" / "card.json").is_file():
+            labels, feedback = labels or f"{base}/labels", feedback or f"{base}/feedback"
+            log.info("counting new rows from the last trained versions in %s", trained)
+        else:
+            log.info("no trained versions in %s yet: every labeled and feedback row counts as new", trained)
+    return labels, feedback
+
+
+def record_trained_versions(state_uri: str, labels_dir: str | Path, feedback_dir: str | Path,
+                            model_digest: str = "") -> Path:
+    """Keep the labeled and feedback versions a training used under ``state_uri`` (both or neither)."""
+    from aicd.components.cards import atomic_dir, verify_card
+
+    target = state_dir(state_uri) / TRAINED
+    cards = {name: verify_card(src, kind="dataset") for name, src in (("labels", labels_dir),
+                                                                     ("feedback", feedback_dir))}
+    with atomic_dir(target) as tmp:
+        shutil.copytree(labels_dir, tmp / "labels")
+        shutil.copytree(feedback_dir, tmp / "feedback")
+        (tmp / "trained.json").write_text(json.dumps(
+            {"labels": cards["labels"].get("fingerprint"), "feedback": cards["feedback"].get("fingerprint"),
+             "model": model_digest}, indent=2) + "\n")
+    log.info("recorded the trained versions in %s", target)
+    return target

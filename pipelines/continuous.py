@@ -1,14 +1,24 @@
 """Continuous delivery: new labels or user feedback start fine-tuning again once there is enough of it.
 
-Submitted as a recurring run (`aicd submit continuous`); each run imports the labels and
-the predictor's payload log, and only when ``labeling.retrain_min_new_rows`` new rows
-arrived does it train, evaluate, gate and promote (the finetune tasks, inside a dsl.If).
+Submitted as a recurring run (`aicd submit continuous`, with the spec as its only argument); each
+run imports the labels and the predictor's payload log, and only when ``labeling.retrain_min_new_rows``
+new rows arrived does it train, evaluate, gate and promote (the finetune tasks, inside a dsl.If) on
+the labeled version with the feedback rows added.
+
+New rows are counted from the versions the last training used. A recurring run gets the same
+parameters every time, so the pipeline keeps those versions itself under ``state_uri`` (replaced
+after each training, whether or not the gate passed: the same data would give the same candidate);
+``previous_labels``/``previous_feedback`` (a path or pvc:// URI) override them for one run.
 """
 
 from aicd.pipelines.platform import Platform
 
-# Where the predictor pods write payloads.jsonl (manifests/base/pvc.yaml), mounted by the profile.
+# Where the predictor pods write payloads.jsonl, one sub-folder per pod (manifests/base/pvc.yaml,
+# servingruntime.yaml), mounted for the labeling steps by the profile.
 FEEDBACK_LOG = "pvc://aicd-payload-logs"
+# The versions the last training used: on the same claim (the labeling steps have it mounted; the
+# predictor pods only see their own sub-folders).
+STATE = "pvc://aicd-payload-logs/.aicd-continuous"
 
 
 def build(platform: Platform):
@@ -16,24 +26,35 @@ def build(platform: Platform):
 
     from aicd.components.labeling.steps import collect_feedback, import_labels
     from aicd.pipelines.finetune import train_candidate
-    from aicd.pipelines.steps import check_new_data
+    from aicd.pipelines.steps import check_new_data, merge_training_data, previous_versions, record_trained_versions
     from aicd.pipelines.subgraphs.data import prepare_data
     from aicd.pipelines.subgraphs.delivery import deliver_model
 
     @dsl.pipeline(name="aicd-continuous", description="Import new labels and feedback; when enough arrived, "
                                                        "fine-tune again, gate against the base and promote.")
     def continuous_pipeline(spec: dict, feedback_log: str = FEEDBACK_LOG, previous_labels: str = "",
-                            previous_feedback: str = ""):
-        """``previous_labels``/``previous_feedback``: URIs of the last versions; new rows are counted from them."""
+                            previous_feedback: str = "", state_uri: str = STATE):
+        """``previous_labels``/``previous_feedback``: URIs of the versions to count new rows from (default:
+        the last trained ones under ``state_uri``; '' there keeps no state, so every row counts)."""
         ingest_task = prepare_data(spec, platform)
+        previous_task = platform.apply(previous_versions(state_uri=state_uri, previous_labels=previous_labels,
+                                                         previous_feedback=previous_feedback), "labeling",
+                                       cache=False)
         labels_task = platform.apply(import_labels(spec=spec, dataset=ingest_task.outputs["dataset"],
-                                                   previous_uri=previous_labels), "labeling", cache=False)
+                                                   previous_uri=previous_task.outputs["labels"]), "labeling",
+                                     cache=False)
         feedback_task = platform.apply(collect_feedback(spec=spec, log_uri=feedback_log,
-                                                        parent_uri=previous_feedback), "labeling", cache=False)
+                                                        parent_uri=previous_task.outputs["feedback"]), "labeling",
+                                       cache=False)
         check_task = platform.apply(check_new_data(spec=spec, labeled_rows=labels_task.outputs["Output"],
                                                    feedback_rows=feedback_task.outputs["Output"]), "data")
         with dsl.If(check_task.outputs["Output"] == True, name="enough-new-data"):  # noqa: E712
-            labeled = labels_task.outputs["labeled"]
-            deliver_model(spec, labeled, train_candidate(spec, labeled, platform), platform)
+            labeled, feedback = labels_task.outputs["labeled"], feedback_task.outputs["feedback"]
+            data_task = platform.apply(merge_training_data(spec=spec, labeled=labeled, feedback=feedback), "data")
+            dataset = data_task.outputs["dataset"]
+            gate_task = deliver_model(spec, dataset, train_candidate(spec, dataset, platform), platform)
+            platform.apply(record_trained_versions(state_uri=state_uri, labeled=labeled, feedback=feedback,
+                                                   model_digest=gate_task.outputs["digest"]), "labeling",
+                           cache=False)
 
     return continuous_pipeline

@@ -24,14 +24,15 @@ from aicd.components.labeling.versions import read_version
 from aicd.components.spec import parse_spec
 from aicd.pipelines.cache import source_digest
 from aicd.pipelines.gitops import ensure_gitops_repo, head_commit
-from aicd.pipelines.local import run_local
+from aicd.pipelines.local import PipelineRunError, run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_argument
 from labelstudio_server import label_studio  # noqa: F401  (the session fixture)
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 # The tasks before the dsl.If: they run on every recurring run.
-BEFORE_CHECK = {"ingest-dataset", "profile-dataset", "import-labels", "collect-feedback", "check-new-data"}
+BEFORE_CHECK = {"ingest-dataset", "profile-dataset", "previous-versions", "import-labels", "collect-feedback",
+                "check-new-data"}
 
 
 @pytest.fixture
@@ -86,14 +87,19 @@ def chat_record(rid: str, prompt: str, answer: str) -> dict:
                                       "finish_reason": "stop"}]}}
 
 
-def append_log(log_dir: Path, exchanges: list[tuple[str, str, str, str, str | None]]) -> None:
-    """(id, prompt, answer, rating, correction) exchanges appended to payloads.jsonl as the predictor does."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "payloads.jsonl", "a", encoding="utf-8") as fh:
+def append_log(log_dir: Path, exchanges: list[tuple[str, str, str, str, str | None]],
+               feedback_dir: Path | None = None) -> None:
+    """(id, prompt, answer, rating, correction) exchanges appended to payloads.jsonl as the predictor does;
+    the feedback to ``feedback_dir`` when given (another pod answered the feedback request)."""
+    for folder in (log_dir, feedback_dir or log_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "payloads.jsonl", "a", encoding="utf-8") as requests, \
+            open((feedback_dir or log_dir) / "payloads.jsonl", "a", encoding="utf-8") as feedback:
         for rid, prompt, answer, rating, correction in exchanges:
-            fh.write(json.dumps(chat_record(rid, prompt, answer)) + "\n")
-            fh.write(json.dumps({"type": "feedback", "id": rid, "time": "2026-11-28T10:01:00Z", "rating": rating,
-                                 "correction": correction}) + "\n")
+            requests.write(json.dumps(chat_record(rid, prompt, answer)) + "\n")
+            requests.flush()
+            feedback.write(json.dumps({"type": "feedback", "id": rid, "time": "2026-11-28T10:01:00Z",
+                                       "rating": rating, "correction": correction}) + "\n")
 
 
 def run(spec: dict, work: Path, code: str, **params):
@@ -119,7 +125,8 @@ def test_too_little_new_data_skips_training(ls, label_studio, support_bot_spec, 
     repo = spec["delivery"]["gitops"]["repo"]
     before = git_log(repo)
 
-    result = run(spec, tmp_path / "work", source_digest(), feedback_log=str(tmp_path / "logs"))
+    result = run(spec, tmp_path / "work", source_digest(), feedback_log=str(tmp_path / "logs"),
+                 state_uri=str(tmp_path / "state"))
 
     assert {t.name for t in result.tasks} == BEFORE_CHECK, [t.name for t in result.tasks]
     assert all(t.status == "ran" for t in result.tasks)
@@ -127,36 +134,45 @@ def test_too_little_new_data_skips_training(ls, label_studio, support_bot_spec, 
     assert result.task("collect-feedback").outputs["Output"] == 1
     assert check_of(result) == (False, "3 new row(s) (2 labeled + 1 feedback) < labeling.retrain_min_new_rows=5")
     assert git_log(repo) == before
+    assert not (tmp_path / "state").exists()  # nothing trained: the next run counts these rows again
 
 
-def test_enough_new_data_trains_promotes_and_next_run_counts_only_new_rows(
+def test_enough_new_data_trains_promotes_and_next_runs_count_only_new_rows(
         ls, label_studio, support_bot_spec, tiny_causal_lm, tmp_path, monkeypatch):  # noqa: F811
     spec = make_spec(support_bot_spec, tiny_causal_lm, tmp_path, label_studio.url, "continuous-enough",
                      min_new_rows=4)
     tasks = open_tasks(ls, spec, tmp_path)
     annotate(ls, tasks[:3])
-    logs = tmp_path / "logs"
-    append_log(logs, [("r1", "How do I reset my password?", "Click forgot password.", "up", None),
-                      ("r2", "Do you ship abroad?", "No.", "down", "Yes, to most countries in Europe."),
-                      ("r3", "Are you a robot?", "Maybe.", "down", None)])  # no training target
+    # The predictor pods' payload-logs claim as the profile mounts it: one sub-folder per pod.
+    pvc = tmp_path / "pvc"
+    logs = pvc / "aicd-payload-logs"
+    monkeypatch.setenv("AICD_PVC_ROOT", str(pvc))
+    append_log(logs / "predictor-a", [("r1", "How do I reset my password?", "Click forgot password.", "up", None),
+                                      ("r2", "Do you ship abroad?", "No.", "down", "Yes, to most countries.")])
+    append_log(logs / "predictor-b", [("r3", "Are you a robot?", "Maybe.", "down", None)])  # no training target
     repo = spec["delivery"]["gitops"]["repo"]
     before = git_log(repo)
     code = source_digest()
 
-    first = run(spec, tmp_path / "work", code, feedback_log=str(logs / "payloads.jsonl"))
+    # As the recurring run submits it: the spec only (payload log and state on the claim by default).
+    first = run(spec, tmp_path / "work", code)
     names = {t.name for t in first.tasks}
     assert BEFORE_CHECK < names and all(t.status == "ran" for t in first.tasks), names
     assert (first.task("import-labels").outputs["Output"], first.task("collect-feedback").outputs["Output"]) == (3, 2)
     assert check_of(first) == (True, "5 new row(s) (3 labeled + 2 feedback) >= labeling.retrain_min_new_rows=4")
+    # trained on the labeled version with the feedback rows added
     labeled = first.artifact_path("import-labels", "labeled")
+    data_card, splits = read_version(first.artifact_path("merge-training-data", "dataset"))
+    assert data_card["parent"] == read_version(labeled)[0]["fingerprint"]
+    rows = [r for rows in splits.values() for r in rows]
+    people = [r for r in rows if r.get("label_source") == "annotators"]
+    assert len(people) == 3 and all(r["response"] == r["chosen"] for r in people)
+    assert sorted((r["id"], r["response"]) for r in rows if str(r.get("source")).startswith("feedback")) == [
+        ("r1", "Click forgot password."), ("r2", "Yes, to most countries.")]
     trained = [t for t in first.tasks if t.name.startswith("train-")]
     assert trained, names
-    # trained on the labeled version: the model's card names that data set
     model_card = json.loads((Path(trained[0].outputs["model"].path) / "card.json").read_text())
-    labeled_card, splits = read_version(labeled)
-    assert labeled_card["fingerprint"] in json.dumps(model_card)
-    people = [r for rows in splits.values() for r in rows if r.get("label_source") == "annotators"]
-    assert len(people) == 3 and all(r["response"] == r["chosen"] for r in people)
+    assert data_card["fingerprint"] in json.dumps(model_card)
     gate = next(t for t in first.tasks if t.name.startswith("gate-"))
     assert gate.outputs["Output"] is True, gate.outputs["blessing"].metadata
     sha, _ = head_commit(repo, "main")
@@ -165,21 +181,48 @@ def test_enough_new_data_trains_promotes_and_next_run_counts_only_new_rows(
                               "main:manifests/overlays/production/inferenceservice.yaml"],
                              capture_output=True, text=True, check=True).stdout
     assert gate.outputs["digest"].split(":")[1][:12] in overlay
+    state = logs / ".aicd-continuous" / "trained"
+    recorded = json.loads((state / "trained.json").read_text())
+    assert recorded == {"labels": read_version(labeled)[0]["fingerprint"], "model": gate.outputs["digest"],
+                        "feedback": read_version(first.artifact_path("collect-feedback", "feedback"))[0][
+                            "fingerprint"]}
 
-    # One more annotation and one more accepted answer arrive; the next recurring run is given the
-    # previous versions as a user would: a path, and a pvc:// URI of the claim they were copied to.
+    # One more annotation and one more accepted answer (its feedback reached the other pod) arrive;
+    # the next recurring run counts only those, from the versions the first run trained on.
     annotate(ls, tasks[3:4])
-    append_log(logs, [("r4", "What are your opening hours?", "9 to 5.", "up", None)])
-    pvc = tmp_path / "pvc"
-    shutil.copytree(first.artifact_path("collect-feedback", "feedback"), pvc / "aicd-data" / "feedback-v1")
-    monkeypatch.setenv("AICD_PVC_ROOT", str(pvc))
-    second = run(spec, tmp_path / "work", code, feedback_log=str(logs), previous_labels=str(labeled),
-                 previous_feedback="pvc://aicd-data/feedback-v1")
+    append_log(logs / "predictor-b", [("r4", "What are your opening hours?", "9 to 5.", "up", None)],
+               feedback_dir=logs / "predictor-a")
+    second = run(spec, tmp_path / "work", code)
     assert {t.name for t in second.tasks} == BEFORE_CHECK, [t.name for t in second.tasks]
     assert (second.task("import-labels").outputs["Output"], second.task("collect-feedback").outputs["Output"]) \
         == (1, 1)
     assert check_of(second) == (False, "2 new row(s) (1 labeled + 1 feedback) < labeling.retrain_min_new_rows=4")
-    assert head_commit(repo, "main")[0] == sha
+    assert head_commit(repo, "main")[0] == sha and json.loads((state / "trained.json").read_text()) == recorded
     feedback_card, feedback_splits = read_version(second.artifact_path("collect-feedback", "feedback"))
-    assert sum(len(rows) for rows in feedback_splits.values()) == 3  # the first run's 2 and the new one
-    assert feedback_card["parent"] == read_version(pvc / "aicd-data" / "feedback-v1")[0]["fingerprint"]
+    assert sorted(r["id"] for rows in feedback_splits.values() for r in rows) == ["r1", "r2", "r4"]
+    assert feedback_card["parent"] == recorded["feedback"]
+
+    # The previous versions given as a user would: a path, and a pvc:// URI of the claim they were
+    # copied to; without state the same two rows are new, with neither every row is.
+    shutil.copytree(first.artifact_path("collect-feedback", "feedback"), pvc / "aicd-data" / "feedback-v1")
+    third = run(spec, tmp_path / "work", code, previous_labels=str(labeled),
+                previous_feedback="pvc://aicd-data/feedback-v1", state_uri="")
+    assert check_of(third) == (False, "2 new row(s) (1 labeled + 1 feedback) < labeling.retrain_min_new_rows=4")
+    assert head_commit(repo, "main")[0] == sha
+
+
+def test_bad_previous_and_state_uris_fail_clearly(ls, label_studio, support_bot_spec, tiny_causal_lm,  # noqa: F811
+                                                 tmp_path, monkeypatch):
+    spec = make_spec(support_bot_spec, tiny_causal_lm, tmp_path, label_studio.url, "continuous-bad",
+                     min_new_rows=1)
+    append_log(tmp_path / "logs", [("r1", "Hello?", "Hi!", "up", None)])
+    repo = spec["delivery"]["gitops"]["repo"]
+    before = git_log(repo)
+    monkeypatch.setenv("AICD_PVC_ROOT", str(tmp_path / "pvc"))
+    code = source_digest()
+    with pytest.raises(PipelineRunError, match=r"s3://bucket/state.*keeps its state on a volume"):
+        run(spec, tmp_path / "work", code, feedback_log=str(tmp_path / "logs"), state_uri="s3://bucket/state")
+    with pytest.raises(PipelineRunError, match=r"pvc://aicd-data/labels-v1.* is not mounted"):
+        run(spec, tmp_path / "work", code, feedback_log=str(tmp_path / "logs"),
+            previous_labels="pvc://aicd-data/labels-v1", state_uri="")
+    assert git_log(repo) == before
