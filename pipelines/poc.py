@@ -6,16 +6,27 @@ from aicd.pipelines.platform import Platform
 def build(platform: Platform):
     from kfp import dsl
 
-    from aicd.components.labeling.steps import export_for_labeling
+    from aicd.components.evaluation.steps import evaluate_model
+    from aicd.components.labeling.steps import export_for_labeling, review_leaderboard
     from aicd.pipelines.subgraphs.data import prepare_data
     from aicd.pipelines.subgraphs.evaluation import benchmark_candidates
 
     @dsl.pipeline(name="aicd-poc", description="Ingest and profile the data, try every candidate on it, "
-                                                "and send a sample to Label Studio for review.")
+                                                "review their outputs side by side, and send a sample to "
+                                                "Label Studio for labeling.")
     def poc_pipeline(spec: dict):
         ingest_task = prepare_data(spec, platform)
         dataset = ingest_task.outputs["dataset"]
-        benchmark_candidates(spec, dataset, platform)
-        platform.apply(export_for_labeling(spec=spec, dataset=dataset), "labeling", cache=False)
+        chosen_task = benchmark_candidates(spec, dataset, platform)
+        # Every candidate's outputs on the same prompts, side by side (stage 1's manual evaluation).
+        # Cached: its tasks are keyed by stable ids, so a re-run with the same leaderboard adds nothing anyway.
+        platform.apply(review_leaderboard(spec=spec, dataset=dataset, leaderboard=chosen_task.outputs["leaderboard"]),
+                       "labeling")
+        # The chosen candidate's evaluation is what labeling needs: its answers for pairwise
+        # comparison, its per-row scores (or its model folder) for uncertainty sampling.
+        chosen_eval = platform.apply(evaluate_model(spec=spec, dataset=dataset,
+                                                    candidate=chosen_task.outputs["candidate"]), "evaluate")
+        platform.apply(export_for_labeling(spec=spec, dataset=dataset, evaluation=chosen_eval.outputs["report"],
+                                           chosen=chosen_task.outputs["chosen"]), "labeling", cache=False)
 
     return poc_pipeline

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aicd.components.cards import atomic_dir
-from aicd.components.errors import LabelingError
+from aicd.components.errors import AicdError, LabelingError
 from aicd.components.labeling.agreement import resolve
 from aicd.components.labeling.client import ID_KEY, LabelStudio
 from aicd.components.labeling.configs import label_config, labeling_of, read_value
@@ -155,3 +155,136 @@ def review_wins(spec: Spec | dict[str, Any], client: LabelStudio | None = None) 
             if side is not None:
                 wins[task["data"][f"aicd_{side}"]] += 1
     return dict(wins)
+
+
+def locate(uri: str) -> Path:
+    """A report path or URI written by another step, as a local path.
+
+    Locally (kfp.local) it is a path already; in a KFP pod, object-store URIs are first
+    looked for under the launcher's mounts (``/gcs``, ``/s3``, ``/minio``), then fetched
+    through :func:`aicd.components.uris.resolve_path`.
+    """
+    path = Path(uri)
+    if path.exists():
+        return path
+    for scheme, mount in (("gs://", "/gcs/"), ("s3://", "/s3/"), ("minio://", "/minio/")):
+        if uri.startswith(scheme) and Path(mount + uri[len(scheme):]).exists():
+            return Path(mount + uri[len(scheme):])
+    from aicd.components.uris import resolve_path
+
+    return resolve_path(uri)
+
+
+def _has_predictions(report: dict[str, Any]) -> bool:
+    examples = report.get("examples") or {}
+    ids, preds = examples.get("ids") or [], examples.get("predictions") or []
+    return bool(ids) and len(ids) == len(preds)
+
+
+def leaderboard_reports(leaderboard: str | Path | dict[str, Any]) -> dict[str, Path]:
+    """Entry name -> report.json of every leaderboard entry whose report kept per-example predictions.
+
+    ``leaderboard`` is the leaderboard folder, its leaderboard.json, or the loaded board.
+    Entries without a report, or whose report has no predictions, are left out (logged).
+    """
+    if not isinstance(leaderboard, dict):
+        path = Path(leaderboard)
+        path = path / "leaderboard.json" if path.is_dir() else path
+        try:
+            leaderboard = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise LabelingError(f"leaderboard {path} cannot be read as JSON ({err})",
+                                "pass the leaderboard artifact select_candidate wrote") from None
+    if leaderboard.get("kind") != "leaderboard" or not isinstance(leaderboard.get("entries"), list):
+        raise LabelingError("the leaderboard has no `entries` (kind 'leaderboard' expected)",
+                            "pass the leaderboard artifact select_candidate wrote")
+    reports: dict[str, Path] = {}
+    for entry in leaderboard["entries"]:
+        name, where = entry.get("name"), entry.get("report")
+        if not where:
+            log.info("review: leaderboard entry %r has no report; left out", name)
+            continue
+        try:
+            path = locate(str(where))
+        except AicdError as err:
+            raise LabelingError(f"report {where} of leaderboard entry {name!r} cannot be found ({err})",
+                                "run the benchmark again; its reports must stay where the leaderboard points") from None
+        path = path / "report.json" if path.is_dir() else path
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise LabelingError(f"report {path} of leaderboard entry {name!r} cannot be read ({err})",
+                                "run the benchmark again; its reports must stay where the leaderboard points") from None
+        if not _has_predictions(report):
+            log.info("review: leaderboard entry %r kept no per-example predictions; left out", name)
+            continue
+        reports[str(name)] = path
+    return reports
+
+
+def review_leaderboard(spec: Spec | dict[str, Any], dataset_dir: str | Path, leaderboard: str | Path | dict[str, Any],
+                       out_dir: str | Path, client: LabelStudio | None = None, push: bool = True,
+                       limit: int = 20) -> ReviewResult:
+    """The side-by-side review of every benchmarked entry's outputs on the same prompts.
+
+    Generation: each entry (candidate and mode, e.g. ``tiny/zero-shot``) and the
+    reference answer side by side in review.html, and Pairwise tasks in Label Studio.
+    Classification: the entries' predicted labels (the TF-IDF baseline included) and
+    the gold label side by side in review.html only; a preference between two labels
+    is no judgement a person should make, so Label Studio gets no review tasks (the
+    labels themselves are labeled in the spec's labeling project).
+    """
+    spec, _ = labeling_of(spec)
+    reports = leaderboard_reports(leaderboard)
+    if not reports:
+        raise LabelingError("no leaderboard entry kept per-example predictions to review",
+                            "evaluate the candidates with predictions kept (`examples.predictions`)")
+    data = outputs_from_reports(spec, dataset_dir, reports, limit)
+    if push and spec.task.type == "text-classification":
+        log.info("review: %s is text-classification; the %d entries' labels go to review.html only, "
+                 "no Pairwise tasks to Label Studio", spec.name, len(reports))
+        push = False
+    return review_candidates(spec, data["prompts"], data["outputs"], out_dir, references=data["references"],
+                             client=client, push=push)
+
+
+# Stage 1 also sends the chosen candidate's work to labeling: what export_for_labeling needs from it.
+def labeling_inputs(spec: Spec | dict[str, Any], dataset_dir: str | Path, work_dir: str | Path,
+                    evaluation_dir: str | Path | None = None, chosen: str = "") -> dict[str, Any]:
+    """export_for_labeling's keyword arguments from the chosen candidate's evaluation.
+
+    - ``generation_mode: pairwise``: the evaluation report's predictions are the model side.
+    - ``sampling: uncertainty``: a chosen model folder (``chosen["model_dir"]``, e.g. the
+      linear probe of an encoder) scores every row itself; otherwise the report's
+      per-example scores rank the rows, and the pool is cut to the rows the report
+      scored (a copy of the data set under ``work_dir``), so no unscored row is sampled.
+
+    Returns ``dataset_dir`` (maybe the cut copy) and ``responses``/``scores``/``model_dir``.
+    """
+    from aicd.components.labeling.configs import task_kind
+    from aicd.components.labeling.export import load_responses
+
+    parsed, labeling = labeling_of(spec)
+    out: dict[str, Any] = {"dataset_dir": str(dataset_dir)}
+    report = str(Path(evaluation_dir) / "report.json") if evaluation_dir else None
+    if task_kind(parsed.task, labeling) == "pairwise" and report:
+        out["responses"] = report
+    if labeling.sampling != "uncertainty":
+        return out
+    model_dir = (json.loads(chosen) or {}).get("model_dir") if chosen else None
+    if model_dir:
+        out["model_dir"] = str(locate(model_dir))
+        return out
+    if not report:
+        return out  # export_for_labeling says what is missing
+    from aicd.components.data.format import write_dataset
+    from aicd.components.labeling.versions import read_version
+
+    out["scores"] = report
+    scored = set(load_responses(report))
+    card, splits = read_version(dataset_dir)
+    cut = {name: [r for r in rows if str(r["id"]) in scored] for name, rows in splits.items()}
+    out["dataset_dir"] = str(Path(work_dir) / "scored-rows")
+    write_dataset(out["dataset_dir"], cut, [], fingerprint=card.get("fingerprint"), parent=card.get("parent"),
+                  sources=card.get("sources"), task=card.get("task"))
+    return out

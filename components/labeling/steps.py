@@ -9,12 +9,25 @@ from aicd.components._images import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE)
 def export_for_labeling(spec: dict, dataset: Input[Dataset], metrics: Output[Metrics],
                         scores: Input[Artifact] = None, responses: Input[Artifact] = None,
-                        model: Input[Model] = None) -> int:
-    """Sample rows and import them as Label Studio tasks; returns the number of new tasks."""
-    from aicd.components.labeling.export import export_for_labeling as run
+                        model: Input[Model] = None, evaluation: Input[Artifact] = None, chosen: str = "") -> int:
+    """Sample rows and import them as Label Studio tasks; returns the number of new tasks.
 
-    result = run(spec, dataset.path, scores=scores.path if scores else None,
-                 responses=responses.path if responses else None, model_dir=model.path if model else None)
+    ``evaluation`` (the chosen candidate's evaluation report folder) and ``chosen``
+    (select_candidate's JSON) supply what the spec's labeling needs when ``scores``,
+    ``responses`` and ``model`` are not given: see :func:`labeling_inputs`.
+    """
+    import tempfile
+
+    from aicd.components.labeling.export import export_for_labeling as run
+    from aicd.components.labeling.review import labeling_inputs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        derived = labeling_inputs(spec, dataset.path, tmp, evaluation.path if evaluation else None, chosen)
+        dataset_dir = derived["dataset_dir"] if scores is None and model is None else dataset.path
+        result = run(spec, dataset_dir,
+                     scores=scores.path if scores else (None if model else derived.get("scores")),
+                     responses=responses.path if responses else derived.get("responses"),
+                     model_dir=model.path if model else (None if scores else derived.get("model_dir")))
     metrics.log_metric("tasks_created", result.created)
     metrics.log_metric("open_tasks", result.open_tasks)
     metrics.metadata["project_id"] = result.project_id
@@ -69,4 +82,22 @@ def review_candidates(spec: dict, predictions: Input[Artifact], review: Output[H
         result = run(spec, data["prompts"], data["outputs"], Path(tmp) / "review",
                      references=data.get("references"), push=push)
         shutil.copyfile(result.html, review.path)
+    return result.tasks_created
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def review_leaderboard(spec: dict, dataset: Input[Dataset], leaderboard: Input[Artifact], review: Output[HTML],
+                       push: bool = True) -> int:
+    """Stage 1 manual review: every benchmarked entry's outputs on the same prompts (the leaderboard's
+    reports) side by side in an HTML page and, for generation, as Pairwise tasks in Label Studio."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from aicd.components.labeling.review import review_leaderboard as run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(spec, dataset.path, leaderboard.path, Path(tmp) / "review", push=push)
+        shutil.copyfile(result.html, review.path)
+    review.metadata.update(project_id=result.project_id or 0, tasks_total=result.tasks_total)
     return result.tasks_created

@@ -5,8 +5,11 @@ import json
 import pytest
 
 from aicd.components.data.format import write_dataset
-from aicd.components.errors import LabelingError
-from aicd.components.labeling.review import outputs_from_reports, pairwise_tasks, render_html, review_candidates
+from aicd.components.errors import AicdError, LabelingError
+from aicd.components.labeling.review import (labeling_inputs, leaderboard_reports, outputs_from_reports,
+                                             pairwise_tasks, render_html, review_candidates, review_leaderboard)
+from aicd.components.labeling.sampling import load_scores, select
+from aicd.components.labeling.versions import read_version
 
 
 def report(ids, predictions):
@@ -55,3 +58,99 @@ def test_review_without_label_studio(tmp_path, support_bot_spec):
     result = review_candidates(support_bot_spec, ["p"], {"a": ["x"]}, tmp_path / "out", references=["r"], push=False)
     assert result.project_id is None and result.tasks_total == 1
     assert "<th>reference</th>" in (tmp_path / "out" / "review.html").read_text()
+
+
+def eval_report(ids, predictions, split="validation", scores=None):
+    return {"kind": "evaluation", "split": split,
+            "examples": {"ids": ids, "predictions": predictions, "scores": scores or {}}}
+
+
+@pytest.fixture
+def qa_data(tmp_path):
+    rows = [{"id": f"q{i}", "instruction": f"question {i}", "response": f"answer {i}", "source": "t"} for i in range(6)]
+    write_dataset(tmp_path / "data", {"train": rows[:4], "validation": rows[4:]}, [], fingerprint="sha256:x",
+                  parent=None)
+    return tmp_path / "data"
+
+
+def write_board(tmp_path, entries):
+    folder = tmp_path / "leaderboard"
+    folder.mkdir()
+    (folder / "leaderboard.json").write_text(json.dumps({"kind": "leaderboard", "entries": entries}))
+    return folder
+
+
+def test_review_from_the_leaderboard(tmp_path, support_bot_spec, qa_data, caplog):
+    for name, preds in (("a", ["a4", "a5"]), ("b", ["b4", "b5"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(eval_report(["q4", "q5"], preds)))
+    (tmp_path / "c.json").write_text(json.dumps(eval_report([], [])))  # kept no predictions
+    board = write_board(tmp_path, [{"name": "a/zero-shot", "report": str(tmp_path / "a" / "report.json")},
+                                   {"name": "b/few-shot-2", "report": str(tmp_path / "b")},
+                                   {"name": "c/zero-shot", "report": str(tmp_path / "c.json")},
+                                   {"name": "no-report"}])
+    with caplog.at_level("INFO"):
+        reports = leaderboard_reports(board)
+    assert set(reports) == {"a/zero-shot", "b/few-shot-2"}
+    assert "'c/zero-shot' kept no per-example predictions" in caplog.text
+    result = review_leaderboard(support_bot_spec, qa_data, board, tmp_path / "out", push=False)
+    page = (tmp_path / "out" / "review.html").read_text()
+    assert result.tasks_total == 6 and result.project_id is None  # 2 prompts x 3 pairs, nothing pushed
+    for cell in ("<th>a/zero-shot</th>", "<th>b/few-shot-2</th>", "<th>reference</th>", "question 5", "b4"):
+        assert cell in page
+
+
+def test_classification_review_stays_in_html(tmp_path, review_sentiment_spec, caplog):
+    rows = [{"id": f"r{i}", "text": f"text {i}", "label": "negative", "source": "t"} for i in range(3)]
+    write_dataset(tmp_path / "data", {"validation": rows}, [], fingerprint="sha256:x", parent=None)
+    (tmp_path / "p.json").write_text(json.dumps(eval_report(["r0", "r1"], ["positive", "negative"])))
+    board = write_board(tmp_path, [{"name": "enc/linear-probe", "report": str(tmp_path / "p.json")}])
+    with caplog.at_level("INFO"):  # push asked, but no client is needed: nothing goes to Label Studio
+        result = review_leaderboard(review_sentiment_spec, tmp_path / "data", board, tmp_path / "out")
+    assert result.tasks_created == 0 and result.project_id is None
+    assert "no Pairwise tasks to Label Studio" in caplog.text
+    assert "<th>enc/linear-probe</th>" in (tmp_path / "out" / "review.html").read_text()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "cannot be read as JSON"),
+    ('{"kind": "evaluation"}', "has no `entries`"),
+    ('{"kind": "leaderboard", "entries": [{"name": "x", "report": "/nowhere/report.json"}]}',
+     "report /nowhere/report.json of leaderboard entry 'x' cannot be found"),
+    ('{"kind": "leaderboard", "entries": []}', "no leaderboard entry kept per-example predictions"),
+])
+def test_bad_leaderboard(tmp_path, support_bot_spec, qa_data, content, message):
+    (tmp_path / "leaderboard.json").write_text(content)
+    with pytest.raises(AicdError, match=message):
+        review_leaderboard(support_bot_spec, qa_data, tmp_path / "leaderboard.json", tmp_path / "out", push=False)
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_labeling_inputs_pairwise_takes_the_answers(tmp_path, support_bot_spec, qa_data):
+    (tmp_path / "eval").mkdir()
+    got = labeling_inputs(support_bot_spec, qa_data, tmp_path / "work", tmp_path / "eval")
+    assert got == {"dataset_dir": str(qa_data), "responses": str(tmp_path / "eval" / "report.json")}
+    spec = {**support_bot_spec, "labeling": {**support_bot_spec["labeling"], "generation_mode": "rating"}}
+    assert labeling_inputs(spec, qa_data, tmp_path / "work", tmp_path / "eval") == {"dataset_dir": str(qa_data)}
+
+
+def test_labeling_inputs_uncertainty_prefers_the_chosen_model(tmp_path, review_sentiment_spec, qa_data):
+    (tmp_path / "probe").mkdir()
+    chosen = json.dumps({"name": "enc/linear-probe", "model_dir": str(tmp_path / "probe")})
+    got = labeling_inputs(review_sentiment_spec, qa_data, tmp_path / "work", tmp_path / "eval", chosen)
+    assert got == {"dataset_dir": str(qa_data), "model_dir": str(tmp_path / "probe")}
+
+
+def test_labeling_inputs_uncertainty_samples_only_scored_rows(tmp_path, support_bot_spec, qa_data):
+    spec = {**support_bot_spec, "labeling": {**support_bot_spec["labeling"], "generation_mode": "rating",
+                                             "sampling": "uncertainty"}}
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "report.json").write_text(json.dumps(
+        eval_report(["q1", "q4"], ["x", "y"], scores={"token_f1": [0.1, 0.9]})))
+    chosen = json.dumps({"name": "m/zero-shot", "model_dir": None})
+    got = labeling_inputs(spec, qa_data, tmp_path / "work", tmp_path / "eval", chosen)
+    assert got["scores"] == str(tmp_path / "eval" / "report.json")
+    _, splits = read_version(got["dataset_dir"])
+    assert sorted(r["id"] for part in splits.values() for r in part) == ["q1", "q4"]
+    assert [r["id"] for r in select([r for p in splits.values() for r in p], 5, "uncertainty", 0, None,
+                                    load_scores(got["scores"], default_metric="token_f1"))] == ["q1", "q4"]

@@ -1,0 +1,162 @@
+"""Stage 1 (poc) and stage 2 (scoping) pipelines end to end under kfp.local, against a real Label Studio.
+
+Real steps, a real Label Studio on 127.0.0.1, real tiny random models (tests/tiny_models.py)
+and a real bare GitOps repository; nothing is mocked. People's labels are annotations
+created through the Label Studio API, exactly what the labeling UI posts.
+
+- poc, support-bot (causal LM, pairwise labeling): two tiny candidates, each zero- and
+  few-shot, reviewed side by side (review.html and Pairwise tasks); the chosen one's
+  answers become the model side of the labeling tasks.
+- poc, review-sentiment (classification, uncertainty sampling): the leaderboard holds the
+  TF-IDF baseline; the chosen linear probe scores every row it samples.
+- scoping, support-bot: the labels come back from Label Studio, the benchmark runs on the
+  labeled version, and the chosen base model is promoted as the first champion.
+"""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aicd.components.labeling.client import LabelStudio
+from aicd.components.labeling.configs import result_for
+from aicd.components.labeling.review import review_project
+from aicd.components.labeling.sampling import select
+from aicd.components.labeling.uncertainty import model_uncertainty
+from aicd.components.labeling.versions import read_version
+from aicd.components.spec import parse_spec
+from aicd.pipelines.cache import source_digest
+from aicd.pipelines.gitops import ensure_gitops_repo, head_commit
+from aicd.pipelines.local import run_local
+from aicd.pipelines.stages import build_pipeline, pipeline_argument
+from labelstudio_server import label_studio  # noqa: F401  (the session fixture)
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def ls(label_studio, monkeypatch):  # noqa: F811
+    # The steps run in subprocesses of this process: they inherit the token variable.
+    monkeypatch.setenv("AICD_SECRET_LABEL_STUDIO_TOKEN_TOKEN", label_studio.token)
+    client = LabelStudio(label_studio.url, label_studio.token)
+    yield client
+    client.close()
+
+
+def small_metrics(spec: dict, **extra) -> None:
+    spec["metrics"].update(max_examples=6, bootstrap_samples=50, max_new_tokens=4, behavioural=[],
+                           probe_prompts=[], **extra)
+
+
+@pytest.fixture
+def bot_spec(support_bot_spec, tiny_causal_lm, label_studio, tmp_path) -> dict:  # noqa: F811
+    spec = support_bot_spec
+    spec["candidates"] = [{"name": "tiny-a", "uri": str(tiny_causal_lm)},
+                          {"name": "tiny-b", "uri": str(tiny_causal_lm), "prompt_template": "Q: {instruction}\nA:"}]
+    spec["data"]["max_rows"] = 60
+    small_metrics(spec, gates={"thresholds": {}, "non_inferiority": {}})
+    spec["labeling"].update(url=label_studio.url, project=f"poc-bot-{tmp_path.name}"[-40:], batch_size=4)
+    repo = tmp_path / "gitops.git"
+    ensure_gitops_repo(repo, "main", ROOT / "manifests")
+    spec["delivery"]["gitops"]["repo"] = str(repo)
+    return pipeline_argument(parse_spec(spec))
+
+
+@pytest.fixture
+def sentiment_spec(review_sentiment_spec, tiny_encoder, label_studio, tmp_path) -> dict:  # noqa: F811
+    spec = review_sentiment_spec
+    spec["candidates"] = [{"name": "tiny-bert", "uri": str(tiny_encoder)}]
+    spec["data"]["max_rows"] = 120
+    small_metrics(spec)
+    spec["labeling"].update(url=label_studio.url, project=f"poc-sentiment-{tmp_path.name}"[-40:], batch_size=6)
+    return pipeline_argument(parse_spec(spec))
+
+
+def run(name: str, spec: dict, workdir: Path):
+    return run_local(build_pipeline(name), {"spec": spec}, workdir, code_digest=source_digest())
+
+
+def board(run_) -> dict:
+    return json.loads((run_.artifact_path("select-candidate", "leaderboard") / "leaderboard.json").read_text())
+
+
+def project_tasks(ls: LabelStudio, title: str) -> list[dict]:
+    project = ls.find_project(title)
+    assert project is not None, f"no Label Studio project {title!r}"
+    return ls.tasks(project["id"])
+
+
+def test_poc_then_scoping_support_bot(ls, bot_spec, tmp_path):
+    poc = run("poc", bot_spec, tmp_path / "work")
+    assert all(t.status == "ran" for t in poc.tasks), [(t.name, t.status) for t in poc.tasks]
+    entries = {e["name"] for e in board(poc)["entries"]}
+    assert entries == {"tiny-a/zero-shot", "tiny-a/few-shot-2", "tiny-b/zero-shot", "tiny-b/few-shot-2"}
+
+    # the side-by-side review: every entry and the reference, in the page and in Label Studio
+    page = poc.artifact_path("review-leaderboard", "review").read_text()
+    for name in entries | {"reference"}:
+        assert f"<th>{name}</th>" in page
+    review = project_tasks(ls, review_project(parse_spec(bot_spec)))
+    assert len(review) == poc.task("review-leaderboard").outputs["Output"] > 0
+    assert len(review) % 10 == 0  # 5 sides: 10 pairs per prompt
+    assert {t["data"]["aicd_left"] for t in review} | {t["data"]["aicd_right"] for t in review} == entries | {"reference"}
+
+    # labeling: pairwise tasks whose model side is the chosen candidate's answer on that row
+    report = json.loads((poc.artifact_path("evaluate-model", "report") / "report.json").read_text())
+    answers = dict(zip(report["examples"]["ids"], report["examples"]["predictions"]))
+    tasks = project_tasks(ls, bot_spec["labeling"]["project"])
+    assert len(tasks) == poc.task("export-for-labeling").outputs["Output"] == 4
+    for task in tasks:
+        data = task["data"]
+        assert data["aicd_id"] in answers
+        model_side = "left" if data["aicd_left"] == "model" else "right"
+        assert data[model_side] == answers[data["aicd_id"]]
+
+    # people prefer a side on three tasks; scoping imports them and ships the first champion
+    for task, side in zip(tasks[:3], ["left", "right", "left"]):
+        ls.annotate(task["id"], result_for("pairwise", side))
+    scoping = run("scoping", bot_spec, tmp_path / "work")
+    assert all(t.status == "ran" or t.status == "cached" for t in scoping.tasks)
+    labels = scoping.task("import-labels")
+    assert labels.outputs["Output"] == 3 and labels.outputs["metrics"].metadata["labeled"] == 3
+    chosen = scoping.task("select-candidate").outputs["candidate"]
+    assert chosen in ("tiny-a", "tiny-b")
+    gate = scoping.task("gate-candidate")
+    assert gate.outputs["Output"] is True, gate.outputs["blessing"].metadata
+    repo = bot_spec["delivery"]["gitops"]["repo"]
+    sha, _ = head_commit(repo, "main")
+    assert scoping.task("promote-adapter").outputs["Output"] == sha
+    overlay = subprocess.run(["git", "--git-dir", repo, "show",
+                              "main:manifests/overlays/production/inferenceservice.yaml"],
+                             capture_output=True, text=True, check=True).stdout
+    base = bot_spec["candidates"][0]["uri"]  # both candidates are the tiny model
+    assert f"aicd.dev/model-id: base:{base}" in overlay and f"- --base\n      - {base}\n" in overlay, overlay
+
+
+def test_poc_review_sentiment(ls, sentiment_spec, tmp_path):
+    poc = run("poc", sentiment_spec, tmp_path / "work")
+    leaderboard = board(poc)
+    names = {e["name"]: e for e in leaderboard["entries"]}
+    assert set(names) == {"tiny-bert/linear-probe", "tfidf-logreg/baseline"}, names
+    assert leaderboard["chosen"]["name"] == "tiny-bert/linear-probe"  # the baseline is ranked, never chosen
+
+    page = poc.artifact_path("review-leaderboard", "review").read_text()
+    for name in names:
+        assert f"<th>{name}</th>" in page
+    assert ls.find_project(review_project(parse_spec(sentiment_spec))) is None  # labels: no pairwise review
+    assert poc.task("review-leaderboard").outputs["Output"] == 0
+
+    tasks = project_tasks(ls, sentiment_spec["labeling"]["project"])
+    assert len(tasks) == poc.task("export-for-labeling").outputs["Output"] == 6
+    # uncertainty sampling: the chosen probe scored every row, and the 6 it is least sure of were sent
+    dataset = poc.artifact_path("ingest-dataset", "dataset")
+    _, splits = read_version(dataset)
+    rows = [r for part in splits.values() for r in part]
+    scores = model_uncertainty(parse_spec(sentiment_spec).task, leaderboard["chosen"]["model_dir"], rows)
+    assert len(scores) == len(rows)
+    expected = [r["id"] for r in select(rows, 6, "uncertainty", 0, None, scores)]
+    assert sorted(t["data"]["aicd_id"] for t in tasks) == sorted(expected)
+    least_sure = sorted(scores.values(), reverse=True)[5]
+    assert all(scores[t["data"]["aicd_id"]] >= least_sure for t in tasks)
