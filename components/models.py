@@ -66,6 +66,26 @@ def load_classifier(uri: str, labels: list[str]):
     return model, load_tokenizer(model_dir), model_dir
 
 
+# A Model artifact without weights that stands for one of the spec's base candidates (find_champion
+# writes it while the champion is a bare base model, or none serves yet): {"candidate": name}.
+BASE_MODEL_REF = "base-model.json"
+
+
+def base_model_ref(path: str | Path) -> str | None:
+    """The candidate name the artifact at ``path`` refers to ("" for the spec's first), or None when
+    it is an ordinary Model artifact."""
+    import json
+
+    ref = Path(path) / BASE_MODEL_REF
+    if not ref.is_file():
+        return None
+    try:
+        return str(json.loads(ref.read_text(encoding="utf-8")).get("candidate") or "")
+    except (ValueError, AttributeError):
+        raise ModelError(f"{ref} is not a JSON object with `candidate`",
+                         "pass the artifact find_champion wrote, or a trained Model artifact") from None
+
+
 def format_prompt(tokenizer, instruction: str, template: str | None = None, system: str | None = None) -> str:
     """The text a causal LM sees for one instruction: the spec's template or the chat template."""
     if template is not None:

@@ -21,7 +21,7 @@ from kfp.dsl.types import artifact_types
 from aicd.components.cards import atomic_dir, atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _ENTRY = "outputs.json"
 
 
@@ -54,8 +54,9 @@ def source_digest() -> str:
 
 def _value_for_key(value: Any) -> Any:
     if isinstance(value, dsl.Artifact):
-        return {"artifact": type(value).schema_title, "content": path_digest(value.path),
-                "metadata": value.metadata}
+        # Content only: aicd steps read an input artifact's files, never its metadata (a summary of
+        # the files for the UI), so one model copied to another artifact is the same input.
+        return {"artifact": type(value).schema_title, "content": path_digest(value.path)}
     if isinstance(value, list):
         return [_value_for_key(v) for v in value]
     if isinstance(value, dict):
@@ -74,7 +75,10 @@ class ContentCache:
         container = executor_spec.container
         material = {
             "version": CACHE_VERSION,
-            "component": json_format.MessageToDict(component_spec, preserving_proto_field_name=True),
+            # The executor label is a name ("exec-evaluate-model-3"), not content: two tasks of one
+            # component with the same arguments share their outputs wherever they sit in the graph.
+            "component": {k: v for k, v in json_format.MessageToDict(
+                component_spec, preserving_proto_field_name=True).items() if k != "executor_label"},
             "image": container.image,
             "command": list(container.command) + list(container.args),
             "env": {e.name: e.value for e in container.env},

@@ -109,23 +109,52 @@ def _ensure_gitops(spec: Spec, console: Console) -> None:
         console.print(f"created the local GitOps repository {gitops.repo} (branch {gitops.branch}) from manifests/")
 
 
+def _model_name(model: dict[str, Any] | None) -> str:
+    if not model:
+        return "none"
+    if model.get("digest"):
+        return f"{model.get('name') or 'model'} {str(model['digest']).split(':')[-1][:12]}"
+    return f"{model.get('name') or model.get('uri')} (base model)"
+
+
 def _outcome(run, spec: Spec) -> dict[str, Any]:
-    """What the finetune run decided: metrics of candidate and base, the gate, the promotion commit."""
+    """What the finetune run decided, from the gate's blessing: the candidate against the champion it
+    was compared with (the serving one, or the base model while none serves), and the promotion."""
+    from aicd.components.delivery.gate import read_json
+
     out: dict[str, Any] = {}
     primary = spec.metrics.primary
     for task in run.tasks:
-        report, metrics = task.outputs.get("report"), task.outputs.get("metrics")
-        if task.name.startswith("evaluate-model") and report is not None and metrics is not None:
-            who = "adapter" if report.metadata.get("digest") else "base model"
-            value = metrics.metadata.get(primary)
-            out[f"{who} {primary}"] = f"{value:.4f}" if isinstance(value, (int, float)) else "missing"
-        elif task.name.startswith("gate-candidate"):
-            blessing = task.outputs.get("blessing")
+        if task.name.startswith("choose-method"):
+            out["method chosen"] = task.outputs.get("chosen")
+        elif task.name.startswith("gate-candidate") and task.outputs.get("blessing") is not None:
+            blessing = read_json(task.outputs["blessing"].path, "blessing")
+            summary, comparison = blessing.get("summary") or {}, (blessing.get("summary") or {}).get("comparison")
+            out[f"candidate {primary}"] = f"{_num(summary.get('candidate'))} ({_model_name(blessing.get('candidate'))})"
+            if comparison:
+                out[f"champion {primary}"] = f"{_num(comparison.get('champion'))} " \
+                                              f"({_model_name(blessing.get('champion'))})"
+                out["difference"] = (f"{_num(comparison.get('diff'), '+.4f')} (95% CI "
+                                     f"[{_num(comparison.get('low'), '+.3f')}, {_num(comparison.get('high'), '+.3f')}])")
             out["gate"] = "passed" if task.outputs.get("Output") else "FAILED"
-            out["gate reasons"] = "; ".join(blessing.metadata.get("reasons", [])) if blessing else ""
+            out["gate reasons"] = "; ".join(blessing.get("reasons", []))
         elif task.name.startswith("promote-adapter"):
             out["promoted commit"] = task.outputs.get("Output") or "(no change)"
     return out
+
+
+def _num(value: Any, fmt: str = ".4f") -> str:
+    value = value.get("value") if isinstance(value, dict) else value
+    return format(value, fmt) if isinstance(value, (int, float)) else "missing"
+
+
+def _delivered_model(run) -> Path | None:
+    """The Model artifact the run gated: the best method's copy (or a lone training step's output)."""
+    for prefix, output in (("choose-method", "best"), ("train-adapter", "model")):
+        task = next((t for t in run.tasks if t.name.startswith(prefix) and output in t.outputs), None)
+        if task is not None:
+            return Path(task.outputs[output].path)
+    return None
 
 
 def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
@@ -151,8 +180,7 @@ def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
     if run is not None:
         summary["pipeline"] = f"{run.pipeline}: {len(run.tasks)} step(s) in {run.seconds:.0f}s, artifacts {run.root}"
         summary.update(_outcome(run, spec))
-        train = next((t for t in run.tasks if t.name.startswith("train-adapter")), None)
-        adapter = Path(train.outputs["model"].path) if train and "model" in train.outputs else None
+        adapter = _delivered_model(run)
         if adapter is None:
             missing.append("the finetune pipeline produced no adapter (train_adapter missing)")
         else:

@@ -1,14 +1,15 @@
-"""Stage 3, fine-tuning: train an adapter, evaluate it against the base, gate, promote through Git."""
+"""Stage 3, fine-tuning: train the spec's adapter methods, keep the best, evaluate it against the serving
+champion (the base model while none serves), gate, promote through Git."""
 
 from aicd.pipelines.platform import Platform
 
 
 def train_candidate(spec, dataset, platform: Platform):
-    """The adapter to deliver: the spec's first training method (its Model output)."""
-    from aicd.components.training.steps import train_adapter
+    """The adapter to deliver: every method of ``training.methods`` trained in parallel and evaluated on
+    the validation split (the test split stays for the gate); the best on metrics.primary."""
+    from aicd.pipelines.subgraphs.training import compare_methods
 
-    train_task = platform.apply(train_adapter(spec=spec, dataset=dataset), "train")
-    return train_task.outputs["model"]
+    return compare_methods(spec, dataset, platform).outputs["best"]
 
 
 def build(platform: Platform):
@@ -18,8 +19,9 @@ def build(platform: Platform):
     from aicd.pipelines.subgraphs.delivery import deliver_model
 
     @dsl.pipeline(name="aicd-finetune", description="Ingest the data, train the spec's adapter methods and keep "
-                                                     "the best, evaluate it against the base model, gate it and "
-                                                     "promote it through the GitOps repository.")
+                                                     "the best, evaluate it against the serving champion (the "
+                                                     "base model while none serves), gate it and promote it "
+                                                     "through the GitOps repository.")
     def finetune_pipeline(spec: dict):
         ingest_task = prepare_data(spec, platform)
         dataset = ingest_task.outputs["dataset"]

@@ -9,6 +9,7 @@ checked again on what is now in Git) and retries. It never force-pushes; every
 attempt happens in a private clone, so a failure leaves nothing half-written.
 """
 
+import json
 import logging
 import random
 import tempfile
@@ -124,6 +125,77 @@ def commit_overlay(spec: Spec, edit: Edit, message: str, branch: str | None = No
 def read_rollout(spec: Spec) -> isvc.RolloutState:
     """The rollout state (champion, canary, traffic) declared in the GitOps branch now."""
     return commit_overlay(spec, lambda doc, state: "read", "").before
+
+
+def read_champion(spec: Spec) -> isvc.ModelRef | None:
+    """The champion declared in the GitOps branch now (its identity, base and adapter URIs), or None."""
+    found: list[isvc.ModelRef | None] = []
+
+    def read(doc: dict[str, Any], state: isvc.RolloutState) -> str:
+        found.append(isvc.champion_ref(doc))
+        return "read"
+
+    commit_overlay(spec, read, "")
+    return found[0]
+
+
+@dataclass(frozen=True)
+class Champion:
+    """What a new candidate is evaluated against: the serving champion, or the base model."""
+
+    model_id: str       # the champion's identity in Git, "" when none is declared yet
+    model_uri: str      # its Model artifact (adapter or full model) to evaluate; "" for a bare base model
+    candidate: str      # the spec's candidate to evaluate when model_uri is "" ("": the first one)
+
+
+def champion_to_beat(spec: Spec) -> Champion:
+    """The serving champion a new candidate must beat; the base model while none serves.
+
+    A bare base champion (``base:<uri>``, stage 2's choice) is evaluated as the spec's candidate
+    with that URI; when the spec no longer lists it, the first candidate is evaluated instead, and
+    the promotion will be refused as stale (the champion in Git is not what the gate compared).
+    """
+    ref = read_champion(spec)
+    if ref is None:
+        return Champion("", "", "")
+    if not ref.model_id.startswith("base:"):
+        return Champion(ref.model_id, ref.adapter_uri or ref.base_uri, "")
+    uri = ref.model_id.removeprefix("base:")
+    names = [c.name for c in spec.candidates if c.uri == uri]
+    if not names:
+        log.warning("the champion %s is not among the spec's candidates; comparing with %s instead, so the "
+                    "promotion will be refused as stale", ref.model_id, spec.candidates[0].name)
+    return Champion(ref.model_id, "", names[0] if names else "")
+
+
+def write_champion(spec: Spec, out_dir: str | Path) -> Champion:
+    """Write the champion to beat as a Model artifact at ``out_dir``: a copy of its adapter or model
+    (verified against the digest Git declares), or a reference to a base candidate (``BASE_MODEL_REF``).
+
+    A copy, not a URI: evaluating it is keyed by content, so a champion that an earlier run already
+    evaluated as its candidate comes from the cache.
+    """
+    import shutil
+
+    from aicd.components.cards import atomic_dir, verify_card
+    from aicd.components.models import BASE_MODEL_REF
+    from aicd.components.uris import resolve_path
+
+    champion = champion_to_beat(spec)
+    with atomic_dir(out_dir) as tmp:
+        if champion.model_uri:
+            source = resolve_path(champion.model_uri)
+            digest = verify_card(source)["digest"]
+            if digest != champion.model_id:
+                raise DeliveryError(f"the champion artifact at {champion.model_uri} has digest {digest}, but Git "
+                                    f"declares {champion.model_id}",
+                                    "restore the artifact, or roll the GitOps overlay back to a model that exists")
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+        else:
+            (tmp / BASE_MODEL_REF).write_text(json.dumps({"candidate": champion.candidate,
+                                                          "model_id": champion.model_id}) + "\n", encoding="utf-8")
+    log.info("champion to beat: %s", champion.model_id or f"none yet (base model {spec.candidate().name})")
+    return champion
 
 
 def _num(value: Any, fmt: str = ".4g") -> str:

@@ -98,6 +98,31 @@ def state(doc: dict[str, Any]) -> RolloutState:
     return RolloutState(_id(spec["predictor"]), _id(canary[0]["predictor"]), canary[0].get("trafficPercent"))
 
 
+def champion_ref(doc: dict[str, Any]) -> ModelRef | None:
+    """What the champion predictor serves, read back from its identity and arguments; None when no
+    aicd model is declared yet (the overlay as copied from aicd's manifests)."""
+    spec = doc["spec"]
+    predictor = spec["predictor"]
+    stable = (doc["metadata"].get("annotations") or {}).get(STABLE_PREDICTOR) if _serverless(doc) else None
+    if stable is not None:
+        predictor = json.loads(stable)
+    model_id = _id(predictor)
+    if model_id is None:
+        return None
+    args = [str(a) for a in ((predictor.get("model") or {}).get("args") or [])]
+    values = {flag: value for flag, value in zip(args, args[1:]) if flag.startswith("--")}
+    if "--base" not in values:
+        raise DeliveryError(f"the champion predictor ({model_id}) has no --base argument",
+                            "restore its `model.args` from the commit that promoted it")
+    adapter_name, adapter_uri = None, None
+    if "--adapter" in values:
+        adapter_name, _, adapter_uri = values["--adapter"].partition("=")
+        if not adapter_uri:
+            raise DeliveryError(f"the champion's --adapter {values['--adapter']!r} is not NAME=URI",
+                                "restore its `model.args` from the commit that promoted it")
+    return ModelRef(model_id, values["--base"], adapter_uri, adapter_name)
+
+
 def predictor_args(spec: Spec, ref: ModelRef) -> list[str]:
     """The predictor's command-line arguments (docs/contracts.md, Predictor) for one model."""
     serving = spec.delivery.serving

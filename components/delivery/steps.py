@@ -38,6 +38,18 @@ def gate_candidate(spec: dict, candidate_report: Input[Artifact], blessing: Outp
 
 
 @dsl.component(base_image=BASE_IMAGE)
+def find_champion(spec: dict, champion: Output[Model]) -> str:
+    """The serving champion in the GitOps branch as a Model artifact for evaluate_model: a copy of its
+    adapter or model, or a reference to the base candidate while none serves; its identity ("" for none)."""
+    from aicd.components.delivery.gitops import write_champion
+    from aicd.components.spec import parse_spec
+
+    found = write_champion(parse_spec(spec), champion.path)
+    champion.metadata.update(model_id=found.model_id, uri=found.model_uri)
+    return found.model_id
+
+
+@dsl.component(base_image=BASE_IMAGE)
 def promote_adapter(spec: dict, blessing: Input[Artifact], candidate: Input[Model] = None) -> str:
     """Commit the blessed candidate to the GitOps overlay (canary at the first step); the commit id."""
     from aicd.components.delivery.gate import read_json

@@ -17,16 +17,20 @@ from aicd.components._images import BASE_IMAGE
 def evaluate_model(spec: dict, dataset: Input[Dataset], report: Output[Artifact], html: Output[HTML],
                    metrics: Output[Metrics], model: Input[Model] = None, candidate: str = "", endpoint: str = "",
                    split: str = "") -> str:
-    """Evaluate a Model artifact, the base candidate (no ``model``) or a live ``endpoint``; a summary as JSON."""
+    """Evaluate a Model artifact, the base candidate (no ``model``, or a ``model`` that only refers to a
+    base candidate, as find_champion writes) or a live ``endpoint``; a summary as JSON."""
     import json
     import shutil
 
     from aicd.components.evaluation.evaluate import evaluate_model as evaluate
+    from aicd.components.models import base_model_ref
     from aicd.components.spec import parse_spec
 
     parsed = parse_spec(spec)
-    result = evaluate(parsed, dataset.path, report.path, model=model.path if model is not None else None,
-                      candidate=candidate or None, endpoint=endpoint or None, split=split or None)
+    model_path = model.path if model is not None else None
+    if model_path is not None and (ref := base_model_ref(model_path)) is not None:
+        model_path, candidate = None, ref or candidate
+    result = evaluate(parsed, dataset.path, report.path, model=model_path, candidate=candidate or None, endpoint=endpoint or None, split=split or None)
     shutil.copyfile(f"{report.path}/report.html", html.path)
     for name, value in result["metrics"].items():
         metrics.log_metric(name, value["value"])

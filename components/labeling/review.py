@@ -271,7 +271,11 @@ def labeling_inputs(spec: Spec | dict[str, Any], dataset_dir: str | Path, work_d
         out["responses"] = report
     if labeling.sampling != "uncertainty":
         return out
-    model_dir = (json.loads(chosen) or {}).get("model_dir") if chosen else None
+    try:
+        model_dir = (json.loads(chosen) or {}).get("model_dir") if chosen else None
+    except (ValueError, AttributeError):
+        raise LabelingError(f"`chosen` is not select_candidate's JSON object: {chosen[:80]!r}",
+                            "pass select_candidate's `chosen` output") from None
     if model_dir:
         out["model_dir"] = str(locate(model_dir))
         return out

@@ -12,9 +12,9 @@ def export_for_labeling(spec: dict, dataset: Input[Dataset], metrics: Output[Met
                         model: Input[Model] = None, evaluation: Input[Artifact] = None, chosen: str = "") -> int:
     """Sample rows and import them as Label Studio tasks; returns the number of new tasks.
 
-    ``evaluation`` (the chosen candidate's evaluation report folder) and ``chosen``
-    (select_candidate's JSON) supply what the spec's labeling needs when ``scores``,
-    ``responses`` and ``model`` are not given: see :func:`labeling_inputs`.
+    Without ``scores``, ``responses`` and ``model``, the chosen candidate's ``evaluation``
+    (its report folder) and ``chosen`` (select_candidate's JSON) supply what the spec's
+    labeling needs: see :func:`aicd.components.labeling.review.labeling_inputs`.
     """
     import tempfile
 
@@ -22,12 +22,12 @@ def export_for_labeling(spec: dict, dataset: Input[Dataset], metrics: Output[Met
     from aicd.components.labeling.review import labeling_inputs
 
     with tempfile.TemporaryDirectory() as tmp:
-        derived = labeling_inputs(spec, dataset.path, tmp, evaluation.path if evaluation else None, chosen)
-        dataset_dir = derived["dataset_dir"] if scores is None and model is None else dataset.path
-        result = run(spec, dataset_dir,
-                     scores=scores.path if scores else (None if model else derived.get("scores")),
-                     responses=responses.path if responses else derived.get("responses"),
-                     model_dir=model.path if model else (None if scores else derived.get("model_dir")))
+        if scores is None and responses is None and model is None:
+            inputs = labeling_inputs(spec, dataset.path, tmp, evaluation.path if evaluation else None, chosen)
+        else:
+            inputs = {"dataset_dir": dataset.path, "scores": scores.path if scores else None,
+                      "responses": responses.path if responses else None, "model_dir": model.path if model else None}
+        result = run(spec, **inputs)
     metrics.log_metric("tasks_created", result.created)
     metrics.log_metric("open_tasks", result.open_tasks)
     metrics.metadata["project_id"] = result.project_id

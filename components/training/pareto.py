@@ -86,8 +86,9 @@ def _plot_png(rows: list[dict], primary: str) -> str:
 def write_comparison(trainings: list, evaluations: list, primary: str, table_path: str | Path,
                      html_path: str | Path) -> list[dict]:
     """Write the table (JSON) and the HTML page with the Pareto plot; return the rows."""
-    rows = pareto_front(comparison_rows(trainings, evaluations, primary), METRICS.get(primary, True))
-    rows.sort(key=lambda r: (not r["pareto"], -(r["quality"] or 0)))
+    higher = METRICS.get(primary, True)
+    rows = pareto_front(comparison_rows(trainings, evaluations, primary), higher)
+    rows.sort(key=lambda r: (not r["pareto"], r["quality"] is None, -(r["quality"] or 0) if higher else r["quality"] or 0))
     atomic_write_text(table_path, json.dumps({"primary": primary, "rows": rows}, indent=2) + "\n")
     head = "".join(f"<th>{h}</th>" for h in ("method", primary, *COSTS, "pareto"))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[k]))}</td>"
@@ -97,3 +98,30 @@ def write_comparison(trainings: list, evaluations: list, primary: str, table_pat
             f"<table border=1><tr>{head}</tr>{body}</table></body></html>")
     atomic_write_text(html_path, page)
     return rows
+
+
+def best_method(rows: list[dict], primary: str) -> dict:
+    """The row to deliver: the best quality on the primary metric (ties: the cheaper training, then the name)."""
+    scored = [r for r in rows if r["quality"] is not None]
+    if not scored:
+        raise TrainingError(f"no trained method has a {primary} score to choose by",
+                            f"check that the evaluation computes {primary} (metrics.primary) for these models")
+    sign = -1 if METRICS.get(primary, True) else 1
+    return min(scored, key=lambda r: (sign * r["quality"], r.get("train_seconds") or 0, r["method"]))
+
+
+def copy_chosen(rows: list[dict], primary: str, models: list[str | Path], out_dir: str | Path) -> dict:
+    """Copy the chosen method's Model artifact (found among ``models`` by card digest) to ``out_dir``."""
+    import shutil
+
+    from aicd.components.cards import atomic_dir, verify_card
+
+    chosen = best_method(rows, primary)
+    by_digest = {verify_card(m)["digest"]: Path(m) for m in models}
+    if chosen["digest"] not in by_digest:
+        raise TrainingError(f"the chosen method {chosen['method']!r} has no Model artifact with digest "
+                            f"{chosen['digest']}", "pass every trained Model artifact to the choice")
+    with atomic_dir(out_dir) as tmp:
+        shutil.copytree(by_digest[chosen["digest"]], tmp, dirs_exist_ok=True)
+    log.info("chose method %s: %s %.4g of %d method(s)", chosen["method"], primary, chosen["quality"], len(rows))
+    return chosen

@@ -1,10 +1,10 @@
 """KFP steps of training: thin wrappers over adapter.py, scratch.py, launcher.py, pareto.py.
 
 train_adapter and train_from_scratch return a JSON summary (method, artifact digest,
-training figures) for dsl.Collected fan-ins such as compare_methods' Pareto step.
+training figures) for dsl.Collected fan-ins such as compare_methods' choice of the best method.
 """
 
-from typing import List
+from typing import List, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
@@ -85,14 +85,19 @@ def launch_trainjob(spec: dict, dataset_uri: str, output_uri: str, method: str =
 
 
 @dsl.component(base_image=BASE_IMAGE)
-def plot_methods(spec: dict, trainings: List[str], evaluations: List[str], table: Output[Artifact],
-                 plot: Output[HTML]) -> str:
-    """Table and Pareto plot of quality (metrics.primary) against training cost; the front as JSON."""
+def choose_method(spec: dict, trainings: List[str], evaluations: List[str], models: Input[List[Model]],
+                  table: Output[Artifact], plot: Output[HTML], best: Output[Model]) -> NamedTuple(
+                      "Choice", chosen=str, pareto=str):
+    """Table and Pareto plot of quality (metrics.primary) against training cost, and the best method's
+    Model artifact copied to ``best`` (the one to deliver); its name, and the Pareto front as JSON."""
     import json
 
     from aicd.components.spec import MetricsSpec
-    from aicd.components.training.pareto import write_comparison
+    from aicd.components.training.pareto import copy_chosen, write_comparison
 
     primary = MetricsSpec.model_validate(spec["metrics"]).primary
     rows = write_comparison(trainings, evaluations, primary, table.path, plot.path)
-    return json.dumps([r["method"] for r in rows if r["pareto"]])
+    chosen = copy_chosen(rows, primary, [m.path for m in models], best.path)
+    best.metadata.update(method=chosen["method"], digest=chosen["digest"], quality=chosen["quality"])
+    outputs = NamedTuple("Choice", chosen=str, pareto=str)
+    return outputs(chosen["method"], json.dumps([r["method"] for r in rows if r["pareto"]]))

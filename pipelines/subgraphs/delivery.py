@@ -1,4 +1,4 @@
-"""Evaluate a candidate against the base model, gate it, and promote it only when the gate passed.
+"""Evaluate a candidate against the serving champion, gate it, and promote it only when the gate passed.
 
 The one delivery path of every stage: a trained adapter or model (``model``), or a
 bare base candidate by name (stage 1/2, the first champion), goes through the same
@@ -10,17 +10,27 @@ from kfp import dsl
 from aicd.pipelines.platform import Platform
 
 
-def evaluate_against_base(spec, dataset, model, platform: Platform) -> tuple[dsl.PipelineTask, ...]:
-    """(candidate evaluation, base evaluation, paired comparison) tasks for a Model artifact."""
+def evaluate_against_champion(spec, dataset, model, platform: Platform) -> tuple[dsl.PipelineTask, ...]:
+    """(candidate evaluation, champion evaluation, paired comparison) tasks for a Model artifact.
+
+    The champion is what serves now according to the GitOps branch (find_champion, never
+    cached: Git moves outside the pipeline): a copy of its Model artifact, or a reference to
+    the base model it is (or that serves while nothing does). Both are evaluated on the same
+    examples; the evaluation is keyed by content, so a champion an earlier run evaluated as
+    its candidate comes from the cache.
+    """
+    from aicd.components.delivery.steps import find_champion
     from aicd.components.evaluation.steps import compare_models, evaluate_model
 
     candidate_task = platform.apply(evaluate_model(spec=spec, dataset=dataset, model=model), "evaluate")
     candidate_task.set_display_name("evaluate-candidate")
-    base_task = platform.apply(evaluate_model(spec=spec, dataset=dataset), "evaluate")
-    base_task.set_display_name("evaluate-base")
+    champion = platform.apply(find_champion(spec=spec), "deliver", cache=False)
+    champion_task = platform.apply(evaluate_model(spec=spec, dataset=dataset, model=champion.outputs["champion"]),
+                                   "evaluate")
+    champion_task.set_display_name("evaluate-champion")
     compare_task = platform.apply(compare_models(spec=spec, candidate_report=candidate_task.outputs["report"],
-                                                 champion_report=base_task.outputs["report"]), "evaluate")
-    return candidate_task, base_task, compare_task
+                                                 champion_report=champion_task.outputs["report"]), "evaluate")
+    return candidate_task, champion_task, compare_task
 
 
 def gate_and_promote(spec, platform: Platform, candidate_report, *, model=None, comparison=None,
@@ -44,8 +54,8 @@ def gate_and_promote(spec, platform: Platform, candidate_report, *, model=None, 
 
 
 def deliver_model(spec, dataset, model, platform: Platform) -> dsl.PipelineTask:
-    """Evaluate a trained Model artifact against the base, then gate and promote it."""
-    candidate_task, base_task, compare_task = evaluate_against_base(spec, dataset, model, platform)
+    """Evaluate a trained Model artifact against the serving champion, then gate and promote it."""
+    candidate_task, champion_task, compare_task = evaluate_against_champion(spec, dataset, model, platform)
     return gate_and_promote(spec, platform, candidate_task.outputs["report"], model=model,
                             comparison=compare_task.outputs["comparison"],
-                            champion_report=base_task.outputs["report"])
+                            champion_report=champion_task.outputs["report"])

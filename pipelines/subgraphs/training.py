@@ -1,4 +1,4 @@
-"""Training sub-graph: train every method of the spec in parallel, evaluate each, compare them.
+"""Training sub-graph: train every method of the spec in parallel, evaluate each, keep the best.
 
 A plain function that adds tasks to the pipeline being built (kfp.local cannot run a
 nested pipeline taking an artifact input).
@@ -12,12 +12,13 @@ from aicd.pipelines.platform import Platform
 def compare_methods(spec, dataset, platform: Platform | None = None, split: str = "validation") -> dsl.PipelineTask:
     """ParallelFor over training.methods: train_adapter, then evaluate_model on ``split``.
 
-    Returns the plot_methods task: outputs ``table`` (JSON rows: method, digest, primary
-    metric, train_seconds, peak_memory_mb, adapter_size_mb, pareto), ``plot`` (HTML with
-    the Pareto plot) and ``Output`` (the methods on the Pareto front, JSON).
+    Returns the choose_method task: outputs ``best`` (the Model artifact of the method best on
+    metrics.primary, the one to deliver), ``chosen`` (its name), ``table`` (JSON rows: method,
+    digest, primary metric, train_seconds, peak_memory_mb, adapter_size_mb, pareto), ``plot``
+    (HTML with the Pareto plot) and ``pareto`` (the methods on the Pareto front, JSON).
     """
     from aicd.components.evaluation.steps import evaluate_model  # the evaluation area's step
-    from aicd.components.training.steps import list_methods, plot_methods, train_adapter
+    from aicd.components.training.steps import choose_method, list_methods, train_adapter
 
     platform = platform or Platform()
     names_task = platform.apply(list_methods(spec=spec), "evaluate")
@@ -25,5 +26,6 @@ def compare_methods(spec, dataset, platform: Platform | None = None, split: str 
         train_task = platform.apply(train_adapter(spec=spec, dataset=dataset, method=method), "train")
         eval_task = platform.apply(evaluate_model(spec=spec, dataset=dataset, model=train_task.outputs["model"],
                                                   split=split), "evaluate")
-    return platform.apply(plot_methods(spec=spec, trainings=dsl.Collected(train_task.outputs["Output"]),
-                                       evaluations=dsl.Collected(eval_task.outputs["Output"])), "evaluate")
+    return platform.apply(choose_method(spec=spec, trainings=dsl.Collected(train_task.outputs["Output"]),
+                                        evaluations=dsl.Collected(eval_task.outputs["Output"]),
+                                        models=dsl.Collected(train_task.outputs["model"])), "evaluate")

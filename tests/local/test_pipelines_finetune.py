@@ -6,6 +6,7 @@ step is skipped and every output is byte-identical; ingest, gate and promote alw
 (their inputs live outside the pipeline) and reach the same results.
 """
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from aicd.pipelines.local import run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_argument
 
 ROOT = Path(__file__).resolve().parents[2]
-ALWAYS_RUN = {"ingest-dataset", "gate-candidate", "promote-adapter"}
+ALWAYS_RUN = {"ingest-dataset", "find-champion", "gate-candidate", "promote-adapter"}
 
 
 @pytest.fixture
@@ -60,12 +61,20 @@ def first_run(tiny_spec, tmp_path):
 def test_finetune_trains_gates_and_promotes(first_run, tiny_spec):
     _, _, first = first_run
     names = [t.name for t in first.tasks]
-    assert {"ingest-dataset", "profile-dataset", "train-adapter", "evaluate-model", "evaluate-model-2",
-            "compare-models", "gate-candidate", "promote-adapter"} == set(names), names
+    assert {"ingest-dataset", "profile-dataset", "list-methods", "train-adapter", "evaluate-model", "choose-method",
+            "find-champion", "evaluate-model-2", "evaluate-model-3", "compare-models", "gate-candidate",
+            "promote-adapter"} == set(names), names
     assert all(t.status == "ran" for t in first.tasks)
+    best = first.task("choose-method").outputs
+    assert best["chosen"] == "lora-r4"
+    assert best["best"].metadata["digest"] == first.task("train-adapter").outputs["model"].metadata["digest"]
+    # nothing serves yet: the champion to beat is the base model, by reference
+    assert first.task("find-champion").outputs["Output"] == ""
     gate = first.task("gate-candidate")
     assert gate.outputs["Output"] is True, gate.outputs["blessing"].metadata
-    assert gate.outputs["digest"] == first.task("train-adapter").outputs["model"].metadata["digest"]
+    assert gate.outputs["digest"] == best["best"].metadata["digest"]
+    blessing = json.loads((Path(gate.outputs["blessing"].path) / "blessing.json").read_text())
+    assert blessing["champion"]["digest"] is None and blessing["champion"]["uri"] == tiny_spec["candidates"][0]["uri"]
     repo = tiny_spec["delivery"]["gitops"]["repo"]
     sha, _ = head_commit(repo, "main")
     assert first.task("promote-adapter").outputs["Output"] == sha
@@ -75,17 +84,35 @@ def test_finetune_trains_gates_and_promotes(first_run, tiny_spec):
     assert gate.outputs["digest"].split(":")[1][:12] in overlay
 
 
-def test_unchanged_rerun_comes_from_the_cache(first_run, tiny_spec, tmp_path):
+def test_rerun_gates_against_the_new_champion_then_comes_from_the_cache(first_run, tiny_spec, tmp_path):
+    """After the first run promoted its adapter, the same pipeline compares against that champion
+    (read from Git, evaluated from the cache: it is the first run's candidate, by content); once
+    Git no longer moves, a re-run is all cache hits with identical outputs."""
     pipeline, code, first = first_run
     repo = tiny_spec["delivery"]["gitops"]["repo"]
     sha, _ = head_commit(repo, "main")
+    adapter = first.task("gate-candidate").outputs["digest"]
     second = run_local(pipeline, {"spec": tiny_spec}, tmp_path / "work", code_digest=code)
     assert [t.name for t in second.tasks] == [t.name for t in first.tasks]
+    changed = ALWAYS_RUN | {"compare-models"}  # the comparison's champion report is new
     for task in second.tasks:
+        assert task.status == ("ran" if task.name in changed else "cached"), task.name
+    assert second.task("find-champion").outputs["Output"] == adapter
+    reports = {t.name: t.outputs["report"] for t in second.tasks if "report" in t.outputs}
+    assert reports["evaluate-model-3"].metadata["digest"] == adapter  # the champion, evaluated from the cache
+    assert path_digest(reports["evaluate-model-3"].path) == path_digest(reports["evaluate-model-2"].path)
+    comparison = json.loads((Path(second.task("compare-models").outputs["comparison"].path) /
+                             "comparison.json").read_text())
+    assert all(m["diff"] == 0 for m in comparison["metrics"].values()), comparison["metrics"]
+    blessing = json.loads((Path(second.task("gate-candidate").outputs["blessing"].path) / "blessing.json").read_text())
+    assert blessing["champion"]["digest"] == adapter
+    assert second.task("promote-adapter").outputs["Output"] == ""  # it is the champion already: nothing to commit
+    assert head_commit(repo, "main")[0] == sha
+
+    third = run_local(pipeline, {"spec": tiny_spec}, tmp_path / "work", code_digest=code)
+    for task in third.tasks:
         assert task.status == ("ran" if task.name in ALWAYS_RUN else "cached"), task.name
-    before, after = outputs(first), outputs(second)
-    assert after.pop("promote-adapter.Output") in ("", sha)  # the same adapter again: nothing new to commit
-    before.pop("promote-adapter.Output")
+    before, after = outputs(second), outputs(third)
     blessing = "gate-candidate.blessing"  # carries the time it was made
     assert {k: v for k, v in after.items() if k != blessing} == {k: v for k, v in before.items() if k != blessing}
     assert head_commit(repo, "main")[0] == sha

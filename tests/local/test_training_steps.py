@@ -46,15 +46,21 @@ def test_compare_methods_and_train_from_scratch(tiny_causal_lm, tmp_path):
 
     run = run_local(training_steps, {"spec": _spec(tiny_causal_lm, tmp_path), "path": str(data)},
                     workdir=tmp_path / "work", cache=False)
-    table = json.loads(run.artifact_path("plot-methods", "table").read_text())
+    table = json.loads(run.artifact_path("choose-method", "table").read_text())
     assert table["primary"] == "token_f1"
     assert sorted(r["method"] for r in table["rows"]) == ["ia3", "lora-r4"]
     assert all(r["quality"] is not None and r["train_seconds"] > 0 and r["adapter_size_mb"] > 0
                for r in table["rows"])
     assert any(r["pareto"] for r in table["rows"])
-    assert "data:image/png;base64," in run.artifact_path("plot-methods", "plot").read_text()
-    front = json.loads(run.task("plot-methods").outputs["Output"])
-    assert set(front) == {r["method"] for r in table["rows"] if r["pareto"]}
+    assert "data:image/png;base64," in run.artifact_path("choose-method", "plot").read_text()
+    choice = run.task("choose-method").outputs
+    assert set(json.loads(choice["pareto"])) == {r["method"] for r in table["rows"] if r["pareto"]}
+    best = max(table["rows"], key=lambda r: r["quality"])
+    if sum(r["quality"] == best["quality"] for r in table["rows"]) == 1:
+        assert choice["chosen"] == best["method"]
+    # the delivered artifact is the chosen method's own, byte for byte (same card digest)
+    _, _, chosen_card = load_model_artifact(run.artifact_path("choose-method", "best"))
+    assert chosen_card["digest"] == next(r["digest"] for r in table["rows"] if r["method"] == choice["chosen"])
     scratch = run.artifact_path("train-from-scratch", "model")
     model, _, card = load_model_artifact(scratch)
     assert card["kind"] == "model" and model.config.num_hidden_layers == 1

