@@ -154,3 +154,9 @@ def test_labeling_inputs_uncertainty_samples_only_scored_rows(tmp_path, support_
     assert sorted(r["id"] for part in splits.values() for r in part) == ["q1", "q4"]
     assert [r["id"] for r in select([r for p in splits.values() for r in p], 5, "uncertainty", 0, None,
                                     load_scores(got["scores"], default_metric="token_f1"))] == ["q1", "q4"]
+
+
+@pytest.mark.parametrize("chosen", ["not json", "[1, 2]"])
+def test_labeling_inputs_bad_chosen(tmp_path, review_sentiment_spec, qa_data, chosen):
+    with pytest.raises(LabelingError, match="`chosen` is not select_candidate's JSON object"):
+        labeling_inputs(review_sentiment_spec, qa_data, tmp_path / "work", None, chosen)
