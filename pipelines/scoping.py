@@ -21,6 +21,9 @@ def build(platform: Platform):
                                      cache=False)
         labeled = labels_task.outputs["labeled"]
         chosen_task = benchmark_candidates(spec, labeled, platform)
+        # Known gap: for text-classification the chosen entry is a linear probe (a Model folder inside the
+        # benchmark's results), but this evaluates and delivers the bare encoder with an untrained head;
+        # select_candidate must first expose the probe as a Model artifact (components/evaluation).
         chosen_eval = platform.apply(evaluate_model(spec=spec, dataset=labeled,
                                                     candidate=chosen_task.outputs["candidate"]), "evaluate")
         gate_and_promote(spec, platform, chosen_eval.outputs["report"])

@@ -156,7 +156,7 @@ def test_poc_review_sentiment(ls, sentiment_spec, tmp_path):
     rows = [r for part in splits.values() for r in part]
     scores = model_uncertainty(parse_spec(sentiment_spec).task, leaderboard["chosen"]["model_dir"], rows)
     assert len(scores) == len(rows)
-    expected = [r["id"] for r in select(rows, 6, "uncertainty", 0, None, scores)]
-    assert sorted(t["data"]["aicd_id"] for t in tasks) == sorted(expected)
-    least_sure = sorted(scores.values(), reverse=True)[5]
-    assert all(scores[t["data"]["aicd_id"]] >= least_sure for t in tasks)
+    sixth = sorted(scores.values(), reverse=True)[5]
+    sent = [scores[t["data"]["aicd_id"]] for t in tasks]
+    assert all(s >= sixth - 1e-6 for s in sent), (sent, sixth)  # (tolerance: scored in another process)
+    assert sorted(sent) != sorted(scores[r["id"]] for r in select(rows, 6, "random"))  # not the random order
