@@ -13,14 +13,18 @@ The cache key's code digest is a snapshot taken when the benchmark starts (other
 the sources meanwhile); each run still computes the digest, so its cost is counted. Correctness: the re-run's
 data set card digest and profile report bytes equal the fresh run's. Note: the stage
 pipelines never cache ingest (sources may change under the same URI), so their re-runs
-also pay the ingest; this figure measures the cache on cacheable steps.
+also pay the ingest; this figure measures the cache on cacheable steps. It has no goal:
+the fresh run is about 2 s, of which about 0.5 s is interpreter start-up and the kfp
+import that both sides pay, so 10x is out of reach of any cache on this pipeline.
 
-Finetune: the pipeline users re-run, ``finetune`` from pipelines/stages.py on the tiny
-random model of tests/tiny_models.py (2 training steps, 8 evaluation examples), fresh
-against an unchanged re-run, each in a new interpreter. Its re-run still runs ingest,
-gate and promote (uncached by design: their inputs live outside the pipeline).
-Correctness: every cacheable step is a hit and its outputs' content digests equal the
-fresh run's.
+Finetune (the 10x goal): the pipeline users re-run, ``finetune`` from pipelines/stages.py
+on the tiny random model of tests/tiny_models.py (2 training steps, 8 evaluation
+examples), fresh against an unchanged re-run, each in a new interpreter. Its re-run still
+runs ingest, find-champion, gate and promote (uncached by design: their inputs live
+outside the pipeline, in the sources and in Git). The first run promotes its adapter, so
+the next one gates against it; from then on nothing outside moves and the re-runs are
+timed. Correctness: every cacheable step is a hit and its outputs' content digests equal
+the warm-up re-run's.
 """
 
 import logging
@@ -42,8 +46,9 @@ STEPS = 3
 def declared() -> list[Figure]:
     return [Figure(NAME, "local per-step overhead (run_local vs direct call)", "s/step",
                    Goal("<=", 1.0, on="difference", text="<= 1 s/step")),
-            Figure(NAME, "re-run of an unchanged pipeline, cache hit vs fresh", "s",
-                   Goal("<=", 0.1, text="<= 0.1x (10x faster)")),
+            # No goal: a 2-step pipeline whose fresh run is about 2 s, a quarter of it the interpreter
+            # and kfp import that no cache removes; the goal is measured on the stage pipeline below.
+            Figure(NAME, "re-run of an unchanged pipeline, cache hit vs fresh", "s"),
             Figure(NAME, "re-run of the unchanged finetune pipeline (tiny model), cache vs fresh", "s",
                    Goal("<=", 0.1, text="<= 0.1x (10x faster)"))]
 
@@ -189,7 +194,7 @@ run = run_local(build_pipeline("finetune"), {"spec": json.loads(sys.argv[3])}, s
 print(json.dumps({t.name: [t.status, {k: path_digest(v.path) if hasattr(v, "path") else v
                                       for k, v in t.outputs.items()}] for t in run.tasks}))
 """
-ALWAYS_RUN = {"ingest-dataset", "gate-candidate", "promote-adapter"}
+ALWAYS_RUN = {"ingest-dataset", "find-champion", "gate-candidate", "promote-adapter"}
 
 
 def finetune_argument(model: Path, tmp: Path) -> dict:
@@ -227,8 +232,11 @@ def _finetune_once(workdir: Path, cache_dir: Path, argument: dict, code: str) ->
 
 
 def measure_finetune(tmp: Path, repeats: int) -> Figure:
-    """Fresh: empty cache, checkpoints and GitOps repository every time (a first run). Re-run: the
-    warm-up run filled the cache and promoted; every later run of the same argument is timed."""
+    """Fresh: empty cache, checkpoints and GitOps repository every time (a first run). Re-run: an
+    untimed first run filled the cache and promoted its adapter; the warm-up re-run gated against
+    that champion (from the cache: its evaluation is the first run's candidate evaluation); from
+    then on nothing outside the pipeline moves, and every later run of the same argument is timed
+    and must equal the warm-up re-run."""
     import sys
 
     from aicd.pipelines.cache import source_digest
@@ -252,6 +260,8 @@ def measure_finetune(tmp: Path, repeats: int) -> Figure:
         first.append(result)
         return result
 
+    # The first run promotes its adapter; its folder stays, as the champion's artifact lives there.
+    _finetune_once(warm / "first", warm / "cache", warm_argument, code)
     trial = alternate(lambda argument: _finetune_once(fresh / "runs", fresh / "cache", argument, code), rerun,
                       repeats=repeats, prepare_baseline=new_fresh, prepare_treatment=lambda: shutil.rmtree(warm / "runs", ignore_errors=True))
     fig = _time_figure(trial, declared()[2], baseline_label="fresh", treatment_label="re-run")

@@ -179,12 +179,20 @@ def write_champion(spec: Spec, out_dir: str | Path) -> Champion:
 
     from aicd.components.cards import atomic_dir, verify_card
     from aicd.components.models import BASE_MODEL_REF
+    from aicd.components.errors import UriError
     from aicd.components.uris import resolve_path
 
     champion = champion_to_beat(spec)
     with atomic_dir(out_dir) as tmp:
         if champion.model_uri:
-            source = resolve_path(champion.model_uri)
+            try:
+                source = resolve_path(champion.model_uri)
+            except UriError as err:
+                raise DeliveryError(f"the champion {champion.model_id} that Git declares cannot be read from "
+                                    f"{champion.model_uri}: {err.message}",
+                                    "restore the artifact there (a local run's folder may have been removed), or "
+                                    "point the GitOps overlay at a model that exists (for a local demo: remove "
+                                    "the GitOps repository too, to start afresh)") from None
             digest = verify_card(source)["digest"]
             if digest != champion.model_id:
                 raise DeliveryError(f"the champion artifact at {champion.model_uri} has digest {digest}, but Git "

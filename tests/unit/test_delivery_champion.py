@@ -98,3 +98,16 @@ def test_a_malformed_base_reference_is_named(tmp_path):
         base_model_ref(tmp_path)
     (tmp_path / BASE_MODEL_REF).write_text(json.dumps({"candidate": "b"}))
     assert base_model_ref(tmp_path) == "b"
+
+
+def test_a_champion_whose_artifact_is_gone_is_named(support_bot_spec, remote, tmp_path):  # noqa: F811
+    import shutil
+
+    spec = make_spec(support_bot_spec, remote)
+    adapter, card = make_adapter(tmp_path / "a", 6)
+    promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter)
+    shutil.rmtree(adapter)
+    with pytest.raises(DeliveryError, match=f"champion {card['digest']} that Git declares cannot be read") as err:
+        write_champion(spec, tmp_path / "champion")
+    assert "restore the artifact" in err.value.hint
+    assert not (tmp_path / "champion").exists()
