@@ -22,8 +22,18 @@ class RetrainDecision:
     reason: str
 
 
-def enough_new_data(spec: dict[str, Any], labeled_rows: int, feedback_rows: int) -> RetrainDecision:
-    """Retrain once ``labeling.retrain_min_new_rows`` new labeled or feedback rows arrived since the last version."""
+def base_model_uri(spec: dict[str, Any]) -> str:
+    """The base model fine-tuning starts from: the spec's first candidate's URI."""
+    candidates = spec.get("candidates") or []
+    return str(candidates[0].get("uri", "")) if candidates and isinstance(candidates[0], dict) else ""
+
+
+def enough_new_data(spec: dict[str, Any], labeled_rows: int, feedback_rows: int,
+                    trained_base: str = "") -> RetrainDecision:
+    """Retrain once ``labeling.retrain_min_new_rows`` new labeled or feedback rows arrived since the last
+    version, or when the base model is no longer the one the last training started from
+    (``trained_base``; '' when unknown). A new base model version is a new URI (pin revisions:
+    ``hf://org/model@rev``, a new package version's ``pkg://`` path, a new ``pvc://`` folder)."""
     if labeled_rows < 0 or feedback_rows < 0:
         raise DataError(f"new row counts must not be negative, got labeled={labeled_rows}, feedback={feedback_rows}",
                         "pass the counts import_labels and collect_feedback returned")
@@ -34,6 +44,10 @@ def enough_new_data(spec: dict[str, Any], labeled_rows: int, feedback_rows: int)
     retrain = new_rows >= threshold
     reason = (f"{new_rows} new row(s) ({labeled_rows} labeled + {feedback_rows} feedback) "
               f"{'>=' if retrain else '<'} labeling.retrain_min_new_rows={threshold}")
+    base = base_model_uri(spec)
+    if trained_base and base and trained_base != base:
+        retrain = True
+        reason = f"the base model changed since the last training ({trained_base} -> {base}); {reason}"
     log.info("retrain: %s: %s", retrain, reason)
     return RetrainDecision(retrain, new_rows, threshold, reason)
 
@@ -67,23 +81,30 @@ def state_dir(state_uri: str) -> Path:
     return Path(uri.removeprefix("file://")).expanduser()
 
 
-def previous_versions(state_uri: str, previous_labels: str = "", previous_feedback: str = "") -> tuple[str, str]:
-    """(labels URI, feedback URI) that new rows are counted from: the ones given, else the versions the
-    last training used (kept under ``state_uri``), else '' (count every row: nothing trained yet)."""
-    labels, feedback = previous_labels.strip(), previous_feedback.strip()
-    if state_uri.strip() and not (labels and feedback):
+def previous_versions(state_uri: str, previous_labels: str = "", previous_feedback: str = "") -> tuple[str, str, str]:
+    """(labels URI, feedback URI, base model URI) of the last training: the URIs new rows are counted
+    from are the ones given, else the versions the last training used (kept under ``state_uri``), else
+    '' (count every row: nothing trained yet); the base model is the recorded one, or ''."""
+    labels, feedback, base_model = previous_labels.strip(), previous_feedback.strip(), ""
+    if state_uri.strip():
         trained = state_dir(state_uri) / TRAINED
         base = state_uri.strip().rstrip("/") + f"/{TRAINED}"
         if (trained / "labels" / "card.json").is_file() and (trained / "feedback" / "card.json").is_file():
+            if not (labels and feedback):
+                log.info("counting new rows from the last trained versions in %s", trained)
             labels, feedback = labels or f"{base}/labels", feedback or f"{base}/feedback"
-            log.info("counting new rows from the last trained versions in %s", trained)
-        else:
+            try:
+                base_model = str(json.loads((trained / "trained.json").read_text()).get("base_model") or "")
+            except (OSError, ValueError, AttributeError):
+                log.warning("%s is unreadable: the base model of the last training is unknown",
+                            trained / "trained.json")
+        elif not (labels and feedback):
             log.info("no trained versions in %s yet: every labeled and feedback row counts as new", trained)
-    return labels, feedback
+    return labels, feedback, base_model
 
 
 def record_trained_versions(state_uri: str, labels_dir: str | Path, feedback_dir: str | Path,
-                            model_digest: str = "") -> Path:
+                            model_digest: str = "", base_model: str = "") -> Path:
     """Keep the labeled and feedback versions a training used under ``state_uri`` (both or neither)."""
     from aicd.components.cards import atomic_dir, verify_card
 
@@ -95,6 +116,6 @@ def record_trained_versions(state_uri: str, labels_dir: str | Path, feedback_dir
         shutil.copytree(feedback_dir, tmp / "feedback")
         (tmp / "trained.json").write_text(json.dumps(
             {"labels": cards["labels"].get("fingerprint"), "feedback": cards["feedback"].get("fingerprint"),
-             "model": model_digest}, indent=2) + "\n")
+             "model": model_digest, "base_model": base_model}, indent=2) + "\n")
     log.info("recorded the trained versions in %s", target)
     return target

@@ -2,8 +2,9 @@
 
 Submitted as a recurring run (`aicd submit continuous`, with the spec as its only argument); each
 run imports the labels and the predictor's payload log, and only when ``labeling.retrain_min_new_rows``
-new rows arrived does it train, evaluate, gate and promote (the finetune tasks, inside a dsl.If) on
-the labeled version with the feedback rows added.
+new rows arrived, or the spec's base model is no longer the one the last training started from (a
+new base model version: a new URI), does it train, evaluate, gate and promote (the finetune tasks,
+inside a dsl.If) on the labeled version with the feedback rows added.
 
 New rows are counted from the versions the last training used. A recurring run gets the same
 parameters every time, so the pipeline keeps those versions itself under ``state_uri`` (replaced
@@ -31,7 +32,8 @@ def build(platform: Platform):
     from aicd.pipelines.subgraphs.delivery import deliver_model
 
     @dsl.pipeline(name="aicd-continuous", description="Import new labels and feedback; when enough arrived, "
-                                                       "fine-tune again, gate against the base and promote.")
+                                                       "or the base model changed, fine-tune again, gate against "
+                                                       "the serving champion and promote.")
     def continuous_pipeline(spec: dict, feedback_log: str = FEEDBACK_LOG, previous_labels: str = "",
                             previous_feedback: str = "", state_uri: str = STATE):
         """``previous_labels``/``previous_feedback``: URIs of the versions to count new rows from (default:
@@ -47,13 +49,15 @@ def build(platform: Platform):
                                                         parent_uri=previous_task.outputs["feedback"]), "labeling",
                                        cache=False)
         check_task = platform.apply(check_new_data(spec=spec, labeled_rows=labels_task.outputs["Output"],
-                                                   feedback_rows=feedback_task.outputs["Output"]), "data")
+                                                   feedback_rows=feedback_task.outputs["Output"],
+                                                   trained_base=previous_task.outputs["base_model"]), "data")
         with dsl.If(check_task.outputs["Output"] == True, name="enough-new-data"):  # noqa: E712
             labeled, feedback = labels_task.outputs["labeled"], feedback_task.outputs["feedback"]
             data_task = platform.apply(merge_training_data(spec=spec, labeled=labeled, feedback=feedback), "data")
             dataset = data_task.outputs["dataset"]
             gate_task = deliver_model(spec, dataset, train_candidate(spec, dataset, platform), platform)
-            platform.apply(record_trained_versions(state_uri=state_uri, labeled=labeled, feedback=feedback,
+            platform.apply(record_trained_versions(spec=spec, state_uri=state_uri, labeled=labeled,
+                                                   feedback=feedback,
                                                    model_digest=gate_task.outputs["digest"]), "labeling",
                            cache=False)
 

