@@ -22,10 +22,11 @@ def build(platform: Platform):
         # Cached: its tasks are keyed by stable ids, so a re-run with the same leaderboard adds nothing anyway.
         platform.apply(review_leaderboard(spec=spec, dataset=dataset, leaderboard=chosen_task.outputs["leaderboard"]),
                        "labeling")
-        # The chosen candidate's evaluation is what labeling needs: its answers for pairwise
-        # comparison, its per-row scores (or its model folder) for uncertainty sampling.
+        # The chosen entry's evaluation (its probe, or its base model in its leaderboard mode) is what
+        # labeling needs: its answers for pairwise comparison, its per-row scores (or its model folder,
+        # named in `chosen`) for uncertainty sampling.
         chosen_eval = platform.apply(evaluate_model(spec=spec, dataset=dataset,
-                                                    candidate=chosen_task.outputs["candidate"]), "evaluate")
+                                                    model=chosen_task.outputs["model"]), "evaluate")
         platform.apply(export_for_labeling(spec=spec, dataset=dataset, evaluation=chosen_eval.outputs["report"],
                                            chosen=chosen_task.outputs["chosen"]), "labeling", cache=False)
 

@@ -1,4 +1,5 @@
-"""Stage 2, scoping: labels flow in; a leaderboard chooses the base model, which can ship as the first champion."""
+"""Stage 2, scoping: labels flow in; a leaderboard chooses the model (a base candidate in its mode, or
+its linear probe), which can ship as the first champion."""
 
 from aicd.pipelines.platform import Platform
 
@@ -13,19 +14,20 @@ def build(platform: Platform):
     from aicd.pipelines.subgraphs.evaluation import benchmark_candidates
 
     @dsl.pipeline(name="aicd-scoping", description="Import labels with agreement figures, rank the candidates "
-                                                    "on the spec's metrics, and deliver the chosen base model "
-                                                    "through the gate and Git when no champion serves yet.")
+                                                    "on the spec's metrics, and deliver the chosen entry (base model "
+                                                    "or linear probe) through the gate and Git.")
     def scoping_pipeline(spec: dict):
         ingest_task = prepare_data(spec, platform)
         labels_task = platform.apply(import_labels(spec=spec, dataset=ingest_task.outputs["dataset"]), "labeling",
                                      cache=False)
         labeled = labels_task.outputs["labeled"]
         chosen_task = benchmark_candidates(spec, labeled, platform)
-        # Known gap: for text-classification the chosen entry is a linear probe (a Model folder inside the
-        # benchmark's results), but this evaluates and delivers the bare encoder with an untrained head;
-        # select_candidate must first expose the probe as a Model artifact (components/evaluation).
-        chosen_eval = platform.apply(evaluate_model(spec=spec, dataset=labeled,
-                                                    candidate=chosen_task.outputs["candidate"]), "evaluate")
-        gate_and_promote(spec, platform, chosen_eval.outputs["report"])
+        # The chosen entry as select_candidate delivers it: a copy of the model its mode produced (a
+        # classification candidate's linear probe), or a reference to a base candidate (zero-/few-shot),
+        # evaluated in its leaderboard mode. One static graph for both: the gate and the promotion
+        # treat a base reference as the base model (promote_base_model), anything else by its digest.
+        chosen = chosen_task.outputs["model"]
+        chosen_eval = platform.apply(evaluate_model(spec=spec, dataset=labeled, model=chosen), "evaluate")
+        gate_and_promote(spec, platform, chosen_eval.outputs["report"], model=chosen)
 
     return scoping_pipeline

@@ -19,16 +19,29 @@ from aicd.components._images import BASE_IMAGE
 def gate_candidate(spec: dict, candidate_report: Input[Artifact], blessing: Output[Artifact],
                    metrics: Output[Metrics], candidate: Input[Model] = None, comparison: Input[Artifact] = None,
                    champion_report: Input[Artifact] = None) -> NamedTuple("GateOutputs", Output=bool, digest=str):
-    """Bless the candidate (an adapter/model artifact, or the base model when ``candidate`` is absent)."""
+    """Bless the candidate: an adapter/model artifact (by its card digest), or the base model when
+    ``candidate`` is absent or only refers to a base candidate (``BASE_MODEL_REF``, as select_candidate
+    writes for a zero-/few-shot choice), whose report must then have evaluated that candidate."""
     from aicd.components.cards import verify_card
     from aicd.components.delivery.gate import gate_candidate as gate, read_json, write_blessing
+    from aicd.components.errors import DeliveryError
+    from aicd.components.models import base_model_ref
     from aicd.components.spec import parse_spec
 
     parsed = parse_spec(spec)
-    digest = verify_card(candidate.path)["digest"] if candidate is not None else None
+    ref = base_model_ref(candidate.path) if candidate is not None else None
+    digest = verify_card(candidate.path)["digest"] if candidate is not None and ref is None else None
+    report = read_json(candidate_report.path, "report")
+    if ref is not None:
+        base = parsed.candidate(ref or None)
+        evaluated = (report.get("model") or {}).get("uri")
+        if evaluated != base.uri:
+            raise DeliveryError(f"the report evaluated {evaluated or 'no model'}, but the candidate is base model "
+                                f"{base.name} ({base.uri})",
+                                "gate the report of exactly the model you want to promote")
     champion = read_json(champion_report.path, "report").get("model") if champion_report is not None else None
-    result = gate(parsed, read_json(candidate_report.path, "report"),
-                  read_json(comparison.path, "comparison") if comparison is not None else None, digest, champion)
+    result = gate(parsed, report, read_json(comparison.path, "comparison") if comparison is not None else None,
+                  digest, champion)
     write_blessing(blessing.path, result)
     blessing.metadata.update({"passed": result["passed"], "candidate_digest": digest or "",
                               "reasons": result["reasons"]})
@@ -51,15 +64,20 @@ def find_champion(spec: dict, champion: Output[Model]) -> str:
 
 @dsl.component(base_image=BASE_IMAGE)
 def promote_adapter(spec: dict, blessing: Input[Artifact], candidate: Input[Model] = None) -> str:
-    """Commit the blessed candidate to the GitOps overlay (canary at the first step); the commit id."""
+    """Commit the blessed candidate to the GitOps overlay (canary at the first step); the commit id.
+
+    A ``candidate`` that only refers to a base candidate (``BASE_MODEL_REF``) is promoted as that
+    base model, as is the first candidate when ``candidate`` is absent."""
     from aicd.components.delivery.gate import read_json
     from aicd.components.delivery.gitops import promote_adapter as promote, promote_base_model
+    from aicd.components.models import base_model_ref
     from aicd.components.spec import parse_spec
 
     parsed = parse_spec(spec)
     blessed = read_json(blessing.path, "blessing")
-    if candidate is None:
-        result = promote_base_model(parsed, blessed)
+    ref = base_model_ref(candidate.path) if candidate is not None else None
+    if candidate is None or ref is not None:
+        result = promote_base_model(parsed, blessed, ref or None)
     else:
         result = promote(parsed, blessed, candidate.path, candidate.uri)
     return result.commit or ""

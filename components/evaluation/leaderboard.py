@@ -11,11 +11,12 @@ meet ``metrics.constraints`` (an upper bound for lower-is-better metrics such as
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aicd.components.cards import atomic_dir, atomic_write_text
-from aicd.components.errors import EvaluationError
+from aicd.components.errors import AicdError, EvaluationError
 from aicd.components.evaluation.compare import higher_is_better
 from aicd.components.spec import Spec
 
@@ -33,8 +34,7 @@ def evaluate_candidate(spec: Spec, dataset_dir: str | Path, candidate: str, out_
     """Evaluate one candidate in each of its modes; one leaderboard entry per mode (reports under out_dir)."""
     from aicd.components.data.format import read_split
     from aicd.components.evaluation.baselines import train_linear_probe
-    from aicd.components.evaluation.evaluate import evaluate_model, load_rows, open_local, run_evaluation
-    from aicd.components.evaluation.report import write_report
+    from aicd.components.evaluation.evaluate import evaluate_model
 
     out_dir = Path(out_dir)
     cand = spec.candidate(candidate)
@@ -46,17 +46,32 @@ def evaluate_candidate(spec: Spec, dataset_dir: str | Path, candidate: str, out_
             report = evaluate_model(spec, dataset_dir, where, model=model_dir, candidate=cand.name, split=split)
             extra = {"model_dir": str(model_dir)}
         else:
-            rows = load_rows(spec, dataset_dir, split)
             shots = []
             if mode != "zero-shot":
                 train = read_split(dataset_dir, "train")[:FEW_SHOT]
-                shots = [(str(r[spec.task.fields[0]]), str(r[spec.task.fields[1]])) for r in train]
-            backend, _ = open_local(spec, rows, None, cand.name, shots=shots)
-            report, latencies = run_evaluation(spec, rows, backend, split)
-            write_report(report, where, latencies)
-            extra = {"shots": len(shots)}
+                shots = [[str(r[spec.task.fields[0]]), str(r[spec.task.fields[1]])] for r in train]
+            report = evaluate_base(spec, dataset_dir, where, cand.name, mode, shots, split)
+            # the examples themselves, so the chosen entry is evaluated again in exactly this mode
+            extra = {"shots": len(shots), "shot_examples": shots}
         entries.append(entry(report, cand.name, mode, where, selectable=True, **extra))
     return entries
+
+
+def evaluate_base(spec: Spec, dataset_dir: str | Path, out_dir: str | Path, candidate: str | None,
+                  mode: str = "zero-shot", shots: list[list[str]] | None = None,
+                  split: str | None = None) -> dict[str, Any]:
+    """Evaluate a base causal-LM candidate in a leaderboard mode (``shots``: the few-shot (question,
+    answer) pairs, as earlier chat turns); the report (written to ``out_dir``) names the mode."""
+    from aicd.components.evaluation.evaluate import load_rows, open_local, run_evaluation
+    from aicd.components.evaluation.report import write_report
+
+    split = split or spec.metrics.split
+    rows = load_rows(spec, dataset_dir, split)
+    backend, _ = open_local(spec, rows, None, candidate, shots=[tuple(s) for s in shots or []])
+    report, latencies = run_evaluation(spec, rows, backend, split)
+    report["model"] = {**report["model"], "mode": mode, "shots": len(shots or [])}
+    write_report(report, out_dir, latencies)
+    return report
 
 
 def entry(report: dict[str, Any], candidate: str | None, mode: str, report_dir: str | Path, *,
@@ -123,7 +138,7 @@ def select_candidate(spec: Spec, entries: list[dict[str, Any]]) -> dict[str, Any
             "chosen": {"name": chosen["name"], "candidate": chosen["candidate"], "mode": chosen["mode"],
                        "uri": spec.candidate(chosen["candidate"]).uri, "score": chosen["score"],
                        "prompt_template": chosen.get("prompt_template"), "shots": chosen.get("shots", 0),
-                       "model_dir": chosen.get("model_dir")},
+                       "shot_examples": chosen.get("shot_examples") or [], "model_dir": chosen.get("model_dir")},
             "baseline_beats_chosen": bool(best_baseline and best_baseline["score"] > chosen["score"])}
 
 
@@ -147,13 +162,109 @@ def render_leaderboard_html(board: dict[str, Any]) -> str:
             + "</body></html>")
 
 
-def write_leaderboard(board: dict[str, Any], out_dir: str | Path) -> Path:
-    """leaderboard.json, leaderboard.html and chosen.json, atomically."""
+REPORTS = "reports"
+_REPORT_FILES = ("report.json", "report.html", "card.json")
+
+
+def _copy_report(where: Path, dest: Path) -> str:
+    """Copy one entry's report (its folder, or the file with its report.html/card.json siblings) to ``dest``;
+    the report.json path relative to dest's parent's parent (the leaderboard folder)."""
+    import shutil
+
+    if where.is_dir():
+        shutil.copytree(where, dest)
+        return f"{REPORTS}/{dest.name}/report.json"
+    dest.mkdir(parents=True)
+    shutil.copyfile(where, dest / where.name)
+    if where.name == "report.json":
+        for sibling in _REPORT_FILES[1:]:
+            if (where.parent / sibling).is_file():
+                shutil.copyfile(where.parent / sibling, dest / sibling)
+    return f"{REPORTS}/{dest.name}/{where.name}"
+
+
+def write_leaderboard(board: dict[str, Any], out_dir: str | Path,
+                      local: Callable[[str], Path] | None = None) -> Path:
+    """leaderboard.json, leaderboard.html and chosen.json, atomically, with every entry's report copied
+    under ``reports/`` and its ``report`` rewritten relative to ``out_dir``: the leaderboard artifact
+    alone is enough to review the entries (a KFP pod downloads only its own inputs).
+
+    ``local`` turns an entry's report location (a path, or another step's artifact URI) into a local
+    path; the default takes it as a path. Entries without a report keep none.
+    """
+    import copy
+    import re
+
+    board = copy.deepcopy(board)
+    local = local or Path
     with atomic_dir(out_dir) as tmp:
+        for i, e in enumerate(board["entries"]):
+            if not e.get("report"):
+                continue
+            try:
+                where = Path(local(str(e["report"])))
+            except AicdError as err:
+                raise EvaluationError(f"the report {e['report']} of leaderboard entry {e['name']!r} cannot be read "
+                                      f"({err.message})", "run the benchmark again") from None
+            if not where.exists():
+                raise EvaluationError(f"the report {e['report']} of leaderboard entry {e['name']!r} does not exist",
+                                      "run the benchmark again; its reports must stay where its steps wrote them")
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(e["name"])).strip("-.") or "entry"
+            e["report"] = _copy_report(where, tmp / REPORTS / f"{i:02d}-{slug}")
         atomic_write_text(tmp / "leaderboard.json", json.dumps(board, indent=2, sort_keys=True) + "\n")
         atomic_write_text(tmp / "leaderboard.html", render_leaderboard_html(board))
         atomic_write_text(tmp / "chosen.json", json.dumps(board["chosen"], indent=2, sort_keys=True) + "\n")
     return Path(out_dir) / "leaderboard.json"
+
+
+def write_chosen_model(board: dict[str, Any], out_dir: str | Path,
+                       local: Callable[[str], Path] | None = None) -> dict[str, Any]:
+    """The chosen entry as a Model artifact at ``out_dir``, the one thing delivery needs from the benchmark.
+
+    When its mode produced a model folder (``model_dir``: a linear probe, a trial's model), a copy
+    of it, verified against its card first (the card's digest is what the gate blesses). Otherwise
+    (a bare base model, zero- or few-shot) a reference to the spec's candidate
+    (:data:`aicd.components.models.BASE_MODEL_REF`: ``{"candidate", "mode", "shot_examples"}``),
+    which evaluate_model evaluates in that mode and the delivery steps deliver as the base model.
+    Returns ``{"kind": "model" | "base", "digest": card digest or None}``.
+    """
+    import shutil
+
+    from aicd.components.cards import verify_card
+    from aicd.components.models import BASE_MODEL_REF
+
+    chosen = board["chosen"]
+    local = local or Path
+    with atomic_dir(out_dir) as tmp:
+        if chosen.get("model_dir"):
+            try:
+                source = Path(local(str(chosen["model_dir"])))
+                digest = verify_card(source)["digest"]
+            except AicdError as err:
+                raise EvaluationError(f"the model {chosen['model_dir']} of the chosen entry {chosen['name']!r} cannot "
+                                      f"be used: {err.message}", "run the benchmark again") from None
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+            return {"kind": "model", "digest": digest}
+        ref = {"candidate": chosen["candidate"], "mode": chosen["mode"],
+               "shot_examples": chosen.get("shot_examples") or []}
+        atomic_write_text(tmp / BASE_MODEL_REF, json.dumps(ref, indent=2, sort_keys=True) + "\n")
+    return {"kind": "base", "digest": None}
+
+
+def read_base_ref(path: str | Path) -> dict[str, Any] | None:
+    """The base-model reference at a Model artifact ``path`` (``candidate`` "" for the spec's first, and the
+    leaderboard ``mode`` and ``shot_examples`` when select_candidate wrote it), or None for a real model."""
+    from aicd.components.models import BASE_MODEL_REF, base_model_ref
+
+    name = base_model_ref(path)
+    if name is None:
+        return None
+    data = json.loads((Path(path) / BASE_MODEL_REF).read_text(encoding="utf-8"))
+    shots = data.get("shot_examples") or []
+    if not isinstance(shots, list) or not all(isinstance(s, list) and len(s) == 2 for s in shots):
+        raise EvaluationError(f"{Path(path) / BASE_MODEL_REF}: `shot_examples` is not a list of [question, answer]",
+                              "pass the Model artifact select_candidate wrote")
+    return {"candidate": name, "mode": str(data.get("mode") or "zero-shot"), "shot_examples": shots}
 
 
 def benchmark_candidates(spec: Spec | dict, dataset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:

@@ -18,19 +18,26 @@ def evaluate_model(spec: dict, dataset: Input[Dataset], report: Output[Artifact]
                    metrics: Output[Metrics], model: Input[Model] = None, candidate: str = "", endpoint: str = "",
                    split: str = "") -> str:
     """Evaluate a Model artifact, the base candidate (no ``model``, or a ``model`` that only refers to a
-    base candidate, as find_champion writes) or a live ``endpoint``; a summary as JSON."""
+    base candidate, as find_champion and select_candidate write: then in the reference's leaderboard
+    mode, few-shot examples included) or a live ``endpoint``; a summary as JSON."""
     import json
     import shutil
 
     from aicd.components.evaluation.evaluate import evaluate_model as evaluate
-    from aicd.components.models import base_model_ref
+    from aicd.components.evaluation.leaderboard import evaluate_base, read_base_ref
     from aicd.components.spec import parse_spec
 
     parsed = parse_spec(spec)
     model_path = model.path if model is not None else None
-    if model_path is not None and (ref := base_model_ref(model_path)) is not None:
-        model_path, candidate = None, ref or candidate
-    result = evaluate(parsed, dataset.path, report.path, model=model_path, candidate=candidate or None, endpoint=endpoint or None, split=split or None)
+    ref = read_base_ref(model_path) if model_path is not None else None
+    if ref is not None and ref["shot_examples"]:
+        result = evaluate_base(parsed, dataset.path, report.path, ref["candidate"] or candidate or None,
+                               ref["mode"], ref["shot_examples"], split or None)
+    else:
+        if ref is not None:
+            model_path, candidate = None, ref["candidate"] or candidate
+        result = evaluate(parsed, dataset.path, report.path, model=model_path, candidate=candidate or None,
+                          endpoint=endpoint or None, split=split or None)
     shutil.copyfile(f"{report.path}/report.html", html.path)
     for name, value in result["metrics"].items():
         metrics.log_metric(name, value["value"])
@@ -92,24 +99,57 @@ def evaluate_baseline(spec: dict, dataset: Input[Dataset], results: Output[Artif
     from aicd.components.evaluation.leaderboard import baseline_entries
     from aicd.components.spec import parse_spec
 
-    return json.dumps(baseline_entries(parse_spec(spec), dataset.path, results.path))
+    entries = baseline_entries(parse_spec(spec), dataset.path, results.path)
+    for e in entries:  # other pods see this artifact by its URI, not by this pod's path
+        e["report"] = e["report"].replace(results.path, results.uri, 1)
+    return json.dumps(entries)
 
 
 @dsl.component(base_image=BASE_IMAGE)
 def select_candidate(spec: dict, entries: List[str], baseline: str, leaderboard: Output[Artifact],
-                     html: Output[HTML]) -> NamedTuple("Chosen", candidate=str, uri=str, mode=str, chosen=str):
-    """Rank every entry under the spec's weights and constraints; the chosen candidate."""
+                     html: Output[HTML], model: Output[Model], results: Input[List[Artifact]] = None,
+                     baseline_results: Input[Artifact] = None
+                     ) -> NamedTuple("Chosen", candidate=str, uri=str, mode=str, chosen=str):
+    """Rank every entry under the spec's weights and constraints; the chosen candidate.
+
+    ``leaderboard`` holds leaderboard.json with every entry's report copied beside it (paths relative
+    to the folder); ``model`` is the chosen entry to deliver: a copy of the model its mode produced
+    (a linear probe), or a reference to its base candidate (zero-/few-shot). The entries name their
+    reports and models by the URIs of the evaluate_candidate/evaluate_baseline outputs; passing those
+    artifacts as ``results``/``baseline_results`` lets a pod read them as its downloaded inputs,
+    otherwise they are looked up as paths, mounts or fetchable URIs (labeling.review.locate).
+    """
     import json
     import shutil
+    from pathlib import Path
 
-    from aicd.components.evaluation.leaderboard import select_candidate as select, write_leaderboard
+    from aicd.components.evaluation.leaderboard import select_candidate as select, write_chosen_model, write_leaderboard
+    from aicd.components.labeling.review import locate
     from aicd.components.spec import parse_spec
+
+    known = [a for a in list(results or []) + ([baseline_results] if baseline_results is not None else [])
+             if a.uri]
+
+    def local(uri: str) -> Path:
+        for art in known:
+            root = art.uri.rstrip("/")
+            if uri == root or uri.startswith(root + "/"):
+                return Path(art.path.rstrip("/") + uri[len(root):])
+        return locate(uri)
 
     rows = [e for text in list(entries) + [baseline] for e in json.loads(text)]
     board = select(parse_spec(spec), rows)
-    write_leaderboard(board, leaderboard.path)
-    shutil.copyfile(f"{leaderboard.path}/leaderboard.html", html.path)
+    delivered = write_chosen_model(board, model.path, local)
     chosen = board["chosen"]
+    if chosen.get("model_dir"):  # what scoping delivers: select_candidate's own copy
+        for e in board["entries"]:
+            if e["name"] == chosen["name"]:
+                e["model_dir"] = model.uri
+        chosen["model_dir"] = model.uri
+    write_leaderboard(board, leaderboard.path, local)
+    shutil.copyfile(f"{leaderboard.path}/leaderboard.html", html.path)
+    model.metadata.update({"chosen": chosen["name"], "candidate": chosen["candidate"], "mode": chosen["mode"],
+                           "kind": delivered["kind"], "digest": delivered["digest"] or ""})
     leaderboard.metadata.update({"chosen": chosen["name"], "baseline_beats_chosen": board["baseline_beats_chosen"]})
     outputs = NamedTuple("Chosen", candidate=str, uri=str, mode=str, chosen=str)
     return outputs(chosen["candidate"], chosen["uri"], chosen["mode"], json.dumps(chosen))

@@ -157,14 +157,17 @@ def review_wins(spec: Spec | dict[str, Any], client: LabelStudio | None = None) 
     return dict(wins)
 
 
-def locate(uri: str) -> Path:
+def locate(uri: str, base: str | Path | None = None) -> Path:
     """A report path or URI written by another step, as a local path.
 
-    Locally (kfp.local) it is a path already; in a KFP pod, object-store URIs are first
-    looked for under the launcher's mounts (``/gcs``, ``/s3``, ``/minio``), then fetched
-    through :func:`aicd.components.uris.resolve_path`.
+    A relative path is taken relative to ``base`` (the leaderboard folder, which holds copies of
+    its entries' reports). Locally (kfp.local) it is a path already; in a KFP pod, object-store
+    URIs are first looked for under the launcher's mounts (``/gcs``, ``/s3``, ``/minio``), then
+    fetched through :func:`aicd.components.uris.resolve_path`.
     """
     path = Path(uri)
+    if base is not None and "://" not in uri and not path.is_absolute():
+        return Path(base) / path
     if path.exists():
         return path
     for scheme, mount in (("gs://", "/gcs/"), ("s3://", "/s3/"), ("minio://", "/minio/")):
@@ -184,12 +187,16 @@ def _has_predictions(report: dict[str, Any]) -> bool:
 def leaderboard_reports(leaderboard: str | Path | dict[str, Any]) -> dict[str, Path]:
     """Entry name -> report.json of every leaderboard entry whose report kept per-example predictions.
 
-    ``leaderboard`` is the leaderboard folder, its leaderboard.json, or the loaded board.
+    ``leaderboard`` is the leaderboard folder, its leaderboard.json, or the loaded board. Report
+    paths relative to the folder (select_candidate copies the reports there) are read from it;
+    a loaded board's relative paths are taken from the working directory.
     Entries without a report, or whose report has no predictions, are left out (logged).
     """
+    folder = None
     if not isinstance(leaderboard, dict):
         path = Path(leaderboard)
         path = path / "leaderboard.json" if path.is_dir() else path
+        folder = path.parent
         try:
             leaderboard = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
@@ -205,7 +212,7 @@ def leaderboard_reports(leaderboard: str | Path | dict[str, Any]) -> dict[str, P
             log.info("review: leaderboard entry %r has no report; left out", name)
             continue
         try:
-            path = locate(str(where))
+            path = locate(str(where), folder)
         except AicdError as err:
             raise LabelingError(f"report {where} of leaderboard entry {name!r} cannot be found ({err})",
                                 "run the benchmark again; its reports must stay where the leaderboard points") from None

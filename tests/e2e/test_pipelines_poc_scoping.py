@@ -10,7 +10,11 @@ created through the Label Studio API, exactly what the labeling UI posts.
 - poc, review-sentiment (classification, uncertainty sampling): the leaderboard holds the
   TF-IDF baseline; the chosen linear probe scores every row it samples.
 - scoping, support-bot: the labels come back from Label Studio, the benchmark runs on the
-  labeled version, and the chosen base model is promoted as the first champion.
+  labeled version, and the chosen base model is promoted as the first champion (evaluated
+  in the mode it won the leaderboard in, few-shot examples included).
+- scoping, review-sentiment: the chosen entry is the linear probe select_candidate copies
+  into its Model output; that artifact, not the bare encoder, is evaluated, gated and
+  promoted (the overlay names the probe's digest), in the spec's pull-request mode.
 """
 
 import json
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from aicd.components.cards import verify_card
 from aicd.components.labeling.client import LabelStudio
 from aicd.components.labeling.configs import result_for
 from aicd.components.labeling.review import review_project
@@ -71,7 +76,17 @@ def sentiment_spec(review_sentiment_spec, tiny_encoder, label_studio, tmp_path) 
     spec["data"]["max_rows"] = 120
     small_metrics(spec)
     spec["labeling"].update(url=label_studio.url, project=f"poc-sentiment-{tmp_path.name}"[-40:], batch_size=6)
+    # a tiny random encoder cannot reach the spec's accuracy; the first champion has nothing to compare with
+    spec["metrics"]["gates"] = {"thresholds": {}, "non_inferiority": {}}
+    repo = tmp_path / "gitops.git"
+    ensure_gitops_repo(repo, "main", ROOT / "manifests")
+    spec["delivery"]["gitops"]["repo"] = str(repo)  # the spec's own path and pull-request mode stay
     return pipeline_argument(parse_spec(spec))
+
+
+def overlay_at(repo: str, ref: str, path: str) -> str:
+    return subprocess.run(["git", "--git-dir", repo, "show", f"{ref}:{path}/inferenceservice.yaml"],
+                          capture_output=True, text=True, check=True).stdout
 
 
 def run(name: str, spec: dict, workdir: Path):
@@ -121,8 +136,17 @@ def test_poc_then_scoping_support_bot(ls, bot_spec, tmp_path):
     assert all(t.status == "ran" or t.status == "cached" for t in scoping.tasks)
     labels = scoping.task("import-labels")
     assert labels.outputs["Output"] == 3 and labels.outputs["metrics"].metadata["labeled"] == 3
-    chosen = scoping.task("select-candidate").outputs["candidate"]
+    select_task = scoping.task("select-candidate")
+    chosen = select_task.outputs["candidate"]
     assert chosen in ("tiny-a", "tiny-b")
+    # the chosen base model is delivered as a reference, and evaluated in its leaderboard mode
+    mode = select_task.outputs["mode"]
+    ref = json.loads((scoping.artifact_path("select-candidate", "model") / "base-model.json").read_text())
+    assert ref["candidate"] == chosen and ref["mode"] == mode
+    assert len(ref["shot_examples"]) == (2 if mode == "few-shot-2" else 0)
+    evaluated = json.loads((scoping.artifact_path("evaluate-model", "report") / "report.json").read_text())
+    assert evaluated["model"]["name"] == chosen and evaluated["model"]["digest"] is None
+    assert evaluated["model"].get("shots", 0) == len(ref["shot_examples"])
     gate = scoping.task("gate-candidate")
     assert gate.outputs["Output"] is True, gate.outputs["blessing"].metadata
     repo = bot_spec["delivery"]["gitops"]["repo"]
@@ -135,7 +159,7 @@ def test_poc_then_scoping_support_bot(ls, bot_spec, tmp_path):
     assert f"aicd.dev/model-id: base:{base}" in overlay and f"- --base\n      - {base}\n" in overlay, overlay
 
 
-def test_poc_review_sentiment(ls, sentiment_spec, tmp_path):
+def test_poc_then_scoping_review_sentiment(ls, sentiment_spec, tmp_path):
     poc = run("poc", sentiment_spec, tmp_path / "work")
     leaderboard = board(poc)
     names = {e["name"]: e for e in leaderboard["entries"]}
@@ -150,13 +174,44 @@ def test_poc_review_sentiment(ls, sentiment_spec, tmp_path):
 
     tasks = project_tasks(ls, sentiment_spec["labeling"]["project"])
     assert len(tasks) == poc.task("export-for-labeling").outputs["Output"] == 6
-    # uncertainty sampling: the chosen probe scored every row, and the 6 it is least sure of were sent
+    # uncertainty sampling: the chosen probe (select_candidate's Model output) scored every row,
+    # and the 6 it is least sure of were sent
+    probe = poc.artifact_path("select-candidate", "model")
+    assert Path(leaderboard["chosen"]["model_dir"]) == probe
+    digest = verify_card(probe, "model")["digest"]
     dataset = poc.artifact_path("ingest-dataset", "dataset")
     _, splits = read_version(dataset)
     rows = [r for part in splits.values() for r in part]
-    scores = model_uncertainty(parse_spec(sentiment_spec).task, leaderboard["chosen"]["model_dir"], rows)
+    scores = model_uncertainty(parse_spec(sentiment_spec).task, probe, rows)
     assert len(scores) == len(rows)
     sixth = sorted(scores.values(), reverse=True)[5]
     sent = [scores[t["data"]["aicd_id"]] for t in tasks]
     assert all(s >= sixth - 1e-6 for s in sent), (sent, sixth)  # (tolerance: scored in another process)
     assert sorted(sent) != sorted(scores[r["id"]] for r in select(rows, 6, "random"))  # not the random order
+    # the leaderboard artifact holds the entries' reports itself, by paths relative to it
+    folder = poc.artifact_path("select-candidate", "leaderboard")
+    for entry in leaderboard["entries"]:
+        assert not Path(entry["report"]).is_absolute() and (folder / entry["report"]).is_file(), entry["report"]
+
+    # people label four rows; scoping gates and promotes the chosen probe itself, not the bare encoder
+    labels = parse_spec(sentiment_spec).task.labels
+    for i, task in enumerate(tasks[:4]):
+        ls.annotate(task["id"], result_for("choices", labels[i % len(labels)]))
+    scoping = run("scoping", sentiment_spec, tmp_path / "work")
+    assert scoping.task("import-labels").outputs["Output"] == 4
+    assert board(scoping)["chosen"]["name"] == "tiny-bert/linear-probe"
+    chosen = scoping.artifact_path("select-candidate", "model")
+    card = verify_card(chosen, "model")
+    assert card["method"] == "linear-probe" and card["base_model"] == sentiment_spec["candidates"][0]["uri"]
+    evaluated = json.loads((scoping.artifact_path("evaluate-model", "report") / "report.json").read_text())
+    assert evaluated["model"]["digest"] == card["digest"]
+    gate = scoping.task("gate-candidate")
+    assert gate.outputs["Output"] is True and gate.outputs["digest"] == card["digest"], \
+        gate.outputs["blessing"].metadata
+    commit = scoping.task("promote-adapter").outputs["Output"]
+    gitops = sentiment_spec["delivery"]["gitops"]
+    branch = f"aicd/promote-{card['digest'].split(':', 1)[1][:40]}"  # pull-request mode: a branch to merge
+    assert head_commit(gitops["repo"], branch)[0] == commit
+    overlay = overlay_at(gitops["repo"], branch, gitops["path"])
+    assert f"aicd.dev/model-id: {card['digest']}" in overlay and str(chosen) in overlay, overlay
+    assert "aicd.dev/model-id" not in overlay_at(gitops["repo"], "main", gitops["path"])  # main waits for review

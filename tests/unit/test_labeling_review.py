@@ -100,6 +100,18 @@ def test_review_from_the_leaderboard(tmp_path, support_bot_spec, qa_data, caplog
         assert cell in page
 
 
+def test_leaderboard_reports_relative_to_the_leaderboard_folder(tmp_path, monkeypatch):
+    """select_candidate copies the entries' reports into the leaderboard artifact: they are read from
+    there, wherever the folder is and whatever the working directory."""
+    board = write_board(tmp_path, [{"name": "a/zero-shot", "report": "reports/00-a/report.json"}])
+    (board / "reports" / "00-a").mkdir(parents=True)
+    (board / "reports" / "00-a" / "report.json").write_text(json.dumps(eval_report(["q4"], ["a4"])))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert leaderboard_reports(board) == {"a/zero-shot": board / "reports" / "00-a" / "report.json"}
+    assert leaderboard_reports(board / "leaderboard.json") == leaderboard_reports(board)
+
+
 def test_classification_review_stays_in_html(tmp_path, review_sentiment_spec, caplog):
     rows = [{"id": f"r{i}", "text": f"text {i}", "label": "negative", "source": "t"} for i in range(3)]
     write_dataset(tmp_path / "data", {"validation": rows}, [], fingerprint="sha256:x", parent=None)
