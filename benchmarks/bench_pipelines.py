@@ -200,23 +200,19 @@ ALWAYS_RUN = {"ingest-dataset", "find-champion", "gate-candidate", "promote-adap
 def finetune_argument(model: Path, tmp: Path) -> dict:
     """The support-bot spec on the tiny random model, a short run and permissive gates (as the local test),
     promoting into a new GitOps repository under ``tmp``."""
+    import sys
+
     import yaml
 
     from aicd.components.spec import parse_spec
-    from aicd.pipelines.gitops import ensure_gitops_repo
     from aicd.pipelines.stages import pipeline_argument
 
+    if str(ROOT_DIR / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT_DIR / "tests"))
+    from tiny_models import tiny_finetune_spec
+
     spec = yaml.safe_load((ROOT_DIR / "examples" / "support-bot" / "spec.yaml").read_text())
-    spec["candidates"] = [{"name": "tiny-llama", "uri": str(model)}]
-    spec["data"]["max_rows"] = 60
-    spec["training"].update(max_steps=2, batch_size=4, checkpoint={"every_steps": 1, "root": str(tmp / "ckpt")},
-                            methods=[{"name": "lora-r4", "method": "lora", "r": 4, "alpha": 8,
-                                      "target_modules": ["q_proj", "v_proj"]}])
-    spec["metrics"].update(max_examples=8, bootstrap_samples=50, max_new_tokens=4, behavioural=[],
-                           probe_prompts=[], gates={"thresholds": {}, "non_inferiority": {"token_f1": 1.0}})
-    ensure_gitops_repo(tmp / "gitops.git", "main", ROOT_DIR / "manifests")
-    spec["delivery"]["gitops"]["repo"] = str(tmp / "gitops.git")
-    return pipeline_argument(parse_spec(spec))
+    return pipeline_argument(parse_spec(tiny_finetune_spec(spec, model, tmp, ROOT_DIR / "manifests")))
 
 
 def _finetune_once(workdir: Path, cache_dir: Path, argument: dict, code: str) -> dict:

@@ -68,3 +68,20 @@ def make_encoder(path: Path, seed: int = 0) -> Path:
     BertModel(config).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_finetune_spec(spec: dict, model: Path, root: Path, manifests: Path) -> dict:
+    """The support-bot spec (a dict, changed in place) on a tiny model: 2 training steps, 8 evaluation
+    examples, permissive gates, checkpoints and a new bare GitOps repository under ``root``."""
+    from aicd.pipelines.gitops import ensure_gitops_repo
+
+    spec["candidates"] = [{"name": "tiny-llama", "uri": str(model)}]
+    spec["data"]["max_rows"] = 60
+    spec["training"].update(max_steps=2, batch_size=4, checkpoint={"every_steps": 1, "root": str(root / "ckpt")},
+                            methods=[{"name": "lora-r4", "method": "lora", "r": 4, "alpha": 8,
+                                      "target_modules": ["q_proj", "v_proj"]}])
+    spec["metrics"].update(max_examples=8, bootstrap_samples=50, max_new_tokens=4, behavioural=[],
+                           probe_prompts=[], gates={"thresholds": {}, "non_inferiority": {"token_f1": 1.0}})
+    ensure_gitops_repo(root / "gitops.git", "main", manifests)
+    spec["delivery"]["gitops"]["repo"] = str(root / "gitops.git")
+    return spec

@@ -136,3 +136,15 @@ def label_studio(tmp_path_factory) -> LabelStudioServer:
         yield server
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def ls(label_studio, monkeypatch):
+    """A client of the session's Label Studio; the token is also where the steps read it (they run as
+    subprocesses of this process and take it from the environment)."""
+    from aicd.components.labeling.client import LabelStudio
+
+    monkeypatch.setenv("AICD_SECRET_LABEL_STUDIO_TOKEN_TOKEN", label_studio.token)
+    client = LabelStudio(label_studio.url, label_studio.token)
+    yield client
+    client.close()

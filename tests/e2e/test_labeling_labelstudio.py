@@ -18,17 +18,9 @@ from aicd.components.labeling.configs import result_for
 from aicd.components.labeling.export import export_for_labeling
 from aicd.components.labeling.review import review_candidates, review_wins
 from aicd.components.labeling.versions import fingerprint
-from labelstudio_server import label_studio  # noqa: F401  (the session fixture)
+from labelstudio_server import label_studio, ls  # noqa: F401  (the fixtures)
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def ls(label_studio, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("AICD_SECRET_LABEL_STUDIO_TOKEN_TOKEN", label_studio.token)
-    client = LabelStudio(label_studio.url, label_studio.token)
-    yield client
-    client.close()
 
 
 def with_labeling(spec: dict, url: str, **labeling) -> dict:

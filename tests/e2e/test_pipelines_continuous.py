@@ -23,10 +23,11 @@ from aicd.components.labeling.export import export_for_labeling
 from aicd.components.labeling.versions import read_version
 from aicd.components.spec import parse_spec
 from aicd.pipelines.cache import source_digest
-from aicd.pipelines.gitops import ensure_gitops_repo, head_commit
+from aicd.pipelines.gitops import head_commit
 from aicd.pipelines.local import PipelineRunError, run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_argument
-from labelstudio_server import label_studio  # noqa: F401  (the session fixture)
+from labelstudio_server import label_studio, ls  # noqa: F401  (the fixtures)
+from tiny_models import tiny_finetune_spec
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,29 +36,10 @@ BEFORE_CHECK = {"ingest-dataset", "profile-dataset", "previous-versions", "impor
                 "check-new-data"}
 
 
-@pytest.fixture
-def ls(label_studio, monkeypatch):  # noqa: F811
-    # The steps run as subprocesses of this process: they read the token from the environment.
-    monkeypatch.setenv("AICD_SECRET_LABEL_STUDIO_TOKEN_TOKEN", label_studio.token)
-    client = LabelStudio(label_studio.url, label_studio.token)
-    yield client
-    client.close()
-
-
 def make_spec(support_bot_spec: dict, tiny_causal_lm: Path, tmp_path: Path, url: str, project: str,
               min_new_rows: int) -> dict:
     """The support-bot spec on the tiny model: a short run, permissive gates, pairwise labeling."""
-    spec = support_bot_spec
-    spec["candidates"] = [{"name": "tiny-llama", "uri": str(tiny_causal_lm)}]
-    spec["data"]["max_rows"] = 60
-    spec["training"].update(max_steps=2, batch_size=4, checkpoint={"every_steps": 1, "root": str(tmp_path / "ckpt")},
-                            methods=[{"name": "lora-r4", "method": "lora", "r": 4, "alpha": 8,
-                                      "target_modules": ["q_proj", "v_proj"]}])
-    spec["metrics"].update(max_examples=8, bootstrap_samples=50, max_new_tokens=4, behavioural=[],
-                           probe_prompts=[], gates={"thresholds": {}, "non_inferiority": {"token_f1": 1.0}})
-    repo = tmp_path / "gitops.git"
-    ensure_gitops_repo(repo, "main", ROOT / "manifests")
-    spec["delivery"]["gitops"]["repo"] = str(repo)
+    spec = tiny_finetune_spec(support_bot_spec, tiny_causal_lm, tmp_path, ROOT / "manifests")
     spec["labeling"].update(url=url, project=project, batch_size=6, min_annotations=1,
                             retrain_min_new_rows=min_new_rows)
     return pipeline_argument(parse_spec(spec))

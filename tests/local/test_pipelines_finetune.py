@@ -14,9 +14,10 @@ import pytest
 
 from aicd.components.spec import parse_spec
 from aicd.pipelines.cache import path_digest, source_digest
-from aicd.pipelines.gitops import ensure_gitops_repo, head_commit
+from aicd.pipelines.gitops import head_commit
 from aicd.pipelines.local import run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_argument
+from tiny_models import tiny_finetune_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 ALWAYS_RUN = {"ingest-dataset", "find-champion", "gate-candidate", "promote-adapter"}
@@ -25,17 +26,7 @@ ALWAYS_RUN = {"ingest-dataset", "find-champion", "gate-candidate", "promote-adap
 @pytest.fixture
 def tiny_spec(support_bot_spec, tiny_causal_lm, tmp_path) -> dict:
     """The demo spec with the model swapped for the tiny one, a short run and permissive gates."""
-    spec = support_bot_spec
-    spec["candidates"] = [{"name": "tiny-llama", "uri": str(tiny_causal_lm)}]
-    spec["data"]["max_rows"] = 60
-    spec["training"].update(max_steps=2, batch_size=4, checkpoint={"every_steps": 1, "root": str(tmp_path / "ckpt")},
-                            methods=[{"name": "lora-r4", "method": "lora", "r": 4, "alpha": 8,
-                                      "target_modules": ["q_proj", "v_proj"]}])
-    spec["metrics"].update(max_examples=8, bootstrap_samples=50, max_new_tokens=4, behavioural=[],
-                           probe_prompts=[], gates={"thresholds": {}, "non_inferiority": {"token_f1": 1.0}})
-    repo = tmp_path / "gitops.git"
-    ensure_gitops_repo(repo, "main", ROOT / "manifests")
-    spec["delivery"]["gitops"]["repo"] = str(repo)
+    spec = tiny_finetune_spec(support_bot_spec, tiny_causal_lm, tmp_path, ROOT / "manifests")
     return pipeline_argument(parse_spec(spec))
 
 
