@@ -21,8 +21,15 @@ from aicd.components.errors import UriError
 
 log = logging.getLogger(__name__)
 
-REMOTE_SCHEMES = ("hf://", "s3://", "gs://")
+REMOTE_SCHEMES = ("hf://", "s3://", "gs://", "minio://")
 SCHEMES = ("file://", "pkg://", "pvc://") + REMOTE_SCHEMES
+
+
+def serving_uri(uri: str) -> str:
+    """The URI a model server fetches ``uri`` from: KFP's default artifact store is MinIO
+    (``minio://bucket/key``), an S3 API that KServe's storage initializer reads as ``s3://bucket/key``
+    (endpoint and credentials from the predictor's service account); other URIs are unchanged."""
+    return "s3://" + uri[len("minio://"):] if uri.startswith("minio://") else uri
 
 
 def cache_root() -> Path:
@@ -80,7 +87,7 @@ def _download(uri: str) -> Path:
 
     with atomic_dir(target) as tmp:
         try:
-            Storage.download(uri, str(tmp))
+            Storage.download(serving_uri(uri), str(tmp))
         except Exception as err:  # kserve-storage raises bare Exception for every failure
             raise UriError(f"could not download {uri!r}: {err}",
                            "check the URI and the credentials in the environment") from err

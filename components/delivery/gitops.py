@@ -25,6 +25,7 @@ from aicd.components.delivery.gate import model_id
 from aicd.components.delivery.git import PushRejected, check_repo_url, credentials_env, git
 from aicd.components.errors import DeliveryError
 from aicd.components.spec import Spec
+from aicd.components.uris import serving_uri
 
 log = logging.getLogger(__name__)
 Edit = Callable[[dict[str, Any], isvc.RolloutState], str]
@@ -297,7 +298,7 @@ def promote_adapter(spec: Spec, blessing: dict[str, Any], adapter_dir: str | Pat
         raise DeliveryError(f"refusing {adapter_dir}: its digest {card['digest']} is not the blessed digest "
                             f"{blessing.get('candidate_digest')}",
                             "promote exactly the artifact the gate evaluated; re-run the gate for this one")
-    uri = adapter_uri or str(Path(adapter_dir).resolve())
+    uri = serving_uri(adapter_uri) if adapter_uri else str(Path(adapter_dir).resolve())
     if card.get("kind") == "model":
         ref = isvc.ModelRef(card["digest"], uri)
     elif card.get("kind") == "adapter" and card.get("base_model"):

