@@ -14,7 +14,6 @@ from typing import Any
 
 from rich.console import Console
 
-from aicd.components.errors import AicdError
 from aicd.components.spec import Spec, load_spec
 
 log = logging.getLogger(__name__)

@@ -23,11 +23,12 @@ def build(platform: Platform):
         platform.apply(review_leaderboard(spec=spec, dataset=dataset, leaderboard=chosen_task.outputs["leaderboard"]),
                        "labeling")
         # The chosen entry's evaluation (its probe, or its base model in its leaderboard mode) is what
-        # labeling needs: its answers for pairwise comparison, its per-row scores (or its model folder,
-        # named in `chosen`) for uncertainty sampling.
+        # labeling needs: its answers for pairwise comparison, its per-row scores (or its model, the
+        # chosen `model` itself when it is one) for uncertainty sampling.
         chosen_eval = platform.apply(evaluate_model(spec=spec, dataset=dataset,
                                                     model=chosen_task.outputs["model"]), "evaluate")
         platform.apply(export_for_labeling(spec=spec, dataset=dataset, evaluation=chosen_eval.outputs["report"],
-                                           chosen=chosen_task.outputs["chosen"]), "labeling", cache=False)
+                                           chosen=chosen_task.outputs["chosen"],
+                                           chosen_model=chosen_task.outputs["model"]), "labeling", cache=False)
 
     return poc_pipeline

@@ -7,10 +7,9 @@ from aicd.pipelines.platform import Platform
 def build(platform: Platform):
     from kfp import dsl
 
-    from aicd.components.evaluation.steps import evaluate_model
     from aicd.components.labeling.steps import import_labels
     from aicd.pipelines.subgraphs.data import prepare_data
-    from aicd.pipelines.subgraphs.delivery import gate_and_promote
+    from aicd.pipelines.subgraphs.delivery import deliver_model
     from aicd.pipelines.subgraphs.evaluation import benchmark_candidates
 
     @dsl.pipeline(name="aicd-scoping", description="Import labels with agreement figures, rank the candidates "
@@ -26,8 +25,8 @@ def build(platform: Platform):
         # classification candidate's linear probe), or a reference to a base candidate (zero-/few-shot),
         # evaluated in its leaderboard mode. One static graph for both: the gate and the promotion
         # treat a base reference as the base model (promote_base_model), anything else by its digest.
-        chosen = chosen_task.outputs["model"]
-        chosen_eval = platform.apply(evaluate_model(spec=spec, dataset=labeled, model=chosen), "evaluate")
-        gate_and_promote(spec, platform, chosen_eval.outputs["report"], model=chosen)
+        # Like every delivery, it is compared with the serving champion (the base model while none
+        # serves) on the same examples, so the spec's non-inferiority gates apply here too.
+        deliver_model(spec, labeled, chosen_task.outputs["model"], platform)
 
     return scoping_pipeline

@@ -257,12 +257,14 @@ def review_leaderboard(spec: Spec | dict[str, Any], dataset_dir: str | Path, lea
 
 # Stage 1 also sends the chosen candidate's work to labeling: what export_for_labeling needs from it.
 def labeling_inputs(spec: Spec | dict[str, Any], dataset_dir: str | Path, work_dir: str | Path,
-                    evaluation_dir: str | Path | None = None, chosen: str = "") -> dict[str, Any]:
+                    evaluation_dir: str | Path | None = None, chosen: str = "",
+                    chosen_model_dir: str | Path | None = None) -> dict[str, Any]:
     """export_for_labeling's keyword arguments from the chosen candidate's evaluation.
 
     - ``generation_mode: pairwise``: the evaluation report's predictions are the model side.
-    - ``sampling: uncertainty``: a chosen model folder (``chosen["model_dir"]``, e.g. the
-      linear probe of an encoder) scores every row itself; otherwise the report's
+    - ``sampling: uncertainty``: a chosen model folder (``chosen_model_dir``, select_candidate's
+      ``model`` output unless it only refers to a base candidate; else ``chosen["model_dir"]``),
+      e.g. the linear probe of an encoder, scores every row itself; otherwise the report's
       per-example scores rank the rows, and the pool is cut to the rows the report
       scored (a copy of the data set under ``work_dir``), so no unscored row is sampled.
 
@@ -277,6 +279,11 @@ def labeling_inputs(spec: Spec | dict[str, Any], dataset_dir: str | Path, work_d
     if task_kind(parsed.task, labeling) == "pairwise" and report:
         out["responses"] = report
     if labeling.sampling != "uncertainty":
+        return out
+    from aicd.components.models import base_model_ref
+
+    if chosen_model_dir and base_model_ref(chosen_model_dir) is None:
+        out["model_dir"] = str(chosen_model_dir)
         return out
     try:
         model_dir = (json.loads(chosen) or {}).get("model_dir") if chosen else None

@@ -9,12 +9,14 @@ from aicd.components._images import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE)
 def export_for_labeling(spec: dict, dataset: Input[Dataset], metrics: Output[Metrics],
                         scores: Input[Artifact] = None, responses: Input[Artifact] = None,
-                        model: Input[Model] = None, evaluation: Input[Artifact] = None, chosen: str = "") -> int:
+                        model: Input[Model] = None, evaluation: Input[Artifact] = None, chosen: str = "",
+                        chosen_model: Input[Model] = None) -> int:
     """Sample rows and import them as Label Studio tasks; returns the number of new tasks.
 
     Without ``scores``, ``responses`` and ``model``, the chosen candidate's ``evaluation``
-    (its report folder) and ``chosen`` (select_candidate's JSON) supply what the spec's
-    labeling needs: see :func:`aicd.components.labeling.review.labeling_inputs`.
+    (its report folder), ``chosen`` (select_candidate's JSON) and ``chosen_model`` (its
+    ``model`` output) supply what the spec's labeling needs: see
+    :func:`aicd.components.labeling.review.labeling_inputs`.
     """
     import tempfile
 
@@ -23,7 +25,8 @@ def export_for_labeling(spec: dict, dataset: Input[Dataset], metrics: Output[Met
 
     with tempfile.TemporaryDirectory() as tmp:
         if scores is None and responses is None and model is None:
-            inputs = labeling_inputs(spec, dataset.path, tmp, evaluation.path if evaluation else None, chosen)
+            inputs = labeling_inputs(spec, dataset.path, tmp, evaluation.path if evaluation else None, chosen,
+                                     chosen_model.path if chosen_model else None)
         else:
             inputs = {"dataset_dir": dataset.path, "scores": scores.path if scores else None,
                       "responses": responses.path if responses else None, "model_dir": model.path if model else None}

@@ -25,8 +25,12 @@ def benchmark_candidates(spec, dataset, platform: Platform | None = None) -> dsl
     with dsl.ParallelFor(names_task.output, name="candidates") as name:
         candidate_task = platform.apply(evaluate_candidate(spec=spec, dataset=dataset, candidate=name), "evaluate")
     baseline_task = platform.apply(evaluate_baseline(spec=spec, dataset=dataset), "evaluate")
+    # The results artifacts go in too: a pod reads the entries' reports and probes from its own
+    # downloaded inputs, never from another step's output URI.
     return platform.apply(select_candidate(spec=spec, entries=dsl.Collected(candidate_task.outputs["Output"]),
-                                           baseline=baseline_task.outputs["Output"]), "evaluate")
+                                           baseline=baseline_task.outputs["Output"],
+                                           results=dsl.Collected(candidate_task.outputs["results"]),
+                                           baseline_results=baseline_task.outputs["results"]), "evaluate")
 
 
 def search_hyperparameters(spec, dataset, train: Callable[..., dsl.PipelineTask],

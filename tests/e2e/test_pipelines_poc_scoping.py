@@ -149,6 +149,11 @@ def test_poc_then_scoping_support_bot(ls, bot_spec, tmp_path):
     assert evaluated["model"].get("shots", 0) == len(ref["shot_examples"])
     gate = scoping.task("gate-candidate")
     assert gate.outputs["Output"] is True, gate.outputs["blessing"].metadata
+    # compared, like every delivery, with what serves: nothing yet, so the spec's first base model
+    blessing = json.loads((Path(gate.outputs["blessing"].path) / "blessing.json").read_text())
+    assert blessing["champion"]["name"] == "tiny-a" and blessing["champion"]["digest"] is None
+    assert blessing["summary"]["comparison"]["diff"] == pytest.approx(
+        blessing["summary"]["comparison"]["candidate"] - blessing["summary"]["comparison"]["champion"])
     repo = bot_spec["delivery"]["gitops"]["repo"]
     sha, _ = head_commit(repo, "main")
     assert scoping.task("promote-adapter").outputs["Output"] == sha
@@ -208,6 +213,9 @@ def test_poc_then_scoping_review_sentiment(ls, sentiment_spec, tmp_path):
     gate = scoping.task("gate-candidate")
     assert gate.outputs["Output"] is True and gate.outputs["digest"] == card["digest"], \
         gate.outputs["blessing"].metadata
+    blessing = json.loads((Path(gate.outputs["blessing"].path) / "blessing.json").read_text())
+    assert blessing["champion"]["name"] == "tiny-bert" and blessing["champion"]["digest"] is None  # the bare encoder
+    assert "comparison" in blessing["summary"]
     commit = scoping.task("promote-adapter").outputs["Output"]
     gitops = sentiment_spec["delivery"]["gitops"]
     branch = f"aicd/promote-{card['digest'].split(':', 1)[1][:40]}"  # pull-request mode: a branch to merge
