@@ -153,6 +153,19 @@ def test_labeling_inputs_uncertainty_prefers_the_chosen_model(tmp_path, review_s
     assert got == {"dataset_dir": str(qa_data), "model_dir": str(tmp_path / "probe")}
 
 
+def test_labeling_inputs_uncertainty_takes_the_chosen_model_input(tmp_path, review_sentiment_spec, qa_data):
+    """On a cluster the chosen model arrives as the step's own input; a base-model reference is not a model."""
+    (tmp_path / "input").mkdir()
+    (tmp_path / "probe").mkdir()
+    chosen = json.dumps({"name": "enc/linear-probe", "model_dir": str(tmp_path / "probe")})
+    got = labeling_inputs(review_sentiment_spec, qa_data, tmp_path / "work", None, chosen, tmp_path / "input")
+    assert got["model_dir"] == str(tmp_path / "input")
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "base-model.json").write_text(json.dumps({"candidate": "enc"}))
+    got = labeling_inputs(review_sentiment_spec, qa_data, tmp_path / "work", None, chosen, tmp_path / "ref")
+    assert got["model_dir"] == str(tmp_path / "probe")
+
+
 def test_labeling_inputs_uncertainty_samples_only_scored_rows(tmp_path, support_bot_spec, qa_data):
     spec = {**support_bot_spec, "labeling": {**support_bot_spec["labeling"], "generation_mode": "rating",
                                              "sampling": "uncertainty"}}
