@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aicd.components.errors import ServingError
+from aicd.components.serving.prompts import PromptSettings, check_template, parse_few_shot
 
 TASKS = ("causal-lm", "text-classification")
 BASE_NAME = "base"
@@ -38,6 +39,7 @@ class ServeConfig:
     admin_token_file: Path | None = None
     fault_rate: float = 0.0
     seed: int | None = None
+    prompt: PromptSettings = field(default_factory=PromptSettings)
 
 
 def check_name(name: str, what: str = "adapter name") -> str:
@@ -77,7 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-token-file", default=None, help="file holding the bearer token of /v1/admin/*")
     p.add_argument("--fault-rate", type=float, default=0.0, help="fraction of inference requests answered 503")
     p.add_argument("--seed", type=int, default=None, help="seed of the fault injection (drills)")
+    p.add_argument("--system-prompt", default=None, metavar="TEXT",
+                   help="system turn of chat requests that carry none (the spec's task.system_prompt)")
+    p.add_argument("--prompt-template", default=None, metavar="TEXT",
+                   help="str.format template with {instruction} the prompt is formatted into (the spec's)")
+    p.add_argument("--few-shot", default=None, metavar="FILE_OR_JSON",
+                   help='[question, answer] pairs put before the first user turn, e.g. [["2+2?", "4"]]')
     return p
+
+
+def prompt_settings(args: argparse.Namespace) -> PromptSettings:
+    given = [f for f, v in (("--system-prompt", args.system_prompt), ("--prompt-template", args.prompt_template),
+                            ("--few-shot", args.few_shot)) if v is not None]
+    if given and args.task != "causal-lm":
+        raise ServingError(f"{', '.join(given)} only apply to --task causal-lm (a classifier reads the raw text)",
+                           "drop them, or serve a causal LM")
+    return PromptSettings(system=args.system_prompt or None,
+                          template=check_template(args.prompt_template) if args.prompt_template is not None else None,
+                          shots=parse_few_shot(args.few_shot) if args.few_shot is not None else ())
 
 
 def _bounded(value: float, flag: str, low: float, high: float | None = None, fix: str = "") -> None:
@@ -114,7 +133,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
                        port=args.port, model_name=model_name, log_dir=Path(args.log_dir) if args.log_dir else None,
                        max_batch_size=args.max_batch_size, max_batch_wait_ms=args.max_batch_wait_ms,
                        max_body_bytes=args.max_body_bytes, max_new_tokens_limit=args.max_new_tokens_limit,
-                       admin_token_file=token_file, fault_rate=args.fault_rate, seed=args.seed)
+                       admin_token_file=token_file, fault_rate=args.fault_rate, seed=args.seed,
+                       prompt=prompt_settings(args))
 
 
 def parse_config(argv: list[str] | None = None) -> ServeConfig:

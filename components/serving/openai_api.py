@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from aicd.components.errors import ServingError
 from aicd.components.serving.engine import GenItem
+from aicd.components.serving.prompts import PromptError, chat_prompt as render_chat, completion_prompt
 from aicd.components.serving.service import Service
 
 PREFIX = "/openai/v1"
@@ -119,15 +120,18 @@ def _content(message: Any, index: int) -> tuple[str, str]:
     return message["role"], content
 
 
-def chat_prompt(body: dict, service: Service, name: str) -> str:
+def chat_prompt(body: dict, service: Service, name: str) -> tuple[str, bool]:
+    """(prompt, add_special_tokens) of a chat request: the evaluation's rule (serving/prompts.py) under
+    the predictor's --system-prompt, --prompt-template and --few-shot."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "`messages` must be a non-empty list of {role, content} objects", "messages")
     turns = [dict(zip(("role", "content"), _content(m, i))) for i, m in enumerate(messages)]
     tokenizer = service.engine.template_tokenizer(service.adapter_of(name))
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-    return "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant: "
+    try:
+        return render_chat(tokenizer, turns, service.config.prompt)
+    except PromptError as err:
+        raise ApiError(400, str(err), "messages") from None
 
 
 def tokenize(service: Service, text: str, max_tokens: int, special: bool) -> list[int]:
@@ -165,7 +169,8 @@ def build_router(service: Service) -> APIRouter:
             check_common(body)
             max_tokens = _int(body, "max_tokens", min(16, limit), 1, limit)
             stops = _stops(body)
-            items = [GenItem(tokenize(service, p, max_tokens, True), max_tokens, stops) for p in _prompts(body)]
+            items = [GenItem(tokenize(service, completion_prompt(p, service.config.prompt), max_tokens, True),
+                             max_tokens, stops) for p in _prompts(body)]
             results = await _run(service, name, items)
         except ApiError as err:
             return error_response(err)
@@ -183,8 +188,8 @@ def build_router(service: Service) -> APIRouter:
             check_common(body)
             key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
             max_tokens = _int(body, key, min(128, limit), 1, limit)
-            item = GenItem(tokenize(service, chat_prompt(body, service, name), max_tokens, False), max_tokens,
-                           _stops(body))
+            text, special = chat_prompt(body, service, name)
+            item = GenItem(tokenize(service, text, max_tokens, special), max_tokens, _stops(body))
             (result,) = await _run(service, name, [item])
         except ApiError as err:
             return error_response(err)
