@@ -30,12 +30,18 @@ class Check:
 
 
 def model_id(model: dict[str, Any] | None) -> str | None:
-    """The identity of a served model: its artifact digest, or ``base:<uri>`` for a bare base model."""
+    """The identity of a served model (a report's ``model``): its artifact digest, ``base:<uri>`` for a
+    bare base model, or ``base:<uri>#<mode>`` for one evaluated with few-shot examples (the report
+    counts the shots but does not hold them, so the hash of ``base:<uri>#<mode>:<hash>``, the identity
+    in Git, is left out; :func:`aicd.components.delivery.isvc.same_model` matches the two)."""
     if not model:
         return None
     if model.get("digest"):
         return str(model["digest"])
     if model.get("uri"):
+        shots = model.get("shots")
+        if isinstance(shots, int) and not isinstance(shots, bool) and shots > 0 and model.get("mode"):
+            return f"base:{model['uri']}#{model['mode']}"
         return f"base:{model['uri']}"
     return None
 

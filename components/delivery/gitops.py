@@ -147,6 +147,8 @@ class Champion:
     model_id: str       # the champion's identity in Git, "" when none is declared yet
     model_uri: str      # its Model artifact (adapter or full model) to evaluate; "" for a bare base model
     candidate: str      # the spec's candidate to evaluate when model_uri is "" ("": the first one)
+    mode: str = ""      # a bare base model's leaderboard mode ("": zero-shot) ...
+    shot_examples: tuple[tuple[str, str], ...] = ()   # ... and the few-shot examples it is served with
 
 
 def champion_to_beat(spec: Spec) -> Champion:
@@ -154,19 +156,22 @@ def champion_to_beat(spec: Spec) -> Champion:
 
     A bare base champion (``base:<uri>``, stage 2's choice) is evaluated as the spec's candidate
     with that URI; when the spec no longer lists it, the first candidate is evaluated instead, and
-    the promotion will be refused as stale (the champion in Git is not what the gate compared).
+    the promotion will be refused as stale (the champion in Git is not what the gate compared). A
+    few-shot one (``base:<uri>#<mode>:<hash>``) is evaluated in that mode, with the examples it is
+    served with (its ``--few-shot`` argument).
     """
     ref = read_champion(spec)
     if ref is None:
         return Champion("", "", "")
     if not ref.model_id.startswith("base:"):
         return Champion(ref.model_id, ref.adapter_uri or ref.base_uri, "")
-    uri = ref.model_id.removeprefix("base:")
+    uri, _, _ = isvc.parse_base_id(ref.model_id)
     names = [c.name for c in spec.candidates if c.uri == uri]
     if not names:
         log.warning("the champion %s is not among the spec's candidates; comparing with %s instead, so the "
                     "promotion will be refused as stale", ref.model_id, spec.candidates[0].name)
-    return Champion(ref.model_id, "", names[0] if names else "")
+        return Champion(ref.model_id, "", "")
+    return Champion(ref.model_id, "", names[0], ref.mode or "", ref.shots)
 
 
 def write_champion(spec: Spec, out_dir: str | Path) -> Champion:
@@ -201,8 +206,9 @@ def write_champion(spec: Spec, out_dir: str | Path) -> Champion:
                                     "restore the artifact, or roll the GitOps overlay back to a model that exists")
             shutil.copytree(source, tmp, dirs_exist_ok=True)
         else:
-            (tmp / BASE_MODEL_REF).write_text(json.dumps({"candidate": champion.candidate,
-                                                          "model_id": champion.model_id}) + "\n", encoding="utf-8")
+            ref = {"candidate": champion.candidate, "model_id": champion.model_id,
+                   "mode": champion.mode or "zero-shot", "shot_examples": [list(s) for s in champion.shot_examples]}
+            (tmp / BASE_MODEL_REF).write_text(json.dumps(ref, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log.info("champion to beat: %s", champion.model_id or f"none yet (base model {spec.candidate().name})")
     return champion
 
@@ -250,7 +256,7 @@ def _promotion_edit(spec: Spec, ref: isvc.ModelRef, expected: str | None) -> Edi
             log.info("%s is already the %s in Git; nothing to commit", ref.model_id, role)
             return f"already-{role}"
         first = current.champion is None and (expected is None or expected.startswith("base:"))
-        if current.champion != expected and not first:
+        if not isvc.same_model(expected, current.champion) and not first:
             raise StaleChange(f"stale promotion of {ref.model_id}: the gate compared it with {expected or 'no champion'}"
                               f", but the champion in Git is now {current.champion or 'none'}",
                               "evaluate and gate the candidate again against the current champion")
@@ -299,19 +305,24 @@ def promote_adapter(spec: Spec, blessing: dict[str, Any], adapter_dir: str | Pat
                             f"{blessing.get('candidate_digest')}",
                             "promote exactly the artifact the gate evaluated; re-run the gate for this one")
     uri = serving_uri(adapter_uri) if adapter_uri else str(Path(adapter_dir).resolve())
+    # evaluate_model evaluates an artifact with the first candidate's (or the task's) template.
+    template = isvc.evaluated_template(spec)
     if card.get("kind") == "model":
-        ref = isvc.ModelRef(card["digest"], uri)
+        ref = isvc.ModelRef(card["digest"], uri, prompt_template=template)
     elif card.get("kind") == "adapter" and card.get("base_model"):
-        ref = isvc.ModelRef(card["digest"], card["base_model"], uri, spec.delivery.serving.name)
+        ref = isvc.ModelRef(card["digest"], card["base_model"], uri, spec.delivery.serving.name, template)
     else:
         raise DeliveryError(f"{adapter_dir} is a {card.get('kind')!r} artifact without a base model",
                             "promote the Model artifact a training step wrote")
     return _promote(spec, ref, blessing, card)
 
 
-def promote_base_model(spec: Spec, blessing: dict[str, Any], candidate: str | None = None) -> CommitResult:
+def promote_base_model(spec: Spec, blessing: dict[str, Any], candidate: str | None = None, mode: str | None = None,
+                       shot_examples: list | tuple = ()) -> CommitResult:
     """Deliver a base model with no adapter (the stage-1 choice) through the same gate and Git path.
 
+    ``mode`` and ``shot_examples`` are the leaderboard's (a BASE_MODEL_REF): a base model chosen
+    few-shot is served with those examples, under its own identity (``base:<uri>#<mode>:<hash>``).
     It becomes the champion when the overlay has none yet, else the canary.
     """
     _check_blessing(blessing)
@@ -321,4 +332,20 @@ def promote_base_model(spec: Spec, blessing: dict[str, Any], candidate: str | No
         raise DeliveryError(f"the blessing is for {blessing.get('candidate_digest') or blessed.get('uri')}, "
                             f"not for base model {chosen.name} ({chosen.uri})",
                             "gate the evaluation report of this base model first")
-    return _promote(spec, isvc.ModelRef(f"base:{chosen.uri}", chosen.uri), blessing, None)
+    try:
+        shots = tuple((str(q), str(a)) for q, a in shot_examples or ())
+    except (TypeError, ValueError) as err:
+        raise DeliveryError(f"the few-shot examples of {chosen.name} are not [question, answer] pairs ({err})",
+                            "pass the base-model.json select_candidate wrote") from None
+    if shots and spec.task.type != "causal-lm":
+        raise DeliveryError(f"{chosen.name} has few-shot examples, but the task is {spec.task.type}",
+                            "few-shot examples are for causal LMs; pass the classifier's reference without them")
+    ref = isvc.ModelRef(isvc.base_model_id(chosen.uri, mode, shots), chosen.uri,
+                        prompt_template=isvc.evaluated_template(spec, chosen.name), mode=mode if shots else None,
+                        shots=shots)
+    evaluated = model_id(blessed)
+    if not isvc.same_model(evaluated, ref.model_id):
+        raise DeliveryError(f"the blessing is for {evaluated}, but the reference is {ref.model_id} (another mode "
+                            "or number of few-shot examples)",
+                            "gate the evaluation report of this reference, in its mode, first")
+    return _promote(spec, ref, blessing, None)

@@ -6,20 +6,25 @@ candidate is the single entry of the ``spec.canary`` list with its
 ``spec.predictor`` with ``canaryTrafficPercent``, and the champion's predictor is
 kept in the annotation ``aicd.dev/stable-predictor`` so a rollback restores it from
 Git. Every predictor carries its model identity in the annotation
-``aicd.dev/model-id`` (an artifact digest, or ``base:<uri>`` for a bare base model),
+``aicd.dev/model-id`` (an artifact digest, ``base:<uri>`` for a bare base model, or
+``base:<uri>#<mode>:<hash of the shots>`` for a base model served few-shot), and the spec's
+prompt settings as arguments (``--system-prompt``, ``--prompt-template``, ``--few-shot``),
 its role in the label ``aicd.dev/role`` (``stable`` | ``canary``) and the service
 (``delivery.serving.name``) in ``aicd.dev/service``; the monitoring component turns
 these into the ``role`` and ``isvc`` labels the canary analysis selects on.
 """
 
 import copy
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from aicd.components.errors import DeliveryError
+from aicd.components.serving.prompts import check_template, shots_arg
 from aicd.components.spec import Spec
 
 ISVC_FILE = "inferenceservice.yaml"
@@ -28,16 +33,56 @@ ROLE = "aicd.dev/role"
 SERVICE = "aicd.dev/service"
 STABLE_PREDICTOR = "aicd.dev/stable-predictor"
 MODE = "serving.kserve.io/deploymentMode"
+PROMPT_FLAGS = ("--system-prompt", "--prompt-template", "--few-shot")
+_BASE_MODE = re.compile(r"^(?P<uri>.+)#(?P<mode>[a-z0-9][-a-z0-9]*)(?::(?P<hash>[0-9a-f]+))?$")
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """What a predictor serves: a base model, optionally with one adapter."""
+    """What a predictor serves: a base model, optionally with one adapter, and how it is prompted
+    (``prompt_template``, and for a base model chosen few-shot its leaderboard ``mode`` and ``shots``)."""
 
     model_id: str
     base_uri: str
     adapter_uri: str | None = None
     adapter_name: str | None = None
+    prompt_template: str | None = None
+    mode: str | None = None
+    shots: tuple[tuple[str, str], ...] = ()
+
+
+def shots_hash(shots) -> str:
+    """A short hash of few-shot examples (of their ``--few-shot`` argument)."""
+    return hashlib.sha256(shots_arg(shots).encode("utf-8")).hexdigest()[:12]
+
+
+def base_model_id(uri: str, mode: str | None = None, shots=()) -> str:
+    """The identity of a bare base model: ``base:<uri>``, or ``base:<uri>#<mode>:<hash>`` when served
+    with few-shot examples (a different behaviour, so a different model)."""
+    if not shots:
+        return f"base:{uri}"
+    return f"base:{uri}#{mode or f'few-shot-{len(shots)}'}:{shots_hash(shots)}"
+
+
+def parse_base_id(model_id: str) -> tuple[str, str | None, str | None]:
+    """(uri, mode, shots hash) of a ``base:`` identity; mode and hash are None for a zero-shot one (the
+    hash also when only the mode is known, as in :func:`aicd.components.delivery.gate.model_id`)."""
+    rest = model_id.removeprefix("base:")
+    found = _BASE_MODE.match(rest)
+    if found is None:
+        return rest, None, None
+    return found["uri"], found["mode"], found["hash"]
+
+
+def same_model(expected: str | None, current: str | None) -> bool:
+    """Whether ``current`` (an identity in Git) is the model ``expected`` names. A gate that knew only the
+    mode of a few-shot base champion (``base:<uri>#<mode>``, from its report) names any shots of it."""
+    if expected == current:
+        return True
+    if not expected or not current or not expected.startswith("base:"):
+        return False
+    _, mode, digest = parse_base_id(expected)
+    return mode is not None and digest is None and current.startswith(expected + ":")
 
 
 @dataclass(frozen=True)
@@ -111,6 +156,7 @@ def champion_ref(doc: dict[str, Any]) -> ModelRef | None:
         return None
     args = [str(a) for a in ((predictor.get("model") or {}).get("args") or [])]
     values = {flag: value for flag, value in zip(args, args[1:]) if flag.startswith("--")}
+    values.update(a.split("=", 1) for a in args if a.startswith(PROMPT_FLAGS) and "=" in a)
     if "--base" not in values:
         raise DeliveryError(f"the champion predictor ({model_id}) has no --base argument",
                             "restore its `model.args` from the commit that promoted it")
@@ -120,7 +166,30 @@ def champion_ref(doc: dict[str, Any]) -> ModelRef | None:
         if not adapter_uri:
             raise DeliveryError(f"the champion's --adapter {values['--adapter']!r} is not NAME=URI",
                                 "restore its `model.args` from the commit that promoted it")
-    return ModelRef(model_id, values["--base"], adapter_uri, adapter_name)
+    mode, shots = None, ()
+    if model_id.startswith("base:"):
+        _, mode, digest = parse_base_id(model_id)
+        if mode is not None:
+            shots = _champion_shots(model_id, values.get("--few-shot"), digest)
+    return ModelRef(model_id, values["--base"], adapter_uri, adapter_name, values.get("--prompt-template"), mode,
+                    shots)
+
+
+def _champion_shots(model_id: str, value: str | None, digest: str | None) -> tuple[tuple[str, str], ...]:
+    """The few-shot examples of a few-shot base champion, checked against the hash in its identity."""
+    from aicd.components.errors import AicdError
+    from aicd.components.serving.prompts import parse_few_shot
+
+    fix = "restore its `model.args` (the --few-shot argument) from the commit that promoted it"
+    if not value or not value.lstrip().startswith("["):
+        raise DeliveryError(f"the champion {model_id} is served few-shot but has no --few-shot JSON argument", fix)
+    try:
+        shots = parse_few_shot(value)
+    except AicdError as err:
+        raise DeliveryError(f"the champion {model_id} has a bad --few-shot argument: {err.message}", fix) from None
+    if not shots or shots_hash(shots) != digest:
+        raise DeliveryError(f"the champion's --few-shot examples do not match its identity {model_id}", fix)
+    return shots
 
 
 def predictor_args(spec: Spec, ref: ModelRef) -> list[str]:
@@ -135,7 +204,28 @@ def predictor_args(spec: Spec, ref: ModelRef) -> list[str]:
         args += ["--labels", ",".join(spec.task.labels)]
     if ref.adapter_uri:
         args += ["--adapter", f"{ref.adapter_name}={ref.adapter_uri}"]
+    return args + prompt_args(spec, ref)
+
+
+def prompt_args(spec: Spec, ref: ModelRef) -> list[str]:
+    """The prompt the model was evaluated with, as predictor flags (``--flag=value``: a value may start
+    with '-'): the task's system prompt, the template, the few-shot examples. None for a classifier."""
+    if spec.task.type != "causal-lm":
+        return []
+    args = []
+    if spec.task.system_prompt:
+        args.append(f"--system-prompt={spec.task.system_prompt}")
+    if ref.prompt_template:
+        args.append(f"--prompt-template={check_template(ref.prompt_template, 'the prompt template')}")
+    if ref.shots:
+        args.append(f"--few-shot={shots_arg(ref.shots)}")
     return args
+
+
+def evaluated_template(spec: Spec, candidate: str | None = None) -> str | None:
+    """The prompt template evaluation used for ``candidate`` (the first one for a trained artifact):
+    the candidate's, else the task's."""
+    return spec.candidate(candidate).prompt_template or spec.task.prompt_template
 
 
 def build_predictor(template: dict[str, Any], spec: Spec, ref: ModelRef, role: str) -> dict[str, Any]:

@@ -67,17 +67,20 @@ def promote_adapter(spec: dict, blessing: Input[Artifact], candidate: Input[Mode
     """Commit the blessed candidate to the GitOps overlay (canary at the first step); the commit id.
 
     A ``candidate`` that only refers to a base candidate (``BASE_MODEL_REF``) is promoted as that
-    base model, as is the first candidate when ``candidate`` is absent."""
+    base model, in the reference's mode (a few-shot choice is served with its examples), as is the
+    first candidate when ``candidate`` is absent."""
     from aicd.components.delivery.gate import read_json
     from aicd.components.delivery.gitops import promote_adapter as promote, promote_base_model
-    from aicd.components.models import base_model_ref
+    from aicd.components.evaluation.leaderboard import read_base_ref
     from aicd.components.spec import parse_spec
 
     parsed = parse_spec(spec)
     blessed = read_json(blessing.path, "blessing")
-    ref = base_model_ref(candidate.path) if candidate is not None else None
-    if candidate is None or ref is not None:
-        result = promote_base_model(parsed, blessed, ref or None)
+    ref = read_base_ref(candidate.path) if candidate is not None else None
+    if candidate is None:
+        result = promote_base_model(parsed, blessed)
+    elif ref is not None:
+        result = promote_base_model(parsed, blessed, ref["candidate"] or None, ref["mode"], ref["shot_examples"])
     else:
         result = promote(parsed, blessed, candidate.path, candidate.uri)
     return result.commit or ""

