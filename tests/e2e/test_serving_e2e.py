@@ -234,3 +234,43 @@ async def _v2_calls(url, InferenceRESTClient, InferInput, InferRequest, RESTConf
         return labels, errors
     finally:
         await client.close()
+
+
+# -- served is what was gated: the predictor run with the flags delivery renders ---------------------------
+SHOTS = (("What is AI?", "A field of computer science."), ("Hi!", "Hello, how can I help?"))
+QUESTIONS = ["How do I reset my password?", "Where is my order?"]
+
+
+@pytest.mark.parametrize("template", [None, "### Question: {instruction}\n### Answer:"])
+def test_the_served_answer_is_the_evaluated_answer(tiny_causal_lm, support_bot_spec, tmp_path, template):
+    """A few-shot base champion with the spec's system prompt (and a template): the predictor started with
+    the arguments isvc.predictor_args renders answers each instruction with exactly the evaluation
+    backend's prompt tokens and greedy answer, without the client sending the system prompt or shots."""
+    from aicd.components.delivery import isvc
+    from aicd.components.evaluation.backends import CausalLMBackend
+    from aicd.components.models import load_causal_lm
+    from aicd.components.spec import parse_spec
+
+    spec = parse_spec(support_bot_spec)
+    assert spec.task.system_prompt
+    base = str(tiny_causal_lm)
+    ref = isvc.ModelRef(isvc.base_model_id(base, "few-shot-2", SHOTS), base, prompt_template=template,
+                        mode="few-shot-2", shots=SHOTS)
+    model, tokenizer, _ = load_causal_lm(base)
+    backend = CausalLMBackend(model_info={}, model=model, tokenizer=tokenizer, template=template,
+                              system=spec.task.system_prompt, shots=SHOTS, max_new_tokens=8)
+    expected = backend.predict(QUESTIONS).texts
+    special = template is not None
+    prompt_tokens = [len(tokenizer(backend.example_prompt(q), add_special_tokens=special)["input_ids"])
+                     for q in QUESTIONS]
+    name = spec.delivery.serving.name
+    with predictor(isvc.predictor_args(spec, ref), tmp_path) as url:
+        client = _openai(url)
+        for question, answer, tokens in zip(QUESTIONS, expected, prompt_tokens):
+            chat = client.chat.completions.create(model=name, max_tokens=8,
+                                                  messages=[{"role": "user", "content": question}])
+            assert chat.usage.prompt_tokens == tokens
+            assert chat.choices[0].message.content.strip() == answer
+            if template is not None:  # the completions endpoint formats the raw prompt the same way
+                done = client.completions.create(model=name, prompt=question, max_tokens=8)
+                assert done.usage.prompt_tokens == tokens and done.choices[0].text.strip() == answer
