@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from aicd.components.errors import DeliveryError
-from aicd.components.serving.prompts import check_template, shots_arg
+from aicd.components.serving.prompts import PromptSettings, prompt_flags, shots_arg
 from aicd.components.spec import Spec
 
 ISVC_FILE = "inferenceservice.yaml"
@@ -212,14 +212,7 @@ def prompt_args(spec: Spec, ref: ModelRef) -> list[str]:
     with '-'): the task's system prompt, the template, the few-shot examples. None for a classifier."""
     if spec.task.type != "causal-lm":
         return []
-    args = []
-    if spec.task.system_prompt:
-        args.append(f"--system-prompt={spec.task.system_prompt}")
-    if ref.prompt_template:
-        args.append(f"--prompt-template={check_template(ref.prompt_template, 'the prompt template')}")
-    if ref.shots:
-        args.append(f"--few-shot={shots_arg(ref.shots)}")
-    return args
+    return prompt_flags(PromptSettings(spec.task.system_prompt or None, ref.prompt_template or None, ref.shots))
 
 
 def evaluated_template(spec: Spec, candidate: str | None = None) -> str | None:

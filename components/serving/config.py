@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aicd.components.errors import ServingError
-from aicd.components.serving.prompts import PromptSettings, check_template, parse_few_shot
+from aicd.components.serving.prompts import PromptSettings, check_template, parse_few_shot, prompt_flags
 
 TASKS = ("causal-lm", "text-classification")
 BASE_NAME = "base"
@@ -153,8 +153,10 @@ def read_admin_token(config: ServeConfig) -> str | None:
 
 
 def predictor_args(serving: Any, base: str, adapters: dict[str, str] | None = None, task: str = "causal-lm",
-                   labels: list[str] | None = None, model_name: str | None = None) -> list[str]:
-    """The predictor's command-line arguments for a spec's ``delivery.serving`` section.
+                   labels: list[str] | None = None, model_name: str | None = None,
+                   prompt: PromptSettings | None = None) -> list[str]:
+    """The predictor's command-line arguments for a spec's ``delivery.serving`` section (and ``prompt``:
+    the system prompt, template and few-shot examples the model was evaluated with).
 
     The one place a ServingSpec becomes predictor flags (for the InferenceService args).
     The admin token, when ``admin_token_secret`` is set, is read from where the platform
@@ -171,4 +173,4 @@ def predictor_args(serving: Any, base: str, adapters: dict[str, str] | None = No
     if serving.admin_token_secret:
         root = os.environ.get("AICD_SECRETS_DIR", "/var/run/secrets/aicd")
         args += ["--admin-token-file", f"{root}/{serving.admin_token_secret}/token"]
-    return args
+    return args + prompt_flags(prompt or PromptSettings())

@@ -79,6 +79,17 @@ def shots_arg(shots: Sequence[Sequence[str]]) -> str:
     return json.dumps([[str(q), str(a)] for q, a in shots], ensure_ascii=False, separators=(",", ":"))
 
 
+def prompt_flags(settings: PromptSettings) -> list[str]:
+    """``settings`` as predictor flags, in the ``--flag=value`` form (a value may start with '-'); the
+    predictor's CLI reads them back to ``settings``."""
+    flags = [f"--system-prompt={settings.system}"] if settings.system else []
+    if settings.template is not None:
+        flags.append(f"--prompt-template={check_template(settings.template)}")
+    if settings.shots:
+        flags.append(f"--few-shot={shots_arg(settings.shots)}")
+    return flags
+
+
 def _pairs(turns: list[Turn], what: str) -> tuple[list[tuple[str, str]], str]:
     """(user, assistant) pairs and the final user turn of alternating turns."""
     rest = [t for t in turns if t["role"] != "system"]

