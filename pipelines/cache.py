@@ -45,6 +45,17 @@ def path_digest(path: str | Path, pattern: str = "*") -> str:
     return digest.hexdigest()
 
 
+def run_outputs(run) -> dict[str, Any]:
+    """Every output of a local run (``task.output``): artifacts by content digest and metadata,
+    parameters by value; two runs with equal outputs give equal dicts."""
+    out = {}
+    for task in run.tasks:
+        for name, value in task.outputs.items():
+            out[f"{task.name}.{name}"] = ((path_digest(value.path), value.metadata) if hasattr(value, "path")
+                                          else value)
+    return out
+
+
 def source_digest() -> str:
     """Digest of the aicd.components sources: the logic a step imports inside its body."""
     import aicd.components

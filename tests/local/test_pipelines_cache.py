@@ -11,7 +11,7 @@ import pytest
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from aicd.pipelines.cache import path_digest
+from aicd.pipelines.cache import run_outputs
 from aicd.pipelines import local
 from aicd.pipelines.local import PipelineRunError
 from aicd.pipelines.platform import Platform
@@ -57,16 +57,6 @@ def _pipeline(platform: Platform):
     return cache_probe
 
 
-def _fingerprint(run) -> dict:
-    """Every output of every task: parameters as values, artifacts by content digest and metadata."""
-    out = {}
-    for task in run.tasks:
-        for name, value in task.outputs.items():
-            out[f"{task.name}.{name}"] = ((path_digest(value.path), value.metadata) if hasattr(value, "path")
-                                          else value)
-    return out
-
-
 def run_local(*args, **kwargs):
     """These components import nothing from aicd: a fixed code digest keeps edits elsewhere out of the keys."""
     return local.run_local(*args, code_digest="toy-components", **kwargs)
@@ -85,7 +75,7 @@ def test_second_run_skips_cacheable_steps_with_identical_outputs(pipeline, tmp_p
     # write_rows writes random noise: only the cache can give the same bytes again.
     assert [(t.name, t.status) for t in second.tasks] == [("write-rows", "cached"), ("count-rows", "cached"),
                                                           ("announce", "ran")]  # caching off: always runs
-    assert _fingerprint(second) == _fingerprint(first)
+    assert run_outputs(second) == run_outputs(first)
     assert second.root != first.root
     assert Path(second.artifact_path("write-rows", "rows")).is_relative_to(second.root)
     assert first.task("count-rows").outputs["scores"].metadata == {"rows": 3}
@@ -172,6 +162,6 @@ def test_steps_run_without_pip_and_still_cache(tmp_path, monkeypatch):
     assert [(t.status, t.outputs["Output"]) for t in first.tasks] == [("ran", 6), ("ran", 12)]
     second = run_local(install_probe, {"value": 3}, tmp_path)
     assert [t.status for t in second.tasks] == ["cached", "cached"]
-    assert _fingerprint(second) == _fingerprint(first)
+    assert run_outputs(second) == run_outputs(first)
     changed = run_local(install_probe, {"value": 4}, tmp_path)
     assert [(t.status, t.outputs["Output"]) for t in changed.tasks] == [("ran", 8), ("ran", 16)]

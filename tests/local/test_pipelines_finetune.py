@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aicd.components.spec import parse_spec
-from aicd.pipelines.cache import path_digest, source_digest
+from aicd.pipelines.cache import path_digest, run_outputs, source_digest
 from aicd.pipelines.gitops import head_commit
 from aicd.pipelines.local import run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_argument
@@ -28,16 +28,6 @@ def tiny_spec(support_bot_spec, tiny_causal_lm, tmp_path) -> dict:
     """The demo spec with the model swapped for the tiny one, a short run and permissive gates."""
     spec = tiny_finetune_spec(support_bot_spec, tiny_causal_lm, tmp_path, ROOT / "manifests")
     return pipeline_argument(parse_spec(spec))
-
-
-def outputs(run) -> dict:
-    """Every output: artifacts by content digest and metadata, parameters by value."""
-    out = {}
-    for task in run.tasks:
-        for name, value in task.outputs.items():
-            out[f"{task.name}.{name}"] = ((path_digest(value.path), value.metadata) if hasattr(value, "path")
-                                          else value)
-    return out
 
 
 @pytest.fixture
@@ -103,7 +93,7 @@ def test_rerun_gates_against_the_new_champion_then_comes_from_the_cache(first_ru
     third = run_local(pipeline, {"spec": tiny_spec}, tmp_path / "work", code_digest=code)
     for task in third.tasks:
         assert task.status == ("ran" if task.name in ALWAYS_RUN else "cached"), task.name
-    before, after = outputs(second), outputs(third)
+    before, after = run_outputs(second), run_outputs(third)
     blessing = "gate-candidate.blessing"  # carries the time it was made
     assert {k: v for k, v in after.items() if k != blessing} == {k: v for k, v in before.items() if k != blessing}
     assert head_commit(repo, "main")[0] == sha
