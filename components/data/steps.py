@@ -6,7 +6,7 @@ from kfp.dsl import HTML, Dataset, Input, Output
 from aicd.components._images import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def ingest_dataset(spec: dict, dataset: Output[Dataset], parent_fingerprint: str = ""):
     """Read, validate, split and version the spec's data into a data set directory."""
     from aicd.components.data.ingest import ingest_dataset as ingest
@@ -25,7 +25,7 @@ def ingest_dataset(spec: dict, dataset: Output[Dataset], parent_fingerprint: str
     })
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def profile_dataset(dataset: Input[Dataset], report: Output[HTML]):
     """An HTML report of the data set with its plots, shown by the KFP UI."""
     from aicd.components.data.profile import profile_dataset as profile

@@ -15,7 +15,7 @@ from kfp.dsl import Artifact, Input, Metrics, Model, Output
 from aicd.components._images import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def gate_candidate(spec: dict, candidate_report: Input[Artifact], blessing: Output[Artifact],
                    metrics: Output[Metrics], candidate: Input[Model] = None, comparison: Input[Artifact] = None,
                    champion_report: Input[Artifact] = None) -> NamedTuple("GateOutputs", Output=bool, digest=str):
@@ -50,7 +50,7 @@ def gate_candidate(spec: dict, candidate_report: Input[Artifact], blessing: Outp
     return outputs(result["passed"], digest or "")
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def find_champion(spec: dict, champion: Output[Model]) -> str:
     """The serving champion in the GitOps branch as a Model artifact for evaluate_model: a copy of its
     adapter or model, or a reference to the base candidate while none serves; its identity ("" for none)."""
@@ -62,7 +62,7 @@ def find_champion(spec: dict, champion: Output[Model]) -> str:
     return found.model_id
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def promote_adapter(spec: dict, blessing: Input[Artifact], candidate: Input[Model] = None) -> str:
     """Commit the blessed candidate to the GitOps overlay (canary at the first step); the commit id.
 
@@ -86,7 +86,7 @@ def promote_adapter(spec: dict, blessing: Input[Artifact], candidate: Input[Mode
     return result.commit or ""
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def analyse_canary(spec: dict, decision: Output[Artifact], max_intervals: int = 24) -> str:
     """Analyse the canary in Git until promoted or rolled back, at most ``max_intervals`` (0: no limit).
 

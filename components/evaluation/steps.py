@@ -13,7 +13,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 from aicd.components._images import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate_model(spec: dict, dataset: Input[Dataset], report: Output[Artifact], html: Output[HTML],
                    metrics: Output[Metrics], model: Input[Model] = None, candidate: str = "", endpoint: str = "",
                    split: str = "") -> str:
@@ -47,7 +47,7 @@ def evaluate_model(spec: dict, dataset: Input[Dataset], report: Output[Artifact]
                        "metrics": {k: v["value"] for k, v in result["metrics"].items()}})
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def compare_models(spec: dict, candidate_report: Input[Artifact], champion_report: Input[Artifact],
                    comparison: Output[Artifact], metrics: Output[Metrics]):
     """Paired bootstrap of the candidate against the champion at ``metrics.gates.confidence``."""
@@ -66,7 +66,7 @@ def compare_models(spec: dict, candidate_report: Input[Artifact], champion_repor
     comparison.metadata["n"] = result["n"]
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def list_candidates(spec: dict) -> List[str]:
     """The spec's candidate names (the fan-out of the benchmark)."""
     from aicd.components.spec import parse_spec
@@ -74,7 +74,7 @@ def list_candidates(spec: dict) -> List[str]:
     return [c.name for c in parse_spec(spec).candidates]
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate_candidate(spec: dict, dataset: Input[Dataset], candidate: str, results: Output[Artifact]) -> str:
     """One candidate in each of its modes (zero/few-shot, or linear probe); its leaderboard entries as JSON."""
     import json
@@ -91,7 +91,7 @@ def evaluate_candidate(spec: dict, dataset: Input[Dataset], candidate: str, resu
     return json.dumps(entries)
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate_baseline(spec: dict, dataset: Input[Dataset], results: Output[Artifact]) -> str:
     """The TF-IDF + logistic regression baseline (classification; an empty list otherwise), as JSON."""
     import json
@@ -105,7 +105,7 @@ def evaluate_baseline(spec: dict, dataset: Input[Dataset], results: Output[Artif
     return json.dumps(entries)
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def select_candidate(spec: dict, entries: List[str], baseline: str, leaderboard: Output[Artifact],
                      html: Output[HTML], model: Output[Model], results: Input[List[Artifact]] = None,
                      baseline_results: Input[Artifact] = None
@@ -155,7 +155,7 @@ def select_candidate(spec: dict, entries: List[str], baseline: str, leaderboard:
     return outputs(chosen["candidate"], chosen["uri"], chosen["mode"], json.dumps(chosen))
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def plan_search(spec: dict) -> List[dict]:
     """One spec per hyper-parameter trial (grid or random over ``training.search_space``)."""
     from aicd.components.evaluation.search import plan_trials, trial_spec
@@ -167,7 +167,7 @@ def plan_search(spec: dict) -> List[dict]:
             for params in plan_trials(parsed)]
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def select_trial(spec: dict, results: List[str], leaderboard: Output[Artifact], html: Output[HTML]) -> str:
     """The best hyper-parameter trial (evaluate_model summaries of the trials) under the selection rule."""
     import json

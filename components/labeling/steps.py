@@ -6,7 +6,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 from aicd.components._images import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def export_for_labeling(spec: dict, dataset: Input[Dataset], metrics: Output[Metrics],
                         scores: Input[Artifact] = None, responses: Input[Artifact] = None,
                         model: Input[Model] = None, evaluation: Input[Artifact] = None, chosen: str = "",
@@ -37,7 +37,7 @@ def export_for_labeling(spec: dict, dataset: Input[Dataset], metrics: Output[Met
     return result.created
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def import_labels(spec: dict, dataset: Input[Dataset], labeled: Output[Dataset], metrics: Output[Metrics],
                   previous_uri: str = "") -> int:
     """Pull completed annotations into the next data set version; returns the number of new labeled rows
@@ -54,7 +54,7 @@ def import_labels(spec: dict, dataset: Input[Dataset], labeled: Output[Dataset],
     return result.new_rows
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def collect_feedback(spec: dict, log_uri: str, feedback: Output[Dataset], metrics: Output[Metrics],
                      parent: Input[Dataset] = None, parent_uri: str = "") -> int:
     """Turn the predictor's payload log (a path or pvc:// URI) into a feedback data set version on top of
@@ -70,7 +70,7 @@ def collect_feedback(spec: dict, log_uri: str, feedback: Output[Dataset], metric
     return result.new_rows
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def review_candidates(spec: dict, predictions: Input[Artifact], review: Output[HTML], push: bool = True) -> int:
     """Candidates' outputs ({"prompts", "outputs", "references"} JSON) to Label Studio and an HTML page."""
     import json
@@ -88,7 +88,7 @@ def review_candidates(spec: dict, predictions: Input[Artifact], review: Output[H
     return result.tasks_created
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def review_leaderboard(spec: dict, dataset: Input[Dataset], leaderboard: Input[Artifact], review: Output[HTML],
                        push: bool = True) -> int:
     """Stage 1 manual review: every benchmarked entry's outputs on the same prompts (the leaderboard's

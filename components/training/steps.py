@@ -12,7 +12,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 from aicd.components._images import BASE_IMAGE, TRAIN_IMAGE
 
 
-@dsl.component(base_image=TRAIN_IMAGE)
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def train_adapter(spec: dict, dataset: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
                   method: str = "") -> str:
     """Fine-tune the base model with one of training.methods (default: the first); resumes from checkpoints."""
@@ -34,7 +34,7 @@ def train_adapter(spec: dict, dataset: Input[Dataset], model: Output[Model], met
                        "metrics": figures})
 
 
-@dsl.component(base_image=TRAIN_IMAGE)
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def train_from_scratch(spec: dict, dataset: Input[Dataset], model: Output[Model], metrics: Output[Metrics]) -> str:
     """Stage 4: train training.from_scratch's model and tokenizer on the data set; resumes from checkpoints."""
     import json
@@ -52,7 +52,7 @@ def train_from_scratch(spec: dict, dataset: Input[Dataset], model: Output[Model]
                        "metrics": figures})
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def list_methods(spec: dict) -> List[str]:
     """Names of training.methods, for a ParallelFor."""
     from aicd.components.spec import TrainingSpec
@@ -60,7 +60,7 @@ def list_methods(spec: dict) -> List[str]:
     return [m.name for m in TrainingSpec.model_validate(spec["training"]).methods]
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def launch_trainjob(spec: dict, dataset_uri: str, output_uri: str, method: str = "", namespace: str = "",
                     claim: str = "aicd-data", runtime: str = "torch-distributed",
                     timeout_seconds: float = 604800.0) -> str:
@@ -84,7 +84,7 @@ def launch_trainjob(spec: dict, dataset_uri: str, output_uri: str, method: str =
     return output_uri
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def choose_method(spec: dict, trainings: List[str], evaluations: List[str], models: Input[List[Model]],
                   table: Output[Artifact], plot: Output[HTML], best: Output[Model]) -> NamedTuple(
                       "Choice", chosen=str, pareto=str):

@@ -110,3 +110,14 @@ def test_compile_cli_writes_every_pipeline_with_registry_and_tag(tmp_path):
         images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
         assert images <= {f"registry.example.com/ml/aicd-{r}:v7" for r in _images.ROLES}, images
     assert f"compiled {len(PIPELINES)} pipeline(s) with profile gpu-cluster" in result.stdout
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_no_step_installs_anything_at_pod_start(compiled, name):
+    """The images carry kfp and aicd: a compiled executor that runs `pip install` would fail on an
+    air-gapped cluster and make every pod start depend on a package index."""
+    executors = compiled[name][0]["deploymentSpec"]["executors"]
+    for executor_name, executor in executors.items():
+        container = executor["container"]
+        text = " ".join(container.get("command", []) + container.get("args", []))
+        assert "pip install" not in text, f"{name}: {executor_name} installs packages at pod start"
