@@ -79,8 +79,8 @@ def data_pipeline():
     _, ingest_dataset, profile_dataset = _subject()
 
     @dsl.pipeline(name="bench-data")
-    def pipeline(spec: dict):
-        ingest = ingest_dataset(spec=spec)
+    def pipeline(task: dict, data: dict):
+        ingest = ingest_dataset(task=task, data=data)
         profile_dataset(dataset=ingest.outputs["dataset"])
     return pipeline
 
@@ -102,7 +102,8 @@ from benchmarks.bench_pipelines import data_pipeline, outputs_of
 from aicd.pipelines.cache import source_digest
 from aicd.pipelines.local import run_local
 source_digest()  # computed as a real run does; the key uses the snapshot taken when the benchmark began
-run = run_local(data_pipeline(), {"spec": json.loads(sys.argv[3])}, sys.argv[1], cache=True, cache_dir=sys.argv[2],
+argument = json.loads(sys.argv[3])
+run = run_local(data_pipeline(), {k: argument[k] for k in ("task", "data")}, sys.argv[1], cache=True, cache_dir=sys.argv[2],
                 code_digest=sys.argv[4])
 print(json.dumps(outputs_of(run)))
 """
@@ -150,10 +151,10 @@ def measure_cache(tmp: Path, repeats: int) -> Figure:
 
     from aicd.components.spec import parse_spec
     from aicd.pipelines.cache import source_digest
-    from aicd.pipelines.stages import pipeline_argument
+    from aicd.pipelines.stages import pipeline_arguments
 
     spec = yaml.safe_load((ROOT_DIR / "examples" / "review-sentiment" / "spec.yaml").read_text())
-    argument = pipeline_argument(parse_spec(spec))
+    argument = pipeline_arguments(parse_spec(spec))
     # Other people edit aicd.components while this runs; a snapshot keeps their edits from
     # turning hits into misses (the digest is still computed in every run, for its cost).
     code = source_digest()
@@ -189,7 +190,7 @@ from aicd.pipelines.cache import path_digest, source_digest
 from aicd.pipelines.local import run_local
 from aicd.pipelines.stages import build_pipeline
 source_digest()  # computed as a real run does; the key uses the snapshot taken when the benchmark began
-run = run_local(build_pipeline("finetune"), {"spec": json.loads(sys.argv[3])}, sys.argv[1], cache_dir=sys.argv[2],
+run = run_local(build_pipeline("finetune"), json.loads(sys.argv[3]), sys.argv[1], cache_dir=sys.argv[2],
                 code_digest=sys.argv[4])
 print(json.dumps({t.name: [t.status, {k: path_digest(v.path) if hasattr(v, "path") else v
                                       for k, v in t.outputs.items()}] for t in run.tasks}))
@@ -205,14 +206,14 @@ def finetune_argument(model: Path, tmp: Path) -> dict:
     import yaml
 
     from aicd.components.spec import parse_spec
-    from aicd.pipelines.stages import pipeline_argument
+    from aicd.pipelines.stages import pipeline_arguments
 
     if str(ROOT_DIR / "tests") not in sys.path:
         sys.path.insert(0, str(ROOT_DIR / "tests"))
     from tiny_models import tiny_finetune_spec
 
     spec = yaml.safe_load((ROOT_DIR / "examples" / "support-bot" / "spec.yaml").read_text())
-    return pipeline_argument(parse_spec(tiny_finetune_spec(spec, model, tmp, ROOT_DIR / "manifests")))
+    return pipeline_arguments(parse_spec(tiny_finetune_spec(spec, model, tmp, ROOT_DIR / "manifests")))
 
 
 def _finetune_once(workdir: Path, cache_dir: Path, argument: dict, code: str) -> dict:

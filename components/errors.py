@@ -7,14 +7,24 @@ non-zero; nothing else turns these into tracebacks.
 
 
 class AicdError(Exception):
-    """Base class: a problem a person can fix, with a message that says how."""
+    """Base class: a problem a person can fix, with a message that says how.
 
-    exit_code = 2
+    The CLI exits 1 on one of these (spec, data, a refused gate, delivery...) and 2 on a
+    :class:`UsageError` (the command line itself is wrong), as argparse does.
+    """
+
+    exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None):
         self.message = message
         self.hint = hint
         super().__init__(message if hint is None else f"{message}\n  fix: {hint}")
+
+
+class UsageError(AicdError):
+    """The command line is wrong: a missing option, an unknown pipeline or command."""
+
+    exit_code = 2
 
 
 class SpecError(AicdError):

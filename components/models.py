@@ -73,17 +73,11 @@ BASE_MODEL_REF = "base-model.json"
 
 def base_model_ref(path: str | Path) -> str | None:
     """The candidate name the artifact at ``path`` refers to ("" for the spec's first), or None when
-    it is an ordinary Model artifact."""
-    import json
+    it is an ordinary Model artifact (:func:`aicd.components.contracts.read_model_ref` reads it)."""
+    from aicd.components.contracts import read_model_ref
 
-    ref = Path(path) / BASE_MODEL_REF
-    if not ref.is_file():
-        return None
-    try:
-        return str(json.loads(ref.read_text(encoding="utf-8")).get("candidate") or "")
-    except (ValueError, AttributeError):
-        raise ModelError(f"{ref} is not a JSON object with `candidate`",
-                         "pass the artifact find_champion wrote, or a trained Model artifact") from None
+    ref = read_model_ref(path, verify=False)
+    return ref.candidate if ref.is_base else None
 
 
 def format_prompt(tokenizer, instruction: str, template: str | None = None, system: str | None = None) -> str:

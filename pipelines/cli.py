@@ -1,7 +1,9 @@
 """The ``aicd`` command line.
 
 Each sub-command is a small function taking the parsed arguments; every
-:class:`AicdError` becomes one clear message on stderr and a non-zero exit.
+:class:`AicdError` becomes one clear message on stderr and a non-zero exit:
+0 ok, 1 a domain error (spec, data, a refused gate, delivery), 2 a usage error
+(:class:`~aicd.components.errors.UsageError`, or argparse's own).
 """
 
 import argparse
@@ -10,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from aicd.components.errors import AicdError
+from aicd.components.errors import AicdError, UsageError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -59,31 +61,73 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spec_dict(path: str) -> dict:
-    from aicd.pipelines.stages import load_pipeline_argument
+def _pipeline_arguments(path: str) -> dict:
+    """The spec validated once and split into the pipelines' per-section parameters."""
+    from aicd.pipelines.stages import load_pipeline_arguments
 
-    return load_pipeline_argument(path)
+    return load_pipeline_arguments(path)
 
 
 @command("run")
 def cmd_run(args: argparse.Namespace) -> int:
     if not args.local:
-        raise AicdError(f"`aicd run {args.pipeline}` needs --local (this machine, kfp.local)",
-                        f"add --local, or send it to a cluster with `aicd submit {args.pipeline} --host URL`")
+        raise UsageError(f"`aicd run {args.pipeline}` needs --local (this machine, kfp.local)",
+                         f"add --local, or send it to a cluster with `aicd submit {args.pipeline} --host URL`")
+    from aicd.components.spec import load_spec
     from aicd.pipelines.local import run_local
     from aicd.pipelines.platform import Platform
+    from aicd.pipelines.preflight import preflight
     from aicd.pipelines.profiles import load_profile
     from aicd.pipelines.progress import StepPrinter, render_summary, write_summary
-    from aicd.pipelines.stages import build_pipeline
+    from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 
-    spec = _spec_dict(args.spec)
+    spec = load_spec(args.spec)
+    arguments = pipeline_arguments(spec)
     pipeline = build_pipeline(args.pipeline, Platform(load_profile(args.profile)))
+    if not args.skip_preflight:
+        preflight(spec, args.pipeline)
     print(f"running {args.pipeline} locally on {args.spec} (workdir {args.workdir}, "
           f"cache {'off' if args.no_cache else 'on'})")
-    run = run_local(pipeline, {"spec": spec}, args.workdir, cache=not args.no_cache, listener=StepPrinter(),
-                    verbose=args.verbose)
+    per_step = spec.training.batch_size * spec.training.gradient_accumulation
+    printer = StepPrinter(heartbeat_seconds=args.progress_seconds, total=_step_count(pipeline),
+                          examples_per_step=per_step)
+    try:
+        run = run_local(pipeline, arguments, args.workdir, cache=not args.no_cache, listener=printer,
+                        verbose=args.verbose)
+    finally:
+        printer.close()
     render_summary(run)
     print(f"summary: {write_summary(run, run.root / 'summary.json')}")
+    return 0
+
+
+def _step_count(pipeline) -> int:
+    """The container tasks of a pipeline's graph (a loop's body counted once)."""
+    spec = pipeline.pipeline_spec
+    components = spec.components
+
+    def count(dag) -> int:
+        total = 0
+        for task in dag.tasks.values():
+            component = components[task.component_ref.name]
+            total += count(component.dag) if component.WhichOneof("implementation") == "dag" else 1
+        return total
+
+    return count(spec.root.dag)
+
+
+@command("init-gitops")
+def cmd_init_gitops(args: argparse.Namespace) -> int:
+    """Create a local bare GitOps repository seeded with the project's manifests/ (as the demo does)."""
+    from aicd.pipelines.gitops import ensure_gitops_repo, head_commit
+    from aicd.pipelines.preflight import default_manifests
+
+    manifests = Path(args.manifests) if args.manifests else default_manifests()
+    created = ensure_gitops_repo(args.path, args.branch, manifests)
+    sha, subject = head_commit(args.path, args.branch)
+    state = "created" if created else "exists already"
+    print(f"GitOps repository {args.path} {state} (branch {args.branch} at {sha[:12]}: {subject}); "
+          f"set `delivery.gitops.repo: {Path(args.path).resolve()}` in your spec")
     return 0
 
 
@@ -100,15 +144,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from aicd.pipelines.stages import build_pipeline
     from aicd.pipelines.submit import compile_pipeline, make_client, submit_pipeline
 
-    spec = _spec_dict(args.spec)
+    arguments = _pipeline_arguments(args.spec)
     token = read_secret(args.token_secret) if args.token_secret else None
     pipeline = build_pipeline(args.pipeline, Platform(load_profile(args.profile)))
     recurring = args.pipeline == "continuous" and not args.once
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(pipeline, Path(tmp) / f"{args.pipeline}.yaml")
         client = make_client(args.host, args.namespace, token)
-        done = submit_pipeline(client, package, f"{spec['name']}-{args.pipeline}", spec,
-                               experiment=args.experiment or spec["name"], recurring=recurring,
+        done = submit_pipeline(client, package, f"{arguments['name']}-{args.pipeline}", arguments,
+                               experiment=args.experiment or arguments["name"], recurring=recurring,
                                schedule=args.schedule, namespace=args.namespace)
     print(f"submitted {done.kind} {done.name} ({done.id}) to {args.host}")
     return 0
@@ -141,8 +185,18 @@ def _platform_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", default=None, help="image tag (sets AICD_IMAGE_TAG)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aicd")
+    except PackageNotFoundError:  # running from a source tree without an install
+        return "unknown (not installed; pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aicd", description="Continuous delivery for AI models on Kubeflow.")
+    parser.add_argument("--version", action="version", version=f"aicd {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -161,11 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=".aicd", help="runs/ (artifacts, logs) and cache/ go here")
     p.add_argument("--no-cache", action="store_true", help="run every step even if its inputs did not change")
     p.add_argument("--profile", default=None, help="platform profile YAML (default: the built-in local one)")
+    p.add_argument("--skip-preflight", action="store_true",
+                   help="do not check the GitOps repository, Label Studio and the URIs before the first step")
+    p.add_argument("--progress-seconds", type=float, default=20.0,
+                   help="print a progress line at least this often while steps run (default 20)")
+
+    p = sub.add_parser("init-gitops", help="create a local GitOps repository seeded with the project's manifests/")
+    p.add_argument("path", metavar="PATH", help="where the bare repository goes (the spec's delivery.gitops.repo)")
+    p.add_argument("--branch", default="main", help="the branch to create (delivery.gitops.branch)")
+    p.add_argument("--manifests", default=None, help="the kustomize tree to seed it with (default: manifests/)")
 
     p = sub.add_parser("submit", help="send a pipeline to Kubeflow Pipelines (continuous: a recurring run)")
     p.add_argument("pipeline", metavar="PIPELINE")
     p.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
-    p.add_argument("--spec", default="examples/support-bot/spec.yaml")
+    p.add_argument("--spec", required=True, help="the product's spec.yaml")
     p.add_argument("--namespace", default=None, help="Kubeflow profile namespace")
     p.add_argument("--experiment", default=None, help="default: the spec's name")
     p.add_argument("--schedule", default="0 0 */6 * * *", help="cron (with seconds) of the continuous run")
@@ -177,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
 
     p = sub.add_parser("canary", help="step a canary up through Git, analysing Prometheus between steps")
-    p.add_argument("--spec", default="examples/support-bot/spec.yaml")
+    p.add_argument("--spec", required=True, help="the product's spec.yaml")
     p.add_argument("--prometheus", default=None, help="Prometheus URL (default: delivery.prometheus_url)")
     p.add_argument("--max-intervals", type=int, default=None, help="stop after this many analysis intervals")
 

@@ -1,6 +1,6 @@
 """Continuous delivery: new labels or user feedback start fine-tuning again once there is enough of it.
 
-Submitted as a recurring run (`aicd submit continuous`, with the spec as its only argument); each
+Submitted as a recurring run (`aicd submit continuous`, with the spec's sections as its arguments); each
 run imports the labels and the predictor's payload log, and only when ``labeling.retrain_min_new_rows``
 new rows arrived, or the spec's base model is no longer the one the last training started from (a
 new base model version: a new URI), does it train, evaluate, gate and promote (the finetune tasks,
@@ -12,6 +12,7 @@ after each training, whether or not the gate passed: the same data would give th
 ``previous_labels``/``previous_feedback`` (a path or pvc:// URI) override them for one run.
 """
 
+from aicd.pipelines.params import SpecParams, documented
 from aicd.pipelines.platform import Platform
 
 # Where the predictor pods write payloads.jsonl, one sub-folder per pod (manifests/base/pvc.yaml,
@@ -20,6 +21,14 @@ FEEDBACK_LOG = "pvc://aicd-payload-logs"
 # The versions the last training used: on the same claim (the labeling steps have it mounted; the
 # predictor pods only see their own sub-folders).
 STATE = "pvc://aicd-payload-logs/.aicd-continuous"
+
+
+DESCRIPTION = ("Import new labels and feedback; when enough arrived, or the base model changed, fine-tune again, "
+               "gate against the serving champion and promote.")
+EXTRA_ARGS = """feedback_log: The predictor's payload log folder (a path or pvc:// URI).
+previous_labels: A labeled version's URI to count new rows from (default: the last trained one).
+previous_feedback: A feedback version's URI to count new rows from (default: the last trained one).
+state_uri: Where the last trained versions are kept ('' keeps no state, so every row counts)."""
 
 
 def build(platform: Platform):
@@ -31,34 +40,33 @@ def build(platform: Platform):
     from aicd.pipelines.subgraphs.data import prepare_data
     from aicd.pipelines.subgraphs.delivery import deliver_model
 
-    @dsl.pipeline(name="aicd-continuous", description="Import new labels and feedback; when enough arrived, "
-                                                       "or the base model changed, fine-tune again, gate against "
-                                                       "the serving champion and promote.")
-    def continuous_pipeline(spec: dict, feedback_log: str = FEEDBACK_LOG, previous_labels: str = "",
-                            previous_feedback: str = "", state_uri: str = STATE):
-        """``previous_labels``/``previous_feedback``: URIs of the versions to count new rows from (default:
-        the last trained ones under ``state_uri``; '' there keeps no state, so every row counts)."""
-        ingest_task = prepare_data(spec, platform)
+    def continuous_pipeline(name: str, task: dict, data: dict, candidates: list, metrics: dict, training: dict,
+                            delivery: dict, labeling: dict, feedback_log: str = FEEDBACK_LOG,
+                            previous_labels: str = "", previous_feedback: str = "", state_uri: str = STATE):
+        s = SpecParams(name, task, data, candidates, metrics, training, delivery, labeling)
+        ingest_task = prepare_data(s, platform)
         previous_task = platform.apply(previous_versions(state_uri=state_uri, previous_labels=previous_labels,
                                                          previous_feedback=previous_feedback), "labeling",
                                        cache=False)
-        labels_task = platform.apply(import_labels(spec=spec, dataset=ingest_task.outputs["dataset"],
+        labels_task = platform.apply(import_labels(**s.of(import_labels), dataset=ingest_task.outputs["dataset"],
                                                    previous_uri=previous_task.outputs["labels"]), "labeling",
                                      cache=False)
-        feedback_task = platform.apply(collect_feedback(spec=spec, log_uri=feedback_log,
+        feedback_task = platform.apply(collect_feedback(**s.of(collect_feedback), log_uri=feedback_log,
                                                         parent_uri=previous_task.outputs["feedback"]), "labeling",
                                        cache=False)
-        check_task = platform.apply(check_new_data(spec=spec, labeled_rows=labels_task.outputs["Output"],
+        check_task = platform.apply(check_new_data(**s.of(check_new_data), labeled_rows=labels_task.outputs["Output"],
                                                    feedback_rows=feedback_task.outputs["Output"],
                                                    trained_base=previous_task.outputs["base_model"]), "data")
         with dsl.If(check_task.outputs["Output"] == True, name="enough-new-data"):  # noqa: E712
             labeled, feedback = labels_task.outputs["labeled"], feedback_task.outputs["feedback"]
-            data_task = platform.apply(merge_training_data(spec=spec, labeled=labeled, feedback=feedback), "data")
+            data_task = platform.apply(merge_training_data(**s.of(merge_training_data), labeled=labeled,
+                                                           feedback=feedback), "data")
             dataset = data_task.outputs["dataset"]
-            gate_task = deliver_model(spec, dataset, train_candidate(spec, dataset, platform), platform)
-            platform.apply(record_trained_versions(spec=spec, state_uri=state_uri, labeled=labeled,
-                                                   feedback=feedback,
+            gate_task = deliver_model(s, dataset, train_candidate(s, dataset, platform), platform)
+            platform.apply(record_trained_versions(**s.of(record_trained_versions), state_uri=state_uri,
+                                                   labeled=labeled, feedback=feedback,
                                                    model_digest=gate_task.outputs["digest"]), "labeling",
                            cache=False)
 
-    return continuous_pipeline
+    return dsl.pipeline(name="aicd-continuous", description=DESCRIPTION)(
+        documented(continuous_pipeline, DESCRIPTION, EXTRA_ARGS))

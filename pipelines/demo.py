@@ -73,11 +73,11 @@ def _run_pipeline(spec: Spec, workdir: Path, console: Console):
     from aicd.pipelines.platform import Platform
     from aicd.pipelines.profiles import load_profile
     from aicd.pipelines.progress import StepPrinter, render_summary, write_summary
-    from aicd.pipelines.stages import build_pipeline, pipeline_argument
+    from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 
     pipeline = build_pipeline("finetune", Platform(load_profile(PROFILE)))
     console.rule("finetune pipeline (kfp.local)")
-    run = run_local(pipeline, {"spec": pipeline_argument(spec)}, workdir, listener=StepPrinter(console))
+    run = run_local(pipeline, pipeline_arguments(spec), workdir, listener=StepPrinter(console))
     render_summary(run, console)
     write_summary(run, run.root / "summary.json")
     return run

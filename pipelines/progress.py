@@ -1,6 +1,7 @@
 """What a person sees while a local run goes: one line per step, then a summary."""
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -16,15 +17,24 @@ _MARK = {"ran": "[green]done[/]", "cached": "[cyan]cached[/]", "failed": "[red]F
 
 class StepPrinter:
     """A ``run_local`` listener: a line when each step starts and ends; on a terminal, a live status
-    line between them with the elapsed time and the last line of the step's log."""
+    line between them with the elapsed time and the last line of the step's log. With
+    ``heartbeat_seconds``, also a progress line at least that often while steps run (terminal or
+    not): steps done of ``total``, and for a training step its step, loss, speed and time left."""
 
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None, heartbeat_seconds: float | None = None,
+                 total: int | None = None, examples_per_step: int | None = None):
         self.console = console or Console(highlight=False, soft_wrap=True)
+        self.heartbeat_seconds = heartbeat_seconds
+        self.total = total
+        self.examples_per_step = examples_per_step
+        self.done = 0
         self._running: dict[str, TaskRecord] = {}
         self._started: dict[str, float] = {}
         self._status = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def __call__(self, event: str, record: TaskRecord) -> None:
         if event == "start":
@@ -32,11 +42,43 @@ class StepPrinter:
             self._started[record.name] = time.monotonic()
             self.console.print(f"[bold]>[/] {record.name} ...")
             self._live()
+            self._heartbeat()
             return
         self._running.pop(record.name, None)
+        self.done += 1
         if not self._running:
             self._quiet()
         self.console.print(f"  {record.name}: {_MARK.get(record.status, record.status)} in {record.seconds:.1f}s")
+
+    def progress_line(self) -> str:
+        """Steps done (of the total) and what each running step is doing, from the end of its log."""
+        of = f" of {self.total}" if self.total else ""
+        parts = [f"{self.done}{of} step(s) done"]
+        for name, record in list(self._running.items()):
+            elapsed = _clock(time.monotonic() - self._started.get(name, time.monotonic()))
+            detail = describe_progress(_last_line(record.log_file), self.examples_per_step)
+            parts.append(f"{name} running {elapsed}" + (f": {detail}" if detail else ""))
+        return "  progress: " + "; ".join(parts)
+
+    def _heartbeat(self) -> None:
+        if not self.heartbeat_seconds or self._beat is not None:
+            return
+
+        def beat() -> None:
+            while not self._closed.wait(self.heartbeat_seconds):
+                if self._running:
+                    self.console.print(self.progress_line())
+
+        self._beat = threading.Thread(target=beat, daemon=True)
+        self._beat.start()
+
+    def close(self) -> None:
+        """Stop the heartbeat and the live line (the run ended)."""
+        self._closed.set()
+        if self._beat is not None:
+            self._beat.join()
+            self._beat = None
+        self._quiet()
 
     def _line(self) -> str:
         parts = []
@@ -66,6 +108,37 @@ class StepPrinter:
         self._thread.join()
         self._status.stop()
         self._thread = self._status = None
+
+
+# tqdm's line, e.g. "train:  40%|####      | 40/100 [00:10<00:15,  4.00it/s, loss=1.2345, tok_s=512]"
+_TQDM = re.compile(r"(?P<n>\d+)/(?P<total>\d+) \[(?P<elapsed>[\d:]+)<(?P<left>[\d:?]+),\s*"
+                   r"(?P<rate>[\d.]+|\?)(?P<unit>it/s|s/it)(?:, (?P<post>[^\]]*))?\]")
+
+
+def describe_progress(line: str, examples_per_step: int | None = None) -> str:
+    """A training progress bar's line as words (step n/total, loss, speed, time left); else the line."""
+    match = _TQDM.search(line or "")
+    if match is None:
+        return line
+    parts = [f"step {match['n']}/{match['total']}"]
+    post = dict(p.split("=", 1) for p in (match["post"] or "").split(", ") if "=" in p)
+    if "loss" in post:
+        parts.append(f"loss {post['loss']}")
+    if match["rate"] != "?":
+        steps_per_s = float(match["rate"]) if match["unit"] == "it/s" else 1.0 / max(float(match["rate"]), 1e-9)
+        if examples_per_step:
+            parts.append(f"{steps_per_s * examples_per_step:.1f} examples/s")
+        parts.append(f"{steps_per_s:.2f} steps/s")
+    if "tok_s" in post:
+        parts.append(f"{post['tok_s']} tokens/s")
+    if "?" not in match["left"]:
+        parts.append(f"{match['left']} left")
+    return ", ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    minutes, sec = divmod(int(seconds), 60)
+    return f"{minutes}m{sec:02d}s" if minutes else f"{sec}s"
 
 
 def _last_line(path: str | None) -> str:

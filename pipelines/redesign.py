@@ -1,6 +1,10 @@
 """Stage 4, redesign: a model trained from scratch, gated and delivered like an adapter."""
 
+from aicd.pipelines.params import SpecParams, documented
 from aicd.pipelines.platform import Platform
+
+DESCRIPTION = ("Ingest the data, train the spec's custom model from scratch (checkpointed, resumable), evaluate "
+               "it against the base model, gate it and promote it through Git.")
 
 
 def build(platform: Platform):
@@ -10,13 +14,11 @@ def build(platform: Platform):
     from aicd.pipelines.subgraphs.data import prepare_data
     from aicd.pipelines.subgraphs.delivery import deliver_model
 
-    @dsl.pipeline(name="aicd-redesign", description="Ingest the data, train the spec's custom model from scratch "
-                                                     "(checkpointed, resumable), evaluate it against the base "
-                                                     "model, gate it and promote it through Git.")
-    def redesign_pipeline(spec: dict):
-        ingest_task = prepare_data(spec, platform)
-        dataset = ingest_task.outputs["dataset"]
-        train_task = platform.apply(train_from_scratch(spec=spec, dataset=dataset), "train")
-        deliver_model(spec, dataset, train_task.outputs["model"], platform)
+    def redesign_pipeline(name: str, task: dict, data: dict, candidates: list, metrics: dict, training: dict,
+                          delivery: dict, labeling: dict):
+        s = SpecParams(name, task, data, candidates, metrics, training, delivery, labeling)
+        dataset = prepare_data(s, platform).outputs["dataset"]
+        train_task = platform.apply(train_from_scratch(**s.of(train_from_scratch), dataset=dataset), "train")
+        deliver_model(s, dataset, train_task.outputs["model"], platform)
 
-    return redesign_pipeline
+    return dsl.pipeline(name="aicd-redesign", description=DESCRIPTION)(documented(redesign_pipeline, DESCRIPTION))

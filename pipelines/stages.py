@@ -7,8 +7,8 @@ image registry/tag and the platform profile first.
 import importlib
 from typing import Any
 
-from aicd.components.errors import AicdError, SpecError
-from aicd.components.spec import Spec, load_spec, parse_spec
+from aicd.components.errors import AicdError, UsageError
+from aicd.components.spec import Spec, load_spec
 from aicd.pipelines.platform import Platform
 
 PIPELINES = ("poc", "scoping", "finetune", "redesign", "continuous")
@@ -21,7 +21,7 @@ class StepsMissing(AicdError):
 def build_pipeline(name: str, platform: Platform | None = None):
     """The KFP pipeline ``<name>_pipeline`` with the platform's settings applied to every task."""
     if name not in PIPELINES:
-        raise AicdError(f"unknown pipeline {name!r}", f"use one of: {', '.join(PIPELINES)}")
+        raise UsageError(f"unknown pipeline {name!r}", f"use one of: {', '.join(PIPELINES)}")
     try:
         module = importlib.import_module(f"aicd.pipelines.{name}")
         return module.build(platform or Platform())
@@ -30,17 +30,14 @@ def build_pipeline(name: str, platform: Platform | None = None):
                            "install the aicd version that ships these steps (pip install -e .)") from err
 
 
-def pipeline_argument(spec: Spec) -> dict[str, Any]:
-    """The spec as the pipelines' ``spec`` parameter: plain JSON without nulls (KFP parameters hold none).
+def pipeline_arguments(spec: Spec) -> dict[str, Any]:
+    """The pipelines' arguments from a validated spec: ``name`` and one plain-JSON parameter per section
+    (nulls left out: KFP parameters hold none; checked to rebuild the same sections)."""
+    from aicd.components.contracts import pipeline_arguments as split
 
-    Every optional field defaults to null, so leaving nulls out changes nothing; checked here.
-    """
-    value = spec.model_dump(mode="json", exclude_none=True)
-    if parse_spec(value) != spec:
-        raise SpecError(["the spec changes when its null fields are left out; give those fields values"])
-    return value
+    return split(spec)
 
 
-def load_pipeline_argument(path: str) -> dict[str, Any]:
-    """Read, validate and convert a spec file for a pipeline run."""
-    return pipeline_argument(load_spec(path))
+def load_pipeline_arguments(path: str) -> dict[str, Any]:
+    """Read, validate and split a spec file into a pipeline run's arguments."""
+    return pipeline_arguments(load_spec(path))

@@ -1,4 +1,7 @@
-"""The pipelines' own steps: decisions between the areas' steps (logic in checks.py)."""
+"""The pipelines' own steps: decisions between the areas' steps (logic in checks.py).
+
+Each step takes only the spec sections it reads, as dicts.
+"""
 
 from typing import NamedTuple
 
@@ -8,14 +11,23 @@ from aicd.components._images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def check_new_data(spec: dict, labeled_rows: int, feedback_rows: int, trained_base: str = "") -> NamedTuple(
-        "Check", Output=bool, reason=str):
+def check_new_data(candidates: list, labeling: dict, labeled_rows: int, feedback_rows: int,
+                   trained_base: str = "") -> NamedTuple("Check", Output=bool, reason=str):
     """Whether enough new labeled or feedback rows arrived, or the base model changed since the last
     training (``trained_base``), to fine-tune again (``Output``: kfp.local resolves a dsl.If only on an
-    output of that name)."""
+    output of that name).
+
+    Args:
+        candidates: The spec's ``candidates``; the first is the base model.
+        labeling: The spec's ``labeling`` section (``retrain_min_new_rows``).
+        labeled_rows: import_labels' count of new labeled rows.
+        feedback_rows: collect_feedback's count of new feedback rows.
+        trained_base: The base model URI the last training started from ('' when unknown).
+    """
     from aicd.pipelines.checks import enough_new_data
 
-    decision = enough_new_data(spec, int(labeled_rows), int(feedback_rows), trained_base)
+    decision = enough_new_data({"candidates": candidates, "labeling": labeling}, int(labeled_rows),
+                               int(feedback_rows), trained_base)
     outputs = NamedTuple("Check", Output=bool, reason=str)
     return outputs(decision.retrain, decision.reason)
 
@@ -25,7 +37,13 @@ def previous_versions(state_uri: str, previous_labels: str, previous_feedback: s
         "Previous", labels=str, feedback=str, base_model=str):
     """The URIs of the labeled and feedback versions new rows are counted from: the given ones, else the
     ones the last training used (kept under ``state_uri``), else ''; and the base model that training
-    started from ('' when unknown). Never cache: the state changes."""
+    started from ('' when unknown). Never cache: the state changes.
+
+    Args:
+        state_uri: Where the continuous pipeline keeps the last trained versions.
+        previous_labels: A labeled version's URI to count from, overriding the state.
+        previous_feedback: A feedback version's URI to count from, overriding the state.
+    """
     from aicd.pipelines.checks import previous_versions as run
 
     labels, feedback, base_model = run(state_uri, previous_labels, previous_feedback)
@@ -34,24 +52,43 @@ def previous_versions(state_uri: str, previous_labels: str, previous_feedback: s
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def merge_training_data(spec: dict, labeled: dsl.Input[dsl.Dataset], feedback: dsl.Input[dsl.Dataset],
-                        dataset: dsl.Output[dsl.Dataset]) -> int:
+def merge_training_data(name: str, task: dict, data: dict, labeling: dict, labeled: dsl.Input[dsl.Dataset],
+                        feedback: dsl.Input[dsl.Dataset], dataset: dsl.Output[dsl.Dataset]) -> int:
     """The labeled version with the feedback rows added: what continuous fine-tuning trains on; returns
-    the number of feedback rows added."""
+    the number of feedback rows added.
+
+    Args:
+        name: The spec's name.
+        task: The spec's ``task`` section.
+        data: The spec's ``data`` section.
+        labeling: The spec's ``labeling`` section.
+        labeled: import_labels' labeled version.
+        feedback: collect_feedback's feedback version.
+    """
+    from aicd.components.contracts import step_spec
     from aicd.components.labeling.feedback import add_feedback
 
-    result = add_feedback(spec, labeled.path, feedback.path, dataset.path)
+    result = add_feedback(step_spec(name, task=task, data=data, labeling=labeling), labeled.path, feedback.path,
+                          dataset.path)
     dataset.metadata.update(fingerprint=result.fingerprint, rows=result.rows, feedback_rows=result.added)
     return result.added
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def record_trained_versions(spec: dict, state_uri: str, labeled: dsl.Input[dsl.Dataset],
+def record_trained_versions(candidates: list, state_uri: str, labeled: dsl.Input[dsl.Dataset],
                             feedback: dsl.Input[dsl.Dataset], model_digest: str = "") -> str:
     """Keep the versions this training used under ``state_uri`` so the next recurring run counts new rows
-    from them (never cache); returns the folder written, '' without a state URI."""
+    from them (never cache); returns the folder written, '' without a state URI.
+
+    Args:
+        candidates: The spec's ``candidates``; the first is the base model trained from.
+        state_uri: Where to keep the versions.
+        labeled: The labeled version trained on.
+        feedback: The feedback version trained on.
+        model_digest: The digest of the model the training produced.
+    """
     if not state_uri.strip():
         return ""
     from aicd.pipelines.checks import base_model_uri, record_trained_versions as run
 
-    return str(run(state_uri, labeled.path, feedback.path, model_digest, base_model_uri(spec)))
+    return str(run(state_uri, labeled.path, feedback.path, model_digest, base_model_uri({"candidates": candidates})))

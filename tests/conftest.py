@@ -38,3 +38,4 @@ def support_bot_spec() -> dict:
 def review_sentiment_spec() -> dict:
     """The review-sentiment example spec as a plain dict (a fresh copy per test)."""
     return copy.deepcopy(_example("review-sentiment"))
+

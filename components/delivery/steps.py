@@ -1,10 +1,11 @@
-"""KFP steps of delivery: gate, promote, analyse the canary (logic in gate.py, gitops.py, canary.py).
+"""KFP steps of delivery: gate, promote, analyse the canary (logic in runs.py, gate.py, gitops.py, canary.py).
 
-``gate_candidate`` outputs whether the gate passed as ``Output`` (and the blessed
-``digest``), so pipelines wrap the promotion in ``dsl.If(gate_task.outputs["Output"] == True)``.
-The name is on purpose: kfp.local 2.17 resolves a dsl.If condition only on an output
-named ``Output``; on any other name (e.g. ``passed``) it logs "Could not resolve parent
-input" and silently skips the branch.
+Each step takes only the spec sections it reads, as dicts. ``gate_candidate`` outputs
+whether the gate passed as ``Output`` (and the blessed ``digest``), so pipelines wrap the
+promotion in ``dsl.If(gate_task.outputs["Output"] == True)``. The name is on purpose:
+kfp.local 2.17 resolves a dsl.If condition only on an output named ``Output``; on any
+other name (e.g. ``passed``) it logs "Could not resolve parent input" and silently skips
+the branch.
 """
 
 from typing import NamedTuple
@@ -16,88 +17,90 @@ from aicd.components._images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def gate_candidate(spec: dict, candidate_report: Input[Artifact], blessing: Output[Artifact],
-                   metrics: Output[Metrics], candidate: Input[Model] = None, comparison: Input[Artifact] = None,
-                   champion_report: Input[Artifact] = None) -> NamedTuple("GateOutputs", Output=bool, digest=str):
-    """Bless the candidate: an adapter/model artifact (by its card digest), or the base model when
-    ``candidate`` is absent or only refers to a base candidate (``BASE_MODEL_REF``, as select_candidate
-    writes for a zero-/few-shot choice), whose report must then have evaluated that candidate."""
-    from aicd.components.cards import verify_card
-    from aicd.components.delivery.gate import gate_candidate as gate, read_json, write_blessing
-    from aicd.components.errors import DeliveryError
-    from aicd.components.models import base_model_ref
-    from aicd.components.spec import parse_spec
+def gate_candidate(candidates: list, metrics: dict, candidate_report: Input[Artifact], blessing: Output[Artifact],
+                   gate_metrics: Output[Metrics], candidate: Input[Model] = None,
+                   comparison: Input[Artifact] = None, champion_report: Input[Artifact] = None
+                   ) -> NamedTuple("GateOutputs", Output=bool, digest=str):
+    """Bless the candidate: a model artifact (by its card digest), or the base model when ``candidate`` is
+    absent or only refers to a base candidate, whose report must then have evaluated that candidate.
 
-    parsed = parse_spec(spec)
-    ref = base_model_ref(candidate.path) if candidate is not None else None
-    digest = verify_card(candidate.path)["digest"] if candidate is not None and ref is None else None
-    report = read_json(candidate_report.path, "report")
-    if ref is not None:
-        base = parsed.candidate(ref or None)
-        evaluated = (report.get("model") or {}).get("uri")
-        if evaluated != base.uri:
-            raise DeliveryError(f"the report evaluated {evaluated or 'no model'}, but the candidate is base model "
-                                f"{base.name} ({base.uri})",
-                                "gate the report of exactly the model you want to promote")
-    champion = read_json(champion_report.path, "report").get("model") if champion_report is not None else None
-    result = gate(parsed, report, read_json(comparison.path, "comparison") if comparison is not None else None,
-                  digest, champion)
-    write_blessing(blessing.path, result)
-    blessing.metadata.update({"passed": result["passed"], "candidate_digest": digest or "",
-                              "reasons": result["reasons"]})
-    metrics.log_metric("gate_passed", float(result["passed"]))
+    Args:
+        candidates: The spec's ``candidates``.
+        metrics: The spec's ``metrics`` section (``gates``).
+        candidate_report: evaluate_model's report of the candidate.
+        candidate: The candidate's Model artifact; absent for the first base candidate.
+        comparison: compare_models' paired comparison with the champion.
+        champion_report: evaluate_model's report of the champion.
+    """
+    from aicd.components.contracts import step_spec
+    from aicd.components.delivery.runs import run_gate_candidate
+
+    result = run_gate_candidate(step_spec(candidates=candidates, metrics=metrics), candidate_report.path,
+                                blessing.path, candidate.path if candidate is not None else None,
+                                comparison.path if comparison is not None else None,
+                                champion_report.path if champion_report is not None else None)
+    blessing.metadata.update({"passed": result.passed, "candidate_digest": result.digest,
+                              "reasons": result.blessing["reasons"]})
+    gate_metrics.log_metric("gate_passed", float(result.passed))
     outputs = NamedTuple("GateOutputs", Output=bool, digest=str)
-    return outputs(result["passed"], digest or "")
+    return outputs(result.passed, result.digest)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def find_champion(spec: dict, champion: Output[Model]) -> str:
+def find_champion(task: dict, candidates: list, delivery: dict, champion: Output[Model]) -> str:
     """The serving champion in the GitOps branch as a Model artifact for evaluate_model: a copy of its
-    adapter or model, or a reference to the base candidate while none serves; its identity ("" for none)."""
-    from aicd.components.delivery.gitops import write_champion
-    from aicd.components.spec import parse_spec
+    adapter or model, or a reference to the base candidate while none serves; its identity ("" for none).
 
-    found = write_champion(parse_spec(spec), champion.path)
+    Args:
+        task: The spec's ``task`` section.
+        candidates: The spec's ``candidates``.
+        delivery: The spec's ``delivery`` section (``gitops``).
+    """
+    from aicd.components.contracts import step_spec
+    from aicd.components.delivery.gitops import write_champion
+
+    found = write_champion(step_spec(task=task, candidates=candidates, delivery=delivery), champion.path)
     champion.metadata.update(model_id=found.model_id, uri=found.model_uri)
     return found.model_id
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def promote_adapter(spec: dict, blessing: Input[Artifact], candidate: Input[Model] = None) -> str:
+def promote_adapter(task: dict, candidates: list, delivery: dict, blessing: Input[Artifact],
+                    candidate: Input[Model] = None) -> str:
     """Commit the blessed candidate to the GitOps overlay (canary at the first step); the commit id.
 
-    A ``candidate`` that only refers to a base candidate (``BASE_MODEL_REF``) is promoted as that
-    base model, in the reference's mode (a few-shot choice is served with its examples), as is the
-    first candidate when ``candidate`` is absent."""
-    from aicd.components.delivery.gate import read_json
-    from aicd.components.delivery.gitops import promote_adapter as promote, promote_base_model
-    from aicd.components.evaluation.leaderboard import read_base_ref
-    from aicd.components.spec import parse_spec
+    Args:
+        task: The spec's ``task`` section (prompt template).
+        candidates: The spec's ``candidates``.
+        delivery: The spec's ``delivery`` section (gitops, canary, serving).
+        blessing: gate_candidate's blessing.
+        candidate: The blessed Model artifact; a base-candidate reference, or absent for the first
+            candidate, is promoted as that base model in its mode.
+    """
+    from aicd.components.contracts import step_spec
+    from aicd.components.delivery.runs import run_promote_adapter
 
-    parsed = parse_spec(spec)
-    blessed = read_json(blessing.path, "blessing")
-    ref = read_base_ref(candidate.path) if candidate is not None else None
-    if candidate is None:
-        result = promote_base_model(parsed, blessed)
-    elif ref is not None:
-        result = promote_base_model(parsed, blessed, ref["candidate"] or None, ref["mode"], ref["shot_examples"])
-    else:
-        result = promote(parsed, blessed, candidate.path, candidate.uri)
-    return result.commit or ""
+    return run_promote_adapter(step_spec(task=task, candidates=candidates, delivery=delivery), blessing.path,
+                               candidate.path if candidate is not None else None,
+                               candidate.uri if candidate is not None else "")
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def analyse_canary(spec: dict, decision: Output[Artifact], max_intervals: int = 24) -> str:
+def analyse_canary(delivery: dict, decision: Output[Artifact], max_intervals: int = 24) -> str:
     """Analyse the canary in Git until promoted or rolled back, at most ``max_intervals`` (0: no limit).
 
     Returns the last action: promote, rollback, or step/wait when the limit ended an undecided canary.
+
+    Args:
+        delivery: The spec's ``delivery`` section (gitops, canary thresholds, prometheus_url).
+        max_intervals: The most analysis intervals to run; 0 for no limit.
     """
     import json
 
+    from aicd.components.contracts import step_spec
     from aicd.components.delivery.canary import run_canary, step_dict
-    from aicd.components.spec import parse_spec
 
-    step = run_canary(parse_spec(spec), max_intervals=max_intervals or None)
+    step = run_canary(step_spec(delivery=delivery), max_intervals=max_intervals or None)
     with open(decision.path, "w", encoding="utf-8") as fh:
         json.dump(step_dict(step), fh, indent=2)
     decision.metadata.update({"action": step.action, "decision": step.interval.decision})

@@ -252,19 +252,14 @@ def write_chosen_model(board: dict[str, Any], out_dir: str | Path,
 
 
 def read_base_ref(path: str | Path) -> dict[str, Any] | None:
-    """The base-model reference at a Model artifact ``path`` (``candidate`` "" for the spec's first, and the
-    leaderboard ``mode`` and ``shot_examples`` when select_candidate wrote it), or None for a real model."""
-    from aicd.components.models import BASE_MODEL_REF, base_model_ref
+    """The base-model reference at a Model artifact ``path`` as a dict (``candidate``, ``mode``,
+    ``shot_examples``), or None for a real model; :func:`aicd.components.contracts.read_model_ref` reads it."""
+    from aicd.components.contracts import read_model_ref
 
-    name = base_model_ref(path)
-    if name is None:
+    ref = read_model_ref(path, verify=False)
+    if not ref.is_base:
         return None
-    data = json.loads((Path(path) / BASE_MODEL_REF).read_text(encoding="utf-8"))
-    shots = data.get("shot_examples") or []
-    if not isinstance(shots, list) or not all(isinstance(s, list) and len(s) == 2 for s in shots):
-        raise EvaluationError(f"{Path(path) / BASE_MODEL_REF}: `shot_examples` is not a list of [question, answer]",
-                              "pass the Model artifact select_candidate wrote")
-    return {"candidate": name, "mode": str(data.get("mode") or "zero-shot"), "shot_examples": shots}
+    return {"candidate": ref.candidate, "mode": ref.mode, "shot_examples": [list(s) for s in ref.shot_examples]}
 
 
 def benchmark_candidates(spec: Spec | dict, dataset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:

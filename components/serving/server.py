@@ -151,7 +151,12 @@ def serve(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--"]:  # `aicd serve -- --base ...`
         argv = argv[1:]
     try:
-        return run(parse_config(argv))
+        config = parse_config(argv)
+    except AicdError as err:  # the options themselves are wrong: a usage error
+        sys.stderr.write(f"aicd serve: error: {err}\n")
+        return 2
+    try:
+        return run(config)
     except AicdError as err:
         sys.stderr.write(f"aicd serve: error: {err}\n")
         return err.exit_code

@@ -29,10 +29,15 @@ def _path(uri: str, must_exist: bool) -> Path:
 
 
 def _spec(args):
-    from aicd.components.spec import load_spec, parse_spec
+    from aicd.components.contracts import SECTIONS, step_spec
+    from aicd.components.errors import SpecError
+    from aicd.components.spec import load_spec
 
-    if args.spec_json:
-        return parse_spec(json.loads(args.spec_json), "--spec-json")
+    if args.spec_json:  # the sections a step was given (launch_trainjob), not necessarily all of them
+        data = json.loads(args.spec_json)
+        if not isinstance(data, dict):
+            raise SpecError(["--spec-json must be a JSON object of spec sections"], "--spec-json")
+        return step_spec(data.get("name") or "", **{k: data[k] for k in SECTIONS if k in data})
     return load_spec(args.spec)
 
 

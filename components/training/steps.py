@@ -1,7 +1,8 @@
 """KFP steps of training: thin wrappers over adapter.py, scratch.py, launcher.py, pareto.py.
 
-train_adapter and train_from_scratch return a JSON summary (method, artifact digest,
-training figures) for dsl.Collected fan-ins such as compare_methods' choice of the best method.
+Each step takes only the spec sections it reads, as dicts. train_adapter and
+train_from_scratch return a JSON summary (method, artifact digest, training figures)
+for dsl.Collected fan-ins such as choose_method's choice of the best method.
 """
 
 from typing import List, NamedTuple
@@ -13,89 +14,99 @@ from aicd.components._images import BASE_IMAGE, TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def train_adapter(spec: dict, dataset: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
-                  method: str = "") -> str:
-    """Fine-tune the base model with one of training.methods (default: the first); resumes from checkpoints."""
-    import json
+def train_adapter(task: dict, candidates: list, training: dict, dataset: Input[Dataset], model: Output[Model],
+                  metrics: Output[Metrics], method: str = "") -> str:
+    """Fine-tune the base model with one of training.methods (default: the first); resumes from checkpoints.
 
-    from aicd.components.spec import parse_spec
-    from aicd.components.training.adapter import train_adapter as train
-    from aicd.components.training.runtime import artifact_size_mb
+    Args:
+        task: The spec's ``task`` section.
+        candidates: The spec's ``candidates``; the first is the base model.
+        training: The spec's ``training`` section (methods, hyper-parameters, checkpoints).
+        dataset: The data set to train on.
+        method: The name of one of ``training.methods``; '' for the first.
+    """
+    from aicd.components.contracts import step_spec
+    from aicd.components.training.runs import publish_training, run_train_adapter
 
-    parsed = parse_spec(spec)
-    result = train(parsed, dataset.path, method or parsed.training.methods[0].name, model.path)
-    figures = {**result.metrics(), "adapter_size_mb": artifact_size_mb(model.path)}
-    for name, value in figures.items():
-        metrics.log_metric(name, value)
-    card = result.card
-    model.metadata.update({"digest": card["digest"], "kind": card["kind"], "method": card["method"],
-                           "method_name": result.method, "base_model": card["base_model"] or ""})
-    return json.dumps({"method": result.method, "method_kind": card["method"], "digest": card["digest"],
-                       "metrics": figures})
+    result = run_train_adapter(step_spec(task=task, candidates=candidates, training=training), dataset.path,
+                               method, model.path)
+    return publish_training(result, model, metrics)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def train_from_scratch(spec: dict, dataset: Input[Dataset], model: Output[Model], metrics: Output[Metrics]) -> str:
-    """Stage 4: train training.from_scratch's model and tokenizer on the data set; resumes from checkpoints."""
-    import json
+def train_from_scratch(task: dict, training: dict, dataset: Input[Dataset], model: Output[Model],
+                       metrics: Output[Metrics]) -> str:
+    """Stage 4: train training.from_scratch's model and tokenizer on the data set; resumes from checkpoints.
 
-    from aicd.components.spec import parse_spec
-    from aicd.components.training.runtime import artifact_size_mb
-    from aicd.components.training.scratch import train_from_scratch as train
+    Args:
+        task: The spec's ``task`` section.
+        training: The spec's ``training`` section (``from_scratch`` architecture, hyper-parameters).
+        dataset: The data set to train on.
+    """
+    from aicd.components.contracts import step_spec
+    from aicd.components.training.runs import publish_training, run_train_from_scratch
 
-    result = train(parse_spec(spec), dataset.path, model.path)
-    figures = {**result.metrics(), "adapter_size_mb": artifact_size_mb(model.path)}
-    for name, value in figures.items():
-        metrics.log_metric(name, value)
-    model.metadata.update({"digest": result.card["digest"], "kind": "model", "method": "from-scratch"})
-    return json.dumps({"method": "from-scratch", "method_kind": "from-scratch", "digest": result.card["digest"],
-                       "metrics": figures})
-
-
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def list_methods(spec: dict) -> List[str]:
-    """Names of training.methods, for a ParallelFor."""
-    from aicd.components.spec import TrainingSpec
-
-    return [m.name for m in TrainingSpec.model_validate(spec["training"]).methods]
+    result = run_train_from_scratch(step_spec(task=task, training=training), dataset.path, model.path)
+    return publish_training(result, model, metrics)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def launch_trainjob(spec: dict, dataset_uri: str, output_uri: str, method: str = "", namespace: str = "",
-                    claim: str = "aicd-data", runtime: str = "torch-distributed",
-                    timeout_seconds: float = 604800.0) -> str:
-    """Train one method as a Kubeflow Trainer TrainJob (pvc:// URIs on ``claim``); wait; return output_uri."""
-    from kubernetes import client, config
+def list_methods(training: dict) -> List[str]:
+    """Names of training.methods, for a ParallelFor.
 
-    from aicd.components.spec import parse_spec
-    from aicd.components.training.launcher import launch_trainjob as launch
-    from aicd.components.training.launcher import train_adapter_args, trainjob_name, trainjob_manifest
+    Args:
+        training: The spec's ``training`` section.
+    """
+    from aicd.components.contracts import step_spec
 
-    parsed = parse_spec(spec)
-    method = method or parsed.training.methods[0].name
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    args = train_adapter_args(parsed, method, dataset_uri, output_uri)
-    manifest = trainjob_manifest(parsed, trainjob_name(parsed, method, args), args,
-                                 namespace=namespace or None, runtime=runtime, claim=claim or None)
-    launch(client.CustomObjectsApi(), manifest, timeout_seconds=timeout_seconds)
-    return output_uri
+    return [m.name for m in step_spec(training=training).training.methods]
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def choose_method(spec: dict, trainings: List[str], evaluations: List[str], models: Input[List[Model]],
+def launch_trainjob(name: str, task: dict, candidates: list, training: dict, dataset_uri: str, output_uri: str,
+                    method: str = "", namespace: str = "aicd", claim: str = "aicd-data",
+                    runtime: str = "torch-distributed", timeout_seconds: float = 604800.0) -> str:
+    """Train one method as a Kubeflow Trainer TrainJob (pvc:// URIs on ``claim``); wait; return output_uri.
+
+    Args:
+        name: The spec's name (labels and the job's name).
+        task: The spec's ``task`` section.
+        candidates: The spec's ``candidates``.
+        training: The spec's ``training`` section (resources: nodes, processes, GPUs).
+        dataset_uri: The data set's pvc:// URI.
+        output_uri: Where the trained Model artifact goes (pvc:// URI).
+        method: One of ``training.methods``; '' for the first.
+        namespace: The namespace of the TrainJob.
+        claim: The PersistentVolumeClaim mounted at /mnt/pvc.
+        runtime: The Trainer ClusterTrainingRuntime.
+        timeout_seconds: How long to wait for the job.
+    """
+    from aicd.components.contracts import step_spec
+    from aicd.components.training.runs import run_launch_trainjob
+
+    spec = step_spec(name, task=task, candidates=candidates, training=training)
+    return run_launch_trainjob(spec, dataset_uri, output_uri, method, namespace, claim, runtime, timeout_seconds)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def choose_method(metrics: dict, trainings: List[str], evaluations: List[str], models: Input[List[Model]],
                   table: Output[Artifact], plot: Output[HTML], best: Output[Model]) -> NamedTuple(
                       "Choice", chosen=str, pareto=str):
     """Table and Pareto plot of quality (metrics.primary) against training cost, and the best method's
-    Model artifact copied to ``best`` (the one to deliver); its name, and the Pareto front as JSON."""
+    Model artifact copied to ``best`` (the one to deliver); its name, and the Pareto front as JSON.
+
+    Args:
+        metrics: The spec's ``metrics`` section (``primary``).
+        trainings: train_adapter's summaries, one per method.
+        evaluations: evaluate_model's summaries of the methods' models.
+        models: The methods' Model artifacts.
+    """
     import json
 
-    from aicd.components.spec import MetricsSpec
+    from aicd.components.contracts import step_spec
     from aicd.components.training.pareto import copy_chosen, write_comparison
 
-    primary = MetricsSpec.model_validate(spec["metrics"]).primary
+    primary = step_spec(metrics=metrics).metrics.primary
     rows = write_comparison(trainings, evaluations, primary, table.path, plot.path)
     chosen = copy_chosen(rows, primary, [m.path for m in models], best.path)
     best.metadata.update(method=chosen["method"], digest=chosen["digest"], quality=chosen["quality"])

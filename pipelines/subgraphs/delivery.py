@@ -7,10 +7,11 @@ gate and the same GitOps promotion.
 
 from kfp import dsl
 
+from aicd.pipelines.params import SpecParams
 from aicd.pipelines.platform import Platform
 
 
-def evaluate_against_champion(spec, dataset, model, platform: Platform) -> tuple[dsl.PipelineTask, ...]:
+def evaluate_against_champion(s: SpecParams, dataset, model, platform: Platform) -> tuple[dsl.PipelineTask, ...]:
     """(candidate evaluation, champion evaluation, paired comparison) tasks for a Model artifact.
 
     The champion is what serves now according to the GitOps branch (find_champion, never
@@ -22,40 +23,41 @@ def evaluate_against_champion(spec, dataset, model, platform: Platform) -> tuple
     from aicd.components.delivery.steps import find_champion
     from aicd.components.evaluation.steps import compare_models, evaluate_model
 
-    candidate_task = platform.apply(evaluate_model(spec=spec, dataset=dataset, model=model), "evaluate")
+    candidate_task = platform.apply(evaluate_model(**s.of(evaluate_model), dataset=dataset, model=model), "evaluate")
     candidate_task.set_display_name("evaluate-candidate")
-    champion = platform.apply(find_champion(spec=spec), "deliver", cache=False)
-    champion_task = platform.apply(evaluate_model(spec=spec, dataset=dataset, model=champion.outputs["champion"]),
+    champion = platform.apply(find_champion(**s.of(find_champion)), "deliver", cache=False)
+    champion_task = platform.apply(evaluate_model(**s.of(evaluate_model), dataset=dataset,
+                                                  model=champion.outputs["champion"]),
                                    "evaluate")
     champion_task.set_display_name("evaluate-champion")
-    compare_task = platform.apply(compare_models(spec=spec, candidate_report=candidate_task.outputs["report"],
+    compare_task = platform.apply(compare_models(**s.of(compare_models), candidate_report=candidate_task.outputs["report"],
                                                  champion_report=champion_task.outputs["report"]), "evaluate")
     return candidate_task, champion_task, compare_task
 
 
-def gate_and_promote(spec, platform: Platform, candidate_report, *, model=None, comparison=None,
+def gate_and_promote(s: SpecParams, platform: Platform, candidate_report, *, model=None, comparison=None,
                      champion_report=None) -> dsl.PipelineTask:
     """gate_candidate -> dsl.If(passed) -> promote_adapter; gate and promote are never cached.
 
-    Returns the gate task (outputs ``Output`` (passed), ``digest``, ``blessing``, ``metrics``).
+    Returns the gate task (outputs ``Output`` (passed), ``digest``, ``blessing``, ``gate_metrics``).
     """
     from aicd.components.delivery.steps import gate_candidate, promote_adapter
 
     optional = {"candidate": model, "comparison": comparison, "champion_report": champion_report}
     inputs = {k: v for k, v in optional.items() if v is not None}
-    gate_task = platform.apply(gate_candidate(spec=spec, candidate_report=candidate_report, **inputs), "deliver",
+    gate_task = platform.apply(gate_candidate(**s.of(gate_candidate), candidate_report=candidate_report, **inputs), "deliver",
                                cache=False)
     # kfp.local resolves a dsl.If only on an output named `Output`: the gate names `passed` so.
     with dsl.If(gate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
         promote = {"candidate": model} if model is not None else {}
-        platform.apply(promote_adapter(spec=spec, blessing=gate_task.outputs["blessing"], **promote), "deliver",
+        platform.apply(promote_adapter(**s.of(promote_adapter), blessing=gate_task.outputs["blessing"], **promote), "deliver",
                        cache=False)
     return gate_task
 
 
-def deliver_model(spec, dataset, model, platform: Platform) -> dsl.PipelineTask:
+def deliver_model(s: SpecParams, dataset, model, platform: Platform) -> dsl.PipelineTask:
     """Evaluate a trained Model artifact against the serving champion, then gate and promote it."""
-    candidate_task, champion_task, compare_task = evaluate_against_champion(spec, dataset, model, platform)
-    return gate_and_promote(spec, platform, candidate_task.outputs["report"], model=model,
+    candidate_task, champion_task, compare_task = evaluate_against_champion(s, dataset, model, platform)
+    return gate_and_promote(s, platform, candidate_task.outputs["report"], model=model,
                             comparison=compare_task.outputs["comparison"],
                             champion_report=champion_task.outputs["report"])

@@ -18,6 +18,7 @@ from aicd.components.labeling.configs import result_for
 from aicd.components.labeling.export import export_for_labeling
 from aicd.components.labeling.review import review_candidates, review_wins
 from aicd.components.labeling.versions import fingerprint
+from helpers.specs import sections
 from labelstudio_server import label_studio, ls  # noqa: F401  (the fixtures)
 
 pytestmark = pytest.mark.e2e
@@ -226,23 +227,26 @@ def test_steps_under_kfp_local(ls, label_studio, review_sentiment_spec, tmp_path
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
 
     @dsl.pipeline
-    def export_pipeline(spec: dict, uri: str) -> int:
+    def export_pipeline(name: str, task: dict, candidates: list, metrics: dict, labeling: dict, uri: str) -> int:
         data = dsl.importer(artifact_uri=uri, artifact_class=Dataset, reimport=False)
-        return steps.export_for_labeling(spec=spec, dataset=data.output).outputs["Output"]
+        return steps.export_for_labeling(name=name, task=task, candidates=candidates, metrics=metrics,
+                                         labeling=labeling, dataset=data.output).outputs["Output"]
 
     @dsl.pipeline
-    def import_pipeline(spec: dict, uri: str) -> Dataset:
-        data = dsl.importer(artifact_uri=uri, artifact_class=Dataset, reimport=False)
-        return steps.import_labels(spec=spec, dataset=data.output).outputs["labeled"]
+    def import_pipeline(name: str, task: dict, data: dict, labeling: dict, uri: str) -> Dataset:
+        dataset = dsl.importer(artifact_uri=uri, artifact_class=Dataset, reimport=False)
+        return steps.import_labels(name=name, task=task, data=data, labeling=labeling,
+                                   dataset=dataset.output).outputs["labeled"]
 
-    assert export_pipeline(spec=spec, uri=str(tmp_path / "v1")).output == 3
+    assert export_pipeline(**sections(spec, "name", "task", "candidates", "metrics", "labeling"),
+                           uri=str(tmp_path / "v1")).output == 3
     project = ls.find_project("e2e kfp steps")
     original = {r["id"]: r["label"] for rows in sentiment_rows().values() for r in rows}
     changed = 0
     for task in ls.tasks(project["id"]):
         ls.annotate(task["id"], result_for("choices", "neutral"))
         changed += original[task["data"]["aicd_id"]] != "neutral"
-    labeled = import_pipeline(spec=spec, uri=str(tmp_path / "v1")).output
+    labeled = import_pipeline(**sections(spec, "name", "task", "data", "labeling"), uri=str(tmp_path / "v1")).output
     card = json.loads((Path(labeled.path) / "card.json").read_text())
     assert card["labeling"]["labeled"] == 3
     assert card["label_distribution"]["neutral"] == 10 + changed  # 10 of the 30 rows were neutral before

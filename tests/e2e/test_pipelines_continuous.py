@@ -25,7 +25,7 @@ from aicd.components.spec import parse_spec
 from aicd.pipelines.cache import source_digest
 from aicd.pipelines.gitops import head_commit
 from aicd.pipelines.local import PipelineRunError, run_local
-from aicd.pipelines.stages import build_pipeline, pipeline_argument
+from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 from labelstudio_server import label_studio, ls  # noqa: F401  (the fixtures)
 from tiny_models import tiny_finetune_spec
 
@@ -42,7 +42,7 @@ def make_spec(support_bot_spec: dict, tiny_causal_lm: Path, tmp_path: Path, url:
     spec = tiny_finetune_spec(support_bot_spec, tiny_causal_lm, tmp_path, ROOT / "manifests")
     spec["labeling"].update(url=url, project=project, batch_size=6, min_annotations=1,
                             retrain_min_new_rows=min_new_rows)
-    return pipeline_argument(parse_spec(spec))
+    return pipeline_arguments(parse_spec(spec))
 
 
 def open_tasks(ls: LabelStudio, spec: dict, tmp_path: Path) -> list[dict]:
@@ -85,7 +85,7 @@ def append_log(log_dir: Path, exchanges: list[tuple[str, str, str, str, str | No
 
 
 def run(spec: dict, work: Path, code: str, **params):
-    return run_local(build_pipeline("continuous"), {"spec": spec, **params}, work, code_digest=code)
+    return run_local(build_pipeline("continuous"), {**spec, **params}, work, code_digest=code)
 
 
 def git_log(repo: str) -> list[str]:

@@ -34,7 +34,7 @@ from aicd.components.spec import parse_spec
 from aicd.pipelines.cache import source_digest
 from aicd.pipelines.gitops import ensure_gitops_repo, head_commit
 from aicd.pipelines.local import run_local
-from aicd.pipelines.stages import build_pipeline, pipeline_argument
+from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 from labelstudio_server import label_studio  # noqa: F401  (the session fixture)
 
 pytestmark = pytest.mark.e2e
@@ -66,7 +66,7 @@ def bot_spec(support_bot_spec, tiny_causal_lm, label_studio, tmp_path) -> dict: 
     repo = tmp_path / "gitops.git"
     ensure_gitops_repo(repo, "main", ROOT / "manifests")
     spec["delivery"]["gitops"]["repo"] = str(repo)
-    return pipeline_argument(parse_spec(spec))
+    return pipeline_arguments(parse_spec(spec))
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def sentiment_spec(review_sentiment_spec, tiny_encoder, label_studio, tmp_path) 
     repo = tmp_path / "gitops.git"
     ensure_gitops_repo(repo, "main", ROOT / "manifests")
     spec["delivery"]["gitops"]["repo"] = str(repo)  # the spec's own path and pull-request mode stay
-    return pipeline_argument(parse_spec(spec))
+    return pipeline_arguments(parse_spec(spec))
 
 
 def overlay_at(repo: str, ref: str, path: str) -> str:
@@ -90,7 +90,7 @@ def overlay_at(repo: str, ref: str, path: str) -> str:
 
 
 def run(name: str, spec: dict, workdir: Path):
-    return run_local(build_pipeline(name), {"spec": spec}, workdir, code_digest=source_digest())
+    return run_local(build_pipeline(name), spec, workdir, code_digest=source_digest())
 
 
 def board(run_) -> dict:

@@ -9,6 +9,7 @@ from kfp.dsl import HTML
 
 from aicd.components.cards import verify_card
 from aicd.components.data.format import read_split
+from helpers.specs import sections
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def kfp_local(tmp_path):
 def test_ingest_step_on_support_bot(kfp_local, support_bot_spec):
     from aicd.components.data.steps import ingest_dataset
 
-    task = ingest_dataset(spec=support_bot_spec, parent_fingerprint="sha256:" + "0" * 64)
+    task = ingest_dataset(**sections(support_bot_spec, "task", "data"), parent_fingerprint="sha256:" + "0" * 64)
     dataset = task.outputs["dataset"]
     card = verify_card(dataset.path, kind="dataset")
     meta = dataset.metadata
@@ -36,12 +37,12 @@ def test_ingest_then_profile_on_review_sentiment(kfp_local, review_sentiment_spe
     from aicd.components.data.steps import ingest_dataset, profile_dataset
 
     @dsl.pipeline
-    def data_pipeline(spec: dict) -> HTML:
-        ingest_task = ingest_dataset(spec=spec)
+    def data_pipeline(task: dict, data: dict) -> HTML:
+        ingest_task = ingest_dataset(task=task, data=data)
         profile_task = profile_dataset(dataset=ingest_task.outputs["dataset"])
         return profile_task.outputs["report"]
 
-    run = data_pipeline(spec=review_sentiment_spec)
+    run = data_pipeline(**sections(review_sentiment_spec, "task", "data"))
     report = run.output
     page = Path(report.path).read_text()
     assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,iVBORw0KGgo', page)) == 4
@@ -56,4 +57,4 @@ def test_ingest_step_fails_on_bad_data(kfp_local, review_sentiment_spec, tmp_pat
     bad.write_text('{"text": "fine words here", "label": "positive"}\nnot json\nnot json either\n')
     review_sentiment_spec["data"]["sources"] = [{"uri": str(bad)}]
     with pytest.raises(RuntimeError, match="ingest-dataset"):
-        ingest_dataset(spec=review_sentiment_spec)
+        ingest_dataset(**sections(review_sentiment_spec, "task", "data"))

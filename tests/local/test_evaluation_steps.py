@@ -16,6 +16,8 @@ from aicd.pipelines.subgraphs.evaluation import benchmark_candidates
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_evaluation_evaluate import QA, classification_dataset, make_adapter, small_spec  # noqa: E402
+from helpers.specs import sections  # noqa: E402
+from aicd.pipelines.params import SpecParams  # noqa: E402
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -56,17 +58,18 @@ def test_evaluate_and_compare_steps(tmp_path, tiny_causal_lm, support_bot_spec):
                                                           "shot_examples": [list(QA[0][:2]), list(QA[1][:2])]}))
 
     @dsl.pipeline(name="evaluation-steps")
-    def evaluation_steps(spec: dict, rows: list, adapter: str, few_shot: str):
+    def evaluation_steps(task: dict, candidates: list, metrics: dict, rows: list, adapter: str, few_shot: str):
+        s = {"task": task, "candidates": candidates, "metrics": metrics}
         data_task = build_dataset(rows=rows, task="causal-lm")
-        base_task = evaluate_model(spec=spec, dataset=data_task.outputs["dataset"])
+        base_task = evaluate_model(**s, dataset=data_task.outputs["dataset"])
         model_task = import_model(path=adapter)
-        cand_task = evaluate_model(spec=spec, dataset=data_task.outputs["dataset"], model=model_task.outputs["model"])
-        compare_models(spec=spec, candidate_report=cand_task.outputs["report"],
+        cand_task = evaluate_model(**s, dataset=data_task.outputs["dataset"], model=model_task.outputs["model"])
+        compare_models(metrics=metrics, candidate_report=cand_task.outputs["report"],
                        champion_report=base_task.outputs["report"])
         ref_task = import_model(path=few_shot)
-        evaluate_model(spec=spec, dataset=data_task.outputs["dataset"], model=ref_task.outputs["model"])
+        evaluate_model(**s, dataset=data_task.outputs["dataset"], model=ref_task.outputs["model"])
 
-    run = run_local(evaluation_steps, {"spec": spec, "rows": _causal_rows(), "adapter": str(adapter),
+    run = run_local(evaluation_steps, {**sections(spec, "task", "candidates", "metrics"), "rows": _causal_rows(), "adapter": str(adapter),
                                        "few_shot": str(few_shot)}, workdir=tmp_path / "work", cache=False)
     few = json.loads((run.artifact_path("evaluate-model-3", "report") / "report.json").read_text())
     assert few["model"]["digest"] is None and few["model"]["mode"] == "few-shot-2" and few["model"]["shots"] == 2
@@ -86,11 +89,13 @@ def test_evaluate_and_compare_steps(tmp_path, tiny_causal_lm, support_bot_spec):
 
 def _benchmark(spec: dict, dataset_dir: Path, workdir: Path):
     @dsl.pipeline(name="benchmark")
-    def benchmark(spec: dict, path: str):
+    def benchmark(name: str, task: dict, data: dict, candidates: list, metrics: dict, training: dict,
+                  delivery: dict, labeling: dict, path: str):
         data_task = import_dataset(path=path)
-        benchmark_candidates(spec, data_task.outputs["dataset"])
+        benchmark_candidates(SpecParams(name, task, data, candidates, metrics, training, delivery, labeling),
+                             data_task.outputs["dataset"])
 
-    return run_local(benchmark, {"spec": spec, "path": str(dataset_dir)}, workdir=workdir, cache=False)
+    return run_local(benchmark, {**sections(spec), "path": str(dataset_dir)}, workdir=workdir, cache=False)
 
 
 def test_review_sentiment_leaderboard_with_tfidf_baseline(tmp_path, tiny_encoder, review_sentiment_spec):
@@ -145,11 +150,11 @@ def test_support_bot_smollm2_evaluation(tmp_path, support_bot_spec):
     ingest_dataset(parse_spec(support_bot_spec), tmp_path / "chat")
 
     @dsl.pipeline(name="support-bot-eval")
-    def support_bot_eval(spec: dict, path: str):
+    def support_bot_eval(task: dict, candidates: list, metrics: dict, path: str):
         data_task = import_dataset(path=path)
-        evaluate_model(spec=spec, dataset=data_task.outputs["dataset"])
+        evaluate_model(task=task, candidates=candidates, metrics=metrics, dataset=data_task.outputs["dataset"])
 
-    run = run_local(support_bot_eval, {"spec": support_bot_spec, "path": str(tmp_path / "chat")},
+    run = run_local(support_bot_eval, {**sections(support_bot_spec, "task", "candidates", "metrics"), "path": str(tmp_path / "chat")},
                     workdir=tmp_path / "work", cache=False)
     report = json.loads((run.artifact_path("evaluate-model", "report") / "report.json").read_text())
     assert report["complete"] and report["n"] == 8 and any(report["examples"]["predictions"])

@@ -2,7 +2,8 @@
 
 Real steps (ingest, train, evaluate, compare, gate, promote into a bare Git repository);
 only the model is tiny. The second run shows the content-hash cache: every cacheable
-step is skipped and every output is byte-identical; ingest, gate and promote always run
+step is skipped and every output is byte-identical; the sources' fingerprint, the champion, gate and promote
+always run
 (their inputs live outside the pipeline) and reach the same results.
 """
 
@@ -16,18 +17,20 @@ from aicd.components.spec import parse_spec
 from aicd.pipelines.cache import path_digest, run_outputs, source_digest
 from aicd.pipelines.gitops import head_commit
 from aicd.pipelines.local import run_local
-from aicd.pipelines.stages import build_pipeline, pipeline_argument
+from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 from tiny_models import tiny_finetune_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-ALWAYS_RUN = {"ingest-dataset", "find-champion", "gate-candidate", "promote-adapter"}
+# Never cached: their inputs live outside the pipeline (the sources' bytes, Git). Ingest is cached on the
+# sources' fingerprint, so it runs only when the data changed.
+ALWAYS_RUN = {"fingerprint-sources", "find-champion", "gate-candidate", "promote-adapter"}
 
 
 @pytest.fixture
 def tiny_spec(support_bot_spec, tiny_causal_lm, tmp_path) -> dict:
     """The demo spec with the model swapped for the tiny one, a short run and permissive gates."""
     spec = tiny_finetune_spec(support_bot_spec, tiny_causal_lm, tmp_path, ROOT / "manifests")
-    return pipeline_argument(parse_spec(spec))
+    return pipeline_arguments(parse_spec(spec))
 
 
 @pytest.fixture
@@ -35,14 +38,14 @@ def first_run(tiny_spec, tmp_path):
     """The first run, with the code digest frozen for this test (others may edit sources meanwhile)."""
     pipeline = build_pipeline("finetune")
     code = source_digest()
-    run = run_local(pipeline, {"spec": tiny_spec}, tmp_path / "work", code_digest=code)
+    run = run_local(pipeline, tiny_spec, tmp_path / "work", code_digest=code)
     return pipeline, code, run
 
 
 def test_finetune_trains_gates_and_promotes(first_run, tiny_spec):
     _, _, first = first_run
     names = [t.name for t in first.tasks]
-    assert {"ingest-dataset", "profile-dataset", "list-methods", "train-adapter", "evaluate-model", "choose-method",
+    assert {"fingerprint-sources", "ingest-dataset", "profile-dataset", "list-methods", "train-adapter", "evaluate-model", "choose-method",
             "find-champion", "evaluate-model-2", "evaluate-model-3", "compare-models", "gate-candidate",
             "promote-adapter"} == set(names), names
     assert all(t.status == "ran" for t in first.tasks)
@@ -73,7 +76,7 @@ def test_rerun_gates_against_the_new_champion_then_comes_from_the_cache(first_ru
     repo = tiny_spec["delivery"]["gitops"]["repo"]
     sha, _ = head_commit(repo, "main")
     adapter = first.task("gate-candidate").outputs["digest"]
-    second = run_local(pipeline, {"spec": tiny_spec}, tmp_path / "work", code_digest=code)
+    second = run_local(pipeline, tiny_spec, tmp_path / "work", code_digest=code)
     assert [t.name for t in second.tasks] == [t.name for t in first.tasks]
     changed = ALWAYS_RUN | {"compare-models"}  # the comparison's champion report is new
     for task in second.tasks:
@@ -90,7 +93,7 @@ def test_rerun_gates_against_the_new_champion_then_comes_from_the_cache(first_ru
     assert second.task("promote-adapter").outputs["Output"] == ""  # it is the champion already: nothing to commit
     assert head_commit(repo, "main")[0] == sha
 
-    third = run_local(pipeline, {"spec": tiny_spec}, tmp_path / "work", code_digest=code)
+    third = run_local(pipeline, tiny_spec, tmp_path / "work", code_digest=code)
     for task in third.tasks:
         assert task.status == ("ran" if task.name in ALWAYS_RUN else "cached"), task.name
     before, after = run_outputs(second), run_outputs(third)

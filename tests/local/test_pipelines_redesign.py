@@ -14,7 +14,7 @@ from aicd.components.spec import parse_spec
 from aicd.pipelines.cache import source_digest
 from aicd.pipelines.gitops import head_commit
 from aicd.pipelines.local import run_local
-from aicd.pipelines.stages import build_pipeline, pipeline_argument
+from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 from tiny_models import tiny_finetune_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,8 +26,8 @@ def test_redesign_trains_from_scratch_gates_and_promotes_the_full_model(support_
                                                       "intermediate_size": 64, "vocab_size": 300,
                                                       "max_position_embeddings": 256})
     spec["task"]["max_length"] = 96
-    argument = pipeline_argument(parse_spec(spec))
-    run = run_local(build_pipeline("redesign"), {"spec": argument}, tmp_path / "work", code_digest=source_digest())
+    argument = pipeline_arguments(parse_spec(spec))
+    run = run_local(build_pipeline("redesign"), argument, tmp_path / "work", code_digest=source_digest())
     assert all(t.status == "ran" for t in run.tasks), [(t.name, t.status) for t in run.tasks]
     model = run.task("train-from-scratch").outputs["model"]
     card = verify_card(model.path, "model")

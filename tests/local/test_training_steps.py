@@ -14,6 +14,8 @@ from aicd.pipelines.subgraphs.training import compare_methods
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_training_data import causal_rows, causal_spec, make_dataset  # noqa: E402
+from helpers.specs import sections  # noqa: E402
+from aicd.pipelines.params import SpecParams  # noqa: E402
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -39,12 +41,14 @@ def test_compare_methods_and_train_from_scratch(tiny_causal_lm, tmp_path):
     data = make_dataset(tmp_path / "ds", causal_rows(16))
 
     @dsl.pipeline(name="training-steps")
-    def training_steps(spec: dict, path: str):
+    def training_steps(name: str, task: dict, data: dict, candidates: list, metrics: dict, training: dict,
+                       delivery: dict, labeling: dict, path: str):
+        s = SpecParams(name, task, data, candidates, metrics, training, delivery, labeling)
         data_task = import_dataset(path=path)
-        compare_methods(spec, data_task.outputs["dataset"])
-        train_from_scratch(spec=spec, dataset=data_task.outputs["dataset"])
+        compare_methods(s, data_task.outputs["dataset"])
+        train_from_scratch(**s.of(train_from_scratch), dataset=data_task.outputs["dataset"])
 
-    run = run_local(training_steps, {"spec": _spec(tiny_causal_lm, tmp_path), "path": str(data)},
+    run = run_local(training_steps, {**sections(_spec(tiny_causal_lm, tmp_path)), "path": str(data)},
                     workdir=tmp_path / "work", cache=False)
     table = json.loads(run.artifact_path("choose-method", "table").read_text())
     assert table["primary"] == "token_f1"

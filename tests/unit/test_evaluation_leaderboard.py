@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from aicd.components.errors import EvaluationError
+from aicd.components.errors import EvaluationError, ModelError
 from aicd.components.evaluation.evaluate import as_spec
 from aicd.components.cards import verify_card
 from aicd.components.evaluation.leaderboard import (benchmark_candidates, evaluate_base, read_base_ref,
@@ -96,7 +96,7 @@ def test_causal_leaderboard_zero_and_few_shot(tmp_path, tiny_causal_lm, support_
 
 def test_bad_base_reference(tmp_path):
     (tmp_path / "base-model.json").write_text(json.dumps({"candidate": "a", "shot_examples": [["only a question"]]}))
-    with pytest.raises(EvaluationError, match="`shot_examples` is not a list of \\[question, answer\\]"):
+    with pytest.raises(ModelError, match="`shot_examples` is not a list of \\[question, answer\\]"):
         read_base_ref(tmp_path)
 
 

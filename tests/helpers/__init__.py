@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (import as ``from helpers.<module> import ...``; tests/ is on sys.path)."""
