@@ -2,9 +2,10 @@
 
 One YAML file per product. :func:`load_spec` reads and validates it and raises a
 :class:`~aicd.components.errors.SpecError` that lists every problem at once, each
-naming the field, what was wrong and the fix. Pipelines pass the spec around as a
-plain ``dict``; each step calls :func:`parse_spec` (or validates only the section
-it needs with ``Section.model_validate``).
+naming the field, what was wrong and the fix. Every field has a description:
+``aicd schema`` prints the JSON Schema, and docs/spec.md is generated from it. The CLI
+validates the whole spec once; pipelines take its sections as separate parameters
+(:mod:`aicd.components.contracts`).
 """
 
 import re
@@ -46,17 +47,24 @@ class Section(BaseModel):
 
 
 class TaskSpec(Section):
-    type: Literal["causal-lm", "text-classification"]
-    instruction_field: str = "instruction"
-    response_field: str = "response"
-    text_field: str = "text"
-    label_field: str = "label"
-    id_field: str | None = None
-    labels: list[str] = []
-    # None: the tokenizer's chat template; otherwise a str.format template with {instruction}.
-    prompt_template: str | None = None
-    system_prompt: str | None = None
-    max_length: PositiveInt = 256
+    type: Literal["causal-lm", "text-classification"] = Field(
+        description=("What the model does: `causal-lm` (instruction tuning: generate a response) or "
+                     "`text-classification` (choose one of `labels`)."))
+    instruction_field: str = Field("instruction", description="causal-lm: the row field holding the user's request.")
+    response_field: str = Field("response", description="causal-lm: the row field holding the reference answer.")
+    text_field: str = Field("text", description="text-classification: the row field holding the text to classify.")
+    label_field: str = Field("label", description="text-classification: the row field holding the label.")
+    id_field: str | None = Field(
+        None, description=("A row field with a stable id (kept through labeling and feedback); null derives "
+                           "ids from the content."))
+    labels: list[str] = Field([], description="text-classification: the classes, at least two, each once.")
+    prompt_template: str | None = Field(
+        None, description=("A str.format template with {instruction} for the model's input; null uses the "
+                           "tokenizer's chat template."))
+    system_prompt: str | None = Field(
+        None, description="causal-lm: a system message put before every request (chat template only).")
+    max_length: PositiveInt = Field(
+        256, description="The most tokens of one example (input and target); longer rows are quarantined as too long.")
 
     @model_validator(mode="after")
     def _check(self) -> "TaskSpec":
@@ -80,26 +88,30 @@ class TaskSpec(Section):
 
 
 class DataSource(Section):
-    uri: str
-    format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "datasets", "chatterbot-yaml"] = "auto"
-    # Task field -> column in this source, e.g. {text: review, label: rating}.
-    columns: dict[str, str] = {}
-    # Map raw values of the label column to task labels, e.g. {"1": negative}.
-    label_map: dict[str, str] = {}
-    # Files inside a directory or archive source, as a glob; None reads them all.
-    include: str | None = None
-    name: str | None = None
-    # Turn HTML character references in text (&#039;, &amp;) back into characters.
-    unescape_html: bool = True
+    uri: str = Field(
+        description=("Where the data is: a local path or a pkg://, pvc://, hf://, s3:// or gs:// URI "
+                     "(file, folder or archive)."))
+    format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "datasets", "chatterbot-yaml"] = Field(
+        "auto", description="The file format; `auto` guesses from the file name.")
+    columns: dict[str, str] = Field(
+        {}, description="Task field -> column of this source, e.g. {text: review, label: rating}.")
+    label_map: dict[str, str] = Field(
+        {}, description="Raw values of the label column -> task labels, e.g. {\"1\": negative}.")
+    include: str | None = Field(
+        None, description="Files inside a folder or archive source, as a glob; null reads them all.")
+    name: str | None = Field(
+        None, description="A short name for this source in cards and reports; null derives one from the URI.")
+    unescape_html: bool = Field(
+        True, description="Turn HTML character references in text (&#039;, &amp;) back into characters.")
 
 
 class SplitSpec(Section):
-    train: Fraction = 0.8
-    validation: Fraction = 0.1
-    test: Fraction = 0.1
-    # The field hashed to place a row in a split; None hashes the normalised input text.
-    key: str | None = None
-    salt: str = "aicd"
+    train: Fraction = Field(0.8, description="Fraction of rows for training.")
+    validation: Fraction = Field(0.1, description="Fraction of rows for validation (method choice, early stopping).")
+    test: Fraction = Field(0.1, description="Fraction of rows for the test split the gate evaluates on.")
+    key: str | None = Field(
+        None, description="The field hashed to place a row in a split; null hashes the normalised input text.")
+    salt: str = Field("aicd", description="Salt of the split hash; change it to draw a different split.")
 
     @model_validator(mode="after")
     def _sum(self) -> "SplitSpec":
@@ -111,83 +123,100 @@ class SplitSpec(Section):
 
 
 class QualitySpec(Section):
-    max_bad_fraction: Fraction = 0.05
-    min_tokens: NonNegInt = 1
-    max_tokens: PositiveInt = 1024
-    dedupe: bool = True
+    max_bad_fraction: Fraction = Field(
+        0.05, description="Ingest fails when more than this fraction of rows is quarantined.")
+    min_tokens: NonNegInt = Field(1, description="Rows with fewer input tokens are quarantined.")
+    max_tokens: PositiveInt = Field(1024, description="Rows with more input tokens are quarantined.")
+    dedupe: bool = Field(True, description="Quarantine exact and near duplicates of earlier rows.")
 
 
 class DataSpec(Section):
-    sources: Annotated[list[DataSource], Field(min_length=1)]
-    split: SplitSpec = SplitSpec()
-    quality: QualitySpec = QualitySpec()
-    # Keep at most this many valid rows (in key-hash order, so stable as data grows).
-    max_rows: PositiveInt | None = None
+    sources: Annotated[list[DataSource], Field(min_length=1)] = Field(
+        description="The data sources, read in order; at least one.")
+    split: SplitSpec = Field(
+        SplitSpec(), description="How rows are split into train, validation and test (by a stable hash).")
+    quality: QualitySpec = Field(QualitySpec(), description="Quality thresholds of ingest.")
+    max_rows: PositiveInt | None = Field(
+        None, description=("Keep at most this many valid rows (in key-hash order, so stable as data grows); "
+                           "null keeps all."))
 
 
 class Candidate(Section):
-    name: Annotated[str, Field(pattern=_NAME)]
-    uri: str
-    prompt_template: str | None = None
-    revision: str | None = None
+    name: Annotated[str, Field(pattern=_NAME)] = Field(
+        description="A short name (a Kubernetes name: lowercase letters, digits, '-').")
+    uri: str = Field(description="Where the model is: a local path or a pkg://, pvc://, hf://, s3:// or gs:// URI.")
+    prompt_template: str | None = Field(
+        None, description=("This candidate's own prompt template (with {instruction}); null uses "
+                           "`task.prompt_template`."))
+    revision: str | None = Field(None, description="A model revision (commit or tag) for hub URIs.")
 
 
 class BehaviouralCheck(Section):
-    name: str
-    kind: Literal["invariance", "minimum-functionality"]
-    # minimum-functionality: inputs with their expected output (label or substring).
-    cases: list[dict[str, str]] = []
-    # invariance: a perturbation applied to inputs whose prediction must not change.
-    perturbation: Literal["lowercase", "uppercase", "strip-punctuation", "typo", "add-whitespace"] | None = None
-    min_pass_rate: Fraction = 1.0
+    name: str = Field(description="The check's name in reports and gates.")
+    kind: Literal["invariance", "minimum-functionality"] = Field(
+        description=("`invariance` (a perturbation must not change the prediction) or "
+                     "`minimum-functionality` (cases with expected outputs)."))
+    cases: list[dict[str, str]] = Field(
+        [], description="minimum-functionality: inputs with their expected output (label or substring).")
+    perturbation: Literal["lowercase", "uppercase", "strip-punctuation", "typo", "add-whitespace"] | None = Field(
+        None, description="invariance: the perturbation applied to inputs whose prediction must not change.")
+    min_pass_rate: Fraction = Field(1.0, description="The fraction of cases that must pass for the gate.")
 
 
 class GatesSpec(Section):
-    # Absolute bounds: metric -> minimum (higher-is-better) or maximum (lower-is-better).
-    thresholds: dict[str, float] = {}
-    # Non-inferiority: metric -> largest tolerated loss against the champion.
-    non_inferiority: dict[str, float] = {}
-    # Require the primary metric to beat the champion significantly.
-    require_improvement: bool = False
-    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    thresholds: dict[str, float] = Field(
+        {}, description="Absolute bounds: metric -> minimum (higher-is-better) or maximum (lower-is-better).")
+    non_inferiority: dict[str, float] = Field(
+        {}, description="Non-inferiority against the champion: metric -> largest tolerated loss.")
+    require_improvement: bool = Field(
+        False, description="Require the primary metric to beat the champion significantly.")
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
+        0.95, description="Confidence level of the bootstrap intervals the gates use.")
 
 
 class MetricsSpec(Section):
-    primary: str
-    gates: GatesSpec = GatesSpec()
-    slices: list[str] = []
-    behavioural: list[BehaviouralCheck] = []
-    split: Literal["validation", "test"] = "test"
-    max_examples: PositiveInt | None = None
-    bootstrap_samples: PositiveInt = 1000
-    max_new_tokens: PositiveInt = 48
-    seed: int = 0
-    probe_prompts: list[str] = []
-    # Leaderboard: metric -> weight, and hard constraints metric -> bound.
-    selection_weights: dict[str, float] = {}
-    constraints: dict[str, float] = {}
+    primary: str = Field(description="The metric that ranks models and methods (a metric of the task type).")
+    gates: GatesSpec = Field(GatesSpec(), description="What a candidate must meet to be promoted.")
+    slices: list[str] = Field([], description="Row fields to report metrics per value of (e.g. topic).")
+    behavioural: list[BehaviouralCheck] = Field([], description="Behavioural checks run with every evaluation.")
+    split: Literal["validation", "test"] = Field("test", description="The split the gate evaluates on.")
+    max_examples: PositiveInt | None = Field(
+        None, description="Evaluate at most this many examples; null evaluates the whole split.")
+    bootstrap_samples: PositiveInt = Field(1000, description="Bootstrap resamples of every confidence interval.")
+    max_new_tokens: PositiveInt = Field(48, description="causal-lm: the most tokens generated per answer.")
+    seed: int = Field(0, description="Seed of sampling and bootstrap.")
+    probe_prompts: list[str] = Field(
+        [], description="Prompts whose answers are shown for a quick look (demo, probe of an adapter).")
+    selection_weights: dict[str, float] = Field(
+        {}, description="Leaderboard score: metric -> weight; empty uses the primary metric alone.")
+    constraints: dict[str, float] = Field(
+        {}, description="Leaderboard hard constraints: metric -> bound (minimum or maximum by the metric's direction).")
 
 
 class MethodSpec(Section):
-    name: Annotated[str, Field(pattern=_NAME)]
-    method: Literal["lora", "dora", "rslora", "ia3", "full", "qlora"]
-    r: PositiveInt = 8
-    alpha: PositiveFloat = 16.0
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    target_modules: list[str] | None = None
-    learning_rate: PositiveFloat | None = None
+    name: Annotated[str, Field(pattern=_NAME)] = Field(
+        description="A short name of this method's run (a Kubernetes name).")
+    method: Literal["lora", "dora", "rslora", "ia3", "full", "qlora"] = Field(
+        description="The fine-tuning method: lora, dora, rslora, ia3, full or qlora (GPU).")
+    r: PositiveInt = Field(8, description="LoRA rank.")
+    alpha: PositiveFloat = Field(16.0, description="LoRA scaling alpha.")
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.0, description="LoRA dropout.")
+    target_modules: list[str] | None = Field(
+        None, description="Module names to adapt; null uses the architecture's defaults.")
+    learning_rate: PositiveFloat | None = Field(
+        None, description="This method's learning rate; null uses `training.learning_rate`.")
 
 
 class ModelArchSpec(Section):
     """A model trained from scratch (stage 4): a small Llama by default."""
 
-    architecture: Literal["llama"] = "llama"
-    hidden_size: PositiveInt = 128
-    num_layers: PositiveInt = 2
-    num_heads: PositiveInt = 4
-    intermediate_size: PositiveInt = 256
-    vocab_size: PositiveInt = 4096
-    max_position_embeddings: PositiveInt = 512
+    architecture: Literal["llama"] = Field("llama", description="The architecture of the model trained from scratch.")
+    hidden_size: PositiveInt = Field(128, description="Hidden size (divisible by num_heads).")
+    num_layers: PositiveInt = Field(2, description="Number of transformer layers.")
+    num_heads: PositiveInt = Field(4, description="Number of attention heads.")
+    intermediate_size: PositiveInt = Field(256, description="Size of the feed-forward layer.")
+    vocab_size: PositiveInt = Field(4096, description="Size of the tokenizer trained on the data.")
+    max_position_embeddings: PositiveInt = Field(512, description="The longest sequence the model takes.")
 
     @model_validator(mode="after")
     def _heads(self) -> "ModelArchSpec":
@@ -198,42 +227,49 @@ class ModelArchSpec(Section):
 
 
 class CheckpointSpec(Section):
-    every_steps: PositiveInt = 50
-    keep: PositiveInt = 2
-    # Root for checkpoints; a KFP retry finds them again under a key of spec and data.
-    root: str = ".aicd/checkpoints"
+    every_steps: PositiveInt = Field(50, description="Save a checkpoint every this many optimizer steps.")
+    keep: PositiveInt = Field(2, description="Keep this many latest checkpoints.")
+    root: str = Field(
+        ".aicd/checkpoints",
+        description="Root folder of checkpoints; a KFP retry finds them again under a key of spec and data.")
 
 
 class ResourcesSpec(Section):
-    gpus: NonNegInt = 1
-    gpu_type: str | None = None
-    cpu: str = "4"
-    memory: str = "16Gi"
-    num_nodes: PositiveInt = 1
-    procs_per_node: PositiveInt = 1
+    gpus: NonNegInt = Field(1, description="GPUs per training node.")
+    gpu_type: str | None = Field(None, description="The GPU type (node selector), e.g. nvidia-l4; null any.")
+    cpu: str = Field("4", description="CPU request of a training pod (Kubernetes quantity).")
+    memory: str = Field("16Gi", description="Memory request of a training pod (Kubernetes quantity).")
+    num_nodes: PositiveInt = Field(1, description="Training nodes (more than one runs as a Kubeflow Trainer TrainJob).")
+    procs_per_node: PositiveInt = Field(1, description="Training processes per node.")
 
 
 class TrainingSpec(Section):
-    methods: Annotated[list[MethodSpec], Field(min_length=1)]
-    learning_rate: PositiveFloat = 2e-4
-    epochs: PositiveFloat = 1.0
-    max_steps: PositiveInt | None = None
-    batch_size: PositiveInt = 8
-    gradient_accumulation: PositiveInt = 1
-    warmup_ratio: Fraction = 0.05
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
-    scheduler: Literal["linear", "cosine", "constant"] = "cosine"
-    seed: int = 0
-    packing: bool = True
-    group_by_length: bool = True
-    early_stopping_patience: PositiveInt | None = None
-    # Hyper-parameter search: field -> values, tried as a grid or sampled.
-    search_space: dict[str, list[float | int | str]] = {}
-    search_strategy: Literal["grid", "random"] = "grid"
-    search_trials: PositiveInt = 4
-    checkpoint: CheckpointSpec = CheckpointSpec()
-    resources: ResourcesSpec = ResourcesSpec()
-    from_scratch: ModelArchSpec | None = None
+    methods: Annotated[list[MethodSpec], Field(min_length=1)] = Field(
+        description="The fine-tuning methods trained and compared; the first is the default.")
+    learning_rate: PositiveFloat = Field(2e-4, description="Peak learning rate.")
+    epochs: PositiveFloat = Field(1.0, description="Passes over the training split (ignored when max_steps is set).")
+    max_steps: PositiveInt | None = Field(
+        None, description="Stop after this many optimizer steps; null trains `epochs`.")
+    batch_size: PositiveInt = Field(8, description="Examples per device step.")
+    gradient_accumulation: PositiveInt = Field(1, description="Device steps per optimizer step.")
+    warmup_ratio: Fraction = Field(0.05, description="Fraction of steps of learning-rate warm-up.")
+    weight_decay: Annotated[float, Field(ge=0.0)] = Field(0.0, description="AdamW weight decay.")
+    scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up.")
+    seed: int = Field(0, description="Seed of initialisation and data order.")
+    packing: bool = Field(True, description="Pack short examples into full sequences.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length together.")
+    early_stopping_patience: PositiveInt | None = Field(
+        None, description="Stop after this many validations without improvement; null never stops early.")
+    search_space: dict[str, list[float | int | str]] = Field(
+        {}, description="Hyper-parameter search: field -> values, tried as a grid or sampled.")
+    search_strategy: Literal["grid", "random"] = Field(
+        "grid", description="`grid` tries every combination, `random` samples `search_trials` of them.")
+    search_trials: PositiveInt = Field(4, description="The most trials of the search.")
+    checkpoint: CheckpointSpec = Field(CheckpointSpec(), description="Checkpointing and resume.")
+    resources: ResourcesSpec = Field(ResourcesSpec(), description="What one training step asks the cluster for.")
+    from_scratch: ModelArchSpec | None = Field(
+        None, description="Stage 4: the architecture of a model trained from scratch; null for adapters only.")
 
     @model_validator(mode="after")
     def _unique(self) -> "TrainingSpec":
@@ -245,25 +281,31 @@ class TrainingSpec(Section):
 
 
 class GitOpsSpec(Section):
-    repo: str
-    branch: str = "main"
-    path: str = "manifests/overlays/production"
-    mode: Literal["push", "pull-request"] = "push"
-    # Name of the Kubernetes Secret holding a token or SSH key (mounted as a file).
-    credentials_secret: str | None = None
-    author_name: str = "aicd"
-    author_email: str = "aicd@localhost"
-    max_retries: PositiveInt = 5
+    repo: str = Field(
+        description=("The GitOps repository promotions commit to: a URL, or a local path (create one "
+                     "with `aicd init-gitops PATH`)."))
+    branch: str = Field("main", description="The branch Argo CD syncs from.")
+    path: str = Field("manifests/overlays/production", description="The kustomize overlay the InferenceService is in.")
+    mode: Literal["push", "pull-request"] = Field(
+        "push", description="`push` commits to the branch; `pull-request` pushes a branch for review.")
+    credentials_secret: str | None = Field(
+        None, description="The Kubernetes Secret holding a token or SSH key (mounted as a file); null for none.")
+    author_name: str = Field("aicd", description="Author name of promotion commits.")
+    author_email: str = Field("aicd@localhost", description="Author email of promotion commits.")
+    max_retries: PositiveInt = Field(5, description="Fetch-rebase-push attempts when another promotion raced this one.")
 
 
 class CanarySpec(Section):
-    steps: Annotated[list[Annotated[int, Field(gt=0, le=100)]], Field(min_length=1)] = [10, 50, 100]
-    interval_seconds: PositiveFloat = 300.0
-    min_requests: PositiveInt = 50
-    max_error_rate: Fraction = 0.01
-    max_latency_ratio: PositiveFloat = 1.5
-    min_feedback_score: Fraction | None = None
-    max_failed_intervals: PositiveInt = 1
+    steps: Annotated[list[Annotated[int, Field(gt=0, le=100)]], Field(min_length=1)] = Field(
+        [10, 50, 100], description="Canary traffic percentages, rising strictly and ending at 100.")
+    interval_seconds: PositiveFloat = Field(300.0, description="Seconds between two analyses of the canary.")
+    min_requests: PositiveInt = Field(50, description="Requests the canary must serve in an interval for a decision.")
+    max_error_rate: Fraction = Field(0.01, description="Roll back when the canary's error rate exceeds this.")
+    max_latency_ratio: PositiveFloat = Field(
+        1.5, description="Roll back when the canary's p95 latency exceeds the stable one's by this factor.")
+    min_feedback_score: Fraction | None = Field(
+        None, description="Roll back when the canary's mean feedback score falls below this; null ignores feedback.")
+    max_failed_intervals: PositiveInt = Field(1, description="Failed intervals tolerated before rolling back.")
 
     @model_validator(mode="after")
     def _steps(self) -> "CanarySpec":
@@ -275,40 +317,48 @@ class CanarySpec(Section):
 
 
 class ServingSpec(Section):
-    name: Annotated[str, Field(pattern=_NAME)] = "aicd-model"
-    namespace: Annotated[str, Field(pattern=_NAME)] = "aicd"
-    deployment_mode: Literal["Standard", "Serverless"] = "Standard"
-    max_batch_size: PositiveInt = 8
-    max_batch_wait_ms: Annotated[float, Field(ge=0)] = 10.0
-    max_body_bytes: PositiveInt = 8 * 1024 * 1024
-    max_new_tokens_limit: PositiveInt = 512
-    admin_token_secret: str | None = None
+    name: Annotated[str, Field(pattern=_NAME)] = Field("aicd-model", description="The InferenceService's name.")
+    namespace: Annotated[str, Field(pattern=_NAME)] = Field(
+        "aicd", description="The namespace the InferenceService runs in.")
+    deployment_mode: Literal["Standard", "Serverless"] = Field(
+        "Standard", description=("KServe deployment mode: `Standard` (raw, the canary in Git) or `Serverless` "
+                                 "(Knative)."))
+    max_batch_size: PositiveInt = Field(8, description="The predictor's largest dynamic batch.")
+    max_batch_wait_ms: Annotated[float, Field(ge=0)] = Field(
+        10.0, description="How long the predictor waits to fill a batch.")
+    max_body_bytes: PositiveInt = Field(8 * 1024 * 1024, description="The largest request body the predictor accepts.")
+    max_new_tokens_limit: PositiveInt = Field(512, description="The most new tokens a request may ask for.")
+    admin_token_secret: str | None = Field(
+        None, description="The Kubernetes Secret with the predictor's admin token; null disables the admin API.")
 
 
 class DeliverySpec(Section):
-    gitops: GitOpsSpec
-    canary: CanarySpec = CanarySpec()
-    serving: ServingSpec = ServingSpec()
-    prometheus_url: str = "http://127.0.0.1:9090"
+    gitops: GitOpsSpec = Field(description="Where promotions are committed.")
+    canary: CanarySpec = Field(CanarySpec(), description="How a canary is stepped up and analysed.")
+    serving: ServingSpec = Field(ServingSpec(), description="The InferenceService and its predictor.")
+    prometheus_url: str = Field("http://127.0.0.1:9090", description="The Prometheus the canary analysis reads.")
 
 
 class LabelingSpec(Section):
-    url: str = "http://127.0.0.1:8080"
-    project: str
-    # Name of the Secret (or AICD_SECRET_* variable locally) holding the API token.
-    token_secret: str = "label-studio-token"
-    sampling: Literal["random", "stratified", "uncertainty"] = "random"
-    batch_size: PositiveInt = 50
-    generation_mode: Literal["rating", "pairwise"] = "rating"
-    conflict_resolution: Literal["majority", "adjudicate"] = "majority"
-    min_annotations: PositiveInt = 1
-    # Regex patterns masked in feedback text, name -> pattern.
-    pii_patterns: dict[str, str] = {
+    url: str = Field("http://127.0.0.1:8080", description="The Label Studio server.")
+    project: str = Field(description="The Label Studio project title.")
+    token_secret: str = Field(
+        "label-studio-token",
+        description="The Secret (or AICD_SECRET_* variable locally) holding the Label Studio API token.")
+    sampling: Literal["random", "stratified", "uncertainty"] = Field(
+        "random", description="How rows are chosen for labeling: random, stratified by label, or by model uncertainty.")
+    batch_size: PositiveInt = Field(50, description="Rows sent for labeling per run.")
+    generation_mode: Literal["rating", "pairwise"] = Field(
+        "rating", description="causal-lm: rate one answer, or compare two (pairwise).")
+    conflict_resolution: Literal["majority", "adjudicate"] = Field(
+        "majority", description="How disagreeing annotations are resolved: majority vote, or send to adjudication.")
+    min_annotations: PositiveInt = Field(1, description="Annotations a task needs before its label is used.")
+    pii_patterns: dict[str, str] = Field({
         "email": r"[\w.+-]+@[\w-]+\.[\w.-]+",
         "phone": r"\+?\d[\d ()-]{7,}\d",
-    }
-    # Continuous pipeline: retrain once this many new labeled or feedback rows arrived.
-    retrain_min_new_rows: PositiveInt = 100
+    }, description="Regex patterns masked in feedback text: name -> pattern.")
+    retrain_min_new_rows: PositiveInt = Field(
+        100, description="Continuous pipeline: retrain once this many new labeled or feedback rows arrived.")
 
     @model_validator(mode="after")
     def _patterns(self) -> "LabelingSpec":
@@ -322,15 +372,18 @@ class LabelingSpec(Section):
 
 
 class Spec(Section):
-    name: Annotated[str, Field(pattern=_NAME)]
-    description: str = ""
-    task: TaskSpec
-    data: DataSpec
-    candidates: Annotated[list[Candidate], Field(min_length=1)]
-    metrics: MetricsSpec
-    training: TrainingSpec
-    delivery: DeliverySpec
-    labeling: LabelingSpec | None = None
+    name: Annotated[str, Field(pattern=_NAME)] = Field(
+        description="The product's name (a Kubernetes name): labels, run and project names.")
+    description: str = Field("", description="What the product's model does, in a sentence.")
+    task: TaskSpec = Field(description="What the model does and the fields of a row.")
+    data: DataSpec = Field(description="Where the data comes from and how it is split and checked.")
+    candidates: Annotated[list[Candidate], Field(min_length=1)] = Field(
+        description="Foundation models to try, by URI; the first is the base model fine-tuning starts from.")
+    metrics: MetricsSpec = Field(description="How models are evaluated, compared, selected and gated.")
+    training: TrainingSpec = Field(description="How adapters (and custom models) are trained.")
+    delivery: DeliverySpec = Field(description="How a blessed model is promoted through Git, served and canaried.")
+    labeling: LabelingSpec | None = Field(
+        None, description="Label Studio and feedback; null for a spec without labeling.")
 
     @model_validator(mode="after")
     def _cross(self) -> "Spec":

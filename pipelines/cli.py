@@ -42,6 +42,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+@command("schema")
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the spec's JSON Schema (for editors), or docs/spec.md with --markdown."""
+    import json
+
+    from aicd.pipelines.specdoc import spec_markdown, spec_schema
+
+    print(spec_markdown() if args.markdown else json.dumps(spec_schema(), indent=2), end="\n" * (not args.markdown))
+    return 0
+
+
 @command("compile")
 def cmd_compile(args: argparse.Namespace) -> int:
     from aicd.pipelines.submit import set_image_environment
@@ -202,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check spec files; print every problem")
     p.add_argument("specs", nargs="+", metavar="SPEC")
+
+    p = sub.add_parser("schema", help="print the spec's JSON Schema (for editors); --markdown: docs/spec.md")
+    p.add_argument("--markdown", action="store_true", help="the reference page instead (docs/spec.md)")
 
     p = sub.add_parser("compile", help="write every pipeline (or the named ones) as KFP IR YAML")
     p.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="poc, scoping, finetune, redesign, continuous")

@@ -31,10 +31,18 @@ def set_image_environment(registry: str | None, tag: str | None) -> None:
         os.environ["AICD_IMAGE_REGISTRY"] = registry
     if tag:
         os.environ["AICD_IMAGE_TAG"] = tag
-    loaded = sorted(m for m in sys.modules if m.startswith("aicd.components.") and m.endswith(".steps"))
-    if (registry or tag) and loaded:
-        raise AicdError(f"steps were imported before the image registry/tag was set: {', '.join(loaded)}",
-                        "set --registry/--tag in a fresh process (the `aicd compile` command does)")
+    # The references are fixed when aicd.components._images is imported (steps read its constants when
+    # their components are defined), so that module, not the steps, is what must not be loaded yet.
+    images = sys.modules.get("aicd.components._images")
+    if images is None or not (registry or tag):
+        return
+    fixed = {role: getattr(images, f"{role.upper()}_IMAGE") for role in images.ROLES}
+    stale = {role: ref for role, ref in fixed.items() if ref != images.image(role)}
+    if stale:
+        raise AicdError(f"the role images were fixed before the image registry/tag was set: "
+                        f"{', '.join(f'{r} -> {ref}' for r, ref in sorted(stale.items()))}",
+                        "set --registry/--tag in a fresh process before any aicd steps or images are imported "
+                        "(the `aicd compile` command does)")
 
 
 def compile_pipeline(pipeline, path: str | Path) -> Path:

@@ -1,5 +1,6 @@
 """Every pipeline compiles, and its IR has the structure delivery and the platform rely on."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,33 @@ def test_no_step_installs_anything_at_pod_start(compiled, name):
         container = executor["container"]
         text = " ".join(container.get("command", []) + container.get("args", []))
         assert "pip install" not in text, f"{name}: {executor_name} installs packages at pod start"
+
+
+@pytest.mark.parametrize("first_import, fails", [
+    ("", False),  # nothing imported yet: the registry applies
+    ("import aicd.components._images", True),  # the images are fixed already: a default would slip through
+    ("import aicd.pipelines.platform", False),  # no image module behind it
+])
+def test_the_image_guard_checks_the_module_that_fixes_the_images(first_import, fails):
+    """set_image_environment must refuse once aicd.components._images is loaded with other references,
+    even when no steps module is (the check used to look only at steps modules)."""
+    code = f"""
+{first_import}
+from aicd.pipelines.submit import set_image_environment
+from aicd.components.errors import AicdError
+try:
+    set_image_environment("registry.example.com/ml", "v7")
+except AicdError as err:
+    print("refused:", err)
+else:
+    from aicd.components.data.steps import ingest_dataset
+    print("image:", ingest_dataset.component_spec.implementation.container.image)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("AICD_IMAGE_")})
+    assert done.returncode == 0, done.stderr
+    if fails:
+        assert done.stdout.startswith("refused: the role images were fixed before the image registry/tag was set")
+        assert "base -> ghcr.io/aicd/aicd-base:0.1.0" in done.stdout
+    else:
+        assert done.stdout.strip() == "image: registry.example.com/ml/aicd-base:v7"
