@@ -10,7 +10,7 @@ LS_STAMP := $(LS_VENV)/.installed
 PROMETHEUS ?= /usr/bin/prometheus
 PYTEST_ARGS ?=
 
-.PHONY: install services demo test test-fast bench lint lock clean
+.PHONY: install services demo test test-fast bench lint docs lock clean
 
 install: $(STAMP)
 
@@ -55,8 +55,14 @@ test-fast: install
 bench: install
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m benchmarks
 
+# ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade, docstrings: pyproject.toml) and hadolint.
 lint: install
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint --failure-threshold warning images/*/Dockerfile
+
+# docs/spec.md from the spec's field descriptions (tests/unit/test_spec_docs.py fails when it is stale).
+docs: install
+	$(VENV)/bin/aicd schema --markdown > docs/spec.md
 
 lock: install
 	{ echo '# Versions resolved together on Python 3.11 (pip freeze of a working install), used as'; \

@@ -22,8 +22,17 @@ from pydantic import TypeAdapter, ValidationError
 
 from aicd.components.errors import ModelError, SpecError
 from aicd.components.models import BASE_MODEL_REF
-from aicd.components.spec import (Candidate, DataSpec, DeliverySpec, LabelingSpec, MetricsSpec, Spec, TaskSpec,
-                                  TrainingSpec, _problems)
+from aicd.components.spec import (
+    Candidate,
+    DataSpec,
+    DeliverySpec,
+    LabelingSpec,
+    MetricsSpec,
+    Spec,
+    TaskSpec,
+    TrainingSpec,
+    _problems,
+)
 
 SECTION_TYPES: dict[str, Any] = {
     "task": TaskSpec, "data": DataSpec, "candidates": list[Candidate], "metrics": MetricsSpec,

@@ -310,7 +310,7 @@ class CanarySpec(Section):
     @model_validator(mode="after")
     def _steps(self) -> "CanarySpec":
         s = self.steps
-        if any(b <= a for a, b in zip(s, s[1:])) or s[-1] != 100:
+        if any(b <= a for a, b in zip(s, s[1:], strict=False)) or s[-1] != 100:
             raise ValueError(f"`delivery.canary.steps` must rise strictly and end at 100, got {s}; "
                              "e.g. [10, 50, 100]")
         return self

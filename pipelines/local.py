@@ -11,8 +11,8 @@ import contextlib
 import logging
 import re
 import threading
-import warnings
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,8 +202,8 @@ def run_local(pipeline, arguments: dict[str, Any], workdir: str | Path = ".aicd"
 
     Artifacts go under ``<workdir>/runs``, cached outputs under ``cache_dir``
     (default ``<workdir>/cache``). ``code_digest`` stands for the aicd.components sources
-    in cache keys (default: their real digest, so editing step logic re-runs the step). Raises :class:`PipelineRunError` naming the
-    failed step and showing the end of its log.
+    in cache keys (default: their real digest, so editing step logic re-runs the step). Raises
+    :class:`PipelineRunError` naming the failed step and showing the end of its log.
     """
     from kfp import local
 

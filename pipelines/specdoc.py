@@ -11,7 +11,6 @@ from typing import Any
 from aicd.components.spec import Spec
 
 
-
 def spec_schema() -> dict[str, Any]:
     """The JSON Schema of a spec file (draft 2020-12), with every field's description."""
     schema = Spec.model_json_schema(mode="validation")

@@ -64,6 +64,7 @@ def merge_training_data(name: str, task: dict, data: dict, labeling: dict, label
         labeling: The spec's ``labeling`` section.
         labeled: import_labels' labeled version.
         feedback: collect_feedback's feedback version.
+        dataset: Output: the data set to train on.
     """
     from aicd.components.contracts import step_spec
     from aicd.components.labeling.feedback import add_feedback
@@ -89,6 +90,7 @@ def record_trained_versions(candidates: list, state_uri: str, labeled: dsl.Input
     """
     if not state_uri.strip():
         return ""
-    from aicd.pipelines.checks import base_model_uri, record_trained_versions as run
+    from aicd.pipelines.checks import base_model_uri
+    from aicd.pipelines.checks import record_trained_versions as run
 
     return str(run(state_uri, labeled.path, feedback.path, model_digest, base_model_uri({"candidates": candidates})))

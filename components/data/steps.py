@@ -32,6 +32,7 @@ def ingest_dataset(task: dict, data: dict, dataset: Output[Dataset], sources_fin
         data: The spec's ``data`` section (sources, split, quality).
         sources_fingerprint: fingerprint_sources' output: the cache key of the sources' content.
         parent_fingerprint: The previous data set version's fingerprint, recorded in the card.
+        dataset: Output: the versioned data set (splits, card.json with fingerprint and quarantine).
     """
     from aicd.components.contracts import step_spec
     from aicd.components.data.ingest import ingest_dataset as ingest
@@ -56,6 +57,7 @@ def profile_dataset(dataset: Input[Dataset], report: Output[HTML]):
 
     Args:
         dataset: The data set ingest_dataset wrote.
+        report: Output: the HTML profile with plots.
     """
     from aicd.components.data.profile import profile_dataset as profile
 

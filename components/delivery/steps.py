@@ -31,6 +31,8 @@ def gate_candidate(candidates: list, metrics: dict, candidate_report: Input[Arti
         candidate: The candidate's Model artifact; absent for the first base candidate.
         comparison: compare_models' paired comparison with the champion.
         champion_report: evaluate_model's report of the champion.
+        blessing: Output: the blessing (decision, reasons, the digest it applies to).
+        gate_metrics: Output: gate_passed as a metric.
     """
     from aicd.components.contracts import step_spec
     from aicd.components.delivery.runs import run_gate_candidate
@@ -55,6 +57,7 @@ def find_champion(task: dict, candidates: list, delivery: dict, champion: Output
         task: The spec's ``task`` section.
         candidates: The spec's ``candidates``.
         delivery: The spec's ``delivery`` section (``gitops``).
+        champion: Output: the champion as a Model artifact (a copy, or a base-model reference).
     """
     from aicd.components.contracts import step_spec
     from aicd.components.delivery.gitops import write_champion
@@ -94,6 +97,7 @@ def analyse_canary(delivery: dict, decision: Output[Artifact], max_intervals: in
     Args:
         delivery: The spec's ``delivery`` section (gitops, canary thresholds, prometheus_url).
         max_intervals: The most analysis intervals to run; 0 for no limit.
+        decision: Output: the last analysis step as JSON.
     """
     import json
 

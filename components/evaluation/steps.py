@@ -31,6 +31,9 @@ def evaluate_model(task: dict, candidates: list, metrics: dict, dataset: Input[D
         candidate: A candidate's name when evaluating a base candidate ('' for the first).
         endpoint: A live OpenAI-compatible endpoint to evaluate instead of a model.
         split: The split to evaluate on ('' for ``metrics.split``).
+        report: Output: the evaluation report folder (report.json, report.html, card.json).
+        html: Output: the HTML page of the result.
+        scores: Output: every metric's value, for the KFP UI.
     """
     from aicd.components.contracts import step_spec
     from aicd.components.evaluation.runs import copy_html, run_evaluate_model
@@ -55,6 +58,8 @@ def compare_models(metrics: dict, candidate_report: Input[Artifact], champion_re
         metrics: The spec's ``metrics`` section (seed, gates.confidence).
         candidate_report: evaluate_model's report of the candidate.
         champion_report: evaluate_model's report of the champion, on the same examples.
+        comparison: Output: comparison.json with every metric's paired difference and interval.
+        diffs: Output: every metric's difference, for the KFP UI.
     """
     from aicd.components.contracts import step_spec
     from aicd.components.evaluation.runs import compare_reports
@@ -89,6 +94,7 @@ def evaluate_candidate(task: dict, candidates: list, metrics: dict, dataset: Inp
         metrics: The spec's ``metrics`` section.
         dataset: The data set to benchmark on.
         candidate: The name of the candidate to evaluate.
+        results: Output: the entries' reports (and probe models).
     """
     import json
 
@@ -112,6 +118,7 @@ def evaluate_baseline(task: dict, candidates: list, metrics: dict, dataset: Inpu
         candidates: The spec's ``candidates``.
         metrics: The spec's ``metrics`` section.
         dataset: The data set to benchmark on.
+        results: Output: the entries' reports (and probe models).
     """
     import json
 
@@ -142,6 +149,9 @@ def select_candidate(candidates: list, metrics: dict, entries: List[str], baseli
         baseline: evaluate_baseline's entries (JSON list).
         results: evaluate_candidate's results artifacts: the entries' reports, read as inputs.
         baseline_results: evaluate_baseline's results artifact.
+        leaderboard: Output: leaderboard.json with every entry's report beside it.
+        html: Output: the HTML page of the result.
+        model: Output: the chosen entry as a Model artifact (a model copy or a base-model reference).
     """
     import json
 
@@ -183,6 +193,8 @@ def select_trial(candidates: list, metrics: dict, results: List[str], leaderboar
         candidates: The spec's ``candidates``.
         metrics: The spec's ``metrics`` section (selection_weights, constraints).
         results: evaluate_model's summaries of the trials' models.
+        leaderboard: Output: leaderboard.json with every entry's report beside it.
+        html: Output: the HTML page of the result.
     """
     import json
 

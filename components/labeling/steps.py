@@ -36,11 +36,11 @@ def export_for_labeling(name: str, task: dict, candidates: list, metrics: dict, 
         evaluation: The chosen candidate's evaluation report folder.
         chosen: select_candidate's chosen entry (JSON).
         chosen_model: select_candidate's Model artifact.
+        counts: Output: tasks created and open, for the KFP UI.
     """
     import tempfile
 
     from aicd.components.contracts import step_spec
-
     from aicd.components.labeling.export import export_for_labeling as run
     from aicd.components.labeling.review import labeling_inputs
 
@@ -60,8 +60,8 @@ def export_for_labeling(name: str, task: dict, candidates: list, metrics: dict, 
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def import_labels(name: str, task: dict, data: dict, labeling: dict, dataset: Input[Dataset], labeled: Output[Dataset], metrics: Output[Metrics],
-                  previous_uri: str = "") -> int:
+def import_labels(name: str, task: dict, data: dict, labeling: dict, dataset: Input[Dataset],
+                  labeled: Output[Dataset], metrics: Output[Metrics], previous_uri: str = "") -> int:
     """Pull completed annotations into the next data set version; returns the number of new labeled rows
     (relative to the last labeled version at ``previous_uri``, a path or pvc:// URI, when given).
 
@@ -72,6 +72,8 @@ def import_labels(name: str, task: dict, data: dict, labeling: dict, dataset: In
         labeling: The spec's ``labeling`` section (Label Studio, agreement).
         dataset: The data set whose rows were sent for labeling.
         previous_uri: The last labeled version, to count new rows from.
+        labeled: Output: the labeled data set version.
+        metrics: Output: labeled, new, pending and adjudication counts and agreement.
     """
     from aicd.components.contracts import step_spec
     from aicd.components.labeling.annotations import import_labels as run
@@ -88,8 +90,8 @@ def import_labels(name: str, task: dict, data: dict, labeling: dict, dataset: In
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def collect_feedback(name: str, task: dict, data: dict, labeling: dict, log_uri: str, feedback: Output[Dataset], metrics: Output[Metrics],
-                     parent: Input[Dataset] = None, parent_uri: str = "") -> int:
+def collect_feedback(name: str, task: dict, data: dict, labeling: dict, log_uri: str, feedback: Output[Dataset],
+                     metrics: Output[Metrics], parent: Input[Dataset] = None, parent_uri: str = "") -> int:
     """Turn the predictor's payload log (a path or pvc:// URI) into a feedback data set version on top of
     the previous one (``parent`` artifact, or ``parent_uri``); returns the number of new rows.
 
@@ -101,6 +103,8 @@ def collect_feedback(name: str, task: dict, data: dict, labeling: dict, log_uri:
         log_uri: The predictor's payload log folder.
         parent: The previous feedback version.
         parent_uri: The previous feedback version by URI, when ``parent`` is absent.
+        feedback: Output: the feedback data set version.
+        metrics: Output: rows, new rows, preference pairs and quarantined counts.
     """
     from aicd.components.contracts import step_spec
     from aicd.components.labeling.feedback import collect_feedback as run
@@ -116,7 +120,8 @@ def collect_feedback(name: str, task: dict, data: dict, labeling: dict, log_uri:
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def review_candidates(name: str, task: dict, labeling: dict, predictions: Input[Artifact], review: Output[HTML], push: bool = True) -> int:
+def review_candidates(name: str, task: dict, labeling: dict, predictions: Input[Artifact], review: Output[HTML],
+                      push: bool = True) -> int:
     """Candidates' outputs ({"prompts", "outputs", "references"} JSON) to Label Studio and an HTML page.
 
     Args:
@@ -125,6 +130,7 @@ def review_candidates(name: str, task: dict, labeling: dict, predictions: Input[
         labeling: The spec's ``labeling`` section.
         predictions: The candidates' outputs.
         push: Whether to create the Label Studio tasks (else only the page).
+        review: Output: the side-by-side HTML page.
     """
     import json
     import shutil
@@ -144,8 +150,8 @@ def review_candidates(name: str, task: dict, labeling: dict, predictions: Input[
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def review_leaderboard(name: str, task: dict, labeling: dict, dataset: Input[Dataset], leaderboard: Input[Artifact], review: Output[HTML],
-                       push: bool = True) -> int:
+def review_leaderboard(name: str, task: dict, labeling: dict, dataset: Input[Dataset], leaderboard: Input[Artifact],
+                       review: Output[HTML], push: bool = True) -> int:
     """Stage 1 manual review: every benchmarked entry's outputs on the same prompts (the leaderboard's
     reports) side by side in an HTML page and, for generation, as Pairwise tasks in Label Studio.
 
@@ -156,6 +162,7 @@ def review_leaderboard(name: str, task: dict, labeling: dict, dataset: Input[Dat
         dataset: The data set the leaderboard was made on.
         leaderboard: select_candidate's leaderboard.
         push: Whether to create the Label Studio tasks (else only the page).
+        review: Output: the side-by-side HTML page.
     """
     import shutil
     import tempfile

@@ -24,6 +24,8 @@ def train_adapter(task: dict, candidates: list, training: dict, dataset: Input[D
         training: The spec's ``training`` section (methods, hyper-parameters, checkpoints).
         dataset: The data set to train on.
         method: The name of one of ``training.methods``; '' for the first.
+        model: Output: the Model artifact (card.json with digests and lineage).
+        metrics: Output: training figures (loss, time, memory, adapter size).
     """
     from aicd.components.contracts import step_spec
     from aicd.components.training.runs import publish_training, run_train_adapter
@@ -42,6 +44,8 @@ def train_from_scratch(task: dict, training: dict, dataset: Input[Dataset], mode
         task: The spec's ``task`` section.
         training: The spec's ``training`` section (``from_scratch`` architecture, hyper-parameters).
         dataset: The data set to train on.
+        model: Output: the Model artifact (card.json with digests and lineage).
+        metrics: Output: training figures (loss, time, memory, model size).
     """
     from aicd.components.contracts import step_spec
     from aicd.components.training.runs import publish_training, run_train_from_scratch
@@ -100,6 +104,9 @@ def choose_method(metrics: dict, trainings: List[str], evaluations: List[str], m
         trainings: train_adapter's summaries, one per method.
         evaluations: evaluate_model's summaries of the methods' models.
         models: The methods' Model artifacts.
+        table: Output: the comparison table as JSON.
+        plot: Output: the Pareto plot of quality against training cost (HTML).
+        best: Output: the best method's Model artifact (the one to deliver).
     """
     import json
 

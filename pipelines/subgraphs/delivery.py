@@ -30,7 +30,8 @@ def evaluate_against_champion(s: SpecParams, dataset, model, platform: Platform)
                                                   model=champion.outputs["champion"]),
                                    "evaluate")
     champion_task.set_display_name("evaluate-champion")
-    compare_task = platform.apply(compare_models(**s.of(compare_models), candidate_report=candidate_task.outputs["report"],
+    compare_task = platform.apply(compare_models(**s.of(compare_models),
+                                                 candidate_report=candidate_task.outputs["report"],
                                                  champion_report=champion_task.outputs["report"]), "evaluate")
     return candidate_task, champion_task, compare_task
 
@@ -45,13 +46,13 @@ def gate_and_promote(s: SpecParams, platform: Platform, candidate_report, *, mod
 
     optional = {"candidate": model, "comparison": comparison, "champion_report": champion_report}
     inputs = {k: v for k, v in optional.items() if v is not None}
-    gate_task = platform.apply(gate_candidate(**s.of(gate_candidate), candidate_report=candidate_report, **inputs), "deliver",
-                               cache=False)
+    gate_task = platform.apply(gate_candidate(**s.of(gate_candidate), candidate_report=candidate_report, **inputs),
+                               "deliver", cache=False)
     # kfp.local resolves a dsl.If only on an output named `Output`: the gate names `passed` so.
     with dsl.If(gate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
         promote = {"candidate": model} if model is not None else {}
-        platform.apply(promote_adapter(**s.of(promote_adapter), blessing=gate_task.outputs["blessing"], **promote), "deliver",
-                       cache=False)
+        platform.apply(promote_adapter(**s.of(promote_adapter), blessing=gate_task.outputs["blessing"], **promote),
+                       "deliver", cache=False)
     return gate_task
 
 

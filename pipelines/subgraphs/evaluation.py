@@ -18,17 +18,23 @@ def benchmark_candidates(s: SpecParams, dataset, platform: Platform | None = Non
     Returns the select_candidate task: outputs ``candidate``, ``uri``, ``mode``,
     ``chosen`` (JSON), ``leaderboard`` (folder with leaderboard.json) and ``html``.
     """
-    from aicd.components.evaluation.steps import (evaluate_baseline, evaluate_candidate, list_candidates,
-                                                  select_candidate)
+    from aicd.components.evaluation.steps import (
+        evaluate_baseline,
+        evaluate_candidate,
+        list_candidates,
+        select_candidate,
+    )
 
     platform = platform or Platform()
     names_task = platform.apply(list_candidates(**s.of(list_candidates)), "evaluate")
     with dsl.ParallelFor(names_task.output, name="candidates") as name:
-        candidate_task = platform.apply(evaluate_candidate(**s.of(evaluate_candidate), dataset=dataset, candidate=name), "evaluate")
+        candidate_task = platform.apply(evaluate_candidate(**s.of(evaluate_candidate), dataset=dataset, candidate=name),
+                                        "evaluate")
     baseline_task = platform.apply(evaluate_baseline(**s.of(evaluate_baseline), dataset=dataset), "evaluate")
     # The results artifacts go in too: a pod reads the entries' reports and probes from its own
     # downloaded inputs, never from another step's output URI.
-    return platform.apply(select_candidate(**s.of(select_candidate), entries=dsl.Collected(candidate_task.outputs["Output"]),
+    return platform.apply(select_candidate(**s.of(select_candidate),
+                                           entries=dsl.Collected(candidate_task.outputs["Output"]),
                                            baseline=baseline_task.outputs["Output"],
                                            results=dsl.Collected(candidate_task.outputs["results"]),
                                            baseline_results=baseline_task.outputs["results"]), "evaluate")

@@ -10,7 +10,8 @@ from aicd.pipelines.params import SpecParams
 from aicd.pipelines.platform import Platform
 
 
-def compare_methods(s: SpecParams, dataset, platform: Platform | None = None, split: str = "validation") -> dsl.PipelineTask:
+def compare_methods(s: SpecParams, dataset, platform: Platform | None = None,
+                    split: str = "validation") -> dsl.PipelineTask:
     """ParallelFor over training.methods: train_adapter, then evaluate_model on ``split``.
 
     Returns the choose_method task: outputs ``best`` (the Model artifact of the method best on
@@ -25,8 +26,8 @@ def compare_methods(s: SpecParams, dataset, platform: Platform | None = None, sp
     names_task = platform.apply(list_methods(**s.of(list_methods)), "evaluate")
     with dsl.ParallelFor(names_task.output, name="methods") as method:
         train_task = platform.apply(train_adapter(**s.of(train_adapter), dataset=dataset, method=method), "train")
-        eval_task = platform.apply(evaluate_model(**s.of(evaluate_model), dataset=dataset, model=train_task.outputs["model"],
-                                                  split=split), "evaluate")
+        eval_task = platform.apply(evaluate_model(**s.of(evaluate_model), dataset=dataset,
+                                                  model=train_task.outputs["model"], split=split), "evaluate")
     return platform.apply(choose_method(**s.of(choose_method), trainings=dsl.Collected(train_task.outputs["Output"]),
                                         evaluations=dsl.Collected(eval_task.outputs["Output"]),
                                         models=dsl.Collected(train_task.outputs["model"])), "evaluate")

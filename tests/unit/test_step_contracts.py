@@ -8,8 +8,7 @@ import pytest
 import yaml
 from kfp import compiler
 
-from aicd.components.contracts import (SECTIONS, ModelRef, pipeline_arguments, read_model_ref, section_args,
-                                       step_spec)
+from aicd.components.contracts import SECTIONS, ModelRef, pipeline_arguments, read_model_ref, section_args, step_spec
 from aicd.components.errors import IntegrityError, ModelError, SpecError
 from aicd.components.spec import parse_spec
 from aicd.pipelines.stages import PIPELINES, build_pipeline
