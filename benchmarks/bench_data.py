@@ -1,4 +1,4 @@
-"""Data validation (issue 3): rows per second on one core, and peak memory of an ingest.
+"""Data validation: rows per second on one core, and peak memory of an ingest.
 
 Rows/s: ``validate_rows`` (validation, duplicate and leakage tracking, split assignment)
 over generated short classification rows, CPU time on one thread. Correctness: the

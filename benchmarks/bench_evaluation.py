@@ -1,4 +1,4 @@
-"""Evaluation scoring (issue 5): batched against per-example scoring, identical scores.
+"""Evaluation scoring: batched against per-example scoring, identical scores.
 
 The subject is ``score_causal_lm`` (per-example mean NLL of reference responses). The
 treatment is what evaluation runs: batches of 8 sorted by length, the LM head applied

@@ -1,4 +1,4 @@
-"""Local pipelines (issue 9): per-step overhead of ``run_local`` and the cache-hit re-run speedup.
+"""Local pipelines: per-step overhead of ``run_local`` and the cache-hit re-run speedup.
 
 Overhead: a pipeline of 3 trivial lightweight steps run by aicd's ``run_local``
 (kfp.local SubprocessRunner, cache off) against calling the same step functions

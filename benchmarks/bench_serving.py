@@ -1,4 +1,4 @@
-"""Serving (issue 8): dynamic batching against one-at-a-time, latency, adapter memory.
+"""Serving: dynamic batching against one-at-a-time, latency, adapter memory.
 
 Two real predictors (``python -m aicd.components.serving``) on 127.0.0.1 serve the same
 random mid-size Llama (32,000-token head) and the same 4 LoRA adapter artifacts; one

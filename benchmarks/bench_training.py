@@ -1,4 +1,4 @@
-"""Training throughput (issue 6): aicd's loop with padding-free packing and length grouping
+"""Training throughput: aicd's loop with padding-free packing and length grouping
 against the plain HF Trainer with dynamic padding, same model, LoRA config, data and batch size.
 
 Both sides train one epoch over the same examples (so they process exactly the same real

@@ -1,4 +1,4 @@
-"""The one measuring method of the performance suite (issue 10).
+"""The one measuring method of the performance suite.
 
 A benchmark runs its baseline and its treatment alternately (warm-up, then
 A B A B ...), at least three times each, and records process CPU time (with

@@ -1,4 +1,4 @@
-"""Artifact cards and atomic writes (DESIGN.md section 4).
+"""Artifact cards and atomic writes (docs/design.md section 4).
 
 Every artifact directory (data set, adapter, model, evaluation) carries a
 ``card.json``: what it is, its lineage, and the sha256 of every file in it.

@@ -1,4 +1,4 @@
-"""The project spec: the one config of aicd (DESIGN.md section 3).
+"""The project spec: the one config of aicd (docs/design.md section 3).
 
 One YAML file per product. :func:`load_spec` reads and validates it and raises a
 :class:`~aicd.components.errors.SpecError` that lists every problem at once, each

@@ -1,4 +1,4 @@
-"""Turn model and data URIs into local paths (DESIGN.md section 4).
+"""Turn model and data URIs into local paths (docs/design.md section 4).
 
 Schemes: a local path or ``file://``; ``pkg://module/sub/path`` for models and data
 shipped inside Python packages (found with ``importlib.util.find_spec``, never

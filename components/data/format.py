@@ -1,4 +1,4 @@
-"""The data set artifact: Parquet splits plus a card (DESIGN.md section 4).
+"""The data set artifact: Parquet splits plus a card (docs/design.md section 4).
 
 Layout of a data set directory::
 

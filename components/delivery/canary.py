@@ -1,4 +1,4 @@
-"""Canary analysis (DESIGN.md section 6.3): Prometheus decides, Git records.
+"""Canary analysis (docs/design.md section 6.3): Prometheus decides, Git records.
 
 Each interval compares the canary with the stable predictor over the predictor's
 metrics (docs/contracts.md): error rate, p95 latency and feedback score. Series are

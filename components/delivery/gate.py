@@ -1,4 +1,4 @@
-"""The gate: bless one candidate digest, or refuse it with reasons (DESIGN.md section 6.1).
+"""The gate: bless one candidate digest, or refuse it with reasons (docs/design.md section 6.1).
 
 Inputs follow docs/contracts.md: the candidate's evaluation report, the paired
 comparison with the champion (``compare_models``; with no champion yet, the

@@ -1,4 +1,4 @@
-"""Promotion through Git (DESIGN.md section 6.2): every rollout change is one commit.
+"""Promotion through Git (docs/design.md section 6.2): every rollout change is one commit.
 
 :func:`commit_overlay` is the one transaction: clone the GitOps repository, read the
 overlay's InferenceService, let an edit function check the state it expects

@@ -1,4 +1,4 @@
-"""Training (issue 6): PEFT fine-tuning, padding-free packing, exact resume, distributed runs.
+"""Training: PEFT fine-tuning, padding-free packing, exact resume, distributed runs.
 
 Entry points:
 - ``adapter.train_adapter(spec, dataset_dir, method_name, out_dir)``: one of training.methods

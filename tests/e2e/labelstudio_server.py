@@ -1,4 +1,4 @@
-"""A real Label Studio for the e2e tests: one per test session, on 127.0.0.1 (SERVERS.md).
+"""A real Label Studio for the e2e tests: one per test session, on 127.0.0.1 (docs/servers.md).
 
 The server runs from its own virtual environment (``$LABEL_STUDIO_BIN``, set by
 ``make test``, or ``.venv-label-studio/bin/label-studio``). Migrating a fresh data
@@ -27,7 +27,7 @@ from aicd.pipelines.services import stop_process
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "admin@example.com"
-# Variables Label Studio reads without its prefix (SERVERS.md traps) and our own settings.
+# Variables Label Studio reads without its prefix (docs/servers.md, traps) and our own settings.
 _DROP = ("PORT", "HOST", "USERNAME", "PASSWORD")
 
 
