@@ -10,7 +10,7 @@ LS_STAMP := $(LS_VENV)/.installed
 PROMETHEUS ?= /usr/bin/prometheus
 PYTEST_ARGS ?=
 
-.PHONY: install services demo test test-fast bench lint lock clean
+.PHONY: install services demo test test-fast bench lint lock clean images push
 
 install: $(STAMP)
 
@@ -41,10 +41,25 @@ $(LS_STAMP):
 $(PROMETHEUS):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 
+# The role images (images/<role>/Dockerfile) with podman, or docker where present; names agree
+# with `aicd compile --registry R --tag T`. BASE_IMAGE=debian makes a Python base from Debian's
+# packages (cached by its script's hash); on a real registry pass the pinned public image.
+# `make images push` pushes them. Slow layers are cached by the engine: a rebuild takes seconds.
+REGISTRY ?=
+TAG ?=
+BASE_IMAGE ?= debian
+IMAGE_ENV = REGISTRY=$(REGISTRY) TAG=$(TAG) BASE_IMAGE=$(BASE_IMAGE)
+images:
+	$(IMAGE_ENV) tools/podman/images.sh build
+
+# `make images push`: build (above), then push every role image.
+push: images
+	$(IMAGE_ENV) tools/podman/images.sh push
+
 demo: install
 	$(VENV)/bin/aicd demo
 
-test: install services
+test: install services images
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio PROMETHEUS_BIN=$(PROMETHEUS) \
 	  $(PY) -m pytest $(PYTEST_ARGS)
 

@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"running {args.pipeline} locally on {args.spec} (workdir {args.workdir}, "
           f"cache {'off' if args.no_cache else 'on'})")
     run = run_local(pipeline, {"spec": spec}, args.workdir, cache=not args.no_cache, listener=StepPrinter(),
-                    verbose=args.verbose)
+                    verbose=args.verbose, runner=args.runner)
     render_summary(run)
     print(f"summary: {write_summary(run, run.root / 'summary.json')}")
     return 0
@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=".aicd", help="runs/ (artifacts, logs) and cache/ go here")
     p.add_argument("--no-cache", action="store_true", help="run every step even if its inputs did not change")
     p.add_argument("--profile", default=None, help="platform profile YAML (default: the built-in local one)")
+    p.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
+                   help="subprocess: steps in this environment; docker: each step in its role image "
+                        "(make images) through DOCKER_HOST, e.g. podman's socket")
 
     p = sub.add_parser("submit", help="send a pipeline to Kubeflow Pipelines (continuous: a recurring run)")
     p.add_argument("pipeline", metavar="PIPELINE")
