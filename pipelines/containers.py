@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from aicd.components.errors import AicdError
+from aicd.components.errors import ImageError
 
 log = logging.getLogger(__name__)
 POD_UID = 10001
@@ -29,10 +29,6 @@ POD_LIKE: dict[str, Any] = {
     "tmpfs": {"/tmp": "rw,exec,size=4g"},
     "user": f"{POD_UID}:{POD_UID}",
 }
-
-
-class ContainerError(AicdError):
-    """A step's image is missing or the container engine cannot be reached."""
 
 
 def spec_paths(value: Any) -> list[Path]:
@@ -47,7 +43,9 @@ def spec_paths(value: Any) -> list[Path]:
             for v in item:
                 walk(v)
         elif isinstance(item, str) and item.startswith("/") and "\n" not in item and os.path.exists(item):
-            found.add(Path(item).resolve())
+            path = Path(item).resolve()
+            if len(path.parts) > 2:  # never a top-level folder such as /tmp or /home
+                found.add(path)
 
     walk(value)
     return sorted(p for p in found if not any(q != p and q in p.parents for q in found))
@@ -70,7 +68,7 @@ def run_container(client, image: str, command: list[str], volumes: dict[str, Any
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound as err:
-        raise ContainerError(f"image {image} is not built here (steps never pull at run time)",
+        raise ImageError(f"image {image} is not built here (steps never pull at run time)",
                              "build the role images first: make images") from err
     volumes = {**volumes, **{m: {"bind": m, "mode": "rw"} for m in mounts if m not in volumes}}
     run_args.pop("auto_remove", None)

@@ -98,8 +98,9 @@ def test_a_failing_step_fails_the_docker_run(role_images, docker_host, support_b
 def test_docker_runner_says_when_an_image_is_not_built(docker_host):
     import docker
 
-    from aicd.pipelines.containers import ContainerError, run_container
+    from aicd.components.errors import ImageError
+    from aicd.pipelines.containers import run_container
 
     client = docker.from_env()
-    with pytest.raises(ContainerError, match="image localhost/aicd-base:never-built is not built here"):
+    with pytest.raises(ImageError, match="image localhost/aicd-base:never-built is not built here"):
         run_container(client, "localhost/aicd-base:never-built", ["true"], {})

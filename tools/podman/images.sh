@@ -32,7 +32,20 @@ if [ "$ACTION" = names ]; then
   exit 0
 fi
 if [ "$ACTION" = push ]; then
-  for role in $ROLES; do $ENGINE push "$(name "$role")"; done
+  # Push every role, then record each pushed digest for `AICD_IMAGE_DIGESTS=... aicd compile`.
+  DIGESTS=${DIGESTS:-$ROOT/build/image-digests.json}
+  mkdir -p "$(dirname "$DIGESTS")"
+  T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+  for role in $ROLES; do
+    if [ "$ENGINE" = podman ]; then
+      podman push --digestfile "$T/$role" "$(name "$role")"
+    else
+      docker push "$(name "$role")" >/dev/null
+      docker image inspect --format '{{index .RepoDigests 0}}' "$(name "$role")" | sed 's/.*@//' > "$T/$role"
+    fi
+  done
+  { echo "{"; sep=""; for role in $ROLES; do printf '%s  "%s": "%s"' "$sep" "$role" "$(cat "$T/$role")"; sep=$',\n'; done; echo; echo "}"; } > "$DIGESTS"
+  echo "images.sh: pushed; digests in $DIGESTS (compile with AICD_IMAGE_DIGESTS=$DIGESTS)" >&2
   exit 0
 fi
 [ "$ACTION" = build ] || { echo "images.sh: unknown action '$ACTION'; use build or push" >&2; exit 2; }
