@@ -10,7 +10,7 @@ LS_STAMP := $(LS_VENV)/.installed
 PROMETHEUS ?= /usr/bin/prometheus
 PYTEST_ARGS ?=
 
-.PHONY: install services demo test test-fast bench lint lock clean images push
+.PHONY: install services demo test test-fast bench bench-images lint lock clean images push
 
 install: $(STAMP)
 
@@ -69,6 +69,10 @@ test-fast: install
 # The performance suite (benchmarks/): ratios from CPU time with one thread; results in benchmarks/results/.
 bench: install
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m benchmarks
+
+# Role image sizes and build times (warm, after a code change; COLD=1 adds a cold build) in benchmarks/results/images.*.
+bench-images: install
+	$(PY) -m benchmarks.images $(if $(COLD),--cold)
 
 lint: install
 	$(VENV)/bin/hadolint --failure-threshold warning images/*/Dockerfile

@@ -19,8 +19,8 @@ HAS = {
     "train": ["kfp", "torch", "transformers", "peft", "accelerate", "aicd.components.training.loop"],
     "serve": ["kserve", "torch", "transformers", "peft", "gguf", "aicd.components.serving.server"],
 }
-HAS_NOT = {"base": ["kserve.model_server", "accelerate"], "train": ["sklearn", "sacrebleu", "kserve.model_server"],
-           "serve": ["kfp", "sklearn", "matplotlib", "accelerate"]}
+# (accelerate comes with peft everywhere; kserve_storage is the storage library, not the server.)
+HAS_NOT = {"base": ["kserve"], "train": ["kserve", "sklearn", "sacrebleu"], "serve": ["kfp", "sklearn", "sacrebleu", "matplotlib"]}
 PROBE = """
 import importlib, importlib.util, json, os, sys
 has, has_not = json.loads(sys.argv[1]), json.loads(sys.argv[2])

@@ -9,6 +9,7 @@
 #   TORCH_INDEX_URL   pip index for torch in the base and serve images (a CPU wheel index)
 #   TRAIN_TORCH_INDEX_URL  pip index for torch in the train image (a CUDA wheel index)
 #   ROLES             which roles (default: base train serve)
+#   NO_CACHE=1        a cold build: remake the Debian base and build every layer again
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -53,13 +54,17 @@ fi
 if [ "$BASE_IMAGE" = debian ]; then
   [ "$ENGINE" = podman ] || { echo "images.sh: BASE_IMAGE=debian needs podman; pass BASE_IMAGE=<image>" >&2; exit 2; }
   BASE_IMAGE="localhost/aicd-python-base:3.11-$(sha256sum "$HERE/make-base-image.sh" | cut -c1-12)"
-  podman image exists "$BASE_IMAGE" || "$HERE/make-base-image.sh" "$BASE_IMAGE"
+  if [ -n "${NO_CACHE:-}" ] || ! podman image exists "$BASE_IMAGE"; then
+    start=$(date +%s)
+    "$HERE/make-base-image.sh" "$BASE_IMAGE" >/dev/null
+    echo "images.sh: made $BASE_IMAGE in $(( $(date +%s) - start )) s" >&2
+  fi
 fi
 
 # pip inside the build: the host's CA bundle as a build secret (the egress may re-sign TLS),
 # and the host's pip configuration with the local wheel folders it names, read-only, so the
 # image gets the same wheels (torch CPU build) as `make install`.
-args=(--network host --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "VERSION=$TAG"
+args=(${NO_CACHE:+--no-cache} --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "VERSION=$TAG"
       --build-arg "REVISION=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)")
 CA=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 [ -f "$CA" ] && args+=(--secret "id=cacert,src=$CA")
