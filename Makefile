@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 LS_VENV ?= .venv-label-studio
 LS_STAMP := $(LS_VENV)/.installed
 PROMETHEUS ?= /usr/bin/prometheus
+REGISTRY_BIN ?= /usr/bin/docker-registry
+PODMAN_BIN ?= /usr/bin/podman
 PYTEST_ARGS ?=
 
 .PHONY: install services demo test test-fast bench bench-images lint lock clean images push
@@ -25,7 +27,7 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/runtime.txt require
 
 # Real servers the e2e tests start on 127.0.0.1: Label Studio in its own virtual
 # environment (it pins Django and more) and the Debian Prometheus binary.
-services: $(LS_STAMP) $(PROMETHEUS) .venv-checkov/.installed
+services: $(LS_STAMP) $(PROMETHEUS) .venv-checkov/.installed $(REGISTRY_BIN)
 
 $(LS_STAMP):
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
@@ -49,12 +51,20 @@ REGISTRY ?=
 TAG ?=
 BASE_IMAGE ?= debian
 IMAGE_ENV = REGISTRY=$(REGISTRY) TAG=$(TAG) BASE_IMAGE=$(BASE_IMAGE)
-images:
+images: $(PODMAN_BIN)
 	$(IMAGE_ENV) tools/podman/images.sh build
+
+# podman (runc: crun fails on these hosts' cgroups) and mmdebstrap for the Debian-made base.
+$(PODMAN_BIN):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman runc mmdebstrap
 
 # `make images push`: build (above), then push every role image.
 push: images
 	$(IMAGE_ENV) tools/podman/images.sh push
+
+# A container registry on 127.0.0.1 for the push test (tests/images/test_push.py).
+$(REGISTRY_BIN):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry
 
 demo: install
 	$(VENV)/bin/aicd demo

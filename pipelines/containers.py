@@ -81,7 +81,7 @@ def run_container(client, image: str, command: list[str], volumes: dict[str, Any
                 if sink:
                     sink.write(chunk)
                 else:
-                    print(chunk.decode(errors="replace"), end="")  # kfp.local's own handler prints too
+                    log.info("%s", chunk.decode(errors="replace").rstrip("\n"))
         finally:
             if sink:
                 sink.close()

@@ -10,12 +10,14 @@
 #   TRAIN_TORCH_INDEX_URL  pip index for torch in the train image (a CUDA wheel index)
 #   ROLES             which roles (default: base train serve)
 #   NO_CACHE=1        a cold build: remake the Debian base and build every layer again
+#   DIGESTS           push: where the pushed digests go (default build/image-digests.json)
+#   TLS_VERIFY=false  push to a plain-HTTP registry (podman)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 ACTION=${1:-build}
 # The defaults of components/_images.py, the one place image references live.
-default() { (cd "$ROOT/components" && python3 -c "import _images; print(_images.DEFAULT_$1)"); }
+default() { sed -n "s/^DEFAULT_$1 = \"\(.*\)\"$/\1/p" "$ROOT/components/_images.py"; }
 REGISTRY=${REGISTRY:-$(default REGISTRY)}
 TAG=${TAG:-$(default TAG)}
 ROLES=${ROLES:-base train serve}
@@ -39,7 +41,7 @@ if [ "$ACTION" = push ]; then
   T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
   for role in $ROLES; do
     if [ "$ENGINE" = podman ]; then
-      podman push --digestfile "$T/$role" "$(name "$role")"
+      podman push -q --tls-verify="${TLS_VERIFY:-true}" --digestfile "$T/$role" "$(name "$role")"
     else
       docker push "$(name "$role")" >/dev/null
       docker image inspect --format '{{index .RepoDigests 0}}' "$(name "$role")" | sed 's/.*@//' > "$T/$role"
@@ -64,8 +66,9 @@ fi
 # pip inside the build: the host's CA bundle as a build secret (the egress may re-sign TLS),
 # and the host's pip configuration with the local wheel folders it names, read-only, so the
 # image gets the same wheels (torch CPU build) as `make install`.
-args=(${NO_CACHE:+--no-cache} --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "VERSION=$TAG"
-      --build-arg "REVISION=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)")
+args=(${NO_CACHE:+--no-cache} --network host --build-arg "BASE_IMAGE=$BASE_IMAGE"
+      --label "org.opencontainers.image.version=$TAG"
+      --label "org.opencontainers.image.revision=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)")
 CA=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 [ -f "$CA" ] && args+=(--secret "id=cacert,src=$CA")
 if [ "$ENGINE" = podman ]; then
