@@ -8,9 +8,11 @@ STAMP := $(VENV)/.installed
 LS_VENV ?= .venv-label-studio
 LS_STAMP := $(LS_VENV)/.installed
 PROMETHEUS ?= /usr/bin/prometheus
+REGISTRY_BIN ?= /usr/bin/docker-registry
+PODMAN_BIN ?= /usr/bin/podman
 PYTEST_ARGS ?=
 
-.PHONY: install services demo test test-fast bench lint docs lock clean
+.PHONY: install services demo test test-fast bench bench-images lint docs lock clean images push
 
 install: $(STAMP)
 
@@ -25,7 +27,7 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/runtime.txt require
 
 # Real servers the e2e tests start on 127.0.0.1: Label Studio in its own virtual
 # environment (it pins Django and more) and the Debian Prometheus binary.
-services: $(LS_STAMP) $(PROMETHEUS) .venv-checkov/.installed
+services: $(LS_STAMP) $(PROMETHEUS) .venv-checkov/.installed $(REGISTRY_BIN)
 
 $(LS_STAMP):
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
@@ -41,10 +43,33 @@ $(LS_STAMP):
 $(PROMETHEUS):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 
+# The role images (images/<role>/Dockerfile) with podman, or docker where present; names agree
+# with `aicd compile --registry R --tag T`. BASE_IMAGE=debian makes a Python base from Debian's
+# packages (cached by its script's hash); on a real registry pass the pinned public image.
+# `make images push` pushes them. Slow layers are cached by the engine: a rebuild takes seconds.
+REGISTRY ?=
+TAG ?=
+BASE_IMAGE ?= debian
+IMAGE_ENV = REGISTRY=$(REGISTRY) TAG=$(TAG) BASE_IMAGE=$(BASE_IMAGE)
+images: $(PODMAN_BIN)
+	$(IMAGE_ENV) tools/podman/images.sh build
+
+# podman (runc: crun fails on these hosts' cgroups) and mmdebstrap for the Debian-made base.
+$(PODMAN_BIN):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman runc mmdebstrap
+
+# `make images push`: build (above), then push every role image.
+push: images
+	$(IMAGE_ENV) tools/podman/images.sh push
+
+# A container registry on 127.0.0.1 for the push test (tests/images/test_push.py).
+$(REGISTRY_BIN):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry
+
 demo: install
 	$(VENV)/bin/aicd demo
 
-test: install services
+test: install services images
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio PROMETHEUS_BIN=$(PROMETHEUS) \
 	  $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -54,6 +79,10 @@ test-fast: install
 # The performance suite (benchmarks/): ratios from CPU time with one thread; results in benchmarks/results/.
 bench: install
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m benchmarks
+
+# Role image sizes and build times (warm, after a code change; COLD=1 adds a cold build) in benchmarks/results/images.*.
+bench-images: install
+	$(PY) -m benchmarks.images $(if $(COLD),--cold)
 
 # ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade, docstrings: pyproject.toml) and hadolint.
 lint: install

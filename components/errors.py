@@ -73,3 +73,7 @@ class LabelingError(AicdError):
 
 class ServingError(AicdError):
     """The predictor cannot load or serve what it was asked to."""
+
+
+class ImageError(AicdError):
+    """A role image is missing, or its reference (registry, tag, digest) is invalid."""

@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           examples_per_step=per_step)
     try:
         run = run_local(pipeline, arguments, args.workdir, cache=not args.no_cache, listener=printer,
-                        verbose=args.verbose)
+                        verbose=args.verbose, runner=args.runner)
     finally:
         printer.close()
     render_summary(run)
@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not check the GitOps repository, Label Studio and the URIs before the first step")
     p.add_argument("--progress-seconds", type=float, default=20.0,
                    help="print a progress line at least this often while steps run (default 20)")
+    p.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
+                   help="subprocess: steps in this environment; docker: each step in its role image "
+                        "(make images) through DOCKER_HOST, e.g. podman's socket")
 
     p = sub.add_parser("init-gitops", help="create a local GitOps repository seeded with the project's manifests/")
     p.add_argument("path", metavar="PATH", help="where the bare repository goes (the spec's delivery.gitops.repo)")

@@ -195,10 +195,34 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
+@contextlib.contextmanager
+def _runner(name: str, root: Path, arguments: dict[str, Any]) -> Iterator[None]:
+    """kfp.local initialised with the named runner for the duration of a run."""
+    from kfp import local
+
+    if name == "subprocess":
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+        yield
+        return
+    if name != "docker":
+        raise AicdError(f"unknown local runner {name!r}", "use --runner subprocess (default) or --runner docker")
+    from aicd.pipelines import containers
+
+    containers.prepare_root(root)
+    runner = containers.docker_runner(mounts=containers.spec_paths(arguments))
+    local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
+    with containers.kept_exit_codes(runner, lambda: getattr(_CONTEXT, "log_file", None)):
+        yield
+
+
 def run_local(pipeline, arguments: dict[str, Any], workdir: str | Path = ".aicd", *, cache: bool = True,
               cache_dir: str | Path | None = None, listener: Listener | None = None,
-              verbose: bool = False, code_digest: str | None = None) -> LocalRun:
+              verbose: bool = False, code_digest: str | None = None, runner: str = "subprocess") -> LocalRun:
     """Run a compiled-in-memory pipeline with kfp.local (SubprocessRunner, current environment).
+
+    ``runner="docker"`` runs every step in its role image instead (kfp.local.DockerRunner
+    through ``DOCKER_HOST``, e.g. podman's socket), pod-like (pipelines/containers.py), with
+    the local paths the spec names mounted.
 
     Artifacts go under ``<workdir>/runs``, cached outputs under ``cache_dir``
     (default ``<workdir>/cache``). ``code_digest`` stands for the aicd.components sources
@@ -214,10 +238,10 @@ def run_local(pipeline, arguments: dict[str, Any], workdir: str | Path = ".aicd"
     run = LocalRun(pipeline=name, root=root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1000000:06d}")
     store = ContentCache(Path(cache_dir) if cache_dir else workdir / "cache", code_digest) if cache else None
     run.root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run.root), raise_on_error=True)
     started = time.monotonic()
     try:
-        with warnings.catch_warnings(), _instrumented(run, store, listener, verbose):
+        with warnings.catch_warnings(), _runner(runner, run.root, arguments), \
+                _instrumented(run, store, listener, verbose):
             # SubprocessRunner runs the role images' code in this environment, as intended.
             warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
             # Display names, GPUs and resources are for the cluster; locally they are rightly ignored.
