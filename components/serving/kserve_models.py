@@ -93,6 +93,10 @@ class ServedModel(Model):
         if self.service.config.task != "text-classification":
             raise InvalidInput(f"{self.name!r} is a causal-lm model: use POST /openai/v1/completions or "
                                "/openai/v1/chat/completions")
+        tokenizer = self.service.engine.tokenizer
+        for i, text in enumerate(texts):  # a batch of only empty rows has no shape the model accepts
+            if not tokenizer(text, add_special_tokens=True)["input_ids"]:
+                raise InvalidInput(f"text {i} is empty after tokenization; send some text")
         try:
             return await self.service.classify(self.name, texts)
         except ServingError:

@@ -12,10 +12,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from aicd.components.errors import ServingError
 from aicd.components.serving.engine import GenItem
 from aicd.components.serving.prompts import PromptError, chat_prompt as render_chat, completion_prompt
+from aicd.components.serving.schemas import MAX_DEPTH, ChatBody, CompletionBody, SchemaError, json_depth, validated
 from aicd.components.serving.service import Service
 
 PREFIX = "/openai/v1"
@@ -36,14 +38,21 @@ def error_response(err: ApiError) -> JSONResponse:
                         status_code=err.status)
 
 
-async def read_json(request: Request) -> dict[str, Any]:
+async def read_json(request: Request, schema: type[BaseModel]) -> dict[str, Any]:
+    """The body as a dict, checked against its route's ``schema`` (ApiError 400 naming the field)."""
     raw = await request.body()
+    if json_depth(raw) > MAX_DEPTH:
+        raise ApiError(400, f"request body nests JSON more than {MAX_DEPTH} levels deep; send a flatter body")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise ApiError(400, f"request body is not valid JSON ({err}); send a JSON object") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"request body must be a JSON object, got {type(body).__name__}")
+    try:
+        validated(schema, body)
+    except SchemaError as err:
+        raise ApiError(400, err.message, err.param) from None
     return body
 
 
@@ -106,7 +115,7 @@ def _prompts(body: dict) -> list[str]:
 
 
 def _content(message: Any, index: int) -> tuple[str, str]:
-    if not isinstance(message, dict) or message.get("role") not in _ROLES:
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str) or message["role"] not in _ROLES:
         raise ApiError(400, f"`messages[{index}]` must be an object with role system, user or assistant",
                        "messages")
     content = message.get("content")
@@ -164,7 +173,7 @@ def build_router(service: Service) -> APIRouter:
 
     async def completions(request: Request):
         try:
-            body = await read_json(request)
+            body = await read_json(request, CompletionBody)
             name = model_name(body, service)
             check_common(body)
             max_tokens = _int(body, "max_tokens", min(16, limit), 1, limit)
@@ -183,7 +192,7 @@ def build_router(service: Service) -> APIRouter:
 
     async def chat_completions(request: Request):
         try:
-            body = await read_json(request)
+            body = await read_json(request, ChatBody)
             name = model_name(body, service)
             check_common(body)
             key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"

@@ -32,11 +32,19 @@ def _import_kserve():
         sys.argv = saved
 
 
+async def _internal_error(request, exc: Exception):
+    """A bug is logged with its traceback; the client gets a 500 without the exception's text."""
+    from fastapi.responses import JSONResponse
+
+    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": "internal error in the predictor; its log has the details"}, status_code=500)
+
+
 def _kserve_routes(app, service: Service) -> Any:
     _import_kserve()
     from kserve import ModelRepository
     from kserve.errors import (InferenceError, InvalidInput, ModelNotFound, ModelNotReady, ServerNotLive,
-                               ServerNotReady, generic_exception_handler, inference_error_handler,
+                               ServerNotReady, inference_error_handler,
                                invalid_input_handler, model_not_found_handler, model_not_ready_handler,
                                server_not_live_handler, server_not_ready_handler)
     from kserve.protocol.dataplane import DataPlane
@@ -58,7 +66,7 @@ def _kserve_routes(app, service: Service) -> Any:
     for exc, handler in ((InvalidInput, invalid_input_handler), (InferenceError, inference_error_handler),
                          (ModelNotFound, model_not_found_handler), (ModelNotReady, model_not_ready_handler),
                          (ServerNotLive, server_not_live_handler), (ServerNotReady, server_not_ready_handler),
-                         (Exception, generic_exception_handler)):
+                         (Exception, _internal_error)):
         app.add_exception_handler(exc, handler)
 
     def on_change(name: str, added: bool) -> None:

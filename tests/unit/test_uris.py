@@ -83,3 +83,15 @@ def test_kfp_minio_artifacts_are_served_through_the_s3_api():
     assert serving_uri("minio://mlpipeline/v2/artifacts/run/model") == "s3://mlpipeline/v2/artifacts/run/model"
     for uri in ("s3://b/k", "gs://b/k", "pvc://claim/x", "/local/path", "hf://org/m"):
         assert serving_uri(uri) == uri
+
+
+@pytest.mark.parametrize("uri", ["pvc://../../../etc/passwd", "pvc://claim/../../etc", "pvc://claim/out/x",
+                                 "pkg://chatterbot_corpus/../..", "pkg://chatterbot_corpus/data/../../../.."])
+def test_uris_that_leave_their_root_are_refused(tmp_path, monkeypatch, uri):
+    """`..` and a link pointing out of the claim are refused before anything is read."""
+    (tmp_path / "pvc" / "claim").mkdir(parents=True)
+    (tmp_path / "pvc" / "claim" / "out").symlink_to("/etc")
+    monkeypatch.setenv("AICD_PVC_ROOT", str(tmp_path / "pvc"))
+    with pytest.raises(UriError) as info:
+        resolve_path(uri)
+    assert ("leaves its root" in info.value.message or "names no claim" in info.value.message), info.value.message
