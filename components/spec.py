@@ -149,6 +149,9 @@ class GatesSpec(Section):
     non_inferiority: dict[str, float] = {}
     # Require the primary metric to beat the champion significantly.
     require_improvement: bool = False
+    superiority: dict[str, Annotated[float, Field(ge=0.0)]] = Field({}, description=(
+        "Superiority: metric -> margin. The paired interval of candidate minus champion must lie wholly on the "
+        "better side of `margin` (0: any significant improvement), e.g. {nll: 0.0}."))
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
 
 
@@ -359,6 +362,7 @@ def _cross_problems(spec: Spec) -> list[str]:
                         f"({', '.join(sorted(task_metrics))}), got {spec.metrics.primary!r}")
     for where, table in (("gates.thresholds", spec.metrics.gates.thresholds),
                          ("gates.non_inferiority", spec.metrics.gates.non_inferiority),
+                         ("gates.superiority", spec.metrics.gates.superiority),
                          ("selection_weights", spec.metrics.selection_weights),
                          ("constraints", spec.metrics.constraints)):
         for metric in table:
