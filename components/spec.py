@@ -230,6 +230,12 @@ class TrainingSpec(Section):
     packing: bool = True
     group_by_length: bool = True
     early_stopping_patience: PositiveInt | None = None
+    class_weighting: Literal["none", "balanced"] = Field("none", description=(
+        "Text classification: `balanced` weights each class's loss by n / (classes * count), so a rare class "
+        "counts as much as the majority (for macro-F1); `none` weights every example the same."))
+    head_learning_rate: PositiveFloat | None = Field(None, description=(
+        "Text classification with an adapter: learning rate of the new classification head (and pooler), which "
+        "starts random and must move much further than the adapter weights. Default: 20x the method's rate."))
     # Hyper-parameter search: field -> values, tried as a grid or sampled.
     search_space: dict[str, list[float | int | str]] = {}
     search_strategy: Literal["grid", "random"] = "grid"

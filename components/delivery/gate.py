@@ -196,6 +196,9 @@ def _summary(spec: Spec, report: dict[str, Any], comparison: dict[str, Any] | No
                            "candidate": report["metrics"].get(primary)}
     if comparison and isinstance(comparison.get("metrics", {}).get(primary), dict):
         out["comparison"] = comparison["metrics"][primary]
+    baselines = {name: (b.get("vs_candidate") or {}).get(primary) for name, b in (report.get("baselines") or {}).items()}
+    if any(baselines.values()):
+        out["baselines"] = baselines
     return out
 
 

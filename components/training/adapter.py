@@ -2,6 +2,7 @@
 
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from aicd.components.training.runtime import (TrainResult, base_digest, make_acc
                                               peak_memory_mb, seed_all, write_model_artifact)
 
 log = logging.getLogger(__name__)
+# A classifier's new head starts random: by default it learns this many times faster than the adapter.
+HEAD_LR_FACTOR = 20.0
 
 
 def find_method(spec: Spec, name: str) -> MethodSpec:
@@ -69,6 +72,22 @@ def hyperparameters(spec: Spec, method: MethodSpec, steps: int, world: int) -> d
             "group_by_length": t.group_by_length, "max_length": spec.task.max_length}
 
 
+def classifier_options(spec: Spec, method: MethodSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """LoopConfig's class weights (``training.class_weighting``) and head learning rate of a classifier."""
+    t = spec.training
+    if spec.task.type != "text-classification":
+        return {}
+    out: dict[str, Any] = {}
+    if method.method != "full":
+        out["head_learning_rate"] = t.head_learning_rate or HEAD_LR_FACTOR * (method.learning_rate or t.learning_rate)
+    if t.class_weighting == "balanced":
+        labels = list(spec.task.labels)
+        counts = Counter(str(r[spec.task.label_field]) for r in rows)
+        out["class_weights"] = [len(rows) / (len(labels) * counts[c]) if counts[c] else 0.0 for c in labels]
+        log.info("balanced class weights %s", dict(zip(labels, (round(w, 3) for w in out["class_weights"]))))
+    return out
+
+
 def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, out_dir: str | Path, *,
                   base_uri: str | None = None, checkpoint_root: str | None = None,
                   progress: bool = True) -> TrainResult:
@@ -100,7 +119,7 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
     cfg = LoopConfig(steps=steps, learning_rate=method.learning_rate or t.learning_rate,
                      weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, scheduler=t.scheduler,
                      packing=t.packing, checkpoint_dir=folder, checkpoint_every=t.checkpoint.every_steps,
-                     keep=t.checkpoint.keep, progress=progress)
+                     keep=t.checkpoint.keep, progress=progress, **classifier_options(spec, method, rows))
     log.info("training %s (%s) on %d examples: %d steps of %d examples, checkpoints in %s",
              method.name, method.method, len(examples), steps, plan.global_batch, folder)
     with oom_as_error(f"training {method.name}"):
