@@ -15,6 +15,7 @@ import numpy as np
 from aicd.components.cards import atomic_write_text
 from aicd.components.errors import EvaluationError
 from aicd.components.evaluation import metrics as M
+from aicd.components.evaluation.comparison_report import extremes, render_comparison_html
 from aicd.components.evaluation.report import load_report
 from aicd.components.spec import METRICS, SYSTEM_METRICS
 
@@ -71,10 +72,12 @@ def compare_models(candidate_report: dict[str, Any] | str | Path, champion_repor
         if va is not None and vb is not None:
             out[metric] = {"candidate": va, "champion": vb, "diff": va - vb, "low": va - vb, "high": va - vb,
                            "higher_is_better": higher_is_better(metric)}
-    return {"n": n, "confidence": confidence, "metrics": out}
+    return {"n": n, "confidence": confidence, "metrics": out, "extremes": extremes(a, b)}
 
 
 def write_comparison(comparison: dict[str, Any], path: str | Path) -> Path:
+    """Write ``comparison.json`` at ``path`` and, beside it, ``comparison.html`` for people."""
     path = Path(path)
     atomic_write_text(path, json.dumps(comparison, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path.with_suffix(".html"), render_comparison_html(comparison))
     return path

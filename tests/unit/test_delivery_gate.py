@@ -37,6 +37,7 @@ def spec(support_bot_spec):
     metrics = support_bot_spec["metrics"]
     metrics["gates"]["thresholds"] = {"token_f1": 0.05, "latency_p95_ms": 100.0}
     metrics["gates"]["non_inferiority"] = {"token_f1": 0.01, "rouge_l": 0.02, "latency_p95_ms": 10.0}
+    metrics["gates"]["superiority"] = {}
     for check in metrics["behavioural"]:
         check["min_pass_rate"] = 0.5
     return support_bot_spec
