@@ -23,13 +23,14 @@ METRICS: dict[str, bool] = {
     "accuracy": True, "macro_f1": True,
     # generation
     "exact_match": True, "token_f1": True, "rouge_l": True, "chrf": True, "bleu": True,
-    "nll": False, "perplexity": False,
+    "nll": False, "perplexity": False, "preference_accuracy": True,
     # system
     "latency_p50_ms": False, "latency_p95_ms": False, "tokens_per_second": True,
     "peak_memory_mb": False, "model_size_mb": False, "adapter_size_mb": False,
 }
 CLASSIFICATION_METRICS = {"accuracy", "macro_f1"}
-GENERATION_METRICS = {"exact_match", "token_f1", "rouge_l", "chrf", "bleu", "nll", "perplexity"}
+GENERATION_METRICS = {"exact_match", "token_f1", "rouge_l", "chrf", "bleu", "nll", "perplexity",
+                      "preference_accuracy"}
 SYSTEM_METRICS = set(METRICS) - CLASSIFICATION_METRICS - GENERATION_METRICS
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -173,12 +174,16 @@ class MetricsSpec(Section):
 
 class MethodSpec(Section):
     name: Annotated[str, Field(pattern=_NAME)]
-    method: Literal["lora", "dora", "rslora", "ia3", "full", "qlora"]
+    method: Literal["lora", "dora", "rslora", "ia3", "full", "qlora", "dpo"] = Field(description=(
+        "How to train: a peft adapter (lora, dora, rslora, ia3, qlora), all weights (full), or dpo: a LoRA "
+        "adapter trained on the train split's preference pairs (prompt/chosen/rejected) with the DPO loss."))
     r: PositiveInt = 8
     alpha: PositiveFloat = 16.0
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     target_modules: list[str] | None = None
     learning_rate: PositiveFloat | None = None
+    beta: PositiveFloat = Field(0.1, description="dpo: how far the policy may move from the reference model "
+                                                 "(larger keeps it closer).")
 
 
 class ModelArchSpec(Section):

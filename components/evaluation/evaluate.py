@@ -190,10 +190,23 @@ def run_evaluation(spec: Spec, rows: Sequence[dict[str, Any]], backend: Backend,
         "seed": spec.metrics.seed, "decoding": {"do_sample": False, "max_new_tokens": spec.metrics.max_new_tokens},
         "confidence": 0.95, "bootstrap_samples": spec.metrics.bootstrap_samples,
     }
+    preference = _preference(spec, rows, backend) if not classification else None
+    if preference is not None:
+        report["preference"] = preference
+        metrics["preference_accuracy"] = {k: preference[k] for k in ("value", "low", "high")}
     if classification:
         report["classification"] = M.classification_summary(preds, refs, labels)
         report["baselines"], behavioural[COLLAPSE_CHECK] = _classification_extras(spec, examples, labels, train)
     return report, latencies
+
+
+def _preference(spec: Spec, rows, backend: Backend) -> dict[str, Any] | None:
+    """The preference metric on the rows' pairs, for a local causal LM (an endpoint gives no log-probs)."""
+    from aicd.components.training.preference import preference_report
+
+    if getattr(backend, "model", None) is None:
+        return None
+    return preference_report(backend.model, backend.tokenizer, spec, list(rows))
 
 
 def _probe_texts(spec: Spec, rows: Sequence[dict[str, Any]]) -> list[str]:
