@@ -8,15 +8,15 @@ dsl.Collected fan-in return their leaderboard entries as a JSON string.
 from typing import List, NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from aicd.components._images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate_model(spec: dict, dataset: Input[Dataset], report: Output[Artifact], html: Output[HTML],
-                   metrics: Output[Metrics], model: Input[Model] = None, candidate: str = "", endpoint: str = "",
-                   split: str = "") -> str:
+                   metrics: Output[Metrics], confusion: Output[ClassificationMetrics], model: Input[Model] = None,
+                   candidate: str = "", endpoint: str = "", split: str = "") -> str:
     """Evaluate a Model artifact, the base candidate (no ``model``, or a ``model`` that only refers to a
     base candidate, as find_champion and select_candidate write: then in the reference's leaderboard
     mode, few-shot examples included) or a live ``endpoint``; a summary as JSON."""
@@ -41,6 +41,8 @@ def evaluate_model(spec: dict, dataset: Input[Dataset], report: Output[Artifact]
     shutil.copyfile(f"{report.path}/report.html", html.path)
     for name, value in result["metrics"].items():
         metrics.log_metric(name, value["value"])
+    if result.get("classification"):  # the confusion matrix, as the KFP UI draws it
+        confusion.log_confusion_matrix(result["classification"]["labels"], result["classification"]["confusion_matrix"])
     report.metadata.update({"model": result["model"]["name"], "digest": result["model"]["digest"] or "",
                             "n": result["n"], "complete": result["complete"]})
     return json.dumps({"model": result["model"], "description": parsed.description,
