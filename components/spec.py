@@ -24,13 +24,14 @@ METRICS: dict[str, bool] = {
     "accuracy": True, "macro_f1": True,
     # generation
     "exact_match": True, "token_f1": True, "rouge_l": True, "chrf": True, "bleu": True,
-    "nll": False, "perplexity": False,
+    "nll": False, "perplexity": False, "preference_accuracy": True,
     # system
     "latency_p50_ms": False, "latency_p95_ms": False, "tokens_per_second": True,
     "peak_memory_mb": False, "model_size_mb": False, "adapter_size_mb": False,
 }
 CLASSIFICATION_METRICS = {"accuracy", "macro_f1"}
-GENERATION_METRICS = {"exact_match", "token_f1", "rouge_l", "chrf", "bleu", "nll", "perplexity"}
+GENERATION_METRICS = {"exact_match", "token_f1", "rouge_l", "chrf", "bleu", "nll", "perplexity",
+                      "preference_accuracy"}
 SYSTEM_METRICS = set(METRICS) - CLASSIFICATION_METRICS - GENERATION_METRICS
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -170,6 +171,9 @@ class GatesSpec(Section):
         {}, description="Non-inferiority against the champion: metric -> largest tolerated loss.")
     require_improvement: bool = Field(
         False, description="Require the primary metric to beat the champion significantly.")
+    superiority: dict[str, Annotated[float, Field(ge=0.0)]] = Field({}, description=(
+        "Superiority: metric -> margin. The paired interval of candidate minus champion must lie wholly on the "
+        "better side of `margin` (0: any significant improvement), e.g. {nll: 0.0}."))
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
         0.95, description="Confidence level of the bootstrap intervals the gates use.")
 
@@ -196,8 +200,9 @@ class MetricsSpec(Section):
 class MethodSpec(Section):
     name: Annotated[str, Field(pattern=_NAME)] = Field(
         description="A short name of this method's run (a Kubernetes name).")
-    method: Literal["lora", "dora", "rslora", "ia3", "full", "qlora"] = Field(
-        description="The fine-tuning method: lora, dora, rslora, ia3, full or qlora (GPU).")
+    method: Literal["lora", "dora", "rslora", "ia3", "full", "qlora", "dpo"] = Field(description=(
+        "How to train: a peft adapter (lora, dora, rslora, ia3, qlora (GPU)), all weights (full), or dpo: a LoRA "
+        "adapter trained on the train split's preference pairs (prompt/chosen/rejected) with the DPO loss."))
     r: PositiveInt = Field(8, description="LoRA rank.")
     alpha: PositiveFloat = Field(16.0, description="LoRA scaling alpha.")
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.0, description="LoRA dropout.")
@@ -205,6 +210,8 @@ class MethodSpec(Section):
         None, description="Module names to adapt; null uses the architecture's defaults.")
     learning_rate: PositiveFloat | None = Field(
         None, description="This method's learning rate; null uses `training.learning_rate`.")
+    beta: PositiveFloat = Field(0.1, description="dpo: how far the policy may move from the reference model "
+                                                 "(larger keeps it closer).")
 
 
 class ModelArchSpec(Section):
@@ -261,6 +268,12 @@ class TrainingSpec(Section):
     group_by_length: bool = Field(True, description="Batch examples of similar length together.")
     early_stopping_patience: PositiveInt | None = Field(
         None, description="Stop after this many validations without improvement; null never stops early.")
+    class_weighting: Literal["none", "balanced"] = Field("none", description=(
+        "Text classification: `balanced` weights each class's loss by n / (classes * count), so a rare class "
+        "counts as much as the majority (for macro-F1); `none` weights every example the same."))
+    head_learning_rate: PositiveFloat | None = Field(None, description=(
+        "Text classification with an adapter: learning rate of the new classification head (and pooler), which "
+        "starts random and must move much further than the adapter weights. Default: 20x the method's rate."))
     search_space: dict[str, list[float | int | str]] = Field(
         {}, description="Hyper-parameter search: field -> values, tried as a grid or sampled.")
     search_strategy: Literal["grid", "random"] = Field(
@@ -422,6 +435,7 @@ def _cross_problems(spec: Spec) -> list[str]:
                         f"({', '.join(sorted(task_metrics))}), got {spec.metrics.primary!r}")
     for where, table in (("gates.thresholds", spec.metrics.gates.thresholds),
                          ("gates.non_inferiority", spec.metrics.gates.non_inferiority),
+                         ("gates.superiority", spec.metrics.gates.superiority),
                          ("selection_weights", spec.metrics.selection_weights),
                          ("constraints", spec.metrics.constraints)):
         for metric in table:

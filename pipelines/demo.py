@@ -137,9 +137,36 @@ def _outcome(run, spec: Spec) -> dict[str, Any]:
                 out["difference"] = f"{_num(comparison.get('diff'), '+.4f')} (95% CI [{low}, {high}])"
             out["gate"] = "passed" if task.outputs.get("Output") else "FAILED"
             out["gate reasons"] = "; ".join(blessing.get("reasons", []))
+        elif task.name.startswith("compare-models") and task.outputs.get("comparison") is not None:
+            out.update(compared_metrics(read_json(task.outputs["comparison"].path, "comparison"), spec))
+            out["comparison report"] = str(Path(task.outputs["comparison"].path) / "comparison.html")
         elif task.name.startswith("promote-adapter"):
             out["promoted commit"] = task.outputs.get("Output") or "(no change)"
     return out
+
+
+def compared_metrics(comparison: dict[str, Any], spec: Spec) -> dict[str, str]:
+    """Every metric the paired comparison holds: candidate, champion, difference, interval and verdict,
+    the gated ones marked (``[gate: superiority]``), so a significant loss is never left out."""
+    from aicd.components.evaluation.comparison_report import verdict
+
+    gates = spec.metrics.gates
+    gated = {**{m: "non-inferiority" for m in gates.non_inferiority}, **{m: "superiority" for m in gates.superiority}}
+    if gates.require_improvement:
+        gated[spec.metrics.primary] = "superiority"
+    level = f"{comparison.get('confidence', 0.95):.0%}"
+    out = {}
+    for metric, row in (comparison.get("metrics") or {}).items():
+        if "/" in metric:
+            continue  # per-class precision/recall live in the HTML report
+        word = verdict(metric, row)
+        mark = {"significantly better": "[green]+ significantly better[/]",
+                "significantly worse": "[red]- significantly worse[/]"}.get(word, word)
+        gate = f" [gate: {gated[metric]}]" if metric in gated else ""
+        out[f"  {metric}"] = (f"{_num(row.get('candidate'))} vs {_num(row.get('champion'))}, diff "
+                              f"{_num(row.get('diff'), '+.4f')} ({level} CI [{_num(row.get('low'), '+.3f')}, "
+                              f"{_num(row.get('high'), '+.3f')}]) {mark}{gate}")
+    return {"compared metrics (candidate vs champion)": "", **out} if out else {}
 
 
 def _num(value: Any, fmt: str = ".4f") -> str:

@@ -16,7 +16,8 @@ from typing import Any
 
 from aicd.components.cards import atomic_write_text
 from aicd.components.errors import DeliveryError
-from aicd.components.spec import METRICS, Spec
+from aicd.components.evaluation.trivial import BASELINES
+from aicd.components.spec import CLASSIFICATION_METRICS, METRICS, Spec
 
 log = logging.getLogger(__name__)
 BLESSING = "blessing.json"
@@ -79,11 +80,11 @@ def _thresholds(spec: Spec, metrics: dict[str, Any]) -> list[Check]:
 def _paired(spec: Spec, comparison: dict[str, Any] | None) -> list[Check]:
     gates = spec.metrics.gates
     wanted = dict(gates.non_inferiority)
-    if not wanted and not gates.require_improvement:
+    if not wanted and not gates.require_improvement and not gates.superiority:
         return []
     if comparison is None:
-        return [Check("comparison", False, "the gate needs a paired comparison with the champion (or the base "
-                                           "model) for its non-inferiority/improvement gates; none was given")]
+        return [Check("comparison", False, "the gate needs a paired comparison with the champion (or the base model) "
+                                           "for its non-inferiority/superiority gates; none was given")]
     checks = []
     if abs(float(comparison.get("confidence", 0.0)) - gates.confidence) > 1e-9:
         checks.append(Check("confidence", False, f"the comparison used confidence {comparison.get('confidence')}, "
@@ -101,8 +102,44 @@ def _paired(spec: Spec, comparison: dict[str, Any] | None) -> list[Check]:
         checks.append(Check(f"non-inferiority:{metric}", ok,
                             f"{metric} diff {_fmt(row['diff'])}, {side} bound {_fmt(bound)} "
                             f"{'within' if ok else 'beyond'} the margin {_fmt(margin)}"))
+    checks += [_superiority(metric, table.get(metric), margin) for metric, margin in sorted(gates.superiority.items())]
     if gates.require_improvement:
         checks.append(_improvement(spec.metrics.primary, table.get(spec.metrics.primary)))
+    return checks
+
+
+def _superiority(metric: str, row: dict[str, Any] | None, margin: float) -> Check:
+    """The whole paired interval lies on the better side of ``margin`` (candidate minus champion)."""
+    if not isinstance(row, dict):
+        return Check(f"superiority:{metric}", False, f"the comparison lacks {metric}")
+    higher = METRICS[metric]
+    bound = float(row["low"] if higher else row["high"])
+    ok = bound > margin if higher else bound < -margin
+    side, op = ("lower", ">") if higher else ("upper", "<")
+    return Check(f"superiority:{metric}", ok,
+                 f"{metric} diff {_fmt(row['diff'])} [{_fmt(row['low'])}, {_fmt(row['high'])}]: {side} bound "
+                 f"{'' if ok else 'not '}{op} {_fmt((margin if higher else -margin) + 0.0)} "
+                 f"({'significantly better' if ok else 'no significant improvement'})")
+
+
+def _baselines(spec: Spec, report: dict[str, Any]) -> list[Check]:
+    """A classifier must beat every trivial baseline on the primary metric with its interval."""
+    if report.get("task") != "text-classification":
+        return []
+    metric = spec.metrics.primary if spec.metrics.primary in CLASSIFICATION_METRICS else "macro_f1"
+    found = report.get("baselines") or {}
+    checks = []
+    for name in BASELINES:
+        row = ((found.get(name) or {}).get("vs_candidate") or {}).get(metric)
+        if not isinstance(row, dict):
+            checks.append(Check(f"baseline:{name}", False, f"the report has no {name} baseline on {metric}; "
+                                                           "evaluate the candidate again with this aicd version"))
+            continue
+        ok = float(row["low"]) > 0
+        checks.append(Check(f"baseline:{name}", ok,
+                            f"{metric} {_fmt(row['candidate'])} vs the {name} baseline's {_fmt(row['baseline'])}: "
+                            f"diff {_fmt(row['diff'])} [{_fmt(row['low'])}, {_fmt(row['high'])}] "
+                            f"{'beats it' if ok else 'does not beat it significantly'}"))
     return checks
 
 
@@ -130,7 +167,8 @@ def _behaviour(spec: Spec, report: dict[str, Any]) -> list[Check]:
                             f"(min {_fmt(got.get('min_pass_rate', wanted.min_pass_rate))})"))
     for name, got in sorted(results.items()):
         if name not in {b.name for b in spec.metrics.behavioural} and not got.get("passed", False):
-            checks.append(Check(f"behavioural:{name}", False, f"behavioural check {name!r} failed"))
+            checks.append(Check(f"behavioural:{name}", False,
+                                f"behavioural check {name!r} failed" + (f": {got['detail']}" if got.get("detail") else "")))
     probe = report.get("probe")
     if spec.metrics.probe_prompts and not isinstance(probe, dict):
         checks.append(Check("probe", False, "the spec lists probe prompts but the report has no probe result"))
@@ -158,6 +196,9 @@ def _summary(spec: Spec, report: dict[str, Any], comparison: dict[str, Any] | No
                            "candidate": report["metrics"].get(primary)}
     if comparison and isinstance(comparison.get("metrics", {}).get(primary), dict):
         out["comparison"] = comparison["metrics"][primary]
+    baselines = {name: (b.get("vs_candidate") or {}).get(primary) for name, b in (report.get("baselines") or {}).items()}
+    if any(baselines.values()):
+        out["baselines"] = baselines
     return out
 
 
@@ -171,7 +212,7 @@ def gate_candidate(spec: Spec, candidate_report: dict[str, Any], comparison: dic
     """
     _validate(candidate_report, candidate_digest)
     checks = (_completeness(spec, candidate_report) + _thresholds(spec, candidate_report["metrics"])
-              + _paired(spec, comparison) + _behaviour(spec, candidate_report))
+              + _paired(spec, comparison) + _baselines(spec, candidate_report) + _behaviour(spec, candidate_report))
     passed = all(c.passed for c in checks)
     failed = [c.detail for c in checks if not c.passed]
     blessing = {

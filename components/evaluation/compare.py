@@ -15,6 +15,7 @@ import numpy as np
 from aicd.components.cards import atomic_write_text
 from aicd.components.errors import EvaluationError
 from aicd.components.evaluation import metrics as M
+from aicd.components.evaluation.comparison_report import extremes, render_comparison_html
 from aicd.components.evaluation.report import load_report
 from aicd.components.spec import METRICS, SYSTEM_METRICS
 
@@ -71,10 +72,33 @@ def compare_models(candidate_report: dict[str, Any] | str | Path, champion_repor
         if va is not None and vb is not None:
             out[metric] = {"candidate": va, "champion": vb, "diff": va - vb, "low": va - vb, "high": va - vb,
                            "higher_is_better": higher_is_better(metric)}
-    return {"n": n, "confidence": confidence, "metrics": out}
+    pairs = _preference(cand, champ, samples, seed, confidence)
+    if pairs is not None:
+        out["preference_accuracy"] = pairs
+    return {"n": n, "confidence": confidence, "metrics": out, "extremes": extremes(a, b)}
+
+
+def _preference(cand: dict[str, Any], champ: dict[str, Any], samples: int, seed: int,
+                confidence: float) -> dict[str, Any] | None:
+    """The paired comparison of the preference metric over the pairs both reports scored."""
+    a, b = cand.get("preference"), champ.get("preference")
+    if not a or not b:
+        return None
+    where = {i: k for k, i in enumerate(b["ids"])}
+    shared = [(k, where[i]) for k, i in enumerate(a["ids"]) if i in where]
+    if not shared:
+        return None
+    sa = np.array([a["scores"][k] for k, _ in shared], dtype=float)
+    sb = np.array([b["scores"][k] for _, k in shared], dtype=float)
+    idx = M.resample_indices(len(shared), samples, seed)
+    low, high = M.interval(sa[idx].mean(axis=1) - sb[idx].mean(axis=1), confidence)
+    return {"candidate": float(sa.mean()), "champion": float(sb.mean()), "diff": float(sa.mean() - sb.mean()),
+            "low": low, "high": high, "higher_is_better": True, "n": len(shared)}
 
 
 def write_comparison(comparison: dict[str, Any], path: str | Path) -> Path:
+    """Write ``comparison.json`` at ``path`` and, beside it, ``comparison.html`` for people."""
     path = Path(path)
     atomic_write_text(path, json.dumps(comparison, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path.with_suffix(".html"), render_comparison_html(comparison))
     return path

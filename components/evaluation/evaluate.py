@@ -21,6 +21,7 @@ from aicd.components.evaluation import metrics as M
 from aicd.components.evaluation.backends import Backend, CausalLMBackend, ClassifierBackend, weights_mb
 from aicd.components.evaluation.behavioural import run_checks
 from aicd.components.evaluation.report import write_report
+from aicd.components.evaluation.trivial import COLLAPSE_CHECK, collapse_check, score_baselines
 from aicd.components.spec import Spec, parse_spec
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,37 @@ def _predict(backend: Backend, inputs: list[str], ids: list[str] | None = None):
     return backend.predict(inputs, ids) if isinstance(backend, EndpointBackend) else backend.predict(inputs)
 
 
+def train_labels(spec: Spec, dataset_dir: str | Path) -> list[str] | None:
+    """The labels of the train split (what the trivial baselines learn from), or None for causal-lm
+    tasks and data sets without a train split."""
+    from aicd.components.data.format import read_split
+
+    if spec.task.type != "text-classification":
+        return None
+    try:
+        rows = read_split(dataset_dir, "train")
+    except FileNotFoundError:
+        return None
+    return [str(r[spec.task.label_field]) for r in rows if spec.task.label_field in r] or None
+
+
+def _classification_extras(spec: Spec, examples: dict[str, Any], labels: list[str],
+                           train: Sequence[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The trivial baselines on the same rows (train-split frequencies; the evaluated rows' own when
+    there is no train split) and the collapse check."""
+    baselines = score_baselines(examples, labels, train or examples["references"], spec.metrics.bootstrap_samples,
+                                spec.metrics.seed)
+    return baselines, collapse_check(examples["predictions"], examples["references"])
+
+
 def run_evaluation(spec: Spec, rows: Sequence[dict[str, Any]], backend: Backend, split: str,
-                   probe: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[float]]:
-    """The report (docs/contracts.md) of ``backend`` on ``rows``, and the single-request latencies."""
+                   probe: dict[str, Any] | None = None,
+                   train: Sequence[str] | None = None) -> tuple[dict[str, Any], list[float]]:
+    """The report (docs/contracts.md) of ``backend`` on ``rows``, and the single-request latencies.
+
+    ``train`` holds the train split's labels, from which the trivial baselines of a classification
+    report (:mod:`aicd.components.evaluation.trivial`) take their class frequencies.
+    """
     if "torch" in sys.modules:  # local models; endpoints and the TF-IDF baseline need no torch
         sys.modules["torch"].manual_seed(spec.metrics.seed)
     classification = spec.task.type == "text-classification"
@@ -161,9 +190,23 @@ def run_evaluation(spec: Spec, rows: Sequence[dict[str, Any]], backend: Backend,
         "seed": spec.metrics.seed, "decoding": {"do_sample": False, "max_new_tokens": spec.metrics.max_new_tokens},
         "confidence": 0.95, "bootstrap_samples": spec.metrics.bootstrap_samples,
     }
+    preference = _preference(spec, rows, backend) if not classification else None
+    if preference is not None:
+        report["preference"] = preference
+        metrics["preference_accuracy"] = {k: preference[k] for k in ("value", "low", "high")}
     if classification:
         report["classification"] = M.classification_summary(preds, refs, labels)
+        report["baselines"], behavioural[COLLAPSE_CHECK] = _classification_extras(spec, examples, labels, train)
     return report, latencies
+
+
+def _preference(spec: Spec, rows, backend: Backend) -> dict[str, Any] | None:
+    """The preference metric on the rows' pairs, for a local causal LM (an endpoint gives no log-probs)."""
+    from aicd.components.training.preference import preference_report
+
+    if getattr(backend, "model", None) is None:
+        return None
+    return preference_report(backend.model, backend.tokenizer, spec, list(rows))
 
 
 def _probe_texts(spec: Spec, rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -258,7 +301,7 @@ def evaluate_model(spec: Spec | dict, dataset_dir: str | Path, out_dir: str | Pa
             max_new_tokens=spec.metrics.max_new_tokens), None
     else:
         backend, probe = open_local(spec, rows, model, candidate, batch_size)
-    report, latencies = run_evaluation(spec, rows, backend, split, probe)
+    report, latencies = run_evaluation(spec, rows, backend, split, probe, train_labels(spec, dataset_dir))
     write_report(report, out_dir, latencies)
     log.info("evaluated %s on %d %s examples in %.1fs: %s", report["model"]["name"], report["n"], split,
              time.monotonic() - started, {k: round(v["value"], 4) for k, v in report["metrics"].items()

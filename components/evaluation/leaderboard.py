@@ -62,13 +62,13 @@ def evaluate_base(spec: Spec, dataset_dir: str | Path, out_dir: str | Path, cand
                   split: str | None = None) -> dict[str, Any]:
     """Evaluate a base causal-LM candidate in a leaderboard mode (``shots``: the few-shot (question,
     answer) pairs, as earlier chat turns); the report (written to ``out_dir``) names the mode."""
-    from aicd.components.evaluation.evaluate import load_rows, open_local, run_evaluation
+    from aicd.components.evaluation.evaluate import load_rows, open_local, run_evaluation, train_labels
     from aicd.components.evaluation.report import write_report
 
     split = split or spec.metrics.split
     rows = load_rows(spec, dataset_dir, split)
     backend, _ = open_local(spec, rows, None, candidate, shots=[tuple(s) for s in shots or []])
-    report, latencies = run_evaluation(spec, rows, backend, split)
+    report, latencies = run_evaluation(spec, rows, backend, split, train=train_labels(spec, dataset_dir))
     report["model"] = {**report["model"], "mode": mode, "shots": len(shots or [])}
     write_report(report, out_dir, latencies)
     return report
@@ -90,11 +90,12 @@ def baseline_entries(spec: Spec, dataset_dir: str | Path, out_dir: str | Path,
     if spec.task.type != "text-classification":
         return []
     from aicd.components.evaluation.baselines import tfidf_baseline
-    from aicd.components.evaluation.evaluate import load_rows, run_evaluation
+    from aicd.components.evaluation.evaluate import load_rows, run_evaluation, train_labels
     from aicd.components.evaluation.report import write_report
 
     rows = load_rows(spec, dataset_dir, split)
-    report, latencies = run_evaluation(spec, rows, tfidf_baseline(spec, dataset_dir, spec.metrics.seed), split)
+    report, latencies = run_evaluation(spec, rows, tfidf_baseline(spec, dataset_dir, spec.metrics.seed), split,
+                                       train=train_labels(spec, dataset_dir))
     write_report(report, Path(out_dir), latencies)
     return [entry(report, None, "baseline", out_dir, selectable=False)]
 

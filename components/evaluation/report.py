@@ -92,7 +92,16 @@ def render_html(report: dict[str, Any], latencies: list[float] | None = None) ->
                     ["metric", "value", "low (95%)", "high (95%)"]),
              metric_bars({k: v for k, v in report["metrics"].items() if "/" not in k}, "metrics, 95% bootstrap CI")]
     if report.get("classification"):
-        parts.append(_confusion(report["classification"]))
+        per_class = report["classification"]["per_class"]
+        parts += ["<h2>Per class</h2>", _table([[label, v["precision"], v["recall"], v["f1"], v["support"]]
+                                                for label, v in per_class.items()],
+                                               ["class", "precision", "recall", "F1", "support"]),
+                  _confusion(report["classification"])]
+    if report.get("baselines"):
+        parts += ["<h2>Trivial baselines (same rows; model minus baseline, paired)</h2>", _table(
+            [[name, metric, row["baseline"], row["diff"], row["low"], row["high"]]
+             for name, b in report["baselines"].items() for metric, row in b["vs_candidate"].items()],
+            ["baseline", "metric", "baseline value", "model - baseline", "low (95%)", "high (95%)"])]
     if report["slices"]:
         rows = [[name, s["n"]] + [s["metrics"].get(m, {}).get("value") for m in _slice_metrics(report)]
                 for name, s in report["slices"].items()]

@@ -9,14 +9,15 @@ their leaderboard entries as a JSON string.
 from typing import List, NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from aicd.components._images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate_model(task: dict, candidates: list, metrics: dict, dataset: Input[Dataset], report: Output[Artifact],
-                   html: Output[HTML], scores: Output[Metrics], model: Input[Model] = None, candidate: str = "",
+                   html: Output[HTML], scores: Output[Metrics], confusion: Output[ClassificationMetrics],
+                   model: Input[Model] = None, candidate: str = "",
                    endpoint: str = "", split: str = "") -> str:
     """Evaluate a Model artifact, a base candidate (no ``model``, or a ``model`` that only refers to a base
     candidate, as find_champion and select_candidate write: then in the reference's leaderboard mode,
@@ -34,6 +35,7 @@ def evaluate_model(task: dict, candidates: list, metrics: dict, dataset: Input[D
         report: Output: the evaluation report folder (report.json, report.html, card.json).
         html: Output: the HTML page of the result.
         scores: Output: every metric's value, for the KFP UI.
+        confusion: Output: the confusion matrix of a classification evaluation, for the KFP UI.
     """
     from aicd.components.contracts import step_spec
     from aicd.components.evaluation.runs import copy_html, run_evaluate_model
@@ -43,6 +45,9 @@ def evaluate_model(task: dict, candidates: list, metrics: dict, dataset: Input[D
     copy_html(result.html, html.path)
     for name, value in result.metrics.items():
         scores.log_metric(name, value)
+    if result.report.get("classification"):  # the confusion matrix, as the KFP UI draws it
+        classes = result.report["classification"]
+        confusion.log_confusion_matrix(classes["labels"], classes["confusion_matrix"])
     model_info = result.report["model"]
     report.metadata.update({"model": model_info["name"], "digest": model_info["digest"] or "",
                             "n": result.report["n"], "complete": result.report["complete"]})

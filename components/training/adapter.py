@@ -2,6 +2,7 @@
 
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from aicd.components.training.runtime import (TrainResult, base_digest, make_acc
                                               peak_memory_mb, seed_all, write_model_artifact)
 
 log = logging.getLogger(__name__)
+# A classifier's new head starts random: by default it learns this many times faster than the adapter.
+HEAD_LR_FACTOR = 20.0
 
 
 def find_method(spec: Spec, name: str) -> MethodSpec:
@@ -55,6 +58,8 @@ def load_base(spec: Spec, method: MethodSpec, uri: str):
         require_qlora(f"training.methods.{method.name}")
         return _load_qlora_base(uri)
     if spec.task.type == "text-classification":
+        if method.method == "dpo":
+            raise TrainingError("method dpo is supported for causal-lm tasks only", "use lora for classification")
         return load_classifier(uri, spec.task.labels)
     return load_causal_lm(uri)
 
@@ -69,9 +74,25 @@ def hyperparameters(spec: Spec, method: MethodSpec, steps: int, world: int) -> d
             "group_by_length": t.group_by_length, "max_length": spec.task.max_length}
 
 
+def classifier_options(spec: Spec, method: MethodSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """LoopConfig's class weights (``training.class_weighting``) and head learning rate of a classifier."""
+    t = spec.training
+    if spec.task.type != "text-classification":
+        return {}
+    out: dict[str, Any] = {}
+    if method.method != "full":
+        out["head_learning_rate"] = t.head_learning_rate or HEAD_LR_FACTOR * (method.learning_rate or t.learning_rate)
+    if t.class_weighting == "balanced":
+        labels = list(spec.task.labels)
+        counts = Counter(str(r[spec.task.label_field]) for r in rows)
+        out["class_weights"] = [len(rows) / (len(labels) * counts[c]) if counts[c] else 0.0 for c in labels]
+        log.info("balanced class weights %s", dict(zip(labels, (round(w, 3) for w in out["class_weights"]))))
+    return out
+
+
 def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, out_dir: str | Path, *,
                   base_uri: str | None = None, checkpoint_root: str | None = None,
-                  progress: bool = True) -> TrainResult:
+                  progress: bool = True, start_adapter: str | Path | None = None) -> TrainResult:
     """Train one of the spec's methods on the data set's train split; write the Model artifact.
 
     Runs as one process or under torchrun (every rank calls it; rank 0 writes). Resumes from
@@ -80,6 +101,8 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
     spec = parse_spec(spec) if isinstance(spec, dict) else spec
     method, t = find_method(spec, method_name), spec.training
     where = f"training.methods.{method.name}"
+    if method.method == "dpo":
+        return train_preference(spec, dataset_dir, method, out_dir, base_uri=base_uri, start_adapter=start_adapter)
     if method.method == "qlora":
         require_qlora(where)
     uri = base_uri or spec.candidate().uri
@@ -100,7 +123,7 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
     cfg = LoopConfig(steps=steps, learning_rate=method.learning_rate or t.learning_rate,
                      weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, scheduler=t.scheduler,
                      packing=t.packing, checkpoint_dir=folder, checkpoint_every=t.checkpoint.every_steps,
-                     keep=t.checkpoint.keep, progress=progress)
+                     keep=t.checkpoint.keep, progress=progress, **classifier_options(spec, method, rows))
     log.info("training %s (%s) on %d examples: %d steps of %d examples, checkpoints in %s",
              method.name, method.method, len(examples), steps, plan.global_batch, folder)
     with oom_as_error(f"training {method.name}"):
@@ -119,4 +142,33 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
             data_fingerprint=fingerprint, metrics=result.metrics(), prompt_template=spec.task.prompt_template,
             system_prompt=spec.task.system_prompt)
     accelerator.wait_for_everyone()
+    return result
+
+
+def train_preference(spec: Spec, dataset_dir: str | Path, method: MethodSpec, out_dir: str | Path, *,
+                     base_uri: str | None = None, start_adapter: str | Path | None = None) -> TrainResult:
+    """A dpo method: from the champion adapter (``start_adapter``) or a fresh LoRA on the base, trained
+    on the train split's preference pairs (:mod:`aicd.components.training.preference`)."""
+    from aicd.components.training.preference import load_start, train_dpo
+
+    if spec.task.type != "causal-lm":
+        raise TrainingError("method dpo is supported for causal-lm tasks only", "use lora for classification")
+    uri = base_uri or spec.candidate().uri
+    rows = read_split(dataset_dir, "train")
+    seed_all(spec.training.seed)
+    model, tokenizer, model_dir, start = load_start(uri, start_adapter)
+    if start is None:
+        model = apply_method(model, method, "causal-lm", f"training.methods.{method.name}")
+    figures = train_dpo(spec, rows, method, model, tokenizer)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    losses = figures["losses"]
+    result = TrainResult(Path(out_dir), {}, method.name, figures["steps"], losses[0], losses[-1], 0.0,
+                         figures["seconds"], trainable, peak_memory_mb(), losses=losses)
+    params = {**hyperparameters(spec, method, figures["steps"], 1), "pairs": figures["pairs"],
+              "start_adapter": str(start) if start else None}
+    result.card = write_model_artifact(
+        out_dir, model, tokenizer, "adapter", task=spec.task.type, labels=None, base_model=uri,
+        base_digest=base_digest(model_dir), method=method.method, method_name=method.name, hyperparameters=params,
+        data_fingerprint=read_card(dataset_dir).get("fingerprint", ""), metrics=result.metrics(),
+        prompt_template=spec.task.prompt_template, system_prompt=spec.task.system_prompt)
     return result

@@ -40,6 +40,9 @@ class LoopConfig:
     eval_every: int | None = None
     patience: int | None = None
     progress: bool = True
+    # Classification: a loss weight per class, and the learning rate of peft's modules_to_save (the head).
+    class_weights: list[float] | None = None
+    head_learning_rate: float | None = None
 
 
 @dataclass
@@ -66,13 +69,14 @@ class LoopResult:
         return self.losses[-1] if self.losses else None
 
 
-def summed_loss(model, batch: dict):
-    """Sum of the per-target cross-entropies of a batch (response tokens or examples)."""
+def summed_loss(model, batch: dict, class_weight=None):
+    """Sum of the per-target cross-entropies of a batch (response tokens or examples); ``class_weight``
+    (a tensor, one weight per class) weights each example of a classifier by its class."""
     import torch.nn.functional as F
 
     labels = batch.pop("labels")
     if labels.dim() == 1:  # one class per example
-        return F.cross_entropy(model(**batch).logits.float(), labels, reduction="sum")
+        return F.cross_entropy(model(**batch).logits.float(), labels, weight=class_weight, reduction="sum")
     targets = labels[:, 1:]
     if _keeps_logits(model):
         # Project to the vocabulary only where a target follows (the response tokens): the
@@ -169,7 +173,7 @@ def run_loop(model, plan: BatchPlan, cfg: LoopConfig, accelerator, pad_id: int, 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the model has no trainable parameters", "check training.methods[].target_modules")
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.scheduler, cfg.warmup_ratio, cfg.steps)
     state, extra = _resume(cfg, accelerator, model, optimizer, scheduler)
     start = state.get("step", 0)
@@ -223,6 +227,17 @@ def run_loop(model, plan: BatchPlan, cfg: LoopConfig, accelerator, pad_id: int, 
     return result
 
 
+def param_groups(model, cfg: LoopConfig) -> list[dict]:
+    """The optimizer's groups: the adapter, and peft's modules_to_save (a classifier's new head) at
+    ``cfg.head_learning_rate`` when set."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    head = [p for n, p in named if "modules_to_save" in n]
+    if not cfg.head_learning_rate or not head:
+        return [{"params": [p for _, p in named]}]
+    rest = [p for n, p in named if "modules_to_save" not in n]
+    return [{"params": rest}, {"params": head, "lr": cfg.head_learning_rate}]
+
+
 def _step(wrapped, plan, step, accelerator, pad_id, cfg, fmt, params, optimizer, scheduler, result) -> float:
     """One optimizer step over this rank's micro-batches; returns the global mean loss."""
     import torch
@@ -231,11 +246,12 @@ def _step(wrapped, plan, step, accelerator, pad_id, cfg, fmt, params, optimizer,
     total = plan.global_targets(step)
     scale = accelerator.num_processes / total
     summed = 0.0
+    weight = torch.tensor(cfg.class_weights, device=accelerator.device) if cfg.class_weights else None
     for a, examples in enumerate(micro):
         batch = {k: v.to(accelerator.device) for k, v in collate(examples, pad_id, cfg.packing, *fmt).items()}
         sync = a == len(micro) - 1
         with contextlib.nullcontext() if sync else accelerator.no_sync(wrapped), accelerator.autocast():
-            loss = summed_loss(wrapped, batch)
+            loss = summed_loss(wrapped, batch, weight)
             accelerator.backward(loss * scale)
         summed += loss.item()
     if cfg.max_grad_norm:

@@ -63,6 +63,15 @@ def require_qlora(where: str) -> None:
                             "or use method lora here")
 
 
+def head_modules(model) -> list[str] | None:
+    """What a classifier trains and saves in full beside the adapter: the new head and, on BERT-style
+    encoders, the pooler that feeds it (a sentence encoder's pooler was never trained for the [CLS]
+    vector, and frozen it leaves the head a poor feature)."""
+    if model is None:
+        return None
+    return [name for name in ("classifier", "score", "pooler") if _matches(model, name)]
+
+
 def peft_config(method: MethodSpec, task: str, model=None, where: str = "training.methods"):
     """The peft config of one method, or None for full fine-tuning.
 
@@ -89,7 +98,8 @@ def peft_config(method: MethodSpec, task: str, model=None, where: str = "trainin
         return IA3Config(task_type=task_type, target_modules=targets, feedforward_modules=feedforward)
     return LoraConfig(task_type=task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
                       target_modules=targets, use_dora=method.method == "dora",
-                      use_rslora=method.method == "rslora", bias="none")
+                      use_rslora=method.method == "rslora", bias="none",
+                      modules_to_save=head_modules(model) if task_type == TaskType.SEQ_CLS else None)
 
 
 def apply_method(model, method: MethodSpec, task: str, where: str = "training.methods"):

@@ -46,3 +46,21 @@ def test_demo_budget_only_lowers_and_says_what_it_changed(support_bot_spec):
                                                                 "metrics": {"max_examples": 24}})
     assert (spec.training.max_steps, spec.training.batch_size, spec.metrics.max_examples) == (5, 8, 10)
     assert changes == ["training.max_steps: 60 -> 5"]
+
+
+def test_demo_summary_shows_every_compared_metric_with_its_verdict(support_bot_spec):
+    from aicd.components.spec import parse_spec
+    from aicd.pipelines.demo import compared_metrics
+
+    def row(c, h, lo, hi, higher=True):
+        return {"candidate": c, "champion": h, "diff": c - h, "low": lo, "high": hi, "higher_is_better": higher}
+
+    comparison = {"n": 24, "confidence": 0.95, "metrics": {
+        "nll": row(2.62, 2.87, -0.39, -0.13, higher=False), "token_f1": row(0.109, 0.097, -0.026, 0.053),
+        "chrf": row(0.094, 0.15, -0.089, -0.022), "precision/x": row(0.5, 0.5, 0, 0)}}
+    lines = compared_metrics(comparison, parse_spec(support_bot_spec))
+    assert "  precision/x" not in lines  # per-class rows stay in the HTML report
+    assert lines["  nll"] == ("2.6200 vs 2.8700, diff -0.2500 (95% CI [-0.390, -0.130]) "
+                              "[green]+ significantly better[/] [gate: superiority]")
+    assert lines["  chrf"].endswith("[red]- significantly worse[/] [gate: non-inferiority]")
+    assert "no significant difference [gate: non-inferiority]" in lines["  token_f1"]

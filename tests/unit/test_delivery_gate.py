@@ -37,6 +37,7 @@ def spec(support_bot_spec):
     metrics = support_bot_spec["metrics"]
     metrics["gates"]["thresholds"] = {"token_f1": 0.05, "latency_p95_ms": 100.0}
     metrics["gates"]["non_inferiority"] = {"token_f1": 0.01, "rouge_l": 0.02, "latency_p95_ms": 10.0}
+    metrics["gates"]["superiority"] = {}
     for check in metrics["behavioural"]:
         check["min_pass_rate"] = 0.5
     return support_bot_spec
@@ -55,6 +56,15 @@ CASES = [
     ("no significant improvement", {"comparison": {"f1": (0.02, -0.005, 0.05)}, "improve": True}, None, False,
      "token_f1 diff 0.02 [-0.005, 0.05] is not a significant improvement"),
     ("significant improvement", {"improve": True}, None, True, None),
+    ("superiority met", {"superiority": {"token_f1": 0.0}}, None, True, None),
+    ("superiority beyond a margin", {"superiority": {"token_f1": 0.02}, "comparison": {"f1": (0.04, 0.01, 0.07)}},
+     None, False, "token_f1 diff 0.04 [0.01, 0.07]: lower bound not > 0.02 (no significant improvement)"),
+    ("superiority lower is better", {"superiority": {"latency_p95_ms": 0.0}}, None, False,
+     "latency_p95_ms diff 5 [5, 5]: upper bound not < 0 (no significant improvement)"),
+    ("superiority of a metric the comparison lacks", {"superiority": {"chrf": 0.0}}, None, False,
+     "the comparison lacks chrf"),
+    ("superiority without comparison", {"superiority": {"token_f1": 0.0}, "no_comparison": True,
+                                        "no_paired": True}, None, False, "the gate needs a paired comparison"),
     ("incomplete", {"report": {"complete": False}}, None, False, "the evaluation report is marked incomplete"),
     ("metric missing", {"drop": "token_f1"}, None, False, "the report lacks gated metric(s) token_f1"),
     ("behavioural failed", {"report": {"behavioural.case-invariance.passed": False}}, None, False,
@@ -82,6 +92,9 @@ def _apply(doc: dict, changes: dict) -> None:
 def test_gate(spec, name, case, error, passed, reason):
     if case.get("improve"):
         spec["metrics"]["gates"]["require_improvement"] = True
+    spec["metrics"]["gates"]["superiority"] = case.get("superiority", {})
+    if case.get("no_paired"):
+        spec["metrics"]["gates"]["non_inferiority"] = {}
     cand = report()
     _apply(cand, case.get("report", {}))
     if "drop" in case:

@@ -61,3 +61,31 @@ def test_macro_f1_and_perplexity_are_compared():
 def test_bad_pairs(cand, champ, message):
     with pytest.raises(EvaluationError, match=message):
         compare_models(cand, champ)
+
+
+def test_verdicts_extremes_and_the_html_report(tmp_path):
+    from aicd.components.evaluation.compare import write_comparison
+    from aicd.components.evaluation.comparison_report import verdict
+
+    ids = [str(i) for i in range(40)]
+    refs = [f"answer {i}" for i in range(40)]
+    rng = np.random.default_rng(1)
+    champ_f1 = rng.random(40) * 0.5
+    cand_f1 = champ_f1 + 0.2
+    cand_f1[7], cand_f1[3] = champ_f1[7] - 0.4, champ_f1[3] + 0.45  # one big loss, the biggest gain
+    cand = report(ids, {"token_f1": cand_f1.tolist(), "nll": (2.0 + rng.random(40)).tolist()},
+                  predictions=[f"cand {i}" for i in ids], references=refs)
+    champ = report(ids, {"token_f1": champ_f1.tolist(), "nll": (1.0 + rng.random(40)).tolist()},
+                   predictions=[f"champ {i}" for i in ids], references=refs)
+    out = compare_models(cand, champ)
+    assert verdict("token_f1", out["metrics"]["token_f1"]) == "significantly better"
+    assert verdict("nll", out["metrics"]["nll"]) == "significantly worse"  # lower is better, and it rose
+    assert verdict("latency_p95_ms", out["metrics"]["latency_p95_ms"]) == "point value (no interval)"
+    assert verdict("rouge_l", {"low": -0.1, "high": 0.1, "higher_is_better": True}) == "no significant difference"
+    ext = out["extremes"]
+    assert ext["metric"] == "token_f1"
+    assert ext["gains"][0]["id"] == "3" and ext["gains"][0]["diff"] == pytest.approx(0.45)
+    assert ext["losses"] == [pytest.approx(ext["losses"][0])] and ext["losses"][0]["id"] == "7"
+    assert ext["losses"][0]["candidate"] == "cand 7" and ext["losses"][0]["champion"] == "champ 7"
+    page = write_comparison(out, tmp_path / "comparison.json").with_suffix(".html").read_text()
+    assert "significantly worse" in page and "largest gains" in page and "champ 7" in page

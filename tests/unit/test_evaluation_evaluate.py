@@ -117,8 +117,15 @@ def test_classification_report(tmp_path, cls_setup):
     ex = report["examples"]
     assert report["metrics"]["accuracy"]["value"] == pytest.approx(
         np.mean([p == r for p, r in zip(ex["predictions"], ex["references"])]))
-    assert set(report["behavioural"]) == {"shouting-invariance", "obvious-cases"}
+    assert set(report["behavioural"]) == {"shouting-invariance", "obvious-cases", "no-collapse"}
     assert report["behavioural"]["obvious-cases"]["n"] == 2
+    # the trivial baselines, scored on the same rows, with the paired difference to the model
+    assert set(report["baselines"]) == {"majority", "stratified"}
+    majority = report["baselines"]["majority"]
+    assert majority["predicted"] == {"positive": 6} or len(majority["predicted"]) == 1
+    versus = majority["vs_candidate"]["macro_f1"]
+    assert versus["diff"] == pytest.approx(versus["candidate"] - versus["baseline"])
+    assert versus["candidate"] == pytest.approx(report["metrics"]["macro_f1"]["value"])
 
 
 def test_adapter_probe_passes_for_an_applied_adapter(tmp_path, causal_setup, tiny_causal_lm):

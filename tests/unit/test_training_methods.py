@@ -123,6 +123,8 @@ def test_classification_adapter_trains_head_and_loads(tiny_encoder, tmp_path, me
     # (LoRA B starts at 0, IA3 vectors at 1).
     saved = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
     assert any("classifier" in k for k in saved)
+    if method == "lora":  # the pooler that feeds the head trains and is saved with it
+        assert any("pooler" in k for k in saved)
     init = 0.0 if method == "lora" else 1.0
     moved = [k for k, v in saved.items() if ("lora_B" in k or "ia3_l" in k) and not torch.all(v == init)]
     assert moved
@@ -165,3 +167,31 @@ def test_the_best_method_follows_the_metric_direction_and_is_copied_whole(tmp_pa
     with pytest.raises(TrainingError, match="has no Model artifact"):
         copy_chosen(rows[:3], "token_f1", models[:2], tmp_path / "best2")
     assert not (tmp_path / "best2").exists()
+
+
+def test_classifier_options_weight_rare_classes_and_speed_up_the_head(tiny_encoder, tmp_path):
+    from aicd.components.spec import parse_spec
+    from aicd.components.training.adapter import HEAD_LR_FACTOR, classifier_options, find_method
+    from aicd.components.training.loop import LoopConfig, param_groups
+    from aicd.components.training.methods import apply_method
+    from aicd.components.models import load_classifier
+
+    raw = classification_spec(tiny_encoder, tmp_path / "ck", class_weighting="balanced", learning_rate=0.001)
+    spec = parse_spec(raw)
+    rows = [{"label": "positive"}] * 6 + [{"label": "negative"}] * 3 + [{"label": "neutral"}]
+    method = find_method(spec, "lora-r8")
+    options = classifier_options(spec, method, rows)
+    # n / (classes * count): negative 10/9, neutral 10/3, positive 10/18
+    assert options["class_weights"] == pytest.approx([10 / 9, 10 / 3, 10 / 18])
+    assert options["head_learning_rate"] == pytest.approx(HEAD_LR_FACTOR * 0.001)
+    raw["training"]["class_weighting"] = "none"
+    assert "class_weights" not in classifier_options(parse_spec(raw), method, rows)
+
+    model, _, _ = load_classifier(str(tiny_encoder), list(spec.task.labels))
+    model = apply_method(model, method, "text-classification")
+    groups = param_groups(model, LoopConfig(steps=1, learning_rate=0.001, head_learning_rate=0.02))
+    assert len(groups) == 2 and groups[1]["lr"] == 0.02
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all("modules_to_save" in names[id(p)] for p in groups[1]["params"])
+    assert any("classifier" in names[id(p)] for p in groups[1]["params"])
+    assert all("lora_" in names[id(p)] for p in groups[0]["params"])
