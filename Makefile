@@ -8,9 +8,11 @@ STAMP := $(VENV)/.installed
 LS_VENV ?= .venv-label-studio
 LS_STAMP := $(LS_VENV)/.installed
 PROMETHEUS ?= /usr/bin/prometheus
+ETCD ?= /usr/bin/etcd
+KUBECTL ?= /usr/bin/kubectl
 PYTEST_ARGS ?=
 
-.PHONY: install services demo test test-fast bench lint lock clean
+.PHONY: install services kube-apiserver demo test test-fast bench lint lock clean
 
 install: $(STAMP)
 
@@ -25,7 +27,7 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/runtime.txt require
 
 # Real servers the e2e tests start on 127.0.0.1: Label Studio in its own virtual
 # environment (it pins Django and more) and the Debian Prometheus binary.
-services: $(LS_STAMP) $(PROMETHEUS) .venv-checkov/.installed
+services: $(LS_STAMP) $(PROMETHEUS) $(ETCD) $(KUBECTL) .venv-checkov/.installed
 
 $(LS_STAMP):
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
@@ -41,11 +43,24 @@ $(LS_STAMP):
 $(PROMETHEUS):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 
+# etcd and kubectl for the tests' real API server (tests/kube_server.py), from Debian.
+$(ETCD):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server
+
+$(KUBECTL):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubectl
+
+# kube-apiserver 1.20.2 built once from Debian's source into ${AICD_CACHE:-~/.cache/aicd}/kube-apiserver/<key>/
+# (about 5-8 min the first time, then found at once); skipped when KUBE_APISERVER names a binary.
+kube-apiserver:
+	@if [ -z "$$KUBE_APISERVER" ]; then tools/k8s/build-kube-apiserver.sh; else echo "KUBE_APISERVER=$$KUBE_APISERVER"; fi
+
 demo: install
 	$(VENV)/bin/aicd demo
 
-test: install services
-	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio PROMETHEUS_BIN=$(PROMETHEUS) \
+test: install services kube-apiserver
+	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio PROMETHEUS_BIN=$(PROMETHEUS) ETCD=$(ETCD) \
+	  KUBE_APISERVER=$${KUBE_APISERVER:-$$(tools/k8s/build-kube-apiserver.sh --cached)} \
 	  $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Make the project's CRDs (tools/k8s/crds) acceptable to the tests' kube-apiserver 1.20.
+
+Usage: crd-for-1.20.py OUT_DIR CRD.yaml...   (writes one transformed file per input into OUT_DIR)
+
+Applied ONLY for the test server; the CRDs ship and install unchanged on a real cluster.
+What 1.20 cannot take, and what the transform does about it:
+- `default: ""`: 1.20 decodes an empty-string default as null and rejects the CRD -> dropped.
+- `x-kubernetes-validations` (CEL rules, 1.25+): unknown to 1.20 -> dropped (the rules are not
+  checked by the test server; tests that need one check it themselves).
+- `x-kubernetes-list-type: map` whose keys are neither required nor defaulted: 1.20 requires one
+  of the two -> the list-map markers are dropped (the list becomes atomic).
+"""
+
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def for_1_20(node):
+    """Transform one parsed CRD document in place; returns it."""
+    if isinstance(node, dict):
+        if node.get("default") == "":
+            del node["default"]
+        node.pop("x-kubernetes-validations", None)
+        for value in node.values():
+            for_1_20(value)
+        keys = node.get("x-kubernetes-list-map-keys")
+        if keys:
+            item = node.get("items") or {}
+            props, required = item.get("properties") or {}, item.get("required") or []
+            if not all(k in required or "default" in (props.get(k) or {}) for k in keys):
+                node.pop("x-kubernetes-list-map-keys")
+                node.pop("x-kubernetes-list-type", None)
+    elif isinstance(node, list):
+        for value in node:
+            for_1_20(value)
+    return node
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    out = Path(argv[0])
+    out.mkdir(parents=True, exist_ok=True)
+    for src in map(Path, argv[1:]):
+        docs = [for_1_20(d) for d in yaml.safe_load_all(src.read_text()) if d]
+        target = out / src.name
+        target.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
