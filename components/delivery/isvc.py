@@ -193,26 +193,30 @@ def _champion_shots(model_id: str, value: str | None, digest: str | None) -> tup
 
 
 def predictor_args(spec: Spec, ref: ModelRef) -> list[str]:
-    """The predictor's command-line arguments (docs/contracts.md, Predictor) for one model."""
+    """The predictor's command-line arguments (docs/contracts.md, Predictor) for one model: every
+    `delivery.serving` flag, rendered by the one renderer (serving.config.predictor_args)."""
+    from aicd.components.serving.config import predictor_args as render
+
     serving = spec.delivery.serving
     # Clients always ask for the service's name: the adapter answers to it when there is one.
     model_name = f"{serving.name}-base" if ref.adapter_uri else serving.name
-    args = ["--base", ref.base_uri, "--task", spec.task.type, "--model-name", model_name,
-            "--max-batch-size", str(serving.max_batch_size), "--max-batch-wait-ms", f"{serving.max_batch_wait_ms:g}",
-            "--max-body-bytes", str(serving.max_body_bytes)]
-    if spec.task.type == "text-classification":
-        args += ["--labels", ",".join(spec.task.labels)]
-    if ref.adapter_uri:
-        args += ["--adapter", f"{ref.adapter_name}={ref.adapter_uri}"]
-    return args + prompt_args(spec, ref)
+    adapters = {ref.adapter_name: ref.adapter_uri} if ref.adapter_uri else None
+    labels = list(spec.task.labels) if spec.task.type == "text-classification" else None
+    prompt = _prompt_settings(spec, ref)
+    return render(serving, ref.base_uri, adapters, spec.task.type, labels, model_name, prompt)
+
+
+def _prompt_settings(spec: Spec, ref: ModelRef) -> PromptSettings | None:
+    if spec.task.type != "causal-lm":
+        return None
+    return PromptSettings(spec.task.system_prompt or None, ref.prompt_template or None, ref.shots)
 
 
 def prompt_args(spec: Spec, ref: ModelRef) -> list[str]:
     """The prompt the model was evaluated with, as predictor flags (``--flag=value``: a value may start
     with '-'): the task's system prompt, the template, the few-shot examples. None for a classifier."""
-    if spec.task.type != "causal-lm":
-        return []
-    return prompt_flags(PromptSettings(spec.task.system_prompt or None, ref.prompt_template or None, ref.shots))
+    settings = _prompt_settings(spec, ref)
+    return prompt_flags(settings) if settings else []
 
 
 def evaluated_template(spec: Spec, candidate: str | None = None) -> str | None:

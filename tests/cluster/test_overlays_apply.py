@@ -13,6 +13,8 @@ import yaml
 
 from kube_overlays import MANIFESTS, OVERLAYS, docs, finalize_namespace, in_namespace, resource_versions
 
+pytestmark = pytest.mark.kube
+
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_applies_twice_and_deletes(kube_apiserver, tmp_path, overlay):

@@ -10,6 +10,8 @@ import pytest
 
 from kube_overlays import MANIFESTS, OVERLAYS, SHIPPED_NAMESPACES
 
+pytestmark = pytest.mark.kube
+
 KSERVE, TRAINER = "inferenceservices.serving.kserve.io", "trainjobs.trainer.kubeflow.org"
 
 # (verb, resource, name or None): what the pipeline's steps, KFP's driver and launcher do.

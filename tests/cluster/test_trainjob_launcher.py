@@ -17,6 +17,8 @@ from aicd.components.training.launcher import (DEFAULT_CLAIM, GROUP, PLURAL, VER
                                                train_adapter_args, trainjob_manifest, trainjob_name)
 from kube_overlays import MANIFESTS, in_namespace
 
+pytestmark = pytest.mark.kube
+
 
 @pytest.fixture
 def namespace(kube_apiserver, tmp_path) -> str:

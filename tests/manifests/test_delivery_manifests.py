@@ -100,8 +100,9 @@ def test_argocd_applications_validate(validated):
     texts, problems, summary = validated
     text = texts["argocd"]
     assert problems["argocd"] == [] and ", 0 invalid," in summary
-    assert [d["kind"] for d in docs(text)] == ["Application"] * 3
-    for app in docs(text):
+    assert [d["kind"] for d in docs(text)] == ["AppProject"] + ["Application"] * 3
+    for app in docs(text)[1:]:
+        assert app["spec"]["project"] == "aicd"
         assert app["spec"]["source"]["path"] == f"manifests/overlays/{app['metadata']['name'].removeprefix('aicd-')}"
         assert app["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
 
