@@ -1,5 +1,7 @@
 """Render and apply the project's kustomize overlays against the tests' API server."""
 
+import json
+import os
 from pathlib import Path
 
 import yaml
@@ -15,7 +17,7 @@ def in_namespace(overlay: Path, namespace: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "namespace": namespace, "resources": [str(overlay)]}))
+        "namespace": namespace, "resources": [os.path.relpath(overlay, folder)]}))  # kustomize refuses absolute
     return folder
 
 
@@ -23,20 +25,19 @@ def docs(text: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-def resource_versions(server, namespace: str, built: list[dict]) -> dict[str, str]:
-    """resourceVersion of every object of a build, read back from the server."""
-    versions = {}
-    for doc in built:
-        kind, name = doc["kind"], doc["metadata"]["name"]
-        scope = [] if kind == "Namespace" else ["-n", namespace]
-        resource = f"{kind.lower()}.{doc['apiVersion'].rpartition('/')[0]}".rstrip(".")
-        obj = server.get_json(resource, name, *scope)
-        versions[f"{kind}/{name}"] = obj["metadata"]["resourceVersion"]
-    return versions
+def stored(server, folder: Path) -> dict[str, dict]:
+    """Every object of a kustomization as the server stores it (one `kubectl get -k`), without what
+    changes on any write (resourceVersion, managedFields, generation): what an apply could really change."""
+    objects = {}
+    for obj in server.get_json("-k", str(folder))["items"]:
+        for key in ("resourceVersion", "managedFields", "generation"):
+            obj["metadata"].pop(key, None)
+        objects[f"{obj['kind']}/{obj['metadata']['name']}"] = obj
+    return objects
 
 
 def finalize_namespace(server, namespace: str) -> None:
     """Play the namespace controller (none runs here): drop the `kubernetes` finalizer of a Terminating namespace."""
     obj = server.get_json("namespace", namespace)
     obj["spec"]["finalizers"] = []
-    server.kubectl("replace", "--raw", f"/api/v1/namespaces/{namespace}/finalize", "-f", "-", input=yaml.safe_dump(obj))
+    server.kubectl("replace", "--raw", f"/api/v1/namespaces/{namespace}/finalize", "-f", "-", input=json.dumps(obj))
