@@ -157,14 +157,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     arguments = _pipeline_arguments(args.spec)
     token = read_secret(args.token_secret) if args.token_secret else None
-    pipeline = build_pipeline(args.pipeline, Platform(load_profile(args.profile)))
+    profile = load_profile(args.profile)
+    pipeline = build_pipeline(args.pipeline, Platform(profile))
     recurring = args.pipeline == "continuous" and not args.once
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(pipeline, Path(tmp) / f"{args.pipeline}.yaml")
         client = make_client(args.host, args.namespace, token)
         done = submit_pipeline(client, package, f"{arguments['name']}-{args.pipeline}", arguments,
                                experiment=args.experiment or arguments["name"], recurring=recurring,
-                               schedule=args.schedule, namespace=args.namespace)
+                               schedule=args.schedule, namespace=args.namespace,
+                               service_account=profile.service_account)
     print(f"submitted {done.kind} {done.name} ({done.id}) to {args.host}")
     return 0
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from kfp import dsl, kubernetes
 
-from aicd.pipelines.profiles import LOCAL, PVC_ROOT, SECRETS_ROOT, Profile, RoleSpec
+from aicd.pipelines.profiles import LOCAL, POD_LABELS, PVC_ROOT, SECRETS_ROOT, Profile, RoleSpec
 
 
 def request_gpus(task: dsl.PipelineTask, spec: RoleSpec) -> dsl.PipelineTask:
@@ -62,6 +62,13 @@ def mount_secrets(task: dsl.PipelineTask, profile: Profile, role: str) -> dsl.Pi
     return task
 
 
+def label_pod(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Pod labels the manifests select on (the `delivery-egress` NetworkPolicy lets these pods out)."""
+    for key, value in sorted(POD_LABELS.items()):
+        kubernetes.add_pod_label(task, key, value)
+    return task
+
+
 def set_policy(task: dsl.PipelineTask, profile: Profile, cache: bool) -> dsl.PipelineTask:
     """Caching (off when the step must always run) and the retry policy."""
     task.set_caching_options(enable_caching=cache and profile.caching)
@@ -85,4 +92,5 @@ class Platform:
         place_on_nodes(task, spec)
         mount_volumes(task, self.profile, role)
         mount_secrets(task, self.profile, role)
+        label_pod(task)
         return set_policy(task, self.profile, cache)

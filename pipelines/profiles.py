@@ -21,6 +21,10 @@ GPU_ROLES = ("train",)
 PVC_ROOT = "/mnt/pvc"
 SECRETS_ROOT = "/var/run/secrets/aicd"
 _NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# Names shared with manifests/base (README "Names"): the pipeline's service account, and the
+# label every pipeline pod carries so that the `delivery-egress` NetworkPolicy selects it.
+PIPELINE_SERVICE_ACCOUNT = "aicd-pipeline"
+POD_LABELS = {"aicd.dev/component": "pipeline", "app.kubernetes.io/part-of": "aicd"}
 
 Role = Literal["data", "labeling", "evaluate", "train", "deliver"]
 K8sName = Annotated[str, Field(pattern=_NAME, max_length=253)]
@@ -96,6 +100,9 @@ class Profile(_Section):
     caching: bool = True
     retries: RetryPolicy = RetryPolicy()
     image_pull_secrets: list[K8sName] = []
+    # The Kubernetes service account every task runs as (`aicd submit` sets it on the run);
+    # manifests/base creates it with exactly the permissions the steps need.
+    service_account: K8sName = PIPELINE_SERVICE_ACCOUNT
 
     @model_validator(mode="after")
     def _check(self) -> "Profile":

@@ -83,14 +83,14 @@ class Submitted:
 
 def submit_pipeline(client, package: str | Path, name: str, arguments: dict[str, Any], *, experiment: str,
                     recurring: bool = False, schedule: str = DEFAULT_SCHEDULE,
-                    namespace: str | None = None) -> Submitted:
+                    namespace: str | None = None, service_account: str | None = None) -> Submitted:
     """Create a run of a compiled package, or a recurring run for continuous delivery; ``arguments`` are
     the pipeline's parameters (the spec's name and sections, :func:`aicd.pipelines.stages.pipeline_arguments`)."""
     try:
         if not recurring:
             result = client.create_run_from_pipeline_package(
                 str(package), arguments=arguments, run_name=name, experiment_name=experiment,
-                namespace=namespace)
+                namespace=namespace, service_account=service_account)
             run_id = getattr(result, "run_id", None) or str(result)
             return Submitted("run", run_id, name)
         try:
@@ -99,7 +99,8 @@ def submit_pipeline(client, package: str | Path, name: str, arguments: dict[str,
             exp = client.create_experiment(name=experiment, namespace=namespace)
         job = client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=name, cron_expression=schedule, max_concurrency=1,
-            no_catchup=True, params=arguments, pipeline_package_path=str(package))
+            no_catchup=True, params=arguments, pipeline_package_path=str(package),
+            service_account=service_account)
         return Submitted("recurring-run", getattr(job, "recurring_run_id", None) or str(job), name)
     except AicdError:
         raise

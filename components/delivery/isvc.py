@@ -15,6 +15,7 @@ these into the ``role`` and ``isvc`` labels the canary analysis selects on.
 """
 
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -34,6 +35,11 @@ SERVICE = "aicd.dev/service"
 STABLE_PREDICTOR = "aicd.dev/stable-predictor"
 MODE = "serving.kserve.io/deploymentMode"
 PROMPT_FLAGS = ("--system-prompt", "--prompt-template", "--few-shot")
+# URIs KServe's storage initializer fetches (with the predictor service account's credentials) into
+# MODEL_ROOT; the predictor gets the in-pod path and still verifies the card. pkg:// and local
+# paths stay arguments (models inside the image; the local default).
+STORAGE_SCHEMES = ("s3://", "gs://", "hf://", "pvc://", "https://", "http://", "oci://")
+MODEL_ROOT = "/mnt/models"
 _BASE_MODE = re.compile(r"^(?P<uri>.+)#(?P<mode>[a-z0-9][-a-z0-9]*)(?::(?P<hash>[0-9a-f]+))?$")
 
 
@@ -161,11 +167,14 @@ def champion_ref(doc: dict[str, Any]) -> ModelRef | None:
         raise DeliveryError(f"the champion predictor ({model_id}) has no --base argument",
                             "restore its `model.args` from the commit that promoted it")
     adapter_name, adapter_uri = None, None
+    fetched = {m.get("mountPath"): m.get("uri") for m in predictor.get("storageUris") or []}
     if "--adapter" in values:
         adapter_name, _, adapter_uri = values["--adapter"].partition("=")
         if not adapter_uri:
             raise DeliveryError(f"the champion's --adapter {values['--adapter']!r} is not NAME=URI",
                                 "restore its `model.args` from the commit that promoted it")
+        adapter_uri = fetched.get(adapter_uri, adapter_uri)
+    values["--base"] = fetched.get(values["--base"], values["--base"])
     mode, shots = None, ()
     if model_id.startswith("base:"):
         _, mode, digest = parse_base_id(model_id)
@@ -193,26 +202,30 @@ def _champion_shots(model_id: str, value: str | None, digest: str | None) -> tup
 
 
 def predictor_args(spec: Spec, ref: ModelRef) -> list[str]:
-    """The predictor's command-line arguments (docs/contracts.md, Predictor) for one model."""
+    """The predictor's command-line arguments (docs/contracts.md, Predictor) for one model: every
+    `delivery.serving` flag, rendered by the one renderer (serving.config.predictor_args)."""
+    from aicd.components.serving.config import predictor_args as render
+
     serving = spec.delivery.serving
     # Clients always ask for the service's name: the adapter answers to it when there is one.
     model_name = f"{serving.name}-base" if ref.adapter_uri else serving.name
-    args = ["--base", ref.base_uri, "--task", spec.task.type, "--model-name", model_name,
-            "--max-batch-size", str(serving.max_batch_size), "--max-batch-wait-ms", f"{serving.max_batch_wait_ms:g}",
-            "--max-body-bytes", str(serving.max_body_bytes)]
-    if spec.task.type == "text-classification":
-        args += ["--labels", ",".join(spec.task.labels)]
-    if ref.adapter_uri:
-        args += ["--adapter", f"{ref.adapter_name}={ref.adapter_uri}"]
-    return args + prompt_args(spec, ref)
+    adapters = {ref.adapter_name: ref.adapter_uri} if ref.adapter_uri else None
+    labels = list(spec.task.labels) if spec.task.type == "text-classification" else None
+    prompt = _prompt_settings(spec, ref)
+    return render(serving, ref.base_uri, adapters, spec.task.type, labels, model_name, prompt)
+
+
+def _prompt_settings(spec: Spec, ref: ModelRef) -> PromptSettings | None:
+    if spec.task.type != "causal-lm":
+        return None
+    return PromptSettings(spec.task.system_prompt or None, ref.prompt_template or None, ref.shots)
 
 
 def prompt_args(spec: Spec, ref: ModelRef) -> list[str]:
     """The prompt the model was evaluated with, as predictor flags (``--flag=value``: a value may start
     with '-'): the task's system prompt, the template, the few-shot examples. None for a classifier."""
-    if spec.task.type != "causal-lm":
-        return []
-    return prompt_flags(PromptSettings(spec.task.system_prompt or None, ref.prompt_template or None, ref.shots))
+    settings = _prompt_settings(spec, ref)
+    return prompt_flags(settings) if settings else []
 
 
 def evaluated_template(spec: Spec, candidate: str | None = None) -> str | None:
@@ -221,15 +234,43 @@ def evaluated_template(spec: Spec, candidate: str | None = None) -> str | None:
     return spec.candidate(candidate).prompt_template or spec.task.prompt_template
 
 
+def storage(ref: ModelRef) -> tuple[list[dict[str, str]], ModelRef]:
+    """``storageUris`` for the storage initializer, and ``ref`` with the in-pod paths it fetches them to.
+
+    The adapter (the promoted artifact) is always fetched so; the base only when served alone: an
+    adapter's card names its base by URI, and the predictor checks that ``--base`` is that URI."""
+    uris, base, adapter = [], ref.base_uri, ref.adapter_uri
+    if base.startswith(STORAGE_SCHEMES) and not adapter:
+        base = f"{MODEL_ROOT}/base"
+        uris.append({"uri": ref.base_uri, "mountPath": base})
+    if adapter and adapter.startswith(STORAGE_SCHEMES):
+        adapter = f"{MODEL_ROOT}/adapters/{ref.adapter_name}"
+        uris.append({"uri": ref.adapter_uri, "mountPath": adapter})
+    return uris, dataclasses.replace(ref, base_uri=base, adapter_uri=adapter)
+
+
+def canary_name(ref: ModelRef) -> str:
+    """The name of a canary entry's predictor (required by the KServe 0.21 API): stable per model."""
+    return f"canary-{hashlib.sha256(ref.model_id.encode()).hexdigest()[:10]}"
+
+
 def build_predictor(template: dict[str, Any], spec: Spec, ref: ModelRef, role: str) -> dict[str, Any]:
-    """A predictor for ``ref``: the champion's predictor with the model identity, arguments and role replaced."""
+    """A predictor for ``ref``: the champion's predictor with the model identity, arguments, storage and
+    role replaced."""
     predictor = copy.deepcopy(template)
     predictor.pop("canaryTrafficPercent", None)
     predictor["annotations"] = {**(predictor.get("annotations") or {}), MODEL_ID: ref.model_id}
     predictor["labels"] = {**(predictor.get("labels") or {}), ROLE: role, SERVICE: spec.delivery.serving.name}
     model = predictor.setdefault("model", {})
     model.setdefault("name", "kserve-container")  # required in spec.canary[].predictor.model
-    model["args"] = predictor_args(spec, ref)
+    predictor.pop("name", None)
+    uris, in_pod = storage(ref)
+    if uris:
+        predictor["storageUris"] = uris
+    else:
+        predictor.pop("storageUris", None)
+    model.pop("storageUri", None)
+    model["args"] = predictor_args(spec, in_pod)
     return predictor
 
 
@@ -263,6 +304,7 @@ def start_canary(doc: dict[str, Any], spec: Spec, ref: ModelRef, traffic: int) -
         doc["spec"].pop("canary", None)  # Knative mode has no canary list
         return
     predictor = build_predictor(doc["spec"]["predictor"], spec, ref, "canary")
+    predictor["name"] = canary_name(ref)
     doc["spec"]["canary"] = [{"trafficPercent": traffic, "predictor": predictor}]
 
 
@@ -279,7 +321,9 @@ def promote_canary(doc: dict[str, Any]) -> None:
         doc["spec"]["predictor"] = _with_role(doc["spec"]["predictor"], "stable")
         doc["metadata"]["annotations"].pop(STABLE_PREDICTOR, None)
         return
+    # As the KServe API documents it: the canary's predictor becomes spec.predictor (which has no name).
     doc["spec"]["predictor"] = _with_role(doc["spec"]["canary"][0]["predictor"], "stable")
+    doc["spec"]["predictor"].pop("name", None)
     doc["spec"]["canary"] = []
 
 

@@ -23,6 +23,8 @@ GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", 
 DEFAULT_RUNTIME = "torch-distributed"
 _JOB = "node"  # replicated job and container name in the torch runtimes
 PVC_MOUNT = "/mnt/pvc"
+# The claim for data, checkpoints and outputs: the one manifests/base creates and profiles mount.
+DEFAULT_CLAIM = "aicd-checkpoints"
 
 
 def _resources(spec: Spec) -> dict[str, Any]:
@@ -41,8 +43,10 @@ def _patch(spec: Spec, claim: str | None, grace_seconds: int) -> dict[str, Any]:
     if r.gpus:
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     if claim:
-        pod["volumes"] = [{"name": "aicd-data", "persistentVolumeClaim": {"claimName": claim}}]
-        pod["containers"] = [{"name": _JOB, "volumeMounts": [{"name": "aicd-data", "mountPath": PVC_MOUNT}]}]
+        # Mounted at /mnt/pvc/<claim>, as the platform profile mounts claims: pvc://<claim>/<path> resolves there.
+        pod["volumes"] = [{"name": "aicd-claim", "persistentVolumeClaim": {"claimName": claim}}]
+        pod["containers"] = [{"name": _JOB, "volumeMounts": [{"name": "aicd-claim",
+                                                              "mountPath": f"{PVC_MOUNT}/{claim}"}]}]
     job = {"name": _JOB, "template": {"spec": {"template": {"spec": pod}}}}
     return {"manager": "aicd", "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [job]}}}}
 
@@ -52,7 +56,7 @@ def trainjob_manifest(spec: Spec, name: str, args: list[str], *, namespace: str 
                       grace_seconds: int = 300) -> dict[str, Any]:
     """A TrainJob running ``python -m aicd.components.training ARGS`` on every process.
 
-    ``claim`` is the PersistentVolumeClaim mounted at /mnt/pvc (pvc:// URIs resolve there);
+    ``claim`` is the PersistentVolumeClaim mounted at /mnt/pvc/<claim> (pvc://<claim>/... URIs resolve there);
     ``grace_seconds`` leaves time for the SIGTERM checkpoint when a node is preempted.
     """
     r = spec.training.resources
@@ -105,10 +109,22 @@ def _create(api, manifest: dict) -> None:
             log.info("TrainJob %s/%s exists already; following it", meta["namespace"], meta["name"])
             return
         hints = {404: "install Kubeflow Trainer (the TrainJob CRD) in the cluster",
-                 403: "grant the pipeline's service account create/get on trainjobs.trainer.kubeflow.org",
+                 403: f"the service account needs `create` on trainjobs.trainer.kubeflow.org in namespace "
+                      f"{meta['namespace']} (and get/list/watch to follow it): apply manifests/overlays/<env>, "
+                      "whose Role aicd-pipeline grants it, and run the pipeline as aicd-pipeline",
                  422: "the cluster rejected the object; check training.resources in the spec"}
         raise TrainingError(f"cannot create TrainJob {meta['namespace']}/{meta['name']}: "
-                            f"HTTP {err.status} {err.reason}", hints.get(err.status, "check the cluster")) from err
+                            f"HTTP {err.status} {err.reason}{_server_message(err)}",
+                            hints.get(err.status, "check the cluster")) from err
+
+
+def _server_message(err) -> str:
+    """The API server's own words (e.g. which user may not create what), when it sent any."""
+    try:
+        message = json.loads(err.body or "{}").get("message")
+    except (TypeError, ValueError):
+        message = None
+    return f": {message}" if message else ""
 
 
 def launch_trainjob(api, manifest: dict, *, poll_seconds: float = 15.0, timeout_seconds: float = 7 * 24 * 3600,

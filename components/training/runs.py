@@ -68,7 +68,7 @@ def run_launch_trainjob(spec: Spec, dataset_uri: str, output_uri: str, method: s
     except config.ConfigException:
         config.load_kube_config()
     args = train_adapter_args(spec, method, dataset_uri, output_uri)
-    manifest = trainjob_manifest(spec, trainjob_name(spec, method, args), args, namespace=namespace or "aicd",
+    manifest = trainjob_manifest(spec, trainjob_name(spec, method, args), args, namespace=namespace or None,
                                  runtime=runtime, claim=claim or None)
     launch_trainjob(client.CustomObjectsApi(), manifest, timeout_seconds=timeout_seconds)
     return output_uri

@@ -68,7 +68,7 @@ def list_methods(training: dict) -> List[str]:
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def launch_trainjob(name: str, task: dict, candidates: list, training: dict, dataset_uri: str, output_uri: str,
-                    method: str = "", namespace: str = "aicd", claim: str = "aicd-data",
+                    method: str = "", namespace: str = "", claim: str = "aicd-checkpoints",
                     runtime: str = "torch-distributed", timeout_seconds: float = 604800.0) -> str:
     """Train one method as a Kubeflow Trainer TrainJob (pvc:// URIs on ``claim``); wait; return output_uri.
 

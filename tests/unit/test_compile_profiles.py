@@ -9,7 +9,7 @@ from kfp.dsl import Dataset, Input, Output
 
 from aicd.components.errors import SpecError
 from aicd.pipelines.platform import Platform
-from aicd.pipelines.profiles import LOCAL, load_profile, parse_profile
+from aicd.pipelines.profiles import LOCAL, POD_LABELS, load_profile, parse_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = sorted((ROOT / "examples" / "profiles").glob("*.yaml"))
@@ -71,11 +71,12 @@ def test_gpu_cluster_profile_in_the_ir(tmp_path):
     assert tasks["use-thing"]["retryPolicy"]["maxRetryCount"] == 2
 
 
-def test_local_profile_adds_nothing_but_caching(tmp_path):
+def test_local_profile_adds_nothing_but_caching_and_pod_labels(tmp_path):
     ir, k8s = _compile(Platform(LOCAL), tmp_path)
     for executor in ir["deploymentSpec"]["executors"].values():
         assert "resources" not in executor["container"] and "env" not in executor["container"]
-    assert k8s == {}
+    # Pipeline pods always carry the labels the manifests' NetworkPolicy selects (kfp.local ignores them).
+    assert k8s == {name: {"podMetadata": {"labels": POD_LABELS}} for name in ("exec-make-thing", "exec-use-thing")}
     assert "retryPolicy" not in ir["root"]["dag"]["tasks"]["make-thing"]
 
 

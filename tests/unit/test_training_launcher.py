@@ -5,6 +5,7 @@ No Kubernetes API server runs here: ``FakeCustomObjects`` stands in for the API
 """
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,25 +17,23 @@ from aicd.components.errors import TrainingError
 from aicd.components.spec import parse_spec
 from aicd.components.training.launcher import launch_trainjob, train_adapter_args, trainjob_manifest
 
-VALIDATE = Path("/work/shared/tools/validate-manifests")
-if not VALIDATE.exists():
-    VALIDATE = Path(__file__).resolve().parents[3] / "shared" / "tools" / "validate-manifests"
+VALIDATE = Path(__file__).resolve().parents[2] / "tools" / "validate-manifests"
 
 
 def _manifest(spec: dict, **kw) -> dict:
     parsed = parse_spec(spec)
-    args = train_adapter_args(parsed, "lora-r8", "pvc://aicd-data/datasets/v1", "pvc://aicd-data/models/lora-r8")
+    args = train_adapter_args(parsed, "lora-r8", "pvc://aicd-checkpoints/datasets/v1", "pvc://aicd-checkpoints/models/lora-r8")
     return trainjob_manifest(parsed, "support-bot-lora-r8", args, **kw)
 
 
 def _validate(manifests: list[dict]) -> subprocess.CompletedProcess:
     """One run of the validator over several documents (it takes seconds to start)."""
-    return subprocess.run([str(VALIDATE), "-"], input=yaml.safe_dump_all(manifests), capture_output=True, text=True)
+    return subprocess.run([sys.executable, str(VALIDATE), "-"], input=yaml.safe_dump_all(manifests), capture_output=True, text=True)
 
 
 RESOURCES = [
-    ({"gpus": 1, "gpu_type": "nvidia-l4"}, "aicd-data"),
-    ({"gpus": 4, "num_nodes": 2, "procs_per_node": 4, "cpu": "16", "memory": "64Gi"}, "aicd-data"),
+    ({"gpus": 1, "gpu_type": "nvidia-l4"}, "aicd-checkpoints"),
+    ({"gpus": 4, "num_nodes": 2, "procs_per_node": 4, "cpu": "16", "memory": "64Gi"}, "aicd-checkpoints"),
     ({"gpus": 0, "num_nodes": 2, "procs_per_node": 2}, None),
 ]
 
@@ -116,7 +115,7 @@ def test_retry_follows_the_existing_job(support_bot_spec):
 
 @pytest.mark.parametrize("status, message", [
     (404, "HTTP 404 Not Found\n  fix: install Kubeflow Trainer"),
-    (403, "HTTP 403 Forbidden\n  fix: grant the pipeline's service account"),
+    (403, "HTTP 403 Forbidden\n  fix: the service account needs `create` on trainjobs.trainer.kubeflow.org"),
 ])
 def test_create_errors_say_what_to_fix(support_bot_spec, status, message):
     reason = {404: "Not Found", 403: "Forbidden"}[status]
