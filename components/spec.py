@@ -264,6 +264,17 @@ class CanarySpec(Section):
     max_latency_ratio: PositiveFloat = 1.5
     min_feedback_score: Fraction | None = None
     max_failed_intervals: PositiveInt = 1
+    max_client_error_rate: Fraction = Field(
+        0.05, description="how far the canary's 4xx ratio may exceed the stable model's in the same window "
+                          "(max_error_rate is the same margin for 5xx)")
+    min_traffic_share: Fraction = Field(
+        0.25, description="fraction of its expected requests (traffic step x all requests) the canary must answer; "
+                          "fewer fails the interval (a hanging canary answers none)")
+    max_inconclusive_intervals: PositiveInt = Field(
+        12, description="inconclusive intervals (too little traffic) after which the rollout ends by "
+                        "inconclusive_policy")
+    inconclusive_policy: Literal["rollback", "promote"] = Field(
+        "rollback", description="how a rollout that stayed inconclusive for max_inconclusive_intervals ends")
 
     @model_validator(mode="after")
     def _steps(self) -> "CanarySpec":
@@ -285,11 +296,29 @@ class ServingSpec(Section):
     admin_token_secret: str | None = None
 
 
+class SyncSpec(Section):
+    via: Literal["none", "inferenceservice", "argocd"] = Field(
+        "none", description="what tells the rollout that a commit is live before it measures: the Argo CD "
+                            "Application synced and healthy at that revision, the InferenceService Ready with "
+                            "the declared canary, or nothing (local runs)")
+    application: str | None = Field(None, description="Argo CD Application name (default: delivery.serving.name)")
+    application_namespace: str = Field("argocd", description="namespace of the Argo CD Application")
+    timeout_seconds: PositiveFloat = Field(
+        600.0, description="how long a commit may take to become live and Ready; a canary not Ready by then is "
+                           "rolled back")
+    poll_seconds: PositiveFloat = Field(5.0, description="how often the rollout polls the cluster while waiting")
+    kubeconfig: str | None = Field(None, description="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
+
+
 class DeliverySpec(Section):
     gitops: GitOpsSpec
     canary: CanarySpec = CanarySpec()
     serving: ServingSpec = ServingSpec()
     prometheus_url: str = "http://127.0.0.1:9090"
+    sync: SyncSpec = Field(SyncSpec(), description="waiting for the GitOps sync before each analysis")
+    rollout: Literal["pipeline", "external"] = Field(
+        "pipeline", description="pipeline: finetune and continuous drive a new canary to promotion or rollback "
+                                "after promoting it; external: the rollout pipeline or `aicd canary` runs apart")
 
 
 class LabelingSpec(Section):

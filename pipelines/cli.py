@@ -74,13 +74,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from aicd.pipelines.platform import Platform
     from aicd.pipelines.profiles import load_profile
     from aicd.pipelines.progress import StepPrinter, render_summary, write_summary
-    from aicd.pipelines.stages import build_pipeline
+    from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 
     spec = _spec_dict(args.spec)
     pipeline = build_pipeline(args.pipeline, Platform(load_profile(args.profile)))
     print(f"running {args.pipeline} locally on {args.spec} (workdir {args.workdir}, "
           f"cache {'off' if args.no_cache else 'on'})")
-    run = run_local(pipeline, {"spec": spec}, args.workdir, cache=not args.no_cache, listener=StepPrinter(),
+    run = run_local(pipeline, pipeline_arguments(args.pipeline, spec), args.workdir, cache=not args.no_cache, listener=StepPrinter(),
                     verbose=args.verbose)
     render_summary(run)
     print(f"summary: {write_summary(run, run.root / 'summary.json')}")
@@ -97,7 +97,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from aicd.components.secrets import read_secret
     from aicd.pipelines.platform import Platform
     from aicd.pipelines.profiles import load_profile
-    from aicd.pipelines.stages import build_pipeline
+    from aicd.pipelines.stages import build_pipeline, pipeline_arguments
     from aicd.pipelines.submit import compile_pipeline, make_client, submit_pipeline
 
     spec = _spec_dict(args.spec)
@@ -109,7 +109,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         client = make_client(args.host, args.namespace, token)
         done = submit_pipeline(client, package, f"{spec['name']}-{args.pipeline}", spec,
                                experiment=args.experiment or spec["name"], recurring=recurring,
-                               schedule=args.schedule, namespace=args.namespace)
+                               schedule=args.schedule, namespace=args.namespace,
+                               arguments=pipeline_arguments(args.pipeline, spec))
     print(f"submitted {done.kind} {done.name} ({done.id}) to {args.host}")
     return 0
 

@@ -11,7 +11,7 @@ from aicd.components.errors import AicdError, SpecError
 from aicd.components.spec import Spec, load_spec, parse_spec
 from aicd.pipelines.platform import Platform
 
-PIPELINES = ("poc", "scoping", "finetune", "redesign", "continuous")
+PIPELINES = ("poc", "scoping", "finetune", "redesign", "continuous", "rollout")
 
 
 class StepsMissing(AicdError):
@@ -39,6 +39,11 @@ def pipeline_argument(spec: Spec) -> dict[str, Any]:
     if parse_spec(value) != spec:
         raise SpecError(["the spec changes when its null fields are left out; give those fields values"])
     return value
+
+
+def pipeline_arguments(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline's run arguments from the spec argument: the rollout takes only the delivery section."""
+    return {"delivery": spec["delivery"]} if name == "rollout" else {"spec": spec}
 
 
 def load_pipeline_argument(path: str) -> dict[str, Any]:

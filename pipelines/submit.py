@@ -75,12 +75,15 @@ class Submitted:
 
 def submit_pipeline(client, package: str | Path, name: str, spec: dict[str, Any], *, experiment: str,
                     recurring: bool = False, schedule: str = DEFAULT_SCHEDULE,
-                    namespace: str | None = None) -> Submitted:
-    """Create a run of a compiled package, or a recurring run for continuous delivery."""
+                    namespace: str | None = None, arguments: dict[str, Any] | None = None) -> Submitted:
+    """Create a run of a compiled package, or a recurring run for continuous delivery.
+
+    ``arguments``: the run's parameters (default: the whole spec as ``spec``)."""
+    arguments = arguments if arguments is not None else {"spec": spec}
     try:
         if not recurring:
             result = client.create_run_from_pipeline_package(
-                str(package), arguments={"spec": spec}, run_name=name, experiment_name=experiment,
+                str(package), arguments=arguments, run_name=name, experiment_name=experiment,
                 namespace=namespace)
             run_id = getattr(result, "run_id", None) or str(result)
             return Submitted("run", run_id, name)
@@ -90,7 +93,7 @@ def submit_pipeline(client, package: str | Path, name: str, spec: dict[str, Any]
             exp = client.create_experiment(name=experiment, namespace=namespace)
         job = client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=name, cron_expression=schedule, max_concurrency=1,
-            no_catchup=True, params={"spec": spec}, pipeline_package_path=str(package))
+            no_catchup=True, params=arguments, pipeline_package_path=str(package))
         return Submitted("recurring-run", getattr(job, "recurring_run_id", None) or str(job), name)
     except AicdError:
         raise

@@ -10,7 +10,7 @@ input" and silently skips the branch.
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Input, Markdown, Metrics, Model, Output
 
 from aicd.components._images import BASE_IMAGE
 
@@ -87,18 +87,33 @@ def promote_adapter(spec: dict, blessing: Input[Artifact], candidate: Input[Mode
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def analyse_canary(spec: dict, decision: Output[Artifact], max_intervals: int = 24) -> str:
-    """Analyse the canary in Git until promoted or rolled back, at most ``max_intervals`` (0: no limit).
-
-    Returns the last action: promote, rollback, or step/wait when the limit ended an undecided canary.
+def roll_out_canary(delivery: dict, evidence: Output[Markdown], decision: Output[Artifact], model_id: str = "",
+                    commit: str = "", max_intervals: int = 0, in_stage: bool = False) -> str:
+    """Drive the promoted canary to promotion or rollback: wait until ``commit`` is live and Ready, analyse
+    Prometheus each interval, step traffic through Git. The last action: promote, rollback, champion (the
+    first champion: nothing to roll out), none, external (``in_stage`` and ``delivery.rollout: external``),
+    or step/wait when ``max_intervals`` (0: no limit) ended an undecided canary. Every interval's state is
+    in Git, so a retried step resumes; ``evidence`` is the decision with its figures, queries and thresholds.
+    ``delivery`` is the spec's delivery section (a whole spec is accepted until every pipeline passes sections).
     """
     import json
 
-    from aicd.components.delivery.canary import run_canary, step_dict
-    from aicd.components.spec import parse_spec
+    from aicd.components.delivery.canary import roll_out, step_dict
+    from aicd.components.delivery.evidence import render
+    from aicd.components.spec import DeliverySpec
 
-    step = run_canary(parse_spec(spec), max_intervals=max_intervals or None)
+    section = DeliverySpec.model_validate(delivery["delivery"] if "gitops" not in delivery else delivery)
+    if in_stage and section.rollout == "external":
+        steps, final = [], None
+        action = "external"
+    else:
+        steps, final = roll_out(section, model_id or None, max_intervals=max_intervals or None)
+        action = final.action if final else "none"
+    with open(evidence.path, "w", encoding="utf-8") as fh:
+        fh.write(render(section, steps, final) if action != "external" else
+                 "# Rollout: external\n\n`delivery.rollout` is `external`: run the rollout pipeline or `aicd canary`.\n")
     with open(decision.path, "w", encoding="utf-8") as fh:
-        json.dump(step_dict(step), fh, indent=2)
-    decision.metadata.update({"action": step.action, "decision": step.interval.decision})
-    return step.action
+        json.dump({"action": action, "promotion_commit": commit, "steps": [step_dict(s) for s in steps]}, fh,
+                  indent=2)
+    decision.metadata.update({"action": action, "intervals": len(steps)})
+    return action

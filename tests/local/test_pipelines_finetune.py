@@ -20,7 +20,7 @@ from aicd.pipelines.stages import build_pipeline, pipeline_argument
 from tiny_models import tiny_finetune_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-ALWAYS_RUN = {"ingest-dataset", "find-champion", "gate-candidate", "promote-adapter"}
+ALWAYS_RUN = {"ingest-dataset", "find-champion", "gate-candidate", "promote-adapter", "roll-out-canary"}
 
 
 @pytest.fixture
@@ -44,7 +44,9 @@ def test_finetune_trains_gates_and_promotes(first_run, tiny_spec):
     names = [t.name for t in first.tasks]
     assert {"ingest-dataset", "profile-dataset", "list-methods", "train-adapter", "evaluate-model", "choose-method",
             "find-champion", "evaluate-model-2", "evaluate-model-3", "compare-models", "gate-candidate",
-            "promote-adapter"} == set(names), names
+            "promote-adapter", "roll-out-canary"} == set(names), names
+    # the adapter became the first champion: nothing to roll out
+    assert first.task("roll-out-canary").outputs["Output"] == "champion"
     assert all(t.status == "ran" for t in first.tasks)
     best = first.task("choose-method").outputs
     assert best["chosen"] == "lora-r4"

@@ -16,7 +16,7 @@ from aicd.pipelines.submit import compile_pipeline
 ROOT = Path(__file__).resolve().parents[2]
 GPU_PROFILE = ROOT / "examples" / "profiles" / "gpu-cluster.yaml"
 NEVER_CACHED = {"ingest-dataset", "find-champion", "gate-candidate", "promote-adapter", "previous-versions",
-                "record-trained-versions"}
+                "record-trained-versions", "roll-out-canary"}
 TRAINING = ("train-adapter", "train-from-scratch")
 
 
@@ -54,7 +54,8 @@ def compiled(tmp_path_factory) -> dict[str, dict]:
 def test_pipeline_compiles_with_spec_parameter(compiled, name):
     ir = compiled[name][0]
     assert ir["pipelineInfo"]["name"] == f"aicd-{name}"
-    assert ir["root"]["inputDefinitions"]["parameters"]["spec"]["parameterType"] == "STRUCT"
+    parameter = "delivery" if name == "rollout" else "spec"  # the rollout reads only the delivery section
+    assert ir["root"]["inputDefinitions"]["parameters"][parameter]["parameterType"] == "STRUCT"
     assert any(True for _ in tasks(ir))
 
 
@@ -62,8 +63,8 @@ def test_pipeline_compiles_with_spec_parameter(compiled, name):
 def test_promote_runs_only_inside_the_gate_condition(compiled, name):
     ir = compiled[name][0]
     promotes = [(spec, conds) for comp, spec, conds in tasks(ir) if base(comp) == "promote-adapter"]
-    if name == "poc":
-        assert promotes == []  # stage 1 delivers nothing
+    if name in ("poc", "rollout"):
+        assert promotes == []  # stage 1 delivers nothing; the rollout drives a promotion made before
         return
     assert promotes, f"{name} has no promotion"
     for spec, conditions in promotes:
@@ -121,3 +122,19 @@ def test_no_step_installs_anything_at_pod_start(compiled, name):
         container = executor["container"]
         text = " ".join(container.get("command", []) + container.get("args", []))
         assert "pip install" not in text, f"{name}: {executor_name} installs packages at pod start"
+
+
+@pytest.mark.parametrize("name", ["finetune", "continuous", "redesign", "scoping", "rollout"])
+def test_rollout_follows_each_promotion(compiled, name):
+    """finetune/continuous/redesign/scoping start the rollout after a successful promotion, with the
+    promotion's commit and the blessed digest; the rollout pipeline is that one task."""
+    ir = compiled[name][0]
+    rollouts = [(spec, conds) for comp, spec, conds in tasks(ir) if base(comp) == "roll-out-canary"]
+    assert len(rollouts) == 1, rollouts
+    spec, conditions = rollouts[0]
+    params = spec["inputs"]["parameters"]
+    assert set(params) >= {"delivery", "model_id", "commit"}
+    if name != "rollout":
+        assert any("gate-candidate-Output" in c for c in conditions), conditions
+        assert params["commit"]["taskOutputParameter"]["producerTask"].startswith("promote-adapter")
+        assert params["in_stage"]["runtimeValue"]["constant"] is True

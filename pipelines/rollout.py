@@ -1,0 +1,27 @@
+"""The rollout: drive a promoted canary to promotion or rollback, in the cluster.
+
+Takes the promotion (its commit and the candidate's identity) and the spec's delivery section:
+waits until the GitOps sync has applied the commit and the canary is Ready, analyses Prometheus
+each interval, steps traffic through Git (``delivery.canary.steps``), and promotes or rolls back,
+writing the decision and its evidence as a Markdown artifact. ``finetune`` and ``continuous``
+add the same task after a successful promotion; `aicd canary` runs the same code from a shell.
+"""
+
+from aicd.pipelines.platform import Platform
+
+
+def build(platform: Platform):
+    from kfp import dsl
+
+    from aicd.pipelines.subgraphs.delivery import roll_out
+
+    @dsl.pipeline(name="aicd-rollout", description="Wait until the promotion's commit is live and Ready, analyse "
+                                                    "the canary against the stable model in Prometheus each "
+                                                    "interval, step its traffic through Git and promote or roll "
+                                                    "it back; the decision and its evidence as Markdown.")
+    def rollout_pipeline(delivery: dict, model_id: str = "", commit: str = "", max_intervals: int = 0):
+        """``model_id``: the canary to roll out ('' the one in Git); ``commit``: the promotion's commit (recorded);
+        ``max_intervals``: stop an undecided rollout after this many intervals (0: no limit)."""
+        roll_out(delivery, platform, model_id=model_id, commit=commit, max_intervals=max_intervals)
+
+    return rollout_pipeline
