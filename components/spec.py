@@ -310,15 +310,49 @@ class SyncSpec(Section):
     kubeconfig: str | None = Field(None, description="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
 
 
+class EnvironmentSpec(Section):
+    name: Annotated[str, Field(pattern=_NAME, description="the stage's name, e.g. dev, staging, production")]
+    path: str = Field(description="its overlay folder in the GitOps repository")
+    mode: Literal["push", "pull-request"] = Field(
+        "push", description="push: the candidate enters the stage by a commit on the branch; pull-request: by a "
+                            "pushed branch and a pull request a person merges")
+
+
+class ForgeSpec(Section):
+    kind: Literal["github", "gitlab"] = Field(description="the forge whose API opens pull (merge) requests")
+    api_url: str = Field(description="its API root, e.g. https://api.github.com or https://gitlab.example/api/v4")
+    project: str = Field(description="owner/name of the GitOps repository on the forge")
+    token_secret: str = Field("gitops-forge-token", description="Secret (key `token`) with an API token")
+
+
 class DeliverySpec(Section):
     gitops: GitOpsSpec
     canary: CanarySpec = CanarySpec()
     serving: ServingSpec = ServingSpec()
     prometheus_url: str = "http://127.0.0.1:9090"
     sync: SyncSpec = Field(SyncSpec(), description="waiting for the GitOps sync before each analysis")
+    environments: list[EnvironmentSpec] = Field(
+        [], description="ordered stages a candidate moves through (its rollout in one verified before it enters "
+                        "the next); the first is gitops.path. Empty: the single overlay gitops.path")
+    forge: ForgeSpec | None = Field(None, description="opens the pull request of a pull-request stage; without "
+                                                      "it the branch is pushed and the rollout says so")
     rollout: Literal["pipeline", "external"] = Field(
         "pipeline", description="pipeline: finetune and continuous drive a new canary to promotion or rollback "
                                 "after promoting it; external: the rollout pipeline or `aicd canary` runs apart")
+
+    @model_validator(mode="after")
+    def _environments(self) -> "DeliverySpec":
+        envs = self.environments
+        if envs and envs[0].path != self.gitops.path:
+            raise ValueError(f"`delivery.environments[0].path` ({envs[0].path}) must be `delivery.gitops.path` "
+                             f"({self.gitops.path}): a candidate enters the first stage; set both to the same overlay")
+        names, paths = [e.name for e in envs], [e.path for e in envs]
+        if len(set(names)) != len(names) or len(set(paths)) != len(paths):
+            raise ValueError("`delivery.environments` names and paths must be unique; give each stage its own overlay")
+        if any(e.mode == "pull-request" for e in envs[:-1]):
+            raise ValueError("only the last of `delivery.environments` can be `mode: pull-request`; the earlier "
+                             "stages are verified by their rollout")
+        return self
 
 
 class LabelingSpec(Section):

@@ -49,12 +49,18 @@ class CanaryStep:
     failed: int
     inconclusive: int = 0
     number: int = 0
+    analysed_at: int | None = None         # the canary's traffic while it was analysed
 
 
-def progress(history: list[tuple[str, dict[str, str]]], canary_id: str) -> Progress:
-    """The counters of ``canary_id``'s analysis since it was last promoted into the overlay."""
+def here(trailers: dict[str, str], path: str) -> bool:
+    """Whether a commit's trailers are about the overlay at ``path`` (commits without Aicd-Path: any)."""
+    return trailers.get("Aicd-Path", path) == path
+
+
+def progress(history: list[tuple[str, dict[str, str]]], canary_id: str, path: str = "") -> Progress:
+    """The counters of ``canary_id``'s analysis in the overlay at ``path`` since it was last promoted there."""
     for _, trailers in history:
-        if trailers.get(MODEL) != canary_id:
+        if trailers.get(MODEL) != canary_id or (path and not here(trailers, path)):
             continue
         if "Aicd-Canary-Interval" in trailers:
             return Progress(int(trailers["Aicd-Canary-Interval"]), int(trailers.get("Aicd-Canary-Failed", 0)),
@@ -93,7 +99,8 @@ def _message(delivery: DeliverySpec, canary_id: str, title: str, action: str, in
              f"Analysis ({delivery.canary.interval_seconds:g}s window, traffic {traffic}%): {interval.decision}"]
     lines += [f"  {r}" for r in interval.reasons]
     lines += [f"  requests: canary {interval.requests:.0f}, stable {interval.stable_requests:.0f}", "",
-              f"{MODEL}: {canary_id}", f"{DECISION}: {action}", f"Aicd-Canary-Traffic: {traffic}",
+              f"{MODEL}: {canary_id}", f"Aicd-Path: {delivery.gitops.path}", f"{DECISION}: {action}",
+              f"Aicd-Canary-Traffic: {traffic}",
               f"Aicd-Canary-Interval: {counters.interval}", f"Aicd-Canary-Failed: {counters.failed}",
               f"Aicd-Canary-Inconclusive: {counters.inconclusive}"]
     return "\n".join(lines) + "\n"
@@ -132,7 +139,7 @@ def commit_interval(delivery: DeliverySpec, state: isvc.RolloutState, interval: 
                                           record=True)
     log.info("canary %s: %s -> %s (%s)", state.canary, interval.decision, action, "; ".join(interval.reasons))
     return CanaryStep(interval, action, traffic, result.commit, counters.failed, counters.inconclusive,
-                      counters.interval)
+                      counters.interval, state.traffic)
 
 
 def analyse_canary(delivery: DeliverySpec, prometheus_url: str | None = None,
@@ -141,7 +148,7 @@ def analyse_canary(delivery: DeliverySpec, prometheus_url: str | None = None,
     state = read_rollout(delivery)
     if state.canary is None:
         raise DeliveryError(f"no canary is declared in {delivery.gitops.path}", "promote an adapter first")
-    before = progress(read_history(delivery), state.canary)
+    before = progress(read_history(delivery), state.canary, delivery.gitops.path)
     interval = analyse_interval(delivery, state.traffic, prometheus_url, window_seconds)
     return commit_interval(delivery, state, interval, before)
 
@@ -151,15 +158,16 @@ def _settled(delivery: DeliverySpec, model_id: str | None, state: isvc.RolloutSt
     if model_id is None or state.canary == model_id:
         return None
     for commit, trailers in read_history(delivery):
-        if trailers.get(MODEL) == model_id and trailers.get(DECISION) in DECIDED:
+        if trailers.get(MODEL) == model_id and trailers.get(DECISION) in DECIDED and \
+                here(trailers, delivery.gitops.path):
             return CanaryStep(Interval("settled", 0.0, reasons=[f"decided before by {commit[:12]}"]),
                               trailers[DECISION], None, commit, int(trailers.get("Aicd-Canary-Failed", 0)))
     if state.champion == model_id:
         return CanaryStep(Interval("settled", 0.0, reasons=["the first champion: nothing to roll out"]),
                           "champion", None, None, 0)
     if delivery.gitops.mode == "pull-request":
-        return CanaryStep(Interval("settled", 0.0, reasons=[f"{model_id} is not in {delivery.gitops.branch} yet: its "
-                                                          "pull request awaits review; run the rollout after the merge"]),
+        waiting = f"{model_id} is not in {delivery.gitops.branch} yet: its pull request awaits review"
+        return CanaryStep(Interval("settled", 0.0, reasons=[waiting + "; run the rollout after the merge"]),
                           "awaiting-merge", None, None, 0)
     raise StaleChange(f"Git declares canary {state.canary or 'none'}, not {model_id}, and holds no decision for it",
                       "roll out the canary that is in Git now (or promote this model again)")
@@ -187,7 +195,7 @@ def run_canary(delivery: DeliverySpec, prometheus_url: str | None = None, max_in
                 done = analyse_canary(delivery, prometheus_url)
             else:
                 done = commit_interval(delivery, state, Interval("not-ready", 0.0, reasons=[live.reason]),
-                                       progress(history, state.canary))
+                                       progress(history, state.canary, delivery.gitops.path))
         count += 1
         if on_step:
             on_step(done)

@@ -31,12 +31,12 @@ def render(delivery: DeliverySpec, steps: Iterable[CanaryStep], final: CanarySte
              f"end by `{c.inconclusive_policy}`",
              f"- steps {c.steps}, interval {c.interval_seconds:g}s, live and Ready within "
              f"{delivery.sync.timeout_seconds:g}s", "", "## Intervals", "",
-             "| # | traffic | verdict | action | canary req | stable req | 5xx canary/stable | 4xx canary/stable "
+             "| # | traffic analysed | verdict | action | canary req | stable req | 5xx canary/stable | 4xx canary/stable "
              "| p95 canary/stable | feedback | reasons | commit |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in steps:
         i = s.interval
-        lines.append(f"| {s.number} | {s.traffic}% | {i.decision} | {s.action} | {i.requests:.0f} | "
+        lines.append(f"| {s.number} | {s.analysed_at}% | {i.decision} | {s.action} | {i.requests:.0f} | "
                      f"{i.stable_requests:.0f} | {_pct(i.error_rate)} / {_pct(i.stable_error_rate)} | "
                      f"{_pct(i.client_error_rate)} / {_pct(i.stable_client_error_rate)} | "
                      f"{_ms(i.latency_p95_s)} / {_ms(i.stable_latency_p95_s)} | "

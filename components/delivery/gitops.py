@@ -277,7 +277,8 @@ def promotion_message(spec: Spec, ref: isvc.ModelRef, blessing: dict[str, Any], 
         lines += ["", "Lineage:", f"  kind: {card.get('kind')}, method: {card.get('method')}",
                   f"  base digest: {card.get('base_digest')}", f"  data fingerprint: {card.get('data_fingerprint')}",
                   f"  hyperparameters: {card.get('hyperparameters')}"]
-    lines += ["", f"Aicd-Model-Id: {ref.model_id}", f"Aicd-Expected-Champion: {expected or 'none'}"]
+    lines += ["", f"Aicd-Model-Id: {ref.model_id}", f"Aicd-Path: {spec.delivery.gitops.path}",
+              f"Aicd-Expected-Champion: {expected or 'none'}"]
     return "\n".join(lines) + "\n"
 
 
