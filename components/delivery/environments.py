@@ -198,3 +198,17 @@ def roll_out_chain(delivery: DeliverySpec, model_id: str, prometheus_url: str | 
         if final is None or final.action != "promote":
             break
     return steps, final, outcomes
+
+
+def drive(delivery: DeliverySpec, model_id: str | None, max_intervals: int | None = None):
+    """The rollout step's logic: through the chain when ``delivery.environments`` is set, else in the one
+    overlay. (intervals, last step, stage outcomes, action)."""
+    from aicd.components.delivery.canary import roll_out
+
+    if delivery.environments and model_id:
+        steps, final, stages = roll_out_chain(delivery, model_id, max_intervals=max_intervals)
+        last = stages[-1].status if stages else "none"
+        action = last if last in ("awaiting-merge", "done", "rolled-back") else (final.action if final else last)
+        return steps, final, stages, action
+    steps, final = roll_out(delivery, model_id, max_intervals=max_intervals)
+    return steps, final, [], final.action if final else "none"

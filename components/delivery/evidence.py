@@ -14,11 +14,15 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.1f} ms"
 
 
-def render(delivery: DeliverySpec, steps: Iterable[CanaryStep], final: CanaryStep | None) -> str:
-    """Decision, thresholds, one row per interval (figures, verdict, commit) and the PromQL used."""
+def render(delivery: DeliverySpec, steps: Iterable[CanaryStep], final: CanaryStep | None, stages=(),
+           action: str | None = None) -> str:
+    """Decision, thresholds, one row per interval (figures, verdict, commit), the stages and the PromQL used."""
     c = delivery.canary
     steps = list(steps)
-    lines = [f"# Rollout of `{delivery.serving.name}`: **{final.action if final else 'nothing to roll out'}**", "",
+    action = action or (final.action if final else "none")
+    if action == "external":
+        return "# Rollout: external\n\n`delivery.rollout` is `external`: run the rollout pipeline or `aicd canary`.\n"
+    lines = [f"# Rollout of `{delivery.serving.name}`: **{action}**", "",
              f"GitOps: `{delivery.gitops.repo}` branch `{delivery.gitops.branch}`, `{delivery.gitops.path}`; "
              f"sync: `{delivery.sync.via}`; Prometheus: `{delivery.prometheus_url}`", "",
              "## Thresholds (canary relative to stable, same window)", "",
@@ -42,6 +46,11 @@ def render(delivery: DeliverySpec, steps: Iterable[CanaryStep], final: CanarySte
                      f"{_ms(i.latency_p95_s)} / {_ms(i.stable_latency_p95_s)} | "
                      f"{'-' if i.feedback_score is None else f'{i.feedback_score:.2f}'} | "
                      f"{'; '.join(i.reasons).replace('|', '/')} | {(s.commit or '-')[:12]} |")
+    if stages:
+        lines += ["", "## Environments", ""] + [
+            f"- {s.stage}: {s.status}{' ' + s.commit[:12] if s.commit else ''}"
+            f"{' ' + s.pull_request if s.pull_request else ''}{' (' + s.message + ')' if s.message else ''}"
+            for s in stages]
     queries = next((s.interval.queries for s in reversed(steps) if s.interval.queries), {})
     if queries:
         lines += ["", "## Queries", ""] + [f"- {name}: `{q}`" for name, q in sorted(queries.items())]

@@ -92,28 +92,26 @@ def roll_out_canary(delivery: dict, evidence: Output[Markdown], decision: Output
     """Drive the promoted canary to promotion or rollback: wait until ``commit`` is live and Ready, analyse
     Prometheus each interval, step traffic through Git. The last action: promote, rollback, champion (the
     first champion: nothing to roll out), none, external (``in_stage`` and ``delivery.rollout: external``),
-    or step/wait when ``max_intervals`` (0: no limit) ended an undecided canary. Every interval's state is
+    awaiting-merge / done / rolled-back (through ``delivery.environments``, stage after stage), or step/wait
+    when ``max_intervals`` (0: no limit) ended an undecided canary. Every interval's state is
     in Git, so a retried step resumes; ``evidence`` is the decision with its figures, queries and thresholds.
     ``delivery`` is the spec's delivery section (a whole spec is accepted until every pipeline passes sections).
     """
     import json
 
-    from aicd.components.delivery.canary import roll_out, step_dict
+    from aicd.components.delivery.canary import step_dict
+    from aicd.components.delivery.environments import drive
     from aicd.components.delivery.evidence import render
     from aicd.components.spec import DeliverySpec
 
     section = DeliverySpec.model_validate(delivery["delivery"] if "gitops" not in delivery else delivery)
-    if in_stage and section.rollout == "external":
-        steps, final = [], None
-        action = "external"
-    else:
-        steps, final = roll_out(section, model_id or None, max_intervals=max_intervals or None)
-        action = final.action if final else "none"
+    steps, final, stages, action = [], None, [], "external"
+    if not (in_stage and section.rollout == "external"):
+        steps, final, stages, action = drive(section, model_id or None, max_intervals or None)
     with open(evidence.path, "w", encoding="utf-8") as fh:
-        fh.write(render(section, steps, final) if action != "external" else
-                 "# Rollout: external\n\n`delivery.rollout` is `external`: run the rollout pipeline or `aicd canary`.\n")
+        fh.write(render(section, steps, final, stages, action))
     with open(decision.path, "w", encoding="utf-8") as fh:
-        json.dump({"action": action, "promotion_commit": commit, "steps": [step_dict(s) for s in steps]}, fh,
-                  indent=2)
+        json.dump({"action": action, "promotion_commit": commit, "steps": [step_dict(s) for s in steps],
+                   "stages": [vars(s) for s in stages]}, fh, indent=2)
     decision.metadata.update({"action": action, "intervals": len(steps)})
     return action
