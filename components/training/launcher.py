@@ -41,23 +41,28 @@ def _patch(spec: Spec, claim: str | None, grace_seconds: int) -> dict[str, Any]:
     if r.gpus:
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     if claim:
+        # At /mnt/pvc/<claim>, as the profile mounts it on the steps: a pvc://<claim>/... URI names the same
+        # file in the step's pod and in every training process.
         pod["volumes"] = [{"name": "aicd-data", "persistentVolumeClaim": {"claimName": claim}}]
-        pod["containers"] = [{"name": _JOB, "volumeMounts": [{"name": "aicd-data", "mountPath": PVC_MOUNT}]}]
+        pod["containers"] = [{"name": _JOB, "volumeMounts": [{"name": "aicd-data",
+                                                              "mountPath": f"{PVC_MOUNT}/{claim}"}]}]
     job = {"name": _JOB, "template": {"spec": {"template": {"spec": pod}}}}
     return {"manager": "aicd", "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [job]}}}}
 
 
 def trainjob_manifest(spec: Spec, name: str, args: list[str], *, namespace: str | None = None,
                       runtime: str = DEFAULT_RUNTIME, claim: str | None = None, image: str = TRAIN_IMAGE,
-                      grace_seconds: int = 300) -> dict[str, Any]:
+                      grace_seconds: int = 300, deadline_seconds: int | None = None) -> dict[str, Any]:
     """A TrainJob running ``python -m aicd.components.training ARGS`` on every process.
 
     ``claim`` is the PersistentVolumeClaim mounted at /mnt/pvc (pvc:// URIs resolve there);
-    ``grace_seconds`` leaves time for the SIGTERM checkpoint when a node is preempted.
+    ``grace_seconds`` leaves time for the SIGTERM checkpoint when a node is preempted;
+    ``deadline_seconds`` is the job's ``activeDeadlineSeconds``. Nodes, processes per node, CPU,
+    memory, GPUs and GPU type come from ``training.resources``.
     """
     r = spec.training.resources
     env = [{"name": "AICD_PVC_ROOT", "value": PVC_MOUNT}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
-    return {
+    manifest = {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
         "metadata": {"name": name, "namespace": namespace or spec.delivery.serving.namespace,
                      "labels": {"app.kubernetes.io/part-of": "aicd", "aicd.dev/spec": spec.name}},
@@ -69,6 +74,9 @@ def trainjob_manifest(spec: Spec, name: str, args: list[str], *, namespace: str 
             "runtimePatches": [_patch(spec, claim, grace_seconds)],
         },
     }
+    if deadline_seconds:
+        manifest["spec"]["activeDeadlineSeconds"] = int(deadline_seconds)
+    return manifest
 
 
 def train_adapter_args(spec: Spec, method: str, dataset_uri: str, output_uri: str) -> list[str]:

@@ -85,6 +85,41 @@ def launch_trainjob(spec: dict, dataset_uri: str, output_uri: str, method: str =
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def train_adapter_trainjob(spec: dict, dataset: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
+                           method: str = "", claim: str = "aicd-checkpoints", namespace: str = "",
+                           runtime: str = "torch-distributed", deadline_seconds: int = 604800) -> str:
+    """train_adapter through Kubeflow Trainer: the method runs as a TrainJob (torchrun on
+    training.resources.num_nodes x procs_per_node) with data and checkpoints on ``claim``; a retried
+    step follows the same job. Same outputs as train_adapter."""
+    import json
+
+    from kubernetes import client, config
+
+    from aicd.components.cards import verify_card
+    from aicd.components.spec import parse_spec
+    from aicd.components.training.runtime import artifact_size_mb
+    from aicd.components.training.trainjob import train_on_trainjob
+
+    parsed = parse_spec(spec)
+    method = method or parsed.training.methods[0].name
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    summary = train_on_trainjob(parsed, client.CustomObjectsApi(), dataset.path, method, model.path, claim=claim,
+                                namespace=namespace or None, runtime=runtime, deadline_seconds=deadline_seconds)
+    card = verify_card(model.path)
+    figures = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    figures["adapter_size_mb"] = artifact_size_mb(model.path)
+    for name, value in figures.items():
+        metrics.log_metric(name, value)
+    model.metadata.update({"digest": card["digest"], "kind": card["kind"], "method": card["method"],
+                           "method_name": method, "base_model": card.get("base_model") or ""})
+    return json.dumps({"method": method, "method_kind": card["method"], "digest": card["digest"],
+                       "metrics": figures})
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def choose_method(spec: dict, trainings: List[str], evaluations: List[str], models: Input[List[Model]],
                   table: Output[Artifact], plot: Output[HTML], best: Output[Model]) -> NamedTuple(
                       "Choice", chosen=str, pareto=str):

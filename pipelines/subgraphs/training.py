@@ -18,14 +18,28 @@ def compare_methods(spec, dataset, platform: Platform | None = None, split: str 
     (HTML with the Pareto plot) and ``pareto`` (the methods on the Pareto front, JSON).
     """
     from aicd.components.evaluation.steps import evaluate_model  # the evaluation area's step
-    from aicd.components.training.steps import choose_method, list_methods, train_adapter
+    from aicd.components.training.steps import choose_method, list_methods
 
     platform = platform or Platform()
     names_task = platform.apply(list_methods(spec=spec), "evaluate")
     with dsl.ParallelFor(names_task.output, name="methods") as method:
-        train_task = platform.apply(train_adapter(spec=spec, dataset=dataset, method=method), "train")
+        train_task = train_one(spec, dataset, method, platform)
         eval_task = platform.apply(evaluate_model(spec=spec, dataset=dataset, model=train_task.outputs["model"],
                                                   split=split), "evaluate")
     return platform.apply(choose_method(spec=spec, trainings=dsl.Collected(train_task.outputs["Output"]),
                                         evaluations=dsl.Collected(eval_task.outputs["Output"]),
                                         models=dsl.Collected(train_task.outputs["model"])), "evaluate")
+
+
+def train_one(spec, dataset, method, platform: Platform) -> dsl.PipelineTask:
+    """train_adapter in the step's pod, or, under a profile with ``roles.train.engine: trainjob``,
+    train_adapter_trainjob: a light pod (the train role's volumes, no GPU) launching a TrainJob."""
+    from aicd.components.training.steps import train_adapter, train_adapter_trainjob
+
+    train = platform.profile.roles.train
+    if train.engine != "trainjob":
+        return platform.apply(train_adapter(spec=spec, dataset=dataset, method=method), "train")
+    claim = train.trainjob_claim or platform.profile.volume("checkpoints").claim
+    task = train_adapter_trainjob(spec=spec, dataset=dataset, method=method, claim=claim,
+                                  runtime=train.trainjob_runtime, deadline_seconds=train.trainjob_deadline_seconds)
+    return platform.launcher(task)

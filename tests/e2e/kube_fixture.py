@@ -1,4 +1,4 @@
-"""A real kube-apiserver 1.20.2 + etcd on 127.0.0.1 for the rollout tests, with the KServe and Argo CD CRDs.
+"""A real kube-apiserver 1.20.2 + etcd on 127.0.0.1 with the KServe, Argo CD and Trainer CRDs (rollout tests).
 
 Minimal stand-in for the project-wide ``kube_apiserver`` session fixture (same name and the
 ``kubeconfig`` attribute), so the two can be swapped. Binaries: ``KUBE_APISERVER`` (default
@@ -23,7 +23,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIRS = (ROOT / "tools" / "k8s" / "crds", ROOT / "tests" / "crds")
-CRDS = ("serving.kserve.io_inferenceservices.yaml", "application-crd.yaml")
+CRDS = ("serving.kserve.io_inferenceservices.yaml", "application-crd.yaml", "trainer.kubeflow.org_trainjobs.yaml")
 
 
 def _for_1_20(node):

@@ -152,7 +152,7 @@ def test_prometheus_problems_commit_nothing(world, case, match):
         raw["delivery"]["serving"]["name"] = "nowhere"
     before = subjects(repo)
     if case == "bad-query":
-        from aicd.components.delivery.canary import query
+        from aicd.components.delivery.analysis import query
 
         with pytest.raises(DeliveryError, match="Prometheus refused the query 'sum\\(' : HTTP 400 bad_data|HTTP 400"):
             query(world["prometheus"], "sum(")
