@@ -6,9 +6,9 @@ from aicd.pipelines.platform import Platform
 def build(platform: Platform):
     from kfp import dsl
 
-    from aicd.components.training.steps import train_from_scratch
     from aicd.pipelines.subgraphs.data import prepare_data
     from aicd.pipelines.subgraphs.delivery import deliver_model
+    from aicd.pipelines.subgraphs.training import train_one
 
     @dsl.pipeline(name="aicd-redesign", description="Ingest the data, train the spec's custom model from scratch "
                                                      "(checkpointed, resumable), evaluate it against the base "
@@ -16,7 +16,7 @@ def build(platform: Platform):
     def redesign_pipeline(spec: dict):
         ingest_task = prepare_data(spec, platform)
         dataset = ingest_task.outputs["dataset"]
-        train_task = platform.apply(train_from_scratch(spec=spec, dataset=dataset), "train")
+        train_task = train_one(spec, dataset, None, platform)  # in the pod, or a TrainJob (the profile's engine)
         deliver_model(spec, dataset, train_task.outputs["model"], platform)
 
     return redesign_pipeline

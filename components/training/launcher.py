@@ -85,6 +85,12 @@ def train_adapter_args(spec: Spec, method: str, dataset_uri: str, output_uri: st
             "--dataset", dataset_uri, "--method", method, "--out", output_uri, "--no-progress"]
 
 
+def train_from_scratch_args(spec: Spec, dataset_uri: str, output_uri: str) -> list[str]:
+    """CLI arguments of the training entry point for stage 4's model trained from scratch."""
+    return ["train-from-scratch", "--spec-json", json.dumps(spec.model_dump(mode="json"), sort_keys=True),
+            "--dataset", dataset_uri, "--out", output_uri, "--no-progress"]
+
+
 def trainjob_name(spec: Spec, method: str, args: list[str]) -> str:
     """A stable name (DNS label): the same step and inputs give the same job, so a retry follows it."""
     import hashlib

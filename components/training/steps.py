@@ -91,32 +91,29 @@ def train_adapter_trainjob(spec: dict, dataset: Input[Dataset], model: Output[Mo
     """train_adapter through Kubeflow Trainer: the method runs as a TrainJob (torchrun on
     training.resources.num_nodes x procs_per_node) with data and checkpoints on ``claim``; a retried
     step follows the same job. Same outputs as train_adapter."""
-    import json
+    from aicd.components.training.trainjob import run_step
 
-    from kubernetes import client, config
-
-    from aicd.components.cards import verify_card
-    from aicd.components.spec import parse_spec
-    from aicd.components.training.runtime import artifact_size_mb
-    from aicd.components.training.trainjob import train_on_trainjob
-
-    parsed = parse_spec(spec)
-    method = method or parsed.training.methods[0].name
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    summary = train_on_trainjob(parsed, client.CustomObjectsApi(), dataset.path, method, model.path, claim=claim,
-                                namespace=namespace or None, runtime=runtime, deadline_seconds=deadline_seconds)
-    card = verify_card(model.path)
-    figures = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    figures["adapter_size_mb"] = artifact_size_mb(model.path)
+    summary, figures, metadata = run_step(spec, dataset.path, model.path, method or spec["training"]["methods"][0][
+        "name"], claim, namespace, runtime, deadline_seconds)
     for name, value in figures.items():
         metrics.log_metric(name, value)
-    model.metadata.update({"digest": card["digest"], "kind": card["kind"], "method": card["method"],
-                           "method_name": method, "base_model": card.get("base_model") or ""})
-    return json.dumps({"method": method, "method_kind": card["method"], "digest": card["digest"],
-                       "metrics": figures})
+    model.metadata.update(metadata)
+    return summary
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def train_from_scratch_trainjob(spec: dict, dataset: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
+                                claim: str = "aicd-checkpoints", namespace: str = "",
+                                runtime: str = "torch-distributed", deadline_seconds: int = 604800) -> str:
+    """train_from_scratch through Kubeflow Trainer (a TrainJob, as train_adapter_trainjob). Same outputs."""
+    from aicd.components.training.trainjob import run_step
+
+    summary, figures, metadata = run_step(spec, dataset.path, model.path, None, claim, namespace, runtime,
+                                          deadline_seconds)
+    for name, value in figures.items():
+        metrics.log_metric(name, value)
+    model.metadata.update(metadata)
+    return summary
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

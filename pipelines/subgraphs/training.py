@@ -32,14 +32,17 @@ def compare_methods(spec, dataset, platform: Platform | None = None, split: str 
 
 
 def train_one(spec, dataset, method, platform: Platform) -> dsl.PipelineTask:
-    """train_adapter in the step's pod, or, under a profile with ``roles.train.engine: trainjob``,
-    train_adapter_trainjob: a light pod (the train role's volumes, no GPU) launching a TrainJob."""
-    from aicd.components.training.steps import train_adapter, train_adapter_trainjob
+    """train_adapter (method None: train_from_scratch) in the step's pod, or, under a profile with
+    ``roles.train.engine: trainjob``, its TrainJob twin: a light pod (the train role's volumes, no GPU)
+    that launches a Kubeflow Trainer TrainJob and waits for it."""
+    from aicd.components.training import steps
 
     train = platform.profile.roles.train
+    inputs = {"spec": spec, "dataset": dataset, **({"method": method} if method is not None else {})}
     if train.engine != "trainjob":
-        return platform.apply(train_adapter(spec=spec, dataset=dataset, method=method), "train")
+        step = steps.train_adapter if method is not None else steps.train_from_scratch
+        return platform.apply(step(**inputs), "train")
+    step = steps.train_adapter_trainjob if method is not None else steps.train_from_scratch_trainjob
     claim = train.trainjob_claim or platform.profile.volume("checkpoints").claim
-    task = train_adapter_trainjob(spec=spec, dataset=dataset, method=method, claim=claim,
-                                  runtime=train.trainjob_runtime, deadline_seconds=train.trainjob_deadline_seconds)
-    return platform.launcher(task)
+    return platform.launcher(step(**inputs, claim=claim, runtime=train.trainjob_runtime,
+                                  deadline_seconds=train.trainjob_deadline_seconds))
