@@ -111,7 +111,13 @@ def _enter(delivery: DeliverySpec, prev: EnvironmentSpec, env: EnvironmentSpec, 
                          f"Aicd-Stage-Verified-In: {prev.name}@{verified}", f"Aicd-Stage-Entered-As: {as_what}",
                          f"Aicd-Expected-Champion: {expected or 'none'}"]) + "\n"
     branch = f"aicd/{env.name}-{short}" if env.mode == "pull-request" else None
-    result = commit_overlay(here, _carry(predictor, model_id, delivery.canary.steps[0], expected), message, branch)
+    try:
+        result = commit_overlay(here, _carry(predictor, model_id, delivery.canary.steps[0], expected), message,
+                                branch)
+    except DeliveryError as err:
+        if branch and "already exists" in err.message:     # a re-run: its pull request is open already
+            return StageOutcome(env.name, "awaiting-merge", message=f"branch {branch} awaits its merge")
+        raise
     if branch is None:
         return StageOutcome(env.name, as_what if result.action == "champion" else "entered", result.commit)
     url = open_pull_request(delivery, branch, message.splitlines()[0], message)

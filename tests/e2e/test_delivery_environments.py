@@ -113,6 +113,8 @@ def test_candidate_moves_stage_by_stage_and_production_gets_a_pull_request(chain
     assert forge[1][0]["auth"] == "Bearer recorded-token"
     assert forge[1][0]["body"]["base"] == "main" and forge[1][0]["body"]["head"].startswith("aicd/production-")
     branch = forge[1][0]["body"]["head"]
+    again = advance(spec.delivery, base_id)           # a re-run: the branch awaits its merge, no second request
+    assert (again.status, again.message, len(forge[1])) == ("awaiting-merge", f"branch {branch} awaits its merge", 1)
     assert trailers(repo, branch)["Aicd-Stage"] == "production"
     assert "aicd.dev/model-id" not in git("--git-dir", str(repo), "show", f"main:{OVERLAYS}/production/"
                                           "inferenceservice.yaml")      # main waits for the review
