@@ -329,6 +329,17 @@ class CanarySpec(Section):
     min_feedback_score: Fraction | None = Field(
         None, description="Roll back when the canary's mean feedback score falls below this; null ignores feedback.")
     max_failed_intervals: PositiveInt = Field(1, description="Failed intervals tolerated before rolling back.")
+    max_client_error_rate: Fraction = Field(
+        0.05, description="how far the canary's 4xx ratio may exceed the stable model's in the same window "
+                          "(max_error_rate is the same margin for 5xx)")
+    min_traffic_share: Fraction = Field(
+        0.25, description="fraction of its expected requests (traffic step x all requests) the canary must answer; "
+                          "fewer fails the interval (a hanging canary answers none)")
+    max_inconclusive_intervals: PositiveInt = Field(
+        12, description="inconclusive intervals (too little traffic) after which the rollout ends by "
+                        "inconclusive_policy")
+    inconclusive_policy: Literal["rollback", "promote"] = Field(
+        "rollback", description="how a rollout that stayed inconclusive for max_inconclusive_intervals ends")
 
     @model_validator(mode="after")
     def _steps(self) -> "CanarySpec":
@@ -355,11 +366,63 @@ class ServingSpec(Section):
         None, description="The Kubernetes Secret with the predictor's admin token; null disables the admin API.")
 
 
+class SyncSpec(Section):
+    via: Literal["none", "inferenceservice", "argocd"] = Field(
+        "none", description="what tells the rollout that a commit is live before it measures: the Argo CD "
+                            "Application synced and healthy at that revision, the InferenceService Ready with "
+                            "the declared canary, or nothing (local runs)")
+    application: str | None = Field(None, description="Argo CD Application name (default: delivery.serving.name)")
+    application_namespace: str = Field("argocd", description="namespace of the Argo CD Application")
+    timeout_seconds: PositiveFloat = Field(
+        600.0, description="how long a commit may take to become live and Ready; a canary not Ready by then is "
+                           "rolled back")
+    poll_seconds: PositiveFloat = Field(5.0, description="how often the rollout polls the cluster while waiting")
+    kubeconfig: str | None = Field(None, description="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
+
+
+class EnvironmentSpec(Section):
+    name: Annotated[str, Field(pattern=_NAME, description="the stage's name, e.g. dev, staging, production")]
+    path: str = Field(description="its overlay folder in the GitOps repository")
+    mode: Literal["push", "pull-request"] = Field(
+        "push", description="push: the candidate enters the stage by a commit on the branch; pull-request: by a "
+                            "pushed branch and a pull request a person merges")
+
+
+class ForgeSpec(Section):
+    kind: Literal["github", "gitlab"] = Field(description="the forge whose API opens pull (merge) requests")
+    api_url: str = Field(description="its API root, e.g. https://api.github.com or https://gitlab.example/api/v4")
+    project: str = Field(description="owner/name of the GitOps repository on the forge")
+    token_secret: str = Field("gitops-forge-token", description="Secret (key `token`) with an API token")
+
+
 class DeliverySpec(Section):
     gitops: GitOpsSpec = Field(description="Where promotions are committed.")
     canary: CanarySpec = Field(CanarySpec(), description="How a canary is stepped up and analysed.")
     serving: ServingSpec = Field(ServingSpec(), description="The InferenceService and its predictor.")
     prometheus_url: str = Field("http://127.0.0.1:9090", description="The Prometheus the canary analysis reads.")
+    sync: SyncSpec = Field(SyncSpec(), description="waiting for the GitOps sync before each analysis")
+    environments: list[EnvironmentSpec] = Field(
+        [], description="ordered stages a candidate moves through (its rollout in one verified before it enters "
+                        "the next); the first is gitops.path. Empty: the single overlay gitops.path")
+    forge: ForgeSpec | None = Field(None, description="opens the pull request of a pull-request stage; without "
+                                                      "it the branch is pushed and the rollout says so")
+    rollout: Literal["pipeline", "external"] = Field(
+        "pipeline", description="pipeline: finetune and continuous drive a new canary to promotion or rollback "
+                                "after promoting it; external: the rollout pipeline or `aicd canary` runs apart")
+
+    @model_validator(mode="after")
+    def _environments(self) -> "DeliverySpec":
+        envs = self.environments
+        if envs and envs[0].path != self.gitops.path:
+            raise ValueError(f"`delivery.environments[0].path` ({envs[0].path}) must be `delivery.gitops.path` "
+                             f"({self.gitops.path}): a candidate enters the first stage; set both to the same overlay")
+        names, paths = [e.name for e in envs], [e.path for e in envs]
+        if len(set(names)) != len(names) or len(set(paths)) != len(paths):
+            raise ValueError("`delivery.environments` names and paths must be unique; give each stage its own overlay")
+        if any(e.mode == "pull-request" for e in envs[:-1]):
+            raise ValueError("only the last of `delivery.environments` can be `mode: pull-request`; the earlier "
+                             "stages are verified by their rollout")
+        return self
 
 
 class LabelingSpec(Section):

@@ -94,3 +94,9 @@ class Platform:
         mount_secrets(task, self.profile, role)
         label_pod(task)
         return set_policy(task, self.profile, cache)
+
+    def launcher(self, task: dsl.PipelineTask, role: str = "train") -> dsl.PipelineTask:
+        """A task that starts work elsewhere (a TrainJob): the role's volumes and secrets, no GPUs or pool."""
+        mount_volumes(task, self.profile, role)
+        mount_secrets(task, self.profile, role)
+        return set_policy(task, self.profile, True)

@@ -55,6 +55,12 @@ class RoleSpec(_Section):
     gpu_type_label: str = "cloud.google.com/gke-accelerator"
     node_selector: dict[str, str] = {}
     tolerations: list[Toleration] = []
+    # roles.train only: `trainjob` trains each method as a Kubeflow Trainer TrainJob (nodes, processes and
+    # GPUs per node from the spec's training.resources) instead of in the step's pod.
+    engine: Literal["pod", "trainjob"] = "pod"
+    trainjob_claim: K8sName | None = None       # data and checkpoints (default: the `checkpoints` volume)
+    trainjob_runtime: str = "torch-distributed"
+    trainjob_deadline_seconds: Annotated[int, Field(gt=0)] = 7 * 24 * 3600
 
 
 class Roles(_Section):
@@ -112,6 +118,13 @@ class Profile(_Section):
             if spec.gpus and role not in GPU_ROLES:
                 problems.append(f"`roles.{role}.gpus` is {spec.gpus}, but only training steps get GPUs; "
                                 f"remove it (roles with GPUs: {', '.join(GPU_ROLES)})")
+        train = self.roles.train
+        for role in ROLES:
+            if role != "train" and self.role(role).engine != "pod":
+                problems.append(f"`roles.{role}.engine` is {self.role(role).engine}; only roles.train has an engine")
+        if train.engine == "trainjob" and not (train.trainjob_claim or self.volume("checkpoints")):
+            problems.append("`roles.train.engine` is trainjob but no claim holds its data and checkpoints; set "
+                            "`roles.train.trainjob_claim` or add a volume with purpose checkpoints")
         for kind, items in (("volumes", [v.claim for v in self.volumes]), ("secrets", [s.name for s in self.secrets])):
             dupes = sorted({n for n in items if items.count(n) > 1})
             if dupes:

@@ -41,13 +41,13 @@ def canary(spec_path: str, prometheus_url: str | None = None, max_intervals: int
     def show(step) -> None:
         interval = step.interval
         reasons = "; ".join(interval.reasons)
-        print(f"canary: {step.action} (traffic {step.traffic}%, {interval.decision}, {interval.requests:.0f} "
+        print(f"canary interval {step.number}: {step.action} (traffic {step.traffic}%, {interval.decision}, {interval.requests:.0f} "
               f"requests{', commit ' + step.commit[:12] if step.commit else ''}){': ' + reasons if reasons else ''}",
               flush=True)
 
     print(f"canary of {spec.delivery.serving.name}: steps {spec.delivery.canary.steps}, every "
           f"{spec.delivery.canary.interval_seconds:g}s, Prometheus {prometheus_url or spec.delivery.prometheus_url}")
-    last = run_canary(spec, prometheus_url, max_intervals, on_step=show)
+    last = run_canary(spec.delivery, prometheus_url, max_intervals, on_step=show)
     print(f"canary finished: {last.action}")
     return 1 if last.action == "rollback" else 0
 

@@ -11,7 +11,7 @@ from aicd.components.errors import AicdError, UsageError
 from aicd.components.spec import Spec, load_spec
 from aicd.pipelines.platform import Platform
 
-PIPELINES = ("poc", "scoping", "finetune", "redesign", "continuous")
+PIPELINES = ("poc", "scoping", "finetune", "redesign", "continuous", "rollout")
 
 
 class StepsMissing(AicdError):

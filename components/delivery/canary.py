@@ -1,44 +1,43 @@
-"""Canary analysis (docs/design.md section 6.3): Prometheus decides, Git records.
+"""The rollout of a canary (docs/design.md section 6.3): wait until live, let Prometheus judge, let Git record.
 
-Each interval compares the canary with the stable predictor over the predictor's
-metrics (docs/contracts.md): error rate, p95 latency and feedback score. Series are
-selected by the ``role`` (stable | canary) and ``isvc`` labels that the monitoring
-component's relabelling adds. A passing interval steps the traffic to the next of
-``delivery.canary.steps`` (one commit); passing at 100 % promotes the canary to
-champion; ``max_failed_intervals`` failures roll it back. Too little canary traffic
-is inconclusive: nothing changes. Prometheus down or without data raises
-:class:`DeliveryError` before any commit.
+Each interval first waits until the commit that set the canary's traffic is live and Ready
+(:mod:`readiness`; a canary not Ready by ``delivery.sync.timeout_seconds`` is rolled back),
+then judges canary against stable over the window (:mod:`analysis`) and commits what that
+implies: a pass steps the traffic to the next of ``delivery.canary.steps`` (passing at 100 %
+promotes the canary to champion); a canary that is down rolls back at once;
+``max_failed_intervals`` failures roll it back; ``max_inconclusive_intervals`` intervals with
+too little traffic end the rollout by ``inconclusive_policy``. Every other interval is an
+empty commit: its message is the evidence and its trailers the loop's counters
+(``Aicd-Canary-Interval``, ``-Failed``, ``-Inconclusive``), so a retried step, or `aicd canary`
+started on another machine, resumes where the analysis was. Nothing is kept in memory.
 """
 
 import logging
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import requests
-
 from aicd.components.delivery import isvc
-from aicd.components.delivery.gitops import CommitResult, StaleChange, commit_overlay, read_rollout
+from aicd.components.delivery.analysis import Interval, analyse_interval
+from aicd.components.delivery.gitops import CommitResult, StaleChange, commit_overlay, read_history, read_rollout
+from aicd.components.delivery.readiness import wait_live
 from aicd.components.errors import DeliveryError
-from aicd.components.spec import Spec
+from aicd.components.spec import DeliverySpec
 
 log = logging.getLogger(__name__)
+MODEL = "Aicd-Model-Id"
+DECISION = "Aicd-Canary-Decision"
+DECIDED = ("promote", "rollback")
 
 
 @dataclass(frozen=True)
-class Interval:
-    """The evidence and decision of one analysis interval."""
+class Progress:
+    """The analysis counters of one canary, as the GitOps branch's trailers record them."""
 
-    decision: str                          # pass | fail | inconclusive
-    requests: float
-    error_rate: float | None = None
-    stable_error_rate: float | None = None
-    latency_p95_s: float | None = None
-    stable_latency_p95_s: float | None = None
-    feedback_score: float | None = None
-    reasons: list[str] = field(default_factory=list)
+    interval: int = 0
+    failed: int = 0
+    inconclusive: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,154 +47,175 @@ class CanaryStep:
     traffic: int | None
     commit: str | None
     failed: int
+    inconclusive: int = 0
+    number: int = 0
+    analysed_at: int | None = None         # the canary's traffic while it was analysed
 
 
-def query(prometheus_url: str, promql: str) -> list[dict[str, Any]]:
-    """An instant query; the result vector. Unreachable or refusing Prometheus is a DeliveryError."""
-    url = prometheus_url.rstrip("/") + "/api/v1/query"
-    try:
-        resp = requests.get(url, params={"query": promql}, timeout=10)
-    except requests.RequestException as err:
-        raise DeliveryError(f"Prometheus at {prometheus_url} is unreachable ({type(err).__name__})",
-                            "check `delivery.prometheus_url` and that Prometheus is running") from None
-    try:
-        body = resp.json()
-    except ValueError:
-        body = {}
-    if resp.status_code != 200 or body.get("status") != "success":
-        raise DeliveryError(f"Prometheus refused the query {promql!r}: HTTP {resp.status_code} "
-                            f"{body.get('errorType', '')} {body.get('error', resp.text[:200])}".rstrip(),
-                            "check `delivery.prometheus_url` points at the Prometheus HTTP API")
-    return body["data"]["result"]
+def here(trailers: dict[str, str], path: str) -> bool:
+    """Whether a commit's trailers are about the overlay at ``path`` (commits without Aicd-Path: any)."""
+    return trailers.get("Aicd-Path", path) == path
 
 
-def scalar(prometheus_url: str, promql: str) -> float | None:
-    """The single value of an aggregated query; None when there is no sample (or NaN)."""
-    result = query(prometheus_url, promql)
-    if not result:
-        return None
-    value = float(result[0]["value"][1])
-    return None if math.isnan(value) else value
+def progress(history: list[tuple[str, dict[str, str]]], canary_id: str, path: str = "") -> Progress:
+    """The counters of ``canary_id``'s analysis in the overlay at ``path`` since it was last promoted there."""
+    for _, trailers in history:
+        if trailers.get(MODEL) != canary_id or (path and not here(trailers, path)):
+            continue
+        if "Aicd-Canary-Interval" in trailers:
+            return Progress(int(trailers["Aicd-Canary-Interval"]), int(trailers.get("Aicd-Canary-Failed", 0)),
+                            int(trailers.get("Aicd-Canary-Inconclusive", 0)))
+        if "Aicd-Expected-Champion" in trailers:        # the promotion commit: a fresh analysis
+            break
+    return Progress()
 
 
-def _queries(name: str, role: str, window: str) -> dict[str, str]:
-    sel = f'isvc="{name}",role="{role}"'
-    return {
-        "up": f"max(up{{{sel}}})",
-        "requests": f"sum(increase(aicd_requests_total{{{sel}}}[{window}]))",
-        "errors": f'sum(increase(aicd_requests_total{{{sel},code=~"5.."}}[{window}]))',
-        "p95": f"histogram_quantile(0.95, sum by (le) (rate(aicd_request_duration_seconds_bucket{{{sel}}}[{window}])))",
-        "up_votes": f'sum(increase(aicd_feedback_total{{{sel},rating="up"}}[{window}]))',
-        "votes": f"sum(increase(aicd_feedback_total{{{sel}}}[{window}]))",
-    }
+def revisions_since_traffic(history: list[tuple[str, dict[str, str]]]) -> set[str]:
+    """The commits at which the canary's current traffic is live: the last traffic change and any later."""
+    found = set()
+    for commit, trailers in history:
+        found.add(commit)
+        if trailers.get(DECISION) in ("step", *DECIDED) or "Aicd-Expected-Champion" in trailers:
+            break
+    return found
 
 
-def _observe(spec: Spec, url: str, role: str, window: str) -> dict[str, float | None]:
-    qs = _queries(spec.delivery.serving.name, role, window)
-    up = scalar(url, qs["up"])
-    if up is None or up < 1:
-        raise DeliveryError(f"Prometheus at {url} has no data for the {role} predictor of "
-                            f"{spec.delivery.serving.name!r} ({qs['up']} is {'absent' if up is None else 'down'})",
-                            "check that the predictor is scraped with the `isvc` and `role` labels "
-                            "(manifests/components/monitoring)")
-    requests_n = scalar(url, qs["requests"]) or 0.0
-    errors = scalar(url, qs["errors"]) or 0.0
-    votes = scalar(url, qs["votes"]) or 0.0
-    return {"requests": requests_n, "error_rate": errors / requests_n if requests_n else None,
-            "p95": scalar(url, qs["p95"]) if requests_n else None,
-            "feedback": (scalar(url, qs["up_votes"]) or 0.0) / votes if votes else None}
-
-
-def analyse_interval(spec: Spec, prometheus_url: str | None = None, window_seconds: float | None = None) -> Interval:
-    """Decide one interval from Prometheus: pass, fail, or inconclusive (too little canary traffic)."""
-    c = spec.delivery.canary
-    url = prometheus_url or spec.delivery.prometheus_url
-    window = f"{max(1, round(window_seconds or c.interval_seconds))}s"
-    canary, stable = _observe(spec, url, "canary", window), _observe(spec, url, "stable", window)
-    evidence = {"requests": canary["requests"], "error_rate": canary["error_rate"],
-                "stable_error_rate": stable["error_rate"], "latency_p95_s": canary["p95"],
-                "stable_latency_p95_s": stable["p95"], "feedback_score": canary["feedback"]}
-    if canary["requests"] < c.min_requests:
-        return Interval("inconclusive", reasons=[f"canary served {canary['requests']:.0f} requests, fewer than "
-                                                 f"delivery.canary.min_requests={c.min_requests}"], **evidence)
-    failures, notes = [], []
-    rate = canary["error_rate"] or 0.0
-    (failures if rate > c.max_error_rate else notes).append(
-        f"error rate {rate:.3%} (max {c.max_error_rate:.3%}; stable {stable['error_rate'] or 0.0:.3%})")
-    if canary["p95"] is not None and stable["p95"]:
-        ratio = canary["p95"] / stable["p95"]
-        (failures if ratio > c.max_latency_ratio else notes).append(
-            f"p95 latency {canary['p95'] * 1000:.1f} ms = {ratio:.2f}x stable (max {c.max_latency_ratio:g}x)")
-    if c.min_feedback_score is not None and canary["feedback"] is not None:
-        (failures if canary["feedback"] < c.min_feedback_score else notes).append(
-            f"feedback score {canary['feedback']:.2f} (min {c.min_feedback_score:g})")
-    return Interval("fail" if failures else "pass", reasons=failures or notes, **evidence)
-
-
-def _guarded(canary_id: str, traffic: int | None, change: Callable[[dict[str, Any]], None], action: str):
+def _guarded(canary_id: str, traffic: int | None, change: Callable[[dict[str, Any]], None] | None, action: str):
     """An overlay edit that applies only while Git still holds this canary at this traffic."""
     def edit(doc: dict[str, Any], current: isvc.RolloutState) -> str:
         if current.canary != canary_id or current.traffic != traffic:
             raise StaleChange(f"the canary in Git changed while it was analysed: expected {canary_id} at {traffic}%, "
                               f"found {current.canary or 'none'} at {current.traffic}%",
                               "analyse the canary that is in Git now")
-        change(doc)
+        if change:
+            change(doc)
         return action
     return edit
 
 
-def _message(spec: Spec, canary_id: str, title: str, interval: Interval) -> str:
+def _message(delivery: DeliverySpec, canary_id: str, title: str, action: str, interval: Interval,
+             counters: Progress, traffic: int | None) -> str:
     lines = [f"aicd: canary {canary_id.removeprefix('sha256:')[:12]} {title}", "", f"Canary: {canary_id}",
-             f"Analysis ({spec.delivery.canary.interval_seconds:g}s window): {interval.decision}"]
-    lines += [f"  {r}" for r in interval.reasons] + [f"  requests: {interval.requests:.0f}"]
-    return "\n".join(lines + ["", f"Aicd-Model-Id: {canary_id}", f"Aicd-Canary-Decision: {title.split()[0]}"]) + "\n"
+             f"Analysis ({delivery.canary.interval_seconds:g}s window, traffic {traffic}%): {interval.decision}"]
+    lines += [f"  {r}" for r in interval.reasons]
+    lines += [f"  requests: canary {interval.requests:.0f}, stable {interval.stable_requests:.0f}", "",
+              f"{MODEL}: {canary_id}", f"Aicd-Path: {delivery.gitops.path}", f"{DECISION}: {action}",
+              f"Aicd-Canary-Traffic: {traffic}",
+              f"Aicd-Canary-Interval: {counters.interval}", f"Aicd-Canary-Failed: {counters.failed}",
+              f"Aicd-Canary-Inconclusive: {counters.inconclusive}"]
+    return "\n".join(lines) + "\n"
 
 
-def analyse_canary(spec: Spec, prometheus_url: str | None = None, failed_before: int = 0,
-                   window_seconds: float | None = None) -> CanaryStep:
-    """One interval: analyse, then commit the step, promotion or rollback it implies (or nothing)."""
-    state = read_rollout(spec)
-    if state.canary is None:
-        raise DeliveryError(f"no canary is declared in {spec.delivery.gitops.path}", "promote an adapter first")
-    interval = analyse_interval(spec, prometheus_url, window_seconds)
-    steps, traffic, failed = spec.delivery.canary.steps, state.traffic, failed_before
-    result: CommitResult | None = None
+def _decide(delivery: DeliverySpec, interval: Interval, traffic: int | None, before: Progress):
+    """(action, title, counters after this interval) for an interval's verdict."""
+    c = delivery.canary
+    counters = Progress(before.interval + 1, before.failed + (interval.decision == "fail"),
+                        before.inconclusive + (interval.decision == "inconclusive"))
     if interval.decision == "pass":
-        later = [s for s in steps if traffic is None or s > traffic]
-        if later:
-            nxt = later[0]
-            result = commit_overlay(spec, _guarded(state.canary, traffic, lambda d: isvc.set_traffic(d, nxt), "step"),
-                                    _message(spec, state.canary, f"step {traffic}% -> {nxt}%", interval))
-            traffic = nxt
-        else:
-            result = commit_overlay(spec, _guarded(state.canary, traffic, isvc.promote_canary, "promote"),
-                                    _message(spec, state.canary, "promote to champion", interval))
-    elif interval.decision == "fail":
-        failed += 1
-        if failed >= spec.delivery.canary.max_failed_intervals:
-            result = commit_overlay(spec, _guarded(state.canary, traffic, isvc.rollback_canary, "rollback"),
-                                    _message(spec, state.canary, "rollback", interval))
-    action = result.action if result else "wait"
+        later = [s for s in c.steps if traffic is None or s > traffic]
+        return ("step", f"step {traffic}% -> {later[0]}%", counters) if later else \
+            ("promote", "promote to champion", counters)
+    if interval.decision in ("down", "not-ready"):
+        return "rollback", f"rollback ({interval.decision})", counters
+    if interval.decision == "fail" and counters.failed >= c.max_failed_intervals:
+        return "rollback", "rollback", counters
+    if interval.decision == "inconclusive" and counters.inconclusive >= c.max_inconclusive_intervals:
+        action = c.inconclusive_policy
+        return action, f"{action} (inconclusive {counters.inconclusive} times, policy)", counters
+    return "wait", f"interval {counters.interval}: {interval.decision}", counters
+
+
+def commit_interval(delivery: DeliverySpec, state: isvc.RolloutState, interval: Interval,
+                    before: Progress) -> CanaryStep:
+    """Commit what one judged interval implies (a step, the decision, or only the evidence)."""
+    traffic = state.traffic
+    action, title, counters = _decide(delivery, interval, traffic, before)
+    change = {"promote": isvc.promote_canary, "rollback": isvc.rollback_canary}.get(action)
+    if action == "step":
+        nxt = [s for s in delivery.canary.steps if traffic is None or s > traffic][0]
+        change, traffic = (lambda d: isvc.set_traffic(d, nxt)), nxt
+    message = _message(delivery, state.canary, title, action, interval, counters, traffic)
+    result: CommitResult = commit_overlay(delivery, _guarded(state.canary, state.traffic, change, action), message,
+                                          record=True)
     log.info("canary %s: %s -> %s (%s)", state.canary, interval.decision, action, "; ".join(interval.reasons))
-    return CanaryStep(interval, action, traffic, result.commit if result else None, failed)
+    return CanaryStep(interval, action, traffic, result.commit, counters.failed, counters.inconclusive,
+                      counters.interval, state.traffic)
 
 
-def run_canary(spec: Spec, prometheus_url: str | None = None, max_intervals: int | None = None,
-               sleep: Callable[[float], None] = time.sleep,
-               on_step: Callable[[CanaryStep], None] | None = None) -> CanaryStep:
-    """The `aicd canary` loop: wait an interval, analyse, commit; until promoted or rolled back.
+def analyse_canary(delivery: DeliverySpec, prometheus_url: str | None = None,
+                   window_seconds: float | None = None) -> CanaryStep:
+    """One interval of the canary in Git: resume its counters from Git, judge, commit."""
+    state = read_rollout(delivery)
+    if state.canary is None:
+        raise DeliveryError(f"no canary is declared in {delivery.gitops.path}", "promote an adapter first")
+    before = progress(read_history(delivery), state.canary, delivery.gitops.path)
+    interval = analyse_interval(delivery, state.traffic, prometheus_url, window_seconds)
+    return commit_interval(delivery, state, interval, before)
 
-    Stops after ``max_intervals`` intervals (returning the last, undecided step) when given.
+
+def _settled(delivery: DeliverySpec, model_id: str | None, state: isvc.RolloutState) -> CanaryStep | None:
+    """The decision Git already holds for ``model_id`` (a retried step after the decision), or None."""
+    if model_id is None or state.canary == model_id:
+        return None
+    for commit, trailers in read_history(delivery):
+        if trailers.get(MODEL) == model_id and trailers.get(DECISION) in DECIDED and \
+                here(trailers, delivery.gitops.path):
+            return CanaryStep(Interval("settled", 0.0, reasons=[f"decided before by {commit[:12]}"]),
+                              trailers[DECISION], None, commit, int(trailers.get("Aicd-Canary-Failed", 0)))
+    if state.champion == model_id:
+        return CanaryStep(Interval("settled", 0.0, reasons=["the first champion: nothing to roll out"]),
+                          "champion", None, None, 0)
+    if delivery.gitops.mode == "pull-request":
+        waiting = f"{model_id} is not in {delivery.gitops.branch} yet: its pull request awaits review"
+        return CanaryStep(Interval("settled", 0.0, reasons=[waiting + "; run the rollout after the merge"]),
+                          "awaiting-merge", None, None, 0)
+    raise StaleChange(f"Git declares canary {state.canary or 'none'}, not {model_id}, and holds no decision for it",
+                      "roll out the canary that is in Git now (or promote this model again)")
+
+
+def run_canary(delivery: DeliverySpec, prometheus_url: str | None = None, max_intervals: int | None = None,
+               sleep: Callable[[float], None] = time.sleep, on_step: Callable[[CanaryStep], None] | None = None,
+               model_id: str | None = None) -> CanaryStep:
+    """The rollout loop (the `rollout` pipeline's step and `aicd canary`): until promoted or rolled back.
+
+    ``model_id``: the canary this rollout is about (a retried step whose decision Git already
+    holds returns it). Stops after ``max_intervals`` intervals, returning the last, undecided step.
     """
-    failed, count = 0, 0
+    count = 0
     while True:
-        sleep(spec.delivery.canary.interval_seconds)
-        step = analyse_canary(spec, prometheus_url, failed)
-        failed, count = step.failed, count + 1
+        state = read_rollout(delivery)
+        done = _settled(delivery, model_id, state)
+        if done is None and state.canary is None:
+            raise DeliveryError(f"no canary is declared in {delivery.gitops.path}", "promote an adapter first")
+        if done is None:
+            history = read_history(delivery)
+            live = wait_live(delivery, state, revisions_since_traffic(history), sleep)
+            if live.ready:
+                sleep(delivery.canary.interval_seconds)
+                done = analyse_canary(delivery, prometheus_url)
+            else:
+                done = commit_interval(delivery, state, Interval("not-ready", 0.0, reasons=[live.reason]),
+                                       progress(history, state.canary, delivery.gitops.path))
+        count += 1
         if on_step:
-            on_step(step)
-        if step.action in ("promote", "rollback") or (max_intervals and count >= max_intervals):
-            return step
+            on_step(done)
+        if done.action not in ("step", "wait") or (max_intervals and count >= max_intervals):
+            return done
+
+
+def roll_out(delivery: DeliverySpec, model_id: str | None = None, prometheus_url: str | None = None,
+             max_intervals: int | None = None,
+             sleep: Callable[[float], None] = time.sleep) -> tuple[list[CanaryStep], CanaryStep | None]:
+    """Drive the canary in Git (``model_id``'s, when given) to its end: (every interval, the last).
+
+    (``[]``, None) when there is nothing to roll out: no model id and no canary in Git.
+    """
+    if not model_id and read_rollout(delivery).canary is None:
+        log.info("no canary in %s: nothing to roll out", delivery.gitops.path)
+        return [], None
+    steps: list[CanaryStep] = []
+    final = run_canary(delivery, prometheus_url, max_intervals, sleep, steps.append, model_id or None)
+    return steps, final
 
 
 def step_dict(step: CanaryStep) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from aicd.components.delivery import isvc
 from aicd.components.delivery.gate import model_id
 from aicd.components.delivery.git import PushRejected, check_repo_url, credentials_env, git
 from aicd.components.errors import DeliveryError
-from aicd.components.spec import Spec
+from aicd.components.spec import DeliverySpec, Spec
 from aicd.components.uris import serving_uri
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,13 @@ class CommitResult:
     after: isvc.RolloutState
 
 
-def _clone(spec: Spec, env: dict[str, str], dest: Path) -> None:
-    gitops = spec.delivery.gitops
+def _section(spec: Spec | DeliverySpec) -> DeliverySpec:
+    """The delivery section: rollout code passes only it, promotion code the whole spec."""
+    return spec if isinstance(spec, DeliverySpec) else spec.delivery
+
+
+def _clone(delivery: DeliverySpec, env: dict[str, str], dest: Path) -> None:
+    gitops = delivery.gitops
     try:
         git(["clone", "--quiet", "--no-tags", "--single-branch", "--branch", gitops.branch, gitops.repo, str(dest)],
             None, env, "clone")
@@ -59,27 +64,34 @@ def _clone(spec: Spec, env: dict[str, str], dest: Path) -> None:
     git(["config", "user.email", gitops.author_email], dest, env, "config")
 
 
-def _overlay_file(spec: Spec, clone: Path) -> Path:
-    path = clone / spec.delivery.gitops.path / isvc.ISVC_FILE
+def _overlay_file(delivery: DeliverySpec, clone: Path) -> Path:
+    path = clone / delivery.gitops.path / isvc.ISVC_FILE
     if not path.is_file():
-        raise DeliveryError(f"the GitOps repository has no {spec.delivery.gitops.path}/{isvc.ISVC_FILE}",
+        raise DeliveryError(f"the GitOps repository has no {delivery.gitops.path}/{isvc.ISVC_FILE}",
                             "set `delivery.gitops.path` to an overlay folder copied from aicd's manifests/overlays")
     return path
 
 
-def _attempt(spec: Spec, clone: Path, env: dict[str, str], edit: Edit, message: str):
-    """Apply the edit on the clone's HEAD and commit it; (action, before, after, changed)."""
-    path = _overlay_file(spec, clone)
+def _attempt(delivery: DeliverySpec, clone: Path, env: dict[str, str], edit: Edit, message: str,
+             record: bool = False):
+    """Apply the edit on the clone's HEAD and commit it; (action, before, after, changed).
+
+    ``record``: commit even when the overlay did not change (an empty commit whose message and
+    trailers record an analysis interval)."""
+    path = _overlay_file(delivery, clone)
     rel = path.relative_to(clone).as_posix()
     original = path.read_text(encoding="utf-8")
     doc = isvc.load(original, rel)
-    isvc.ensure_mode(doc, spec.delivery.serving.deployment_mode, rel)
+    isvc.ensure_mode(doc, delivery.serving.deployment_mode, rel)
     before = isvc.state(doc)
     action = edit(doc, before)
     after = isvc.state(doc)
     unchanged = isvc.load(original, rel)
-    isvc.ensure_mode(unchanged, spec.delivery.serving.deployment_mode, rel)
+    isvc.ensure_mode(unchanged, delivery.serving.deployment_mode, rel)
     if doc == unchanged:
+        if record and message:
+            git(["commit", "--quiet", "--allow-empty", "-m", message], clone, env, "commit")
+            return action, before, after, True
         return action, before, after, False
     header = "".join(line for line in original.splitlines(keepends=True)[:20] if line.startswith("#"))
     atomic_write_text(path, header + isvc.dump(doc))
@@ -88,20 +100,23 @@ def _attempt(spec: Spec, clone: Path, env: dict[str, str], edit: Edit, message: 
     return action, before, after, True
 
 
-def commit_overlay(spec: Spec, edit: Edit, message: str, branch: str | None = None) -> CommitResult:
+def commit_overlay(spec: Spec | DeliverySpec, edit: Edit, message: str, branch: str | None = None,
+                   record: bool = False) -> CommitResult:
     """Clone, edit the overlay's InferenceService, commit and push, retrying on concurrent changes.
 
     ``edit(doc, state)`` checks ``state`` (raising :class:`StaleChange`), changes ``doc`` in place
     and returns the action's name. ``branch`` (pull-request mode) pushes a new branch instead.
+    ``record`` commits ``message`` even when the overlay is unchanged.
     """
-    gitops = spec.delivery.gitops
+    delivery = _section(spec)
+    gitops = delivery.gitops
     check_repo_url(gitops.repo)
     target = branch or gitops.branch
     with credentials_env(gitops) as env, tempfile.TemporaryDirectory(prefix="aicd-gitops-") as tmp:
         clone = Path(tmp) / "repo"
-        _clone(spec, env, clone)
+        _clone(delivery, env, clone)
         for attempt in range(1, gitops.max_retries + 1):
-            action, before, after, changed = _attempt(spec, clone, env, edit, message)
+            action, before, after, changed = _attempt(delivery, clone, env, edit, message, record)
             if not changed:
                 return CommitResult(action, None, target, attempt, before, after)
             try:
@@ -123,9 +138,29 @@ def commit_overlay(spec: Spec, edit: Edit, message: str, branch: str | None = No
                         "moving", "retry later, or raise `delivery.gitops.max_retries`")
 
 
-def read_rollout(spec: Spec) -> isvc.RolloutState:
+def read_rollout(spec: Spec | DeliverySpec) -> isvc.RolloutState:
     """The rollout state (champion, canary, traffic) declared in the GitOps branch now."""
     return commit_overlay(spec, lambda doc, state: "read", "").before
+
+
+def read_history(spec: Spec | DeliverySpec, limit: int = 200) -> list[tuple[str, dict[str, str]]]:
+    """The GitOps branch's latest commits, newest first: (commit, its ``Aicd-*`` trailers).
+
+    The rollout's state (analysis counters, each stage's outcome) lives in these trailers, so a
+    retried step or a later stage reads it back from Git rather than from memory.
+    """
+    delivery = _section(spec)
+    check_repo_url(delivery.gitops.repo)
+    with credentials_env(delivery.gitops) as env, tempfile.TemporaryDirectory(prefix="aicd-gitops-") as tmp:
+        clone = Path(tmp) / "repo"
+        _clone(delivery, env, clone)
+        out = git(["log", f"-{limit}", "--format=%H%n%(trailers:only,unfold)%x1e"], clone, env, "log")
+    history = []
+    for entry in filter(None, (e.strip() for e in out.split("\x1e"))):
+        commit, *lines = entry.splitlines()
+        trailers = dict(line.split(": ", 1) for line in lines if line.startswith("Aicd-") and ": " in line)
+        history.append((commit, trailers))
+    return history
 
 
 def read_champion(spec: Spec) -> isvc.ModelRef | None:
@@ -242,7 +277,8 @@ def promotion_message(spec: Spec, ref: isvc.ModelRef, blessing: dict[str, Any], 
         lines += ["", "Lineage:", f"  kind: {card.get('kind')}, method: {card.get('method')}",
                   f"  base digest: {card.get('base_digest')}", f"  data fingerprint: {card.get('data_fingerprint')}",
                   f"  hyperparameters: {card.get('hyperparameters')}"]
-    lines += ["", f"Aicd-Model-Id: {ref.model_id}", f"Aicd-Expected-Champion: {expected or 'none'}"]
+    lines += ["", f"Aicd-Model-Id: {ref.model_id}", f"Aicd-Path: {spec.delivery.gitops.path}",
+              f"Aicd-Expected-Champion: {expected or 'none'}"]
     return "\n".join(lines) + "\n"
 
 

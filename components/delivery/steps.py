@@ -11,7 +11,7 @@ the branch.
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Input, Markdown, Metrics, Model, Output
 
 from aicd.components._images import BASE_IMAGE
 
@@ -89,23 +89,40 @@ def promote_adapter(task: dict, candidates: list, delivery: dict, blessing: Inpu
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def analyse_canary(delivery: dict, decision: Output[Artifact], max_intervals: int = 24) -> str:
-    """Analyse the canary in Git until promoted or rolled back, at most ``max_intervals`` (0: no limit).
+def roll_out_canary(delivery: dict, evidence: Output[Markdown], decision: Output[Artifact], model_id: str = "",
+                    commit: str = "", max_intervals: int = 0, in_stage: bool = False) -> str:
+    """Drive the promoted canary to promotion or rollback: wait until ``commit`` is live and Ready, analyse
+    Prometheus each interval, step traffic through Git.
 
-    Returns the last action: promote, rollback, or step/wait when the limit ended an undecided canary.
+    Returns the last action: promote, rollback, champion (the first champion: nothing to roll out), none,
+    external (``in_stage`` and ``delivery.rollout: external``), awaiting-merge / done / rolled-back (through
+    ``delivery.environments``, stage after stage), or step/wait when ``max_intervals`` ended an undecided
+    canary. Every interval's state is in Git, so a retried step resumes.
 
     Args:
-        delivery: The spec's ``delivery`` section (gitops, canary thresholds, prometheus_url).
+        delivery: The spec's ``delivery`` section (gitops, canary thresholds, sync, environments, prometheus_url).
+        model_id: The canary to roll out ('' for the one in Git).
+        commit: The promotion's commit (recorded in the decision).
         max_intervals: The most analysis intervals to run; 0 for no limit.
-        decision: Output: the last analysis step as JSON.
+        in_stage: True when a stage pipeline started it right after its promotion.
+        evidence: Output: the decision with its figures, queries and thresholds (Markdown, shown in the KFP UI).
+        decision: Output: every analysis step as JSON.
     """
     import json
 
     from aicd.components.contracts import step_spec
-    from aicd.components.delivery.canary import run_canary, step_dict
+    from aicd.components.delivery.canary import step_dict
+    from aicd.components.delivery.environments import drive
+    from aicd.components.delivery.evidence import render
 
-    step = run_canary(step_spec(delivery=delivery), max_intervals=max_intervals or None)
+    section = step_spec(delivery=delivery).delivery
+    steps, final, stages, action = [], None, [], "external"
+    if not (in_stage and section.rollout == "external"):
+        steps, final, stages, action = drive(section, model_id or None, max_intervals or None)
+    with open(evidence.path, "w", encoding="utf-8") as fh:
+        fh.write(render(section, steps, final, stages, action))
     with open(decision.path, "w", encoding="utf-8") as fh:
-        json.dump(step_dict(step), fh, indent=2)
-    decision.metadata.update({"action": step.action, "decision": step.interval.decision})
-    return step.action
+        json.dump({"action": action, "promotion_commit": commit, "steps": [step_dict(s) for s in steps],
+                   "stages": [vars(s) for s in stages]}, fh, indent=2)
+    decision.metadata.update({"action": action, "intervals": len(steps)})
+    return action

@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = _spec(args)
         dataset, out = _path(args.dataset, True), _path(args.out, False)
-        common = {"checkpoint_root": args.checkpoint_root, "progress": not args.no_progress}
+        # pvc:// works here too: a TrainJob names its checkpoints and summary on the claim.
+        checkpoints = str(_path(args.checkpoint_root, False)) if args.checkpoint_root else None
+        common = {"checkpoint_root": checkpoints, "progress": not args.no_progress}
         if args.command == "train-adapter":
             from aicd.components.training.adapter import train_adapter
 
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {err}\n")
         return err.exit_code
     if args.summary and int(os.environ.get("RANK", "0")) == 0:
-        Path(args.summary).write_text(json.dumps(result.summary(), indent=2))
+        _path(args.summary, False).write_text(json.dumps(result.summary(), indent=2))
     return 0
 
 

@@ -53,15 +53,17 @@ def _patch(spec: Spec, claim: str | None, grace_seconds: int) -> dict[str, Any]:
 
 def trainjob_manifest(spec: Spec, name: str, args: list[str], *, namespace: str | None = None,
                       runtime: str = DEFAULT_RUNTIME, claim: str | None = None, image: str = TRAIN_IMAGE,
-                      grace_seconds: int = 300) -> dict[str, Any]:
+                      grace_seconds: int = 300, deadline_seconds: int | None = None) -> dict[str, Any]:
     """A TrainJob running ``python -m aicd.components.training ARGS`` on every process.
 
     ``claim`` is the PersistentVolumeClaim mounted at /mnt/pvc/<claim> (pvc://<claim>/... URIs resolve there);
-    ``grace_seconds`` leaves time for the SIGTERM checkpoint when a node is preempted.
+    ``grace_seconds`` leaves time for the SIGTERM checkpoint when a node is preempted.;
+    ``deadline_seconds`` is the job's ``activeDeadlineSeconds``. Nodes, processes per node, CPU,
+    memory, GPUs and GPU type come from ``training.resources``.
     """
     r = spec.training.resources
     env = [{"name": "AICD_PVC_ROOT", "value": PVC_MOUNT}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
-    return {
+    manifest = {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
         "metadata": {"name": name, "namespace": namespace or spec.delivery.serving.namespace,
                      "labels": {"app.kubernetes.io/part-of": "aicd", "aicd.dev/spec": spec.name}},
@@ -73,12 +75,21 @@ def trainjob_manifest(spec: Spec, name: str, args: list[str], *, namespace: str 
             "runtimePatches": [_patch(spec, claim, grace_seconds)],
         },
     }
+    if deadline_seconds:
+        manifest["spec"]["activeDeadlineSeconds"] = int(deadline_seconds)
+    return manifest
 
 
 def train_adapter_args(spec: Spec, method: str, dataset_uri: str, output_uri: str) -> list[str]:
     """CLI arguments of the training entry point for one method (spec passed inline as JSON)."""
     return ["train-adapter", "--spec-json", json.dumps(spec.model_dump(mode="json"), sort_keys=True),
             "--dataset", dataset_uri, "--method", method, "--out", output_uri, "--no-progress"]
+
+
+def train_from_scratch_args(spec: Spec, dataset_uri: str, output_uri: str) -> list[str]:
+    """CLI arguments of the training entry point for stage 4's model trained from scratch."""
+    return ["train-from-scratch", "--spec-json", json.dumps(spec.model_dump(mode="json"), sort_keys=True),
+            "--dataset", dataset_uri, "--out", output_uri, "--no-progress"]
 
 
 def trainjob_name(spec: Spec, method: str, args: list[str]) -> str:

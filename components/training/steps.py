@@ -93,6 +93,68 @@ def launch_trainjob(name: str, task: dict, candidates: list, training: dict, dat
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def train_adapter_trainjob(task: dict, candidates: list, training: dict, dataset: Input[Dataset],
+                           model: Output[Model], metrics: Output[Metrics], method: str = "",
+                           claim: str = "aicd-checkpoints", namespace: str = "", runtime: str = "torch-distributed",
+                           deadline_seconds: int = 604800) -> str:
+    """train_adapter through Kubeflow Trainer: the method runs as a TrainJob (torchrun on
+    training.resources.num_nodes x procs_per_node) with data and checkpoints on ``claim``; a retried
+    step follows the same job. Same outputs as train_adapter.
+
+    Args:
+        task: The spec's ``task`` section.
+        candidates: The spec's ``candidates``; the first is the base model.
+        training: The spec's ``training`` section (methods, hyper-parameters, resources).
+        dataset: The data set to train on (staged on ``claim``).
+        method: The name of one of ``training.methods``; '' for the first.
+        claim: The PersistentVolumeClaim holding the job's data, checkpoints and model.
+        namespace: The TrainJob's namespace ('' for the one the step runs in).
+        runtime: The Trainer ClusterTrainingRuntime.
+        deadline_seconds: The job's activeDeadlineSeconds.
+        model: Output: the Model artifact (card.json with digests and lineage).
+        metrics: Output: training figures.
+    """
+    from aicd.components.contracts import step_spec
+    from aicd.components.training.trainjob import run_step
+
+    spec = step_spec(task=task, candidates=candidates, training=training)
+    summary, figures, metadata = run_step(spec, dataset.path, model.path, method or spec.training.methods[0].name,
+                                          claim, namespace, runtime, deadline_seconds)
+    for name, value in figures.items():
+        metrics.log_metric(name, value)
+    model.metadata.update(metadata)
+    return summary
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def train_from_scratch_trainjob(task: dict, training: dict, dataset: Input[Dataset], model: Output[Model],
+                                metrics: Output[Metrics], claim: str = "aicd-checkpoints", namespace: str = "",
+                                runtime: str = "torch-distributed", deadline_seconds: int = 604800) -> str:
+    """train_from_scratch through Kubeflow Trainer (a TrainJob, as train_adapter_trainjob). Same outputs.
+
+    Args:
+        task: The spec's ``task`` section.
+        training: The spec's ``training`` section (``from_scratch`` architecture, resources).
+        dataset: The data set to train on (staged on ``claim``).
+        claim: The PersistentVolumeClaim holding the job's data, checkpoints and model.
+        namespace: The TrainJob's namespace ('' for the one the step runs in).
+        runtime: The Trainer ClusterTrainingRuntime.
+        deadline_seconds: The job's activeDeadlineSeconds.
+        model: Output: the Model artifact.
+        metrics: Output: training figures.
+    """
+    from aicd.components.contracts import step_spec
+    from aicd.components.training.trainjob import run_step
+
+    summary, figures, metadata = run_step(step_spec(task=task, training=training), dataset.path, model.path, None,
+                                          claim, namespace, runtime, deadline_seconds)
+    for name, value in figures.items():
+        metrics.log_metric(name, value)
+    model.metadata.update(metadata)
+    return summary
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def choose_method(metrics: dict, trainings: List[str], evaluations: List[str], models: Input[List[Model]],
                   table: Output[Artifact], plot: Output[HTML], best: Output[Model]) -> NamedTuple(
                       "Choice", chosen=str, pareto=str):

@@ -51,9 +51,23 @@ def gate_and_promote(s: SpecParams, platform: Platform, candidate_report, *, mod
     # kfp.local resolves a dsl.If only on an output named `Output`: the gate names `passed` so.
     with dsl.If(gate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
         promote = {"candidate": model} if model is not None else {}
-        platform.apply(promote_adapter(**s.of(promote_adapter), blessing=gate_task.outputs["blessing"], **promote),
-                       "deliver", cache=False)
+        promote_task = platform.apply(promote_adapter(**s.of(promote_adapter), blessing=gate_task.outputs["blessing"],
+                                                      **promote), "deliver", cache=False)
+        roll_out(s.delivery, platform, model_id=gate_task.outputs["digest"], commit=promote_task.output, in_stage=True)
     return gate_task
+
+
+def roll_out(delivery, platform: Platform, model_id="", commit="", max_intervals=0,
+             in_stage: bool = False) -> dsl.PipelineTask:
+    """roll_out_canary (never cached: it waits on the cluster and reads Prometheus and Git).
+
+    Started after a promotion, it drives the new canary to promotion or rollback (the first champion
+    has nothing to roll out; ``delivery.rollout: external`` leaves it to the rollout pipeline).
+    """
+    from aicd.components.delivery.steps import roll_out_canary
+
+    return platform.apply(roll_out_canary(delivery=delivery, model_id=model_id, commit=commit,
+                                          max_intervals=max_intervals, in_stage=in_stage), "deliver", cache=False)
 
 
 def deliver_model(s: SpecParams, dataset, model, platform: Platform) -> dsl.PipelineTask:

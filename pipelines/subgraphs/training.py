@@ -20,14 +20,31 @@ def compare_methods(s: SpecParams, dataset, platform: Platform | None = None,
     (HTML with the Pareto plot) and ``pareto`` (the methods on the Pareto front, JSON).
     """
     from aicd.components.evaluation.steps import evaluate_model  # the evaluation area's step
-    from aicd.components.training.steps import choose_method, list_methods, train_adapter
+    from aicd.components.training.steps import choose_method, list_methods
 
     platform = platform or Platform()
     names_task = platform.apply(list_methods(**s.of(list_methods)), "evaluate")
     with dsl.ParallelFor(names_task.output, name="methods") as method:
-        train_task = platform.apply(train_adapter(**s.of(train_adapter), dataset=dataset, method=method), "train")
+        train_task = train_one(s, dataset, method, platform)
         eval_task = platform.apply(evaluate_model(**s.of(evaluate_model), dataset=dataset,
                                                   model=train_task.outputs["model"], split=split), "evaluate")
     return platform.apply(choose_method(**s.of(choose_method), trainings=dsl.Collected(train_task.outputs["Output"]),
                                         evaluations=dsl.Collected(eval_task.outputs["Output"]),
                                         models=dsl.Collected(train_task.outputs["model"])), "evaluate")
+
+
+def train_one(s: SpecParams, dataset, method, platform: Platform) -> dsl.PipelineTask:
+    """train_adapter (method None: train_from_scratch) in the step's pod, or, under a profile with
+    ``roles.train.engine: trainjob``, its TrainJob twin: a light pod (the train role's volumes, no GPU)
+    that launches a Kubeflow Trainer TrainJob and waits for it."""
+    from aicd.components.training import steps
+
+    train = platform.profile.roles.train
+    inputs = {"dataset": dataset, **({"method": method} if method is not None else {})}
+    if train.engine != "trainjob":
+        step = steps.train_adapter if method is not None else steps.train_from_scratch
+        return platform.apply(step(**s.of(step), **inputs), "train")
+    step = steps.train_adapter_trainjob if method is not None else steps.train_from_scratch_trainjob
+    claim = train.trainjob_claim or platform.profile.volume("checkpoints").claim
+    return platform.launcher(step(**s.of(step), **inputs, claim=claim, runtime=train.trainjob_runtime,
+                                  deadline_seconds=train.trainjob_deadline_seconds))

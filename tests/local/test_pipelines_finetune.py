@@ -23,7 +23,7 @@ from tiny_models import tiny_finetune_spec
 ROOT = Path(__file__).resolve().parents[2]
 # Never cached: their inputs live outside the pipeline (the sources' bytes, Git). Ingest is cached on the
 # sources' fingerprint, so it runs only when the data changed.
-ALWAYS_RUN = {"fingerprint-sources", "find-champion", "gate-candidate", "promote-adapter"}
+ALWAYS_RUN = {"fingerprint-sources", "find-champion", "gate-candidate", "promote-adapter", "roll-out-canary"}
 
 
 @pytest.fixture
@@ -47,7 +47,9 @@ def test_finetune_trains_gates_and_promotes(first_run, tiny_spec):
     names = [t.name for t in first.tasks]
     assert {"fingerprint-sources", "ingest-dataset", "profile-dataset", "list-methods", "train-adapter", "evaluate-model", "choose-method",
             "find-champion", "evaluate-model-2", "evaluate-model-3", "compare-models", "gate-candidate",
-            "promote-adapter"} == set(names), names
+            "promote-adapter", "roll-out-canary"} == set(names), names
+    # the adapter became the first champion: nothing to roll out
+    assert first.task("roll-out-canary").outputs["Output"] == "champion"
     assert all(t.status == "ran" for t in first.tasks)
     best = first.task("choose-method").outputs
     assert best["chosen"] == "lora-r4"

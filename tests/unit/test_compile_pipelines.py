@@ -17,7 +17,7 @@ from aicd.pipelines.submit import compile_pipeline
 ROOT = Path(__file__).resolve().parents[2]
 GPU_PROFILE = ROOT / "examples" / "profiles" / "gpu-cluster.yaml"
 NEVER_CACHED = {"fingerprint-sources", "find-champion", "gate-candidate", "promote-adapter", "previous-versions",
-                "record-trained-versions"}
+                "record-trained-versions", "roll-out-canary"}
 TRAINING = ("train-adapter", "train-from-scratch")
 
 
@@ -68,8 +68,8 @@ def test_pipeline_compiles_with_one_parameter_per_spec_section(compiled, name):
 def test_promote_runs_only_inside_the_gate_condition(compiled, name):
     ir = compiled[name][0]
     promotes = [(spec, conds) for comp, spec, conds in tasks(ir) if base(comp) == "promote-adapter"]
-    if name == "poc":
-        assert promotes == []  # stage 1 delivers nothing
+    if name in ("poc", "rollout"):
+        assert promotes == []  # stage 1 delivers nothing; the rollout drives a promotion made before
         return
     assert promotes, f"{name} has no promotion"
     for spec, conditions in promotes:
@@ -157,3 +157,19 @@ else:
         assert "base -> ghcr.io/aicd/aicd-base:0.1.0" in done.stdout
     else:
         assert done.stdout.strip() == "image: registry.example.com/ml/aicd-base:v7"
+
+
+@pytest.mark.parametrize("name", ["finetune", "continuous", "redesign", "scoping", "rollout"])
+def test_rollout_follows_each_promotion(compiled, name):
+    """finetune/continuous/redesign/scoping start the rollout after a successful promotion, with the
+    promotion's commit and the blessed digest; the rollout pipeline is that one task."""
+    ir = compiled[name][0]
+    rollouts = [(spec, conds) for comp, spec, conds in tasks(ir) if base(comp) == "roll-out-canary"]
+    assert len(rollouts) == 1, rollouts
+    spec, conditions = rollouts[0]
+    params = spec["inputs"]["parameters"]
+    assert set(params) >= {"delivery", "model_id", "commit"}
+    if name != "rollout":
+        assert any("gate-candidate-Output" in c for c in conditions), conditions
+        assert params["commit"]["taskOutputParameter"]["producerTask"].startswith("promote-adapter")
+        assert params["in_stage"]["runtimeValue"]["constant"] is True
