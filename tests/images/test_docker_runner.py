@@ -17,7 +17,7 @@ from aicd.components.spec import parse_spec
 from aicd.pipelines.cache import run_outputs
 from aicd.pipelines.gitops import ensure_gitops_repo
 from aicd.pipelines.local import PipelineRunError, run_local
-from aicd.pipelines.stages import build_pipeline, pipeline_argument
+from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 from podman_tools import ROOT, chown_tree, engine_env, require
 from tiny_models import tiny_finetune_spec
 
@@ -58,7 +58,7 @@ def fresh_spec(spec_root: Path, support_bot_spec: dict, tiny_causal_lm: Path) ->
     shutil.rmtree(spec_root, ignore_errors=True)
     spec = tiny_finetune_spec(support_bot_spec, tiny_causal_lm, spec_root, ROOT / "manifests")
     (spec_root / "ckpt").mkdir(parents=True)
-    return pipeline_argument(parse_spec(spec))
+    return pipeline_arguments(parse_spec(spec))
 
 
 def test_finetune_under_docker_runner_equals_the_subprocess_run(role_images, docker_host, support_bot_spec,
@@ -66,11 +66,11 @@ def test_finetune_under_docker_runner_equals_the_subprocess_run(role_images, doc
     pipeline = build_pipeline("finetune")
     spec_root = tmp_path / "spec"
     spec = fresh_spec(spec_root, dict(support_bot_spec), tiny_causal_lm)
-    local = run_local(pipeline, {"spec": spec}, tmp_path / "subprocess", cache=False)
+    local = run_local(pipeline, spec, tmp_path / "subprocess", cache=False)
 
     assert fresh_spec(spec_root, dict(support_bot_spec), tiny_causal_lm) == spec  # same inputs, fresh state
     chown_tree(spec_root)  # the pod's user writes checkpoints and commits
-    docker = run_local(pipeline, {"spec": spec}, tmp_path / "docker", cache=False, runner="docker")
+    docker = run_local(pipeline, spec, tmp_path / "docker", cache=False, runner="docker")
 
     assert [t.name for t in docker.tasks] == [t.name for t in local.tasks]
     assert all(t.status == "ran" for t in docker.tasks)
@@ -92,7 +92,7 @@ def test_a_failing_step_fails_the_docker_run(role_images, docker_host, support_b
     chown_tree(tmp_path / "spec")
     shutil.rmtree(model)
     with pytest.raises(PipelineRunError, match=r"step (train-adapter|evaluate-model\S*) of pipeline .* failed"):
-        run_local(build_pipeline("finetune"), {"spec": spec}, tmp_path / "docker", cache=False, runner="docker")
+        run_local(build_pipeline("finetune"), spec, tmp_path / "docker", cache=False, runner="docker")
 
 
 def test_docker_runner_says_when_an_image_is_not_built(docker_host):

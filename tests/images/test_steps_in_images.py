@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from aicd.components.spec import parse_spec
-from aicd.pipelines.stages import pipeline_argument
+from aicd.pipelines.stages import pipeline_arguments
 from ir_steps import load_ir, run_ir_step
 from podman_tools import ROOT, chown_tree
 from tiny_models import tiny_finetune_spec
@@ -44,7 +44,7 @@ def pod_root(tmp_path) -> Path:
 def tiny_spec(support_bot_spec, tiny_causal_lm, tmp_path) -> dict:
     spec = tiny_finetune_spec(support_bot_spec, tiny_causal_lm, tmp_path / "spec", ROOT / "manifests")
     spec["training"]["checkpoint"]["root"] = "/tmp/ckpt"  # the pod's writable /tmp
-    return pipeline_argument(parse_spec(spec))
+    return pipeline_arguments(parse_spec(spec))
 
 
 def test_base_and_train_steps_run_from_the_ir_in_their_images(role_images, finetune_ir, tiny_spec, tiny_causal_lm,

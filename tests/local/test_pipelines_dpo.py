@@ -20,7 +20,7 @@ from aicd.components.data.format import read_split
 from aicd.components.data.ingest import ingest_dataset
 from aicd.components.spec import parse_spec
 from aicd.pipelines.local import run_local
-from aicd.pipelines.stages import build_pipeline, pipeline_argument
+from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 from tiny_models import tiny_finetune_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def test_dpo_improves_the_preference_metric_significantly(support_bot_spec, tmp_
         {"name": "dpo", "method": "dpo", "r": 8, "alpha": 16, "beta": 0.1, "target_modules": ["q_proj", "v_proj"]}])
     spec["metrics"].update(max_examples=24, bootstrap_samples=1000,
                            gates={"superiority": {"preference_accuracy": 0.0}})
-    run = run_local(build_pipeline("finetune"), {"spec": pipeline_argument(parse_spec(spec))}, tmp_path / "work")
+    run = run_local(build_pipeline("finetune"), pipeline_arguments(parse_spec(spec)), tmp_path / "work")
 
     comparison = json.loads((Path(run.task("compare-models").outputs["comparison"].path)
                              / "comparison.json").read_text())
