@@ -204,3 +204,20 @@ def test_the_default_champion_ships_in_the_serve_image(overlays):
             assert f"'^{distribution}=='" in dockerfile, f"images/serve/Dockerfile does not install {distribution}"
         else:
             assert isvc_doc["spec"]["predictor"].get("storageUris"), (overlay, base)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS + ["vllm"])
+def test_predictors_have_startup_and_readiness_probes(overlays, overlay):
+    """The finding: no readiness or startup probe although the predictor answers /v2/health/ready."""
+    if overlay == "vllm":  # a kustomize Component does not build alone: its one ServingRuntime file
+        built = docs((MANIFESTS / "components" / "vllm" / "servingruntime.yaml").read_text())
+    else:
+        built = overlays[overlay]
+    runtimes = [d for d in built if d["kind"] == "ServingRuntime"]
+    assert runtimes
+    for runtime in runtimes:
+        for container in runtime["spec"]["containers"]:
+            ports = {p["name"] for p in container["ports"]} | {p["containerPort"] for p in container["ports"]}
+            for probe in ("startupProbe", "readinessProbe"):
+                http = container[probe]["httpGet"]
+                assert http["path"] == "/v2/health/ready" and http["port"] in ports, (runtime["metadata"]["name"], probe)
