@@ -221,3 +221,28 @@ def test_predictors_have_startup_and_readiness_probes(overlays, overlay):
             for probe in ("startupProbe", "readinessProbe"):
                 http = container[probe]["httpGet"]
                 assert http["path"] == "/v2/health/ready" and http["port"] in ports, (runtime["metadata"]["name"], probe)
+
+
+@pytest.mark.parametrize("recurring", [False, True])
+def test_submitted_runs_use_the_profiles_service_account(tmp_path, recurring):
+    """Pipeline pods run as the account the overlay grants (not the namespace's default one)."""
+    from aicd.pipelines.submit import submit_pipeline
+
+    calls = []
+
+    class Recorder:  # stands in for kfp.Client (no KFP API server here): records the keyword arguments
+        def create_run_from_pipeline_package(self, *args, **kwargs):
+            calls.append(kwargs)
+            return type("Run", (), {"run_id": "r"})()
+
+        def get_experiment(self, **kwargs):
+            return type("Experiment", (), {"experiment_id": "e"})()
+
+        def create_recurring_run(self, *args, **kwargs):
+            calls.append(kwargs)
+            return type("RecurringRun", (), {"recurring_run_id": "rr"})()
+
+    account = load_profile(ROOT / "examples/profiles/gpu-cluster.yaml").service_account
+    submit_pipeline(Recorder(), tmp_path / "p.yaml", "n", {}, experiment="x", recurring=recurring,
+                    service_account=account)
+    assert calls[0]["service_account"] == account == "aicd-pipeline"
