@@ -64,12 +64,14 @@ def fresh_spec(spec_root: Path, support_bot_spec: dict, tiny_causal_lm: Path) ->
 def test_finetune_under_docker_runner_equals_the_subprocess_run(role_images, docker_host, support_bot_spec,
                                                                 tiny_causal_lm, tmp_path):
     pipeline = build_pipeline("finetune")
-    spec_root = tmp_path / "spec"
-    spec = fresh_spec(spec_root, dict(support_bot_spec), tiny_causal_lm)
+    spec_root, model = tmp_path / "spec", tmp_path / "model"
+    shutil.copytree(tiny_causal_lm, model)  # pytest's own folders are private to root: a volume the pod reads
+    spec = fresh_spec(spec_root, dict(support_bot_spec), model)
     local = run_local(pipeline, {"spec": spec}, tmp_path / "subprocess", cache=False)
 
-    assert fresh_spec(spec_root, dict(support_bot_spec), tiny_causal_lm) == spec  # same inputs, fresh state
+    assert fresh_spec(spec_root, dict(support_bot_spec), model) == spec  # same inputs, fresh state
     chown_tree(spec_root)  # the pod's user writes checkpoints and commits
+    chown_tree(model)
     docker = run_local(pipeline, {"spec": spec}, tmp_path / "docker", cache=False, runner="docker")
 
     assert [t.name for t in docker.tasks] == [t.name for t in local.tasks]
