@@ -101,4 +101,7 @@ def test_no_build_secret_is_left_in_an_image(role_images):
         assert "cacert" in history  # the secret mount is declared ...
         assert "BEGIN CERTIFICATE" not in history
         proc = podman_run(image, ["sh", "-c", "ls -A /run/secrets 2>/dev/null; pip config list 2>/dev/null; true"])
-        assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout  # ... and nothing stays
+        assert proc.returncode == 0, proc.stderr
+        left = [line for line in proc.stdout.splitlines() if "disable-pip-version-check" not in line
+                and "no-cache-dir" not in line and "root-user-action" not in line]  # the Dockerfile's own ENV
+        assert left == []  # ... and nothing stays: no secret file, no host pip configuration (cert, index)
