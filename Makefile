@@ -89,7 +89,7 @@ test: install services kube-apiserver images
 	  $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow and not e2e and not kube" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not e2e and not kube and not images" $(PYTEST_ARGS)
 
 # The performance suite (benchmarks/): ratios from CPU time with one thread; results in benchmarks/results/.
 bench: install

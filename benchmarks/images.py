@@ -69,7 +69,9 @@ def write(results: dict) -> None:
         if run:
             per = ", ".join(f"{k.split('/')[-1]} {v}" for k, v in run["images_s"].items())
             lines.append(f"| {kind.replace('_', ' ')} | {run['total_s']} | {per} |")
-    lines += ["", "| image | size MB |", "|---|---|"]
+    lines += ["", "Sizes as podman reports them, each counting its shared layers: the three roles share",
+              "their first layers (the Python base and the torch layer), which a node pulls once.",
+              "", "| image | size MB |", "|---|---|"]
     lines += [f"| {name} | {mb:,} |" for name, mb in results["sizes_mb"].items()]
     lines += ["", f"measured {results['created']}", ""]
     (RESULTS / "images.md").write_text("\n".join(lines))

@@ -75,6 +75,8 @@ def run_container(client, image: str, command: list[str], volumes: dict[str, Any
     container = client.containers.run(image=image, command=command, detach=True, stdout=True, stderr=True,
                                       volumes=volumes, **run_args)
     try:
+        if log_file:
+            Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         sink = open(log_file, "ab") if log_file else None
         try:
             for chunk in container.logs(stream=True, follow=True):

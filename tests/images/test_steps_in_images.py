@@ -9,6 +9,7 @@ its container is reported as failed.
 """
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,13 @@ from podman_tools import ROOT, chown_tree
 from tiny_models import tiny_finetune_spec
 
 pytestmark = pytest.mark.images
+
+
+def readable_copy(model: Path, target: Path) -> Path:
+    """The model folder as a volume the pod's user can read (pytest's own folders are private to root)."""
+    shutil.copytree(model, target)
+    chown_tree(target)
+    return target
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +58,7 @@ def tiny_spec(support_bot_spec, tiny_causal_lm, tmp_path) -> dict:
 def test_base_and_train_steps_run_from_the_ir_in_their_images(role_images, finetune_ir, tiny_spec, tiny_causal_lm,
                                                                pod_root):
     ir = load_ir(finetune_ir)
-    model_mount = {str(tiny_causal_lm): f"{tiny_causal_lm}:ro"}
+    model_mount = {str(readable_copy(tiny_causal_lm, pod_root.parent / "model")): f"{tiny_causal_lm}:ro"}
 
     ingest = run_ir_step(ir, "ingest-dataset", tiny_spec, pod_root, mounts=model_mount)
     assert ingest.image == role_images["base"]
