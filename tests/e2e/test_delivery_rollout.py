@@ -25,11 +25,10 @@ from aicd.components.delivery.canary import run_canary
 from aicd.components.spec import parse_spec
 from aicd.pipelines.local import run_local
 from aicd.pipelines.platform import Platform
-from aicd.pipelines.stages import build_pipeline
+from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 from delivery_world import (HOST, PROMETHEUS, ROOT, deliver, ensure_gitops_repo, free_port, git, make_adapter,
                             make_spec, overlay, prometheus_config, start_predictor, stop, subjects, traffic,
                             wait_for_rates, wait_ready)
-from kube_fixture import kube_apiserver  # noqa: F401  (the session fixture; the project-wide one can replace it)
 
 pytestmark = pytest.mark.e2e
 NAMESPACE = "aicd"
@@ -146,8 +145,8 @@ def world(tmp_path_factory, kube_apiserver):  # noqa: F811
 
 def rollout(world, name: str, **arguments):
     pipeline = build_pipeline("rollout", Platform())
-    delivery = world["specs"][name].model_dump(mode="json", exclude_none=True)["delivery"]
-    run = run_local(pipeline, {"delivery": delivery, "model_id": world["digest"], **arguments},
+    sections = pipeline_arguments(world["specs"][name])  # the rollout reads only `delivery` of them
+    run = run_local(pipeline, {**sections, "model_id": world["digest"], **arguments},
                     world["tmp"] / f"work-{name}", cache=False)
     task = run.task("roll-out-canary")
     return task.outputs["Output"], Path(task.outputs["evidence"].path).read_text()

@@ -11,7 +11,6 @@ import pytest
 from aicd.components.delivery import isvc
 from aicd.components.delivery.readiness import wait_live
 from aicd.components.spec import DeliverySpec
-from kube_fixture import kube_apiserver  # noqa: F401  (the session fixture; the project-wide one can replace it)
 
 pytestmark = pytest.mark.e2e
 ARGS = ("argoproj.io", "v1alpha1", "argocd", "applications")

@@ -23,7 +23,6 @@ from aicd.components.spec import parse_spec
 from aicd.components.training.launcher import GROUP, PLURAL, VERSION
 from aicd.components.training.trainjob import plan, train_on_trainjob
 from delivery_world import ROOT
-from kube_fixture import kube_apiserver  # noqa: F401  (the session fixture; the project-wide one can replace it)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NAMESPACE = "training"
