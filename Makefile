@@ -48,8 +48,9 @@ test: install services
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio PROMETHEUS_BIN=$(PROMETHEUS) \
 	  $(PY) -m pytest $(PYTEST_ARGS)
 
+# Unit tests only: no kfp.local runs (local), real servers (e2e) or real offline models (slow).
 test-fast: install
-	$(PY) -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not e2e and not local" $(PYTEST_ARGS)
 
 # The performance suite (benchmarks/): ratios from CPU time with one thread; results in benchmarks/results/.
 bench: install
