@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_delivery_gitops import make_adapter, make_spec, overlay, remote  # noqa: F401 (the fixture)
 
 from aicd.components.contracts import pipeline_arguments, step_spec
 from aicd.components.data.sources import sources_fingerprint
@@ -12,7 +13,6 @@ from aicd.components.delivery.runs import run_gate_candidate, run_promote_adapte
 from aicd.components.errors import DeliveryError, UriError
 from aicd.components.evaluation.runs import plan_training_trials, run_select_trial
 from aicd.components.spec import parse_spec
-from test_delivery_gitops import make_adapter, make_spec, overlay, remote  # noqa: F401 (the fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 
