@@ -63,7 +63,8 @@ CHAT_REVIEWS = [("This drug worked wonders and I have no side effects.", "positi
 
 
 def causal_rows(n: int = 24) -> list[dict]:
-    return [{"id": f"q{i}", "instruction": CHAT_QA[i % len(CHAT_QA)][0], "response": CHAT_QA[i % len(CHAT_QA)][1], "source": "test",
+    return [{"id": f"q{i}", "instruction": CHAT_QA[i % len(CHAT_QA)][0], "response": CHAT_QA[i % len(CHAT_QA)][1],
+             "source": "test",
              "topic": ("ai", "chat")[i % 2]}
             for i in range(n)]
 
@@ -101,6 +102,7 @@ def causal_dataset(path: Path, n: int = 6) -> Path:
 
 
 def classification_dataset(path: Path, n: int = 6) -> Path:
-    rows = [{"id": f"r{i}", "text": t, "label": lab, "source": "test"} for i, (t, lab) in enumerate((TOPIC_REVIEWS * 4)[:n])]
+    rows = [{"id": f"r{i}", "text": t, "label": lab, "source": "test"}
+            for i, (t, lab) in enumerate((TOPIC_REVIEWS * 4)[:n])]
     write_dataset(path, {"train": rows * 3, "validation": rows, "test": rows}, task="text-classification")
     return path

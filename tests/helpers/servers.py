@@ -68,7 +68,7 @@ def migrated_template(bin_path: Path) -> tuple[Path, float | None]:
     start = time.monotonic()
     with atomic_dir(target) as tmp:
         done = subprocess.run([str(bin_path), "init", "--quiet", "--no-browser", "--data-dir", str(tmp)],
-                              env=_env(tmp), capture_output=True, text=True, timeout=300)
+                              env=_env(tmp), capture_output=True, text=True, timeout=900)  # minutes when loaded
         if done.returncode != 0 or not (tmp / "label_studio.sqlite3").is_file():
             raise RuntimeError(f"label-studio init failed ({done.returncode}): {done.stderr[-2000:]}")
         (tmp / ".env").unlink(missing_ok=True)  # each copy makes its own Django secret key
