@@ -50,5 +50,5 @@ def pytest_collection_modifyitems(items):
     """Mark every test under tests/local/ as ``local`` (kfp.local pipeline runs: minutes, not seconds)."""
     local_dir = Path(__file__).resolve().parent / "local"
     for item in items:
-        if local_dir in Path(str(item.fspath)).resolve().parents:
+        if local_dir in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.local)
