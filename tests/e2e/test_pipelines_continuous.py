@@ -31,8 +31,8 @@ from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 # The tasks before the dsl.If: they run on every recurring run.
-BEFORE_CHECK = {"ingest-dataset", "profile-dataset", "previous-versions", "import-labels", "collect-feedback",
-                "check-new-data"}
+BEFORE_CHECK = {"fingerprint-sources", "ingest-dataset", "profile-dataset", "previous-versions", "import-labels",
+                "collect-feedback", "check-new-data"}
 
 
 def make_spec(support_bot_spec: dict, tiny_causal_lm: Path, tmp_path: Path, url: str, project: str,
