@@ -88,8 +88,9 @@ test: install services kube-apiserver images
 	  KUBE_APISERVER=$${KUBE_APISERVER:-$$(tools/k8s/build-kube-apiserver.sh --cached)} \
 	  $(PY) -m pytest $(PYTEST_ARGS)
 
+# Unit tests only: no kfp.local runs (local), real servers (e2e) or real offline models (slow).
 test-fast: install
-	$(PY) -m pytest -m "not slow and not e2e and not kube and not images" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not e2e and not local and not kube and not images" $(PYTEST_ARGS)
 
 # The performance suite (benchmarks/): ratios from CPU time with one thread; results in benchmarks/results/.
 bench: install

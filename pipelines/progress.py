@@ -118,8 +118,8 @@ _TQDM = re.compile(r"(?P<n>\d+)/(?P<total>\d+) \[(?P<elapsed>[\d:]+)<(?P<left>[\
 def describe_progress(line: str, examples_per_step: int | None = None) -> str:
     """A training progress bar's line as words (step n/total, loss, speed, time left); else the line."""
     match = _TQDM.search(line or "")
-    if match is None:
-        return line
+    if match is None:  # a log line says something; a stray brace or bar fragment does not
+        return line if re.search(r"[A-Za-z]{3}", line or "") else ""
     parts = [f"step {match['n']}/{match['total']}"]
     post = dict(p.split("=", 1) for p in (match["post"] or "").split(", ") if "=" in p)
     if "loss" in post:

@@ -1,11 +1,17 @@
-"""Shared fixtures: tiny random models (fast) and the example specs."""
+"""Shared fixtures: tiny random models (fast), the example specs, and the real servers (tests/helpers).
+
+Helpers shared by tests live in the ``helpers`` package (ports, servers, artifacts, specs,
+data), imported as ``from helpers.<module> import ...``, never from another test module.
+Every test under tests/local/ is marked ``local`` (kfp.local runs), so ``make test-fast``
+can leave them out with the slow and e2e ones.
+"""
 
 import copy
 from pathlib import Path
 
 import pytest
 import yaml
-
+from helpers.servers import label_studio, ls  # noqa: F401 - the real Label Studio fixtures, for every test
 from tiny_models import make_causal_lm, make_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,3 +67,11 @@ def kube_apiserver(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test under tests/local/ as ``local`` (kfp.local pipeline runs: minutes, not seconds)."""
+    local_dir = Path(__file__).resolve().parent / "local"
+    for item in items:
+        if local_dir in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.local)

@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from helpers.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S_TOOLS = ROOT / "tools" / "k8s"
@@ -69,12 +69,6 @@ def _write_service_account_keys(private: Path, public: Path) -> None:
                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _stop(proc: subprocess.Popen | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -109,7 +103,7 @@ class KubeServer:
         _write_service_account_keys(run / "sa.key", run / "sa.pub")
         self.token = secrets.token_hex(20)
         (run / "tokens.csv").write_text(f"{self.token},admin,admin-uid,system:masters\n")
-        port, client, peer = _free_port(), _free_port(), _free_port()
+        port, client, peer = free_port(), free_port(), free_port()
         self.url = f"https://127.0.0.1:{port}"
         self._procs.append(self._spawn("etcd", [
             etcd, "--name", "default", "--data-dir", str(run / "etcd"),

@@ -101,7 +101,8 @@ class SelectResult:
 def run_select_candidate(spec: Spec, entries: Sequence[str], known: Sequence[tuple[str, str]],
                          leaderboard_dir: str | Path, model_dir: str | Path, model_uri: str) -> SelectResult:
     """Rank every entry (JSON lists of leaderboard entries) under ``metrics``' weights and constraints; write
-    the leaderboard (reports copied beside it) and the chosen entry as a Model artifact at ``model_dir``."""
+    the leaderboard (reports copied beside it) and the chosen entry as a Model artifact at ``model_dir``; reads
+    task, candidates and metrics."""
     from aicd.components.evaluation.leaderboard import select_candidate, write_chosen_model, write_leaderboard
 
     local = local_resolver(known)
@@ -126,8 +127,8 @@ def plan_training_trials(spec: Spec) -> list[dict[str, Any]]:
 
 
 def run_select_trial(spec: Spec, results: Sequence[str], leaderboard_dir: str | Path) -> dict[str, Any]:
-    """The best hyper-parameter trial (evaluate_model summaries) under the selection rule; reads metrics and
-    candidates. The leaderboard of the trials is written to ``leaderboard_dir``."""
+    """The best hyper-parameter trial (evaluate_model summaries) under the selection rule; reads task, metrics
+    and candidates. The leaderboard of the trials is written to ``leaderboard_dir``."""
     from aicd.components.evaluation.leaderboard import select_candidate, write_leaderboard
 
     rows = [json.loads(text) for text in results]

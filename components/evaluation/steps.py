@@ -137,7 +137,7 @@ def evaluate_baseline(task: dict, candidates: list, metrics: dict, dataset: Inpu
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def select_candidate(candidates: list, metrics: dict, entries: List[str], baseline: str,
+def select_candidate(task: dict, candidates: list, metrics: dict, entries: List[str], baseline: str,
                      leaderboard: Output[Artifact], html: Output[HTML], model: Output[Model],
                      results: Input[List[Artifact]] = None, baseline_results: Input[Artifact] = None
                      ) -> NamedTuple("Chosen", candidate=str, uri=str, mode=str, chosen=str):
@@ -148,6 +148,7 @@ def select_candidate(candidates: list, metrics: dict, entries: List[str], baseli
     probe), or a reference to its base candidate (zero-/few-shot).
 
     Args:
+        task: The spec's ``task`` section (the leaderboard records the task type).
         candidates: The spec's ``candidates``.
         metrics: The spec's ``metrics`` section (selection_weights, constraints).
         entries: evaluate_candidate's entries, one JSON list per candidate.
@@ -164,7 +165,8 @@ def select_candidate(candidates: list, metrics: dict, entries: List[str], baseli
     from aicd.components.evaluation.runs import copy_html, run_select_candidate
 
     known = [(a.uri, a.path) for a in list(results or []) + [baseline_results] if a is not None and a.uri]
-    result = run_select_candidate(step_spec(candidates=candidates, metrics=metrics), list(entries) + [baseline],
+    result = run_select_candidate(step_spec(task=task, candidates=candidates, metrics=metrics),
+                                  list(entries) + [baseline],
                                   known, leaderboard.path, model.path, model.uri)
     copy_html(f"{leaderboard.path}/leaderboard.html", html.path)
     chosen = result.chosen
@@ -190,11 +192,12 @@ def plan_search(training: dict) -> List[dict]:
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def select_trial(candidates: list, metrics: dict, results: List[str], leaderboard: Output[Artifact],
+def select_trial(task: dict, candidates: list, metrics: dict, results: List[str], leaderboard: Output[Artifact],
                  html: Output[HTML]) -> str:
     """The best hyper-parameter trial (evaluate_model summaries of the trials) under the selection rule.
 
     Args:
+        task: The spec's ``task`` section (the leaderboard records the task type).
         candidates: The spec's ``candidates``.
         metrics: The spec's ``metrics`` section (selection_weights, constraints).
         results: evaluate_model's summaries of the trials' models.
@@ -206,6 +209,7 @@ def select_trial(candidates: list, metrics: dict, results: List[str], leaderboar
     from aicd.components.contracts import step_spec
     from aicd.components.evaluation.runs import copy_html, run_select_trial
 
-    best = run_select_trial(step_spec(candidates=candidates, metrics=metrics), list(results), leaderboard.path)
+    best = run_select_trial(step_spec(task=task, candidates=candidates, metrics=metrics), list(results),
+                            leaderboard.path)
     copy_html(f"{leaderboard.path}/leaderboard.html", html.path)
     return json.dumps(best)

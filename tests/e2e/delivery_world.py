@@ -7,7 +7,6 @@ traffic split.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import requests
 import yaml
+from helpers.ports import free_port
 
 from aicd.components.cards import write_card
 from aicd.components.delivery import isvc
@@ -29,12 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = "manifests/overlays/production/inferenceservice.yaml"
 PROMETHEUS = os.environ.get("PROMETHEUS_BIN", "/usr/bin/prometheus")
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def git(*args) -> str:

@@ -7,25 +7,19 @@ collect_feedback turns the log into a data set version.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import requests
+from helpers.ports import free_port
 
 from aicd.components.data.format import SPLITS, read_quarantine, read_split
 from aicd.components.labeling.feedback import collect_feedback
 from aicd.pipelines.services import stop_process
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

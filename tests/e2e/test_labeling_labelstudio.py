@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers.ports import free_port
+from helpers.specs import sections
 
 from aicd.components.data.format import SPLITS, read_quarantine, read_split, write_dataset
 from aicd.components.errors import LabelingError
@@ -18,8 +20,6 @@ from aicd.components.labeling.configs import result_for
 from aicd.components.labeling.export import export_for_labeling
 from aicd.components.labeling.review import review_candidates, review_wins
 from aicd.components.labeling.versions import fingerprint
-from helpers.specs import sections
-from labelstudio_server import label_studio, ls  # noqa: F401  (the fixtures)
 
 pytestmark = pytest.mark.e2e
 
@@ -203,8 +203,7 @@ def test_errors_are_clear(ls, label_studio, review_sentiment_spec, tmp_path, mon
     monkeypatch.setenv("AICD_SECRET_LABEL_STUDIO_TOKEN_TOKEN", "f" * 40)  # the Secret holds a stale token
     with pytest.raises(LabelingError, match=r"(?s)refused the API token \(HTTP 401.*labeling.token_secret"):
         export_for_labeling(spec, tmp_path / "v1")
-    from labelstudio_server import free_port
-
+    
     spec = with_labeling(review_sentiment_spec, f"http://127.0.0.1:{free_port()}", project="e2e unreachable")
     with pytest.raises(LabelingError, match=r"Label Studio at http://127.0.0.1:\d+ is unreachable"):
         export_for_labeling(spec, tmp_path / "v1")

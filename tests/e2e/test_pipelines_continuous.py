@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tiny_models import tiny_finetune_spec
 
 from aicd.components.data.ingest import ingest_dataset
 from aicd.components.labeling.client import LabelStudio
@@ -26,14 +27,12 @@ from aicd.pipelines.cache import source_digest
 from aicd.pipelines.gitops import head_commit
 from aicd.pipelines.local import PipelineRunError, run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_arguments
-from labelstudio_server import label_studio, ls  # noqa: F401  (the fixtures)
-from tiny_models import tiny_finetune_spec
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 # The tasks before the dsl.If: they run on every recurring run.
-BEFORE_CHECK = {"ingest-dataset", "profile-dataset", "previous-versions", "import-labels", "collect-feedback",
-                "check-new-data"}
+BEFORE_CHECK = {"fingerprint-sources", "ingest-dataset", "profile-dataset", "previous-versions", "import-labels",
+                "collect-feedback", "check-new-data"}
 
 
 def make_spec(support_bot_spec: dict, tiny_causal_lm: Path, tmp_path: Path, url: str, project: str,

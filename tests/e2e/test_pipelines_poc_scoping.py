@@ -35,7 +35,6 @@ from aicd.pipelines.cache import source_digest
 from aicd.pipelines.gitops import ensure_gitops_repo, head_commit
 from aicd.pipelines.local import run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_arguments
-from labelstudio_server import label_studio  # noqa: F401  (the session fixture)
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,6 @@ its PID in the fixture's teardown.
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,19 +17,14 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from helpers.ports import free_port
+from unit.test_serving_engine import LABELS, make_lora_adapter
 
 from aicd.pipelines.services import stop_process
-from unit.test_serving_engine import LABELS, make_lora_adapter
 
 pytestmark = pytest.mark.e2e
 TOKEN = "e2e-admin-token-0123456789abcdef"
 BODY_LIMIT = 64 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

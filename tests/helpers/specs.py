@@ -1,6 +1,12 @@
-"""Specs for tests: a whole spec dict split into the per-section arguments steps and pipelines take."""
+"""Specs for tests: the examples pointed at tiny models, and a spec split into the per-section arguments
+steps and pipelines take."""
 
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
 
 ALL = ("name", "task", "data", "candidates", "metrics", "training", "delivery", "labeling")
 
@@ -13,3 +19,28 @@ def sections(spec: dict, *names: str) -> dict[str, Any]:
 
     args = pipeline_arguments(parse_spec(spec))
     return {n: args[n] for n in (names or ALL)}
+
+
+def causal_spec(model_dir: Path, checkpoint_root: Path, **training) -> dict:
+    """The support-bot spec pointed at a tiny model, with short training."""
+    spec = yaml.safe_load((ROOT / "examples" / "support-bot" / "spec.yaml").read_text())
+    spec["candidates"][0]["uri"] = str(model_dir)
+    spec["training"].update({"max_steps": 4, "checkpoint": {"every_steps": 2, "root": str(checkpoint_root)},
+                             **training})
+    return spec
+
+
+def classification_spec(model_dir: Path, checkpoint_root: Path, **training) -> dict:
+    spec = yaml.safe_load((ROOT / "examples" / "review-sentiment" / "spec.yaml").read_text())
+    spec["candidates"][0]["uri"] = str(model_dir)
+    spec["training"].update({"max_steps": 4, "batch_size": 6, "learning_rate": 0.01,
+                             "checkpoint": {"every_steps": 2, "root": str(checkpoint_root)}, **training})
+    return spec
+
+
+def small_spec(spec: dict, model_dir: Path) -> dict:
+    spec["candidates"] = [{"name": "tiny", "uri": str(model_dir)}]
+    spec["metrics"].update(bootstrap_samples=50, max_new_tokens=6)
+    if spec["task"]["type"] == "causal-lm":
+        spec["metrics"]["probe_prompts"] = ["What is AI?", "How are you?"]
+    return spec

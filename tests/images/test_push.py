@@ -6,7 +6,6 @@ To stay quick, the pushed "base" role is the small Debian-made Python base retag
 2 GB role image: the push path does not depend on what the image holds."""
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,16 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from helpers.ports import free_port
 
 from podman_tools import ROOT, SCRIPT, engine_env, require
 
 pytestmark = pytest.mark.images
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -1,10 +1,13 @@
 """Evaluation steps and the benchmark sub-graph under kfp.local (SubprocessRunner, this environment)."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from helpers.artifacts import make_adapter
+from helpers.data import TOPIC_QA as QA
+from helpers.data import classification_dataset
+from helpers.specs import sections, small_spec
 from kfp import dsl
 from kfp.dsl import Dataset, Model, Output
 
@@ -12,12 +15,8 @@ from aicd.components.cards import verify_card
 from aicd.components.evaluation.steps import compare_models, evaluate_model
 from aicd.components.labeling.review import leaderboard_reports
 from aicd.pipelines.local import run_local
+from aicd.pipelines.params import SpecParams
 from aicd.pipelines.subgraphs.evaluation import benchmark_candidates
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_evaluation_evaluate import QA, classification_dataset, make_adapter, small_spec  # noqa: E402
-from helpers.specs import sections  # noqa: E402
-from aicd.pipelines.params import SpecParams  # noqa: E402
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)

@@ -1,21 +1,17 @@
 """Training steps and the compare_methods sub-graph under kfp.local (SubprocessRunner, this environment)."""
 
 import json
-import sys
-from pathlib import Path
 
+from helpers.data import causal_rows, make_dataset
+from helpers.specs import causal_spec, sections
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
 from aicd.components.models import load_model_artifact
 from aicd.components.training.steps import train_from_scratch
 from aicd.pipelines.local import run_local
+from aicd.pipelines.params import SpecParams
 from aicd.pipelines.subgraphs.training import compare_methods
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_training_data import causal_rows, causal_spec, make_dataset  # noqa: E402
-from helpers.specs import sections  # noqa: E402
-from aicd.pipelines.params import SpecParams  # noqa: E402
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)

@@ -87,6 +87,7 @@ def test_progress_words_from_the_training_bar():
                                           "00:15 left")
     assert describe_progress("train:   0%|  | 0/5 [00:00<?, ?it/s]") == "step 0/5"
     assert describe_progress("loading the base model") == "loading the base model"
+    assert describe_progress("}") == ""  # the end of a step's JSON output says nothing
 
 
 def test_a_heartbeat_line_while_a_step_runs_even_without_a_terminal(tmp_path):

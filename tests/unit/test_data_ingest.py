@@ -4,6 +4,7 @@ import json
 import random
 
 import pytest
+from helpers.data import jsonl, with_data, write
 
 from aicd.components.cards import verify_card
 from aicd.components.data import format as data_format
@@ -11,7 +12,6 @@ from aicd.components.data.format import SPLITS, DatasetWriter, read_split
 from aicd.components.data.ingest import ingest_dataset
 from aicd.components.data.profile import profile_dataset
 from aicd.components.errors import DataError, IntegrityError
-from test_data_helpers import jsonl, with_data, write
 
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
          "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()

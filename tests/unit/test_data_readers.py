@@ -4,10 +4,10 @@ import io
 import zipfile
 
 import pytest
+from helpers.data import good_review_rows, jsonl, write
 
 from aicd.components.data.readers import Record, SourceFiles
 from aicd.components.errors import DataError
-from test_data_helpers import good_review_rows, jsonl, write
 
 ROWS = good_review_rows()
 

@@ -3,13 +3,13 @@
 import json
 
 import pytest
+from helpers.data import good_pair_rows, good_review_rows, jsonl, with_data, write
 
 from aicd.components.data.format import read_quarantine, read_split
 from aicd.components.data.ingest import ingest_dataset
 from aicd.components.data.split import assign_split
 from aicd.components.data.validate import REASONS, approx_tokens, normalise
 from aicd.components.errors import DataError
-from test_data_helpers import good_pair_rows, good_review_rows, jsonl, with_data, write
 
 GOOD = jsonl(good_review_rows())
 GOOD_CSV = b"id,text,label\n" + b"".join(f"{i},{t},{lab}\n".encode() for i, t, lab in

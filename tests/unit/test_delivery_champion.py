@@ -2,20 +2,15 @@
 
 import json
 import logging
-import sys
-from pathlib import Path
 
 import pytest
+from test_delivery_gitops import BASE, blessing_for, make_adapter, make_spec, remote, with_first_champion  # noqa: F401
 
 from aicd.components.cards import verify_card
 from aicd.components.delivery import isvc
 from aicd.components.delivery.gitops import champion_to_beat, promote_adapter, read_champion, write_champion
 from aicd.components.errors import DeliveryError, IntegrityError, ModelError
 from aicd.components.models import BASE_MODEL_REF, base_model_ref
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_delivery_gitops import (BASE, blessing_for, make_adapter, make_spec, remote,  # noqa: E402,F401
-                                  with_first_champion)
 
 
 def test_nothing_serves_yet_the_base_model_is_the_one_to_beat(support_bot_spec, remote, tmp_path):  # noqa: F811

@@ -10,11 +10,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers.data import causal_dataset, classification_dataset
+from helpers.specs import small_spec
 
 from aicd.components.errors import EvaluationError
 from aicd.components.evaluation.endpoints import endpoint_protocol
 from aicd.components.evaluation.evaluate import evaluate_model
-from test_evaluation_evaluate import causal_dataset, classification_dataset, small_spec
 
 pytestmark = pytest.mark.e2e
 

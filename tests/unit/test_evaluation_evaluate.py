@@ -2,73 +2,19 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.artifacts import make_adapter
+from helpers.data import TOPIC_QA as QA
+from helpers.data import causal_dataset, classification_dataset
+from helpers.specs import small_spec
 
 from aicd.components.cards import write_card
 from aicd.components.data.format import write_dataset
 from aicd.components.errors import EvaluationError, ModelError
 from aicd.components.evaluation import metrics as M
 from aicd.components.evaluation.evaluate import evaluate_model
-
-QA = [("What is AI?", "Artificial intelligence is the study of machines.", "ai"),
-      ("Do you like sports?", "I enjoy watching football.", "sports"),
-      ("How are you?", "I am fine, thank you.", "greetings"),
-      ("Tell me a joke.", "Why did the computer go to the doctor?", "humor"),
-      ("What is your name?", "My name is the support assistant.", "greetings"),
-      ("Do you like tennis?", "Yes, tennis is fun.", "sports")]
-REVIEWS = [("This drug worked wonders and I have no side effects.", "positive"),
-           ("Terrible medicine, awful side effects.", "negative"),
-           ("The pill was okay, nothing special.", "neutral"),
-           ("No relief at all, awful.", "negative"),
-           ("I feel great, it worked.", "positive"),
-           ("Some mild headaches, okay overall.", "neutral")]
-
-
-def causal_dataset(path: Path, n: int = 6) -> Path:
-    rows = [{"id": f"q{i}", "instruction": q, "response": a, "topic": t, "source": "test"}
-            for i, (q, a, t) in enumerate((QA * 4)[:n])]
-    write_dataset(path, {"train": rows, "validation": rows, "test": rows}, task="causal-lm")
-    return path
-
-
-def classification_dataset(path: Path, n: int = 6) -> Path:
-    rows = [{"id": f"r{i}", "text": t, "label": lab, "source": "test"} for i, (t, lab) in enumerate((REVIEWS * 4)[:n])]
-    write_dataset(path, {"train": rows * 3, "validation": rows, "test": rows}, task="text-classification")
-    return path
-
-
-def small_spec(spec: dict, model_dir: Path) -> dict:
-    spec["candidates"] = [{"name": "tiny", "uri": str(model_dir)}]
-    spec["metrics"].update(bootstrap_samples=50, max_new_tokens=6)
-    if spec["task"]["type"] == "causal-lm":
-        spec["metrics"]["probe_prompts"] = ["What is AI?", "How are you?"]
-    return spec
-
-
-def make_adapter(base_dir: Path, out: Path, *, applied: bool = True, classification: bool = False,
-                 labels=None) -> Path:
-    """A real PEFT LoRA artifact on the tiny model; ``applied=False`` leaves B at zero (a no-op)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from aicd.components.models import load_causal_lm, load_classifier
-
-    torch.manual_seed(0)
-    if classification:
-        base, tok, _ = load_classifier(str(base_dir), labels)
-        config = LoraConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS",
-                            init_lora_weights=not applied)
-    else:
-        base, tok, _ = load_causal_lm(str(base_dir))
-        config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=not applied)
-    get_peft_model(base, config).save_pretrained(out)
-    tok.save_pretrained(out)
-    write_card(out, "adapter", task="text-classification" if classification else "causal-lm", labels=labels,
-               base_model=str(base_dir), method="lora", name="tiny-lora")
-    return out
 
 
 @pytest.fixture

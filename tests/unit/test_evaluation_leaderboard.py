@@ -3,15 +3,23 @@
 import json
 
 import pytest
+from helpers.artifacts import make_adapter
+from helpers.data import causal_dataset, classification_dataset
+from helpers.specs import small_spec
 
+from aicd.components.cards import verify_card
 from aicd.components.errors import EvaluationError, ModelError
 from aicd.components.evaluation.evaluate import as_spec
-from aicd.components.cards import verify_card
-from aicd.components.evaluation.leaderboard import (benchmark_candidates, evaluate_base, read_base_ref,
-                                                    select_candidate, write_chosen_model, write_leaderboard)
-from aicd.components.labeling.review import leaderboard_reports
+from aicd.components.evaluation.leaderboard import (
+    benchmark_candidates,
+    evaluate_base,
+    read_base_ref,
+    select_candidate,
+    write_chosen_model,
+    write_leaderboard,
+)
 from aicd.components.evaluation.search import plan_trials, search_hyperparameters, trial_spec
-from test_evaluation_evaluate import causal_dataset, classification_dataset, make_adapter, small_spec
+from aicd.components.labeling.review import leaderboard_reports
 
 
 def _entry(name, selectable=True, **metrics):

@@ -1,20 +1,14 @@
 """Client errors that need no server, import collection from an export, and the KFP steps."""
 
-import socket
 
 import pytest
+from helpers.ports import free_port
 
 from aicd.components.errors import LabelingError
 from aicd.components.labeling.annotations import _check_bad_fraction, collect
 from aicd.components.labeling.client import LabelStudio
 from aicd.components.labeling.configs import result_for
 from aicd.components.spec import LabelingSpec
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_unreachable_server():

@@ -11,15 +11,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.data import causal_rows, make_dataset
+from helpers.specs import causal_spec
 from safetensors.torch import load_file
 
 from aicd.components.spec import load_spec
 from aicd.components.training import loop as loop_module
 from aicd.components.training.adapter import train_adapter
-from aicd.components.training.checkpoint import (SLOW_WRITE_ENV, checkpoint_folder, checkpoint_key,
-                                                 latest_checkpoint, list_checkpoints)
+from aicd.components.training.checkpoint import (
+    SLOW_WRITE_ENV,
+    checkpoint_folder,
+    checkpoint_key,
+    latest_checkpoint,
+    list_checkpoints,
+)
 from aicd.components.training.loop import TrainingInterrupted
-from test_training_data import causal_rows, causal_spec, make_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 

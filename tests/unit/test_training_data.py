@@ -1,61 +1,17 @@
 """Training examples and batch plans; also the small data sets the other training tests share."""
 
 import copy
-from pathlib import Path
 
 import pytest
-import yaml
+from helpers.data import CHAT_QA as QA
+from helpers.data import causal_rows, make_dataset, review_rows  # noqa: F401 - shared, also used here
+from helpers.specs import causal_spec, classification_spec  # noqa: F401
 
-from aicd.components.data.format import write_dataset
 from aicd.components.errors import DataError, TrainingError
 from aicd.components.models import format_prompt, load_causal_lm, load_tokenizer
 from aicd.components.spec import TaskSpec
 from aicd.components.training.examples import IGNORE, check_length, encode_rows
 from aicd.components.training.packing import BatchPlan
-
-ROOT = Path(__file__).resolve().parents[2]
-QA = [("What is AI?", "Artificial intelligence is the study of machines that think."),
-      ("How are you?", "I am fine, thank you for asking."),
-      ("Tell me a joke.", "Why did the computer go to the doctor? It had a virus."),
-      ("Do you like sports?", "I enjoy watching football and tennis."),
-      ("What is your name?", "My name is the support assistant."),
-      ("Hi", "Hello!")]
-REVIEWS = [("This drug worked wonders and I have no side effects.", "positive"),
-           ("Terrible medicine, awful side effects and no relief at all.", "negative"),
-           ("The pill was okay, nothing special, some mild headaches.", "neutral")]
-
-
-def causal_rows(n: int = 24) -> list[dict]:
-    return [{"id": f"q{i}", "instruction": QA[i % len(QA)][0], "response": QA[i % len(QA)][1], "source": "test",
-             "topic": ("ai", "chat")[i % 2]}
-            for i in range(n)]
-
-
-def make_dataset(path: Path, rows: list[dict], task: str = "causal-lm", fingerprint: str = "fp-test") -> Path:
-    write_dataset(path, {"train": rows, "validation": rows[:6], "test": rows[:6]}, fingerprint=fingerprint, task=task)
-    return path
-
-
-def causal_spec(model_dir: Path, checkpoint_root: Path, **training) -> dict:
-    """The support-bot spec pointed at a tiny model, with short training."""
-    spec = yaml.safe_load((ROOT / "examples" / "support-bot" / "spec.yaml").read_text())
-    spec["candidates"][0]["uri"] = str(model_dir)
-    spec["training"].update({"max_steps": 4, "checkpoint": {"every_steps": 2, "root": str(checkpoint_root)},
-                             **training})
-    return spec
-
-
-def classification_spec(model_dir: Path, checkpoint_root: Path, **training) -> dict:
-    spec = yaml.safe_load((ROOT / "examples" / "review-sentiment" / "spec.yaml").read_text())
-    spec["candidates"][0]["uri"] = str(model_dir)
-    spec["training"].update({"max_steps": 4, "batch_size": 6, "learning_rate": 0.01,
-                             "checkpoint": {"every_steps": 2, "root": str(checkpoint_root)}, **training})
-    return spec
-
-
-def review_rows(n: int = 24) -> list[dict]:
-    return [{"id": f"r{i}", "text": REVIEWS[i % 3][0], "label": REVIEWS[i % 3][1], "source": "test"}
-            for i in range(n)]
 
 
 @pytest.fixture

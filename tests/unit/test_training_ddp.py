@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.data import causal_rows, make_dataset
+from helpers.specs import causal_spec
 from safetensors.torch import load_file
-
-from test_training_data import causal_rows, causal_spec, make_dataset
 
 
 def _run(prefix: list[str], spec: dict, tmp: Path, name: str) -> dict:

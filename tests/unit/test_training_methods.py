@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from helpers.data import causal_rows, make_dataset, review_rows
+from helpers.specs import causal_spec, classification_spec
 from peft import IA3Config, LoraConfig
 from safetensors.torch import load_file
 
@@ -11,7 +13,6 @@ from aicd.components.models import load_causal_lm, load_model_artifact
 from aicd.components.spec import MethodSpec
 from aicd.components.training.adapter import train_adapter
 from aicd.components.training.methods import peft_config, qlora_available
-from test_training_data import (causal_rows, causal_spec, classification_spec, make_dataset, review_rows)
 
 
 @pytest.mark.parametrize("method, cls, flags", [

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
+from helpers.data import causal_rows
 
 from aicd.components.models import load_causal_lm
 from aicd.components.spec import TaskSpec
 from aicd.components.training.examples import encode_rows
 from aicd.components.training.loop import summed_loss
 from aicd.components.training.packing import bin_rows, block_diagonal_mask, mask_format, pack, pad, row_masks
-from test_training_data import causal_rows
 
 
 def test_block_diagonal_mask():

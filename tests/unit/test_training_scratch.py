@@ -2,11 +2,12 @@
 
 import pytest
 import torch
+from helpers.data import causal_rows, make_dataset
+from helpers.specs import causal_spec
 
 from aicd.components.errors import DataError, TrainingError
 from aicd.components.models import format_prompt, load_model_artifact
 from aicd.components.training.scratch import train_from_scratch, train_tokenizer
-from test_training_data import causal_rows, causal_spec, make_dataset
 
 ARCH = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "vocab_size": 300,
         "max_position_embeddings": 256}

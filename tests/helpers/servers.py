@@ -1,4 +1,4 @@
-"""A real Label Studio for the e2e tests: one per test session, on 127.0.0.1 (docs/servers.md).
+"""Real servers for the e2e tests. Label Studio: one per test session, on 127.0.0.1 (docs/servers.md).
 
 The server runs from its own virtual environment (``$LABEL_STUDIO_BIN``, set by
 ``make test``, or ``.venv-label-studio/bin/label-studio``). Migrating a fresh data
@@ -11,7 +11,6 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import requests
 from aicd.components.cards import atomic_dir
 from aicd.components.uris import cache_root
 from aicd.pipelines.services import stop_process
+from helpers.ports import free_port
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,17 +68,11 @@ def migrated_template(bin_path: Path) -> tuple[Path, float | None]:
     start = time.monotonic()
     with atomic_dir(target) as tmp:
         done = subprocess.run([str(bin_path), "init", "--quiet", "--no-browser", "--data-dir", str(tmp)],
-                              env=_env(tmp), capture_output=True, text=True, timeout=300)
+                              env=_env(tmp), capture_output=True, text=True, timeout=900)  # minutes when loaded
         if done.returncode != 0 or not (tmp / "label_studio.sqlite3").is_file():
             raise RuntimeError(f"label-studio init failed ({done.returncode}): {done.stderr[-2000:]}")
         (tmp / ".env").unlink(missing_ok=True)  # each copy makes its own Django secret key
     return target, time.monotonic() - start
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _answering_port(port: int, token: str) -> int | None:
