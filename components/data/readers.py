@@ -41,6 +41,9 @@ EXTENSIONS = {
 }
 BOM = "\ufeff"
 RAW_LIMIT = 2000  # characters of a bad line kept in the quarantine
+LINE_LIMIT = 1 << 20  # characters (CSV) or bytes (JSONL) of one line; a longer line is quarantined unread
+MAX_ARCHIVE_BYTES = 32 << 30  # uncompressed size of a zip source (a zip bomb is refused before reading)
+MAX_RECORD_LINES = 200  # lines one quoted CSV field may span before its quote counts as never closed
 _BAD_CSV_CHARS = re.compile("[\x00\ufeff\udc80-\udcff]")
 
 
@@ -64,7 +67,11 @@ def _bad(file: str, line: int, reason: str, detail: str, raw: bytes | str) -> Re
 def read_jsonl(fh: IO[bytes], name: str) -> Iterator[Record]:
     """JSON objects, one per line. Blank lines are skipped."""
     loads = json.loads
-    for number, raw in enumerate(fh, 1):
+    for number, raw, too_long in _lines(fh, LINE_LIMIT):
+        if too_long:
+            yield _bad(name, number, "line-too-long", f"the line is longer than {LINE_LIMIT} bytes; split the "
+                       "record or shorten its text", raw)
+            continue
         line = raw[:-1] if raw.endswith(b"\n") else raw
         if line.endswith(b"\r"):
             line = line[:-1]
@@ -110,43 +117,141 @@ def _header(cells: list[str]) -> list[str]:
     return names
 
 
+def _lines(fh: IO, limit: int) -> Iterator[tuple[int, Any, bool]]:
+    """(number, line, too_long) of a binary or text stream, never holding more than ``limit`` units of one line:
+    a longer line is skipped to its end and reported as too long."""
+    number = 0
+    newline = b"\n" if isinstance(fh.read(0), bytes) else "\n"
+    while True:
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > limit and not line.endswith(newline):
+            while (rest := fh.readline(limit + 1)) and not rest.endswith(newline):
+                pass
+            yield number, line[:RAW_LIMIT], True
+            continue
+        yield number, line, False
+
+
+def _quote_state(line: str, delimiter: str, quoted: bool, at_start: bool) -> tuple[bool, bool]:
+    """(inside a quoted field, at the start of a field) after ``line``, by the csv module's rules: a quote
+    opens a quoted field only at the start of a field, ``""`` inside one is a quote, and a quote elsewhere
+    is an ordinary character."""
+    if '"' not in line and not quoted:
+        return False, line.endswith(("\n", delimiter))
+    i, n = 0, len(line)
+    while i < n:
+        char = line[i]
+        if quoted:
+            if char == '"':
+                if i + 1 < n and line[i + 1] == '"':
+                    i += 1
+                else:
+                    quoted = False
+        elif char == '"' and at_start:
+            quoted = True
+        at_start = not quoted and char in (delimiter, "\n", "\r")
+        i += 1
+    return quoted, at_start
+
+
+class _CsvRecords:
+    """(first line number, text of one CSV record, its lines), or a bad Record. A quoted field that never
+    closes (within MAX_RECORD_LINES lines or before the end) sets aside only the line that opened it:
+    reading resumes at the next line. :meth:`push_back` re-reads lines (a merge the caller refuses)."""
+
+    def __init__(self, text: IO[str], name: str, delimiter: str):
+        self.lines = _lines(text, LINE_LIMIT)
+        self.name, self.delimiter = name, delimiter
+        self.pushed: list[tuple[int, str | None]] = []
+
+    def push_back(self, lines: list[tuple[int, str | None]]) -> None:
+        self.pushed.extend(reversed(lines))
+
+    def _take(self) -> tuple[int, str | None] | None:
+        if self.pushed:
+            return self.pushed.pop()
+        item = next(self.lines, None)
+        return None if item is None else (item[0], None if item[2] else item[1])
+
+    def __iter__(self) -> Iterator[Any]:
+        while (first := self._take()) is not None:
+            if first[1] is None:
+                yield _bad(self.name, first[0], "line-too-long", f"the line is longer than {LINE_LIMIT} "
+                           "characters; split it", "")
+                continue
+            block = [first]
+            quoted, at_start = _quote_state(first[1], self.delimiter, False, True)
+            while quoted and len(block) < MAX_RECORD_LINES:
+                more = self._take()
+                if more is None:
+                    break
+                if more[1] is None:
+                    self.pushed.append(more)
+                    break
+                block.append(more)
+                quoted, at_start = _quote_state(more[1], self.delimiter, quoted, at_start)
+            if quoted:
+                self.push_back(block[1:])
+                yield _unclosed(self.name, first)
+                continue
+            yield first[0], "".join(line for _, line in block), block
+
+
+def _unclosed(name: str, first: tuple[int, str]) -> Record:
+    return _bad(name, first[0], "unclosed-quote", "a quoted field opened on this line is never closed; "
+                "the line is set aside and reading resumes at the next line (close the quote, or double \"\" "
+                "a quote inside a quoted field)", first[1].rstrip("\r\n"))
+
+
 def read_delimited(fh: IO[bytes], name: str, delimiter: str) -> Iterator[Record]:
     """CSV or TSV with a header row; invalid UTF-8 survives as surrogates and is reported per row."""
     text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="\n")
-    reader = csv.reader(text, delimiter=delimiter)
     header: list[str] | None = None
-    while True:
+    records = _CsvRecords(text, name, delimiter)
+    for item in records:
+        if isinstance(item, Record):
+            yield item
+            continue
+        number, block, lines = item
         try:
-            cells = next(reader)
-        except StopIteration:
-            return
+            rows = list(csv.reader(io.StringIO(block), delimiter=delimiter))
         except csv.Error as err:
             reason = "mixed-line-endings" if "new-line" in str(err) else "invalid-csv"
             detail = ("a bare carriage return (CR) in an unquoted field; use LF or CRLF line endings"
                       if reason == "mixed-line-endings" else str(err))
-            yield _bad(name, reader.line_num, reason, detail, "")
+            yield _bad(name, number, reason, detail, block.encode("utf-8", "surrogateescape"))
             continue
+        cells = rows[0] if rows else []
         if header is None:
             header = _header(cells)
             continue
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue
-        joined = delimiter.join(cells)
-        if len(cells) != len(header):
-            yield _bad(name, reader.line_num, "ragged-row",
-                       f"{len(cells)} cells, the header has {len(header)}",
-                       joined.encode("utf-8", "surrogateescape"))
+        if len(lines) > 1 and len(cells) != len(header):  # the quote closed rows later: never meant to span
+            records.push_back(lines[1:])
+            yield _unclosed(name, lines[0])
             continue
-        bad = _BAD_CSV_CHARS.search(joined)
-        if bad:
-            char = bad.group()
-            reason, detail = (("nul-byte", "the row contains NUL bytes") if char == "\x00" else
-                              ("bom", "a byte-order mark inside the row (were files concatenated?)")
-                              if char == BOM else ("invalid-utf8", "the row has bytes that are not UTF-8"))
-            yield _bad(name, reader.line_num, reason, detail,
-                       joined.replace("\x00", "").encode("utf-8", "surrogateescape"))
-            continue
-        yield Record(dict(zip(header, cells)), name, reader.line_num)
+        yield from _row(name, number, delimiter, header, cells)
+
+
+def _row(name: str, number: int, delimiter: str, header: list[str], cells: list[str]) -> Iterator[Record]:
+    joined = delimiter.join(cells)
+    if len(cells) != len(header):
+        yield _bad(name, number, "ragged-row", f"{len(cells)} cells, the header has {len(header)}",
+                   joined.encode("utf-8", "surrogateescape"))
+        return
+    bad = _BAD_CSV_CHARS.search(joined)
+    if bad:
+        char = bad.group()
+        reason, detail = (("nul-byte", "the row contains NUL bytes") if char == "\x00" else
+                          ("bom", "a byte-order mark inside the row (were files concatenated?)")
+                          if char == BOM else ("invalid-utf8", "the row has bytes that are not UTF-8"))
+        yield _bad(name, number, reason, detail, joined.replace("\x00", "").encode("utf-8", "surrogateescape"))
+        return
+    yield Record(dict(zip(header, cells)), name, number)
 
 
 def _parquet_batches(pf, name: str) -> Iterator[Record]:
@@ -290,6 +395,10 @@ class SourceFiles:
         except zipfile.BadZipFile as err:
             raise DataError(f"{self.uri!r} is not a readable zip archive ({err})", "check the file") from None
         with archive, ExitStack() as stack:
+            size = sum(i.file_size for i in archive.infolist())
+            if size > MAX_ARCHIVE_BYTES:
+                raise DataError(f"{self.uri!r} unpacks to {size} bytes, more than the limit of {MAX_ARCHIVE_BYTES}",
+                                "split the archive, or point the source at the unpacked folder")
             names = [i.filename for i in archive.infolist() if not i.is_dir()]
             if self.fmt == "datasets" or any(n.rsplit("/", 1)[-1] in ("state.json", "dataset_dict.json")
                                              for n in names):
