@@ -200,6 +200,16 @@ class _CsvRecords:
             yield first[0], "".join(line for _, line in block), block
 
 
+def _strict_record(block: str, delimiter: str, header: list[str] | None) -> bool:
+    """Whether a record spanning lines is one well-formed row: every quote closes right before a delimiter
+    or the line's end (RFC 4180), and it has the header's number of cells."""
+    try:
+        rows = list(csv.reader(io.StringIO(block), delimiter=delimiter, strict=True))
+    except csv.Error:
+        return False
+    return len(rows) == 1 and (header is None or len(rows[0]) == len(header))
+
+
 def _unclosed(name: str, first: tuple[int, str]) -> Record:
     return _bad(name, first[0], "unclosed-quote", "a quoted field opened on this line is never closed; "
                 "the line is set aside and reading resumes at the next line (close the quote, or double \"\" "
@@ -216,6 +226,10 @@ def read_delimited(fh: IO[bytes], name: str, delimiter: str) -> Iterator[Record]
             yield item
             continue
         number, block, lines = item
+        if len(lines) > 1 and not _strict_record(block, delimiter, header):
+            records.push_back(lines[1:])  # the quote "closed" inside a later row: it was never closed
+            yield _unclosed(name, lines[0])
+            continue
         try:
             rows = list(csv.reader(io.StringIO(block), delimiter=delimiter))
         except csv.Error as err:
@@ -229,10 +243,6 @@ def read_delimited(fh: IO[bytes], name: str, delimiter: str) -> Iterator[Record]
             header = _header(cells)
             continue
         if not cells or (len(cells) == 1 and not cells[0].strip()):
-            continue
-        if len(lines) > 1 and len(cells) != len(header):  # the quote closed rows later: never meant to span
-            records.push_back(lines[1:])
-            yield _unclosed(name, lines[0])
             continue
         yield from _row(name, number, delimiter, header, cells)
 
