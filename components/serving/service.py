@@ -12,6 +12,7 @@ from aicd.components.errors import AicdError, ServingError
 from aicd.components.serving.batching import DynamicBatcher
 from aicd.components.serving.config import BASE_NAME, ServeConfig, check_name, read_admin_token
 from aicd.components.serving.engine import Engine, GenItem, GenResult
+from aicd.components.serving.request_ids import RateLimiter, RequestIds
 from aicd.components.serving.telemetry import Metrics, PayloadLog
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ class Service:
         self.metrics = Metrics.get()
         self.payloads = PayloadLog(config.log_dir)
         self.admin_token = read_admin_token(config)
+        self.request_ids = RequestIds(config.feedback_key_file, config.feedback_state_dir)
+        self.feedback_limiter = RateLimiter(config.feedback_rate_per_minute)
+        self.feedback_token = (config.feedback_token_file.read_text(encoding="utf-8").strip()
+                               if config.feedback_token_file else None)
         self.ready = False
         self.load_error: str | None = None
         self.on_change: list = []  # callbacks(name, added: bool) (kserve model registry)

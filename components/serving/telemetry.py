@@ -80,6 +80,6 @@ class PayloadLog:
         with self._lock:
             return self._adapters.get(request_id)
 
-    def feedback(self, request_id: str, rating: str, correction: str | None) -> None:
+    def feedback(self, request_id: str, rating: str, correction: str | None, adapter: str | None = None) -> None:
         self._append({"type": "feedback", "id": request_id, "time": now_iso(), "rating": rating,
-                      "correction": correction})
+                      "correction": correction, "adapter": adapter})
