@@ -41,6 +41,10 @@ class ServeConfig:
     feedback_state_dir: Path | None = None
     feedback_token_file: Path | None = None
     feedback_rate_per_minute: int = 60
+    log_max_mb: float = 256.0
+    log_max_age_hours: float = 24.0
+    log_budget_mb: float = 4096.0
+    log_mask_fields: tuple[str, ...] = ()
     fault_rate: float = 0.0
     seed: int | None = None
     prompt: PromptSettings = field(default_factory=PromptSettings)
@@ -87,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder shared by all replicas where used feedback ids are marked (once per id)")
     p.add_argument("--feedback-token-file", default=None, help="bearer token /v1/feedback requires (optional)")
     p.add_argument("--feedback-rate-per-minute", type=int, default=60, help="feedback requests per client")
+    p.add_argument("--log-max-mb", type=float, default=256.0, help="rotate the payload log past this size")
+    p.add_argument("--log-max-age-hours", type=float, default=24.0, help="rotate the payload log after this age")
+    p.add_argument("--log-budget-mb", type=float, default=4096.0,
+                   help="disk budget of the rotated payload logs; the oldest are deleted past it")
+    p.add_argument("--log-mask-field", action="append", default=[], metavar="NAME",
+                   help="JSON field masked (at any depth) before a payload is logged; repeatable")
     p.add_argument("--fault-rate", type=float, default=0.0, help="fraction of inference requests answered 503")
     p.add_argument("--seed", type=int, default=None, help="seed of the fault injection (drills)")
     p.add_argument("--system-prompt", default=None, metavar="TEXT",
@@ -136,6 +146,10 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     _bounded(args.max_new_tokens_limit, "--max-new-tokens-limit", 1)
     _bounded(args.fault_rate, "--fault-rate", 0.0, 1.0)
     _bounded(args.feedback_rate_per_minute, "--feedback-rate-per-minute", 1)
+    for flag in ("log_max_mb", "log_max_age_hours", "log_budget_mb"):
+        if not getattr(args, flag) > 0:
+            raise ServingError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}",
+                               "give a positive number")
     for flag in ("feedback_key_file", "feedback_token_file"):
         value = getattr(args, flag)
         if value is not None and not Path(value).is_file():
@@ -151,7 +165,9 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
                        admin_token_file=token_file, fault_rate=args.fault_rate, seed=args.seed,
                        feedback_key_file=_path(args.feedback_key_file), feedback_state_dir=_path(
                            args.feedback_state_dir), feedback_token_file=_path(args.feedback_token_file),
-                       feedback_rate_per_minute=args.feedback_rate_per_minute,
+                       feedback_rate_per_minute=args.feedback_rate_per_minute, log_max_mb=args.log_max_mb,
+                       log_max_age_hours=args.log_max_age_hours, log_budget_mb=args.log_budget_mb,
+                       log_mask_fields=tuple(args.log_mask_field),
                        prompt=prompt_settings(args))
 
 

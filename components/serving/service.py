@@ -28,7 +28,10 @@ class Service:
         self.generation = DynamicBatcher(self._run_generation, self.executor, config.max_batch_size, wait)
         self.classification = DynamicBatcher(self._run_classification, self.executor, config.max_batch_size, wait)
         self.metrics = Metrics.get()
-        self.payloads = PayloadLog(config.log_dir)
+        self.payloads = PayloadLog(config.log_dir, max_bytes=int(config.log_max_mb * (1 << 20)),
+                                   max_age_s=config.log_max_age_hours * 3600,
+                                   budget_bytes=int(config.log_budget_mb * (1 << 20)),
+                                   mask_fields=config.log_mask_fields)
         self.admin_token = read_admin_token(config)
         self.request_ids = RequestIds(config.feedback_key_file, config.feedback_state_dir)
         self.feedback_limiter = RateLimiter(config.feedback_rate_per_minute)
