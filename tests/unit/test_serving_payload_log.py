@@ -71,7 +71,8 @@ PEAK_LIMIT_MB = 300
 
 
 def _write_big_log(path, size: int) -> int:
-    """A payload log of at least ``size`` bytes: chat requests of ~520 bytes; every 4000th gets feedback."""
+    """A payload log of at least ``size`` bytes of chat requests (~640 bytes each); FEEDBACK of them, spread
+    evenly, get a thumbs-up."""
     pad = "x" * 300
     line = ('{{"type": "request", "id": "r{0:09d}", "time": "2026-01-01T00:00:00Z", "adapter": "base", '
             '"endpoint": "/openai/v1/chat/completions", "request": {{"model": "m", "messages": [{{"role": "user", '
@@ -84,7 +85,7 @@ def _write_big_log(path, size: int) -> int:
             fh.write(block)
             written += len(block)
             n += 20_000
-        for i in range(0, FEEDBACK * 4000, 4000):
+        for i in range(0, FEEDBACK * (n // FEEDBACK), n // FEEDBACK):
             fh.write(json.dumps({"type": "feedback", "id": f"r{i:09d}", "time": "2026-01-01T00:01:00Z",
                                  "rating": "up", "correction": None}) + "\n")
     return n
@@ -93,7 +94,7 @@ def _write_big_log(path, size: int) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_1_gb_log_is_collected_in_bounded_memory(tmp_path, support_bot_spec):
-    """A 1 GiB payload log (about 2 million requests, 500 with feedback) is collected by a subprocess
+    """A 1 GiB payload log (about 1.7 million requests, 500 with feedback) is collected by a subprocess
     whose peak resident memory (VmHWM) stays under 300 MB: the log is streamed twice (feedback, then
     the requests that have feedback), never held whole. Reading it whole took several GB."""
     requests = _write_big_log(tmp_path / "payloads.jsonl", GIB)
@@ -112,9 +113,10 @@ def test_a_1_gb_log_is_collected_in_bounded_memory(tmp_path, support_bot_spec):
         (tmp_path / "payloads.jsonl").unlink()  # 1 GiB: never left behind in the temporary folder
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"1 GiB log, {requests} requests: peak RSS {figures['peak_mb']} MB")
     assert figures["peak_mb"] < PEAK_LIMIT_MB, figures
     rows = [r for s in SPLITS for r in read_split(tmp_path / "out", s)]
-    assert figures["rows"] == len(rows) == FEEDBACK and requests >= 2_000_000
+    assert figures["rows"] == len(rows) == FEEDBACK and requests >= 1_500_000
 
 
 def test_collect_feedback_joins_rotated_files(tmp_path, support_bot_spec):
