@@ -222,3 +222,14 @@ def clean_stale_temporaries(folder: str | Path) -> list[Path]:
                 path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def read_verified_json(root: str | Path, name: str, kind: str | None = None) -> Any:
+    """``root/name`` parsed, after ``root``'s card verified every file (and ``kind``): what a gate reads
+    (reports, comparisons, blessings) is refused if anything in its artifact changed."""
+    verify_card(root, kind=kind)
+    path = Path(root) / name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise IntegrityError(f"{path} cannot be read as JSON ({err})", "produce the artifact again") from None

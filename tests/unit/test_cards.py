@@ -193,3 +193,17 @@ def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):
     clean_stale_temporaries(tmp_path)
     assert verify_card(final)["files"] and (final / "weights.bin").read_bytes() == b"v1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_read_verified_json_refuses_a_report_whose_artifact_changed(tmp_path):
+    """What the gate reads (reports, comparisons, blessings) goes through read_verified_json."""
+    from aicd.components.cards import read_verified_json
+
+    root = tmp_path / "eval"
+    root.mkdir()
+    (root / "report.json").write_text('{"metrics": {"accuracy": 0.5}}')
+    write_card(root, "evaluation")
+    assert read_verified_json(root, "report.json", kind="evaluation") == {"metrics": {"accuracy": 0.5}}
+    (root / "report.json").write_text('{"metrics": {"accuracy": 0.99}}')
+    with pytest.raises(IntegrityError, match="report.json changed"):
+        read_verified_json(root, "report.json")
