@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -133,18 +135,47 @@ def verify_card(root: str | Path, kind: str | None = None) -> dict[str, Any]:
     return card
 
 
+CRASH_ENV = "AICD_CRASH_AT"  # kill drills: the named point SIGKILLs the process (tests of crash safety)
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process here when ``AICD_CRASH_AT`` names this point (a real kill, for drills)."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under ``root`` (then ``root``) to disk."""
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        _fsync(path)
+    _fsync(root)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling directory; rename it to ``final`` on success.
 
     On an exception the temporary directory is removed and ``final`` is untouched.
-    An existing ``final`` is replaced only after the new one is complete.
+    Everything written is fsynced (files, then folders) before the rename, and the parent
+    after it. An existing ``final`` is moved aside to ``.NAME.old-PID`` first; a kill
+    between the two renames leaves that complete copy, which :func:`clean_stale_temporaries`
+    (and :func:`recover_dir`) put back, so the folder is never lost.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
+        _fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -152,22 +183,53 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
+        crash_point(f"atomic-dir:{final.name}:between-renames")
     os.replace(tmp, final)
+    _fsync(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_dir(final: str | Path) -> bool:
+    """Put back ``final`` from its ``.NAME.old-*`` copy when a kill fell between atomic_dir's renames."""
+    final = Path(final)
+    if final.exists() or not final.parent.is_dir():
+        return False
+    olds = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not olds:
+        return False
+    os.replace(olds[0], final)
+    _fsync(final.parent)
+    return True
+
+
 def clean_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Remove ``.name.*.tmp`` / ``.name.old-*`` leftovers of interrupted writes."""
+    """Remove ``.name.*.tmp`` / ``.name.old-*`` leftovers of interrupted writes; an ``.old-`` copy whose
+    folder is missing is put back instead (a kill between atomic_dir's two renames)."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
-    for path in folder.iterdir():
-        if path.name.startswith(".") and (path.name.endswith(".tmp") or ".old-" in path.name):
+    for path in list(folder.iterdir()):
+        if path.name.startswith(".") and ".old-" in path.name and path.is_dir():
+            name = path.name[1:].rsplit(".old-", 1)[0]
+            if recover_dir(folder / name):  # the only complete copy: a kill fell between two renames
+                continue
+        if path.exists() and path.name.startswith(".") and (path.name.endswith(".tmp") or ".old-" in path.name):
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def read_verified_json(root: str | Path, name: str, kind: str | None = None) -> Any:
+    """``root/name`` parsed, after ``root``'s card verified every file (and ``kind``): what a gate reads
+    (reports, comparisons, blessings) is refused if anything in its artifact changed."""
+    verify_card(root, kind=kind)
+    path = Path(root) / name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise IntegrityError(f"{path} cannot be read as JSON ({err})", "produce the artifact again") from None

@@ -364,6 +364,12 @@ class ServingSpec(Section):
     max_new_tokens_limit: PositiveInt = Field(512, description="The most new tokens a request may ask for.")
     admin_token_secret: str | None = Field(
         None, description="The Kubernetes Secret with the predictor's admin token; null disables the admin API.")
+    feedback_key_secret: str | None = Field(None, description=(
+        "Secret whose `token` key signs request ids; every replica mounts it, so feedback reaching any replica "
+        "is verified. Unset: each pod signs with its own random key."))
+    feedback_token_secret: str | None = Field(None, description=(
+        "Secret whose `token` key /v1/feedback requires as a bearer token. Unset: no token needed."))
+    feedback_rate_per_minute: PositiveInt = Field(60, description="Feedback requests accepted per client a minute.")
 
 
 class SyncSpec(Section):

@@ -16,8 +16,8 @@ import logging
 import os
 from pathlib import Path
 
-from aicd.components.cards import atomic_dir, sha256_file
-from aicd.components.errors import UriError
+from aicd.components.cards import atomic_dir, sha256_file, verify_card, write_card
+from aicd.components.errors import IntegrityError, UriError
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,26 @@ def _from_pvc(uri: str) -> Path:
     return path
 
 
+def _cached(target: Path, kind: str, **expected: str) -> bool:
+    """Whether a cache entry is complete and unaltered: its card verifies and names what it was made from.
+    A damaged or foreign entry is rebuilt, never trusted on a marker file."""
+    if not target.exists():
+        return False
+    try:
+        card = verify_card(target, kind=kind)
+        if all(card.get(k) == v for k, v in expected.items()):
+            return True
+        problem = f"made from {', '.join(str(card.get(k)) for k in expected)}"
+    except IntegrityError as err:
+        problem = err.message
+    log.warning("cache entry %s is not usable (%s): rebuilding it", target, problem)
+    return False  # atomic_dir replaces it once the new one is complete
+
+
 def _download(uri: str) -> Path:
     key = hashlib.sha256(uri.encode()).hexdigest()[:16]
     target = cache_root() / "downloads" / key
-    if (target / ".complete").exists():
+    if _cached(target, "download", uri=uri):
         return target
     from kserve_storage import Storage  # heavy; only remote URIs need it
 
@@ -103,7 +119,7 @@ def _download(uri: str) -> Path:
         except Exception as err:  # kserve-storage raises bare Exception for every failure
             raise UriError(f"could not download {uri!r}: {err}",
                            "check the URI and the credentials in the environment") from err
-        (tmp / ".complete").write_text(uri)
+        write_card(tmp, "download", uri=uri)
     return target
 
 
@@ -156,7 +172,7 @@ def _converted(gguf: Path) -> Path:
     """Convert a GGUF checkpoint to a safetensors folder once, cached by digest."""
     digest = sha256_file(gguf)
     target = cache_root() / "models" / f"gguf-{digest[:32]}"
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+    if _cached(target, "converted-gguf", source=f"sha256:{digest}"):
         return target
     log.info("converting %s to safetensors (once; cached at %s)", gguf.name, target)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -170,4 +186,5 @@ def _converted(gguf: Path) -> Path:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         (tmp / "SOURCE").write_text(f"{gguf.name} sha256:{digest}\n")
+        write_card(tmp, "converted-gguf", source=f"sha256:{digest}")
     return target

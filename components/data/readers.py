@@ -16,20 +16,18 @@ for the quarantine. A byte-order mark at the start of a file and CRLF line endin
 are normal and accepted.
 """
 
-import csv
 import fnmatch
-import io
 import json
 import logging
-import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from aicd.components.data.delimited import read_delimited
+from aicd.components.data.records import LINE_LIMIT, Record, bad_record as _bad, lines
 from aicd.components.errors import DataError
 from aicd.components.uris import resolve_data
 
@@ -39,32 +37,17 @@ EXTENSIONS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
     ".parquet": "parquet", ".pq": "parquet", ".yml": "chatterbot-yaml", ".yaml": "chatterbot-yaml",
 }
-BOM = "\ufeff"
-RAW_LIMIT = 2000  # characters of a bad line kept in the quarantine
-_BAD_CSV_CHARS = re.compile("[\x00\ufeff\udc80-\udcff]")
-
-
-@dataclass(slots=True)
-class Record:
-    """One raw row: parsed ``values``, or a reader-level ``reason`` with the ``raw`` text."""
-
-    values: dict[str, Any] | None
-    file: str
-    line: int
-    reason: str | None = None
-    detail: str = ""
-    raw: str | None = None
-
-
-def _bad(file: str, line: int, reason: str, detail: str, raw: bytes | str) -> Record:
-    text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
-    return Record(None, file, line, reason, detail, text[:RAW_LIMIT])
+MAX_ARCHIVE_BYTES = 32 << 30  # uncompressed size of a zip source (a zip bomb is refused before reading)
 
 
 def read_jsonl(fh: IO[bytes], name: str) -> Iterator[Record]:
     """JSON objects, one per line. Blank lines are skipped."""
     loads = json.loads
-    for number, raw in enumerate(fh, 1):
+    for number, raw, too_long in lines(fh, LINE_LIMIT):
+        if too_long:
+            yield _bad(name, number, "line-too-long", f"the line is longer than {LINE_LIMIT} bytes; split the "
+                       "record or shorten its text", raw)
+            continue
         line = raw[:-1] if raw.endswith(b"\n") else raw
         if line.endswith(b"\r"):
             line = line[:-1]
@@ -98,55 +81,6 @@ def read_jsonl(fh: IO[bytes], name: str) -> Iterator[Record]:
                        text)
             continue
         yield Record(value, name, number)
-
-
-def _header(cells: list[str]) -> list[str]:
-    names: list[str] = []
-    for i, cell in enumerate(cells):
-        name = cell.strip().lstrip(BOM) or f"unnamed_{i}"
-        while name in names:
-            name += "_2"
-        names.append(name)
-    return names
-
-
-def read_delimited(fh: IO[bytes], name: str, delimiter: str) -> Iterator[Record]:
-    """CSV or TSV with a header row; invalid UTF-8 survives as surrogates and is reported per row."""
-    text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="\n")
-    reader = csv.reader(text, delimiter=delimiter)
-    header: list[str] | None = None
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as err:
-            reason = "mixed-line-endings" if "new-line" in str(err) else "invalid-csv"
-            detail = ("a bare carriage return (CR) in an unquoted field; use LF or CRLF line endings"
-                      if reason == "mixed-line-endings" else str(err))
-            yield _bad(name, reader.line_num, reason, detail, "")
-            continue
-        if header is None:
-            header = _header(cells)
-            continue
-        if not cells or (len(cells) == 1 and not cells[0].strip()):
-            continue
-        joined = delimiter.join(cells)
-        if len(cells) != len(header):
-            yield _bad(name, reader.line_num, "ragged-row",
-                       f"{len(cells)} cells, the header has {len(header)}",
-                       joined.encode("utf-8", "surrogateescape"))
-            continue
-        bad = _BAD_CSV_CHARS.search(joined)
-        if bad:
-            char = bad.group()
-            reason, detail = (("nul-byte", "the row contains NUL bytes") if char == "\x00" else
-                              ("bom", "a byte-order mark inside the row (were files concatenated?)")
-                              if char == BOM else ("invalid-utf8", "the row has bytes that are not UTF-8"))
-            yield _bad(name, reader.line_num, reason, detail,
-                       joined.replace("\x00", "").encode("utf-8", "surrogateescape"))
-            continue
-        yield Record(dict(zip(header, cells)), name, reader.line_num)
 
 
 def _parquet_batches(pf, name: str) -> Iterator[Record]:
@@ -290,6 +224,10 @@ class SourceFiles:
         except zipfile.BadZipFile as err:
             raise DataError(f"{self.uri!r} is not a readable zip archive ({err})", "check the file") from None
         with archive, ExitStack() as stack:
+            size = sum(i.file_size for i in archive.infolist())
+            if size > MAX_ARCHIVE_BYTES:
+                raise DataError(f"{self.uri!r} unpacks to {size} bytes, more than the limit of {MAX_ARCHIVE_BYTES}",
+                                "split the archive, or point the source at the unpacked folder")
             names = [i.filename for i in archive.infolist() if not i.is_dir()]
             if self.fmt == "datasets" or any(n.rsplit("/", 1)[-1] in ("state.json", "dataset_dict.json")
                                              for n in names):

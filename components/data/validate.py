@@ -27,6 +27,8 @@ REASONS: dict[str, str] = {
     "bom": "a byte-order mark inside the file or a text field (the file's first BOM is fine)",
     "mixed-line-endings": "a bare carriage return (CR) where rows should end with LF or CRLF",
     "ragged-row": "a CSV/TSV row whose number of cells differs from the header",
+    "unclosed-quote": "a CSV/TSV line opens a quoted field that never closes (reading resumes at the next line)",
+    "line-too-long": "a line longer than the reader's limit (1 MiB), set aside without being read whole",
     "wrong-type": "a field has the wrong type (text must be a string, labels a string or integer)",
     "missing-field": "a required field (task field, id or split key) is missing or null",
     "empty-text": "a text field is empty or only whitespace",
@@ -35,13 +37,12 @@ REASONS: dict[str, str] = {
     "too-long": "the row has more tokens than data.quality.max_tokens",
     "duplicate-id": "the id was already used by an earlier row",
     "duplicate": "an exact copy of an earlier row",
-    "near-duplicate": "the same as an earlier row after normalisation (case, whitespace, punctuation, Unicode)",
+    "near-duplicate": "the same as an earlier row after normalisation (Unicode NFKC, case, whitespace)",
     "conflicting-label": "the same normalised text as an earlier row with a different label",
     "leakage": "the same normalised input as an earlier row placed in another split",
 }
 
 TOKEN_COUNT = "approx: max(words, ceil(characters / 4))"
-_WORD = re.compile(r"\w+")
 _BAD_TEXT = re.compile("[\x00\ufeff\ud800-\udfff]")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 
@@ -58,8 +59,9 @@ def approx_tokens(text: str) -> int:
 
 
 def normalise(text: str) -> str:
-    """Text for duplicate and leakage checks: NFKC, case-folded, words only, single spaces."""
-    return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+    """Text for duplicate and leakage checks: NFKC, case-folded, whitespace collapsed; symbols, punctuation and
+    emoji are kept ("C++" and "C#", "👍👍" and "👎👎" are different texts)."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def _char_error(column: str, char: str) -> "RowError":

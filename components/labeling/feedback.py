@@ -20,6 +20,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from aicd.components.spec import Spec
 
 log = logging.getLogger(__name__)
 PAYLOADS = "payloads.jsonl"
+ROTATED = "payloads*.jsonl"  # the live log and its rotated files (telemetry.PayloadLog)
+LINE_LIMIT = 8 << 20  # bytes of one log line (the predictor logs at most 1 MiB of a response)
+_TYPE = re.compile(rb'"type":\s*"(\w+)"')
 
 
 @dataclass
@@ -61,8 +65,9 @@ class Masker:
 
 
 def log_files(log_path: str | Path) -> list[Path]:
-    """The payload log files at ``log_path``: a ``payloads.jsonl`` file, or a folder holding one and/or
-    one sub-folder per predictor pod (the payload-logs claim, manifests/base/servingruntime.yaml)."""
+    """The payload log files at ``log_path``: a ``payloads.jsonl`` file, or a folder holding the log and its
+    rotated files (``payloads-<time>.jsonl``) and/or one sub-folder per predictor pod (the payload-logs
+    claim, manifests/base/servingruntime.yaml)."""
     path = Path(log_path)
     if path.is_file():
         return [path]
@@ -70,7 +75,7 @@ def log_files(log_path: str | Path) -> list[Path]:
         raise LabelingError(f"payload log {path} does not exist",
                             "pass the predictor's --log-dir folder, its payloads.jsonl, or the payload-logs "
                             "claim (one sub-folder per pod)")
-    files = [f for f in [path / PAYLOADS, *sorted(path.glob(f"*/{PAYLOADS}"))] if f.is_file()]
+    files = [f for f in [*sorted(path.glob(ROTATED)), *sorted(path.glob(f"*/{ROTATED}"))] if f.is_file()]
     if not files:
         raise LabelingError(f"payload log folder {path} holds no {PAYLOADS}, neither itself nor in a "
                             "sub-folder (one per predictor pod)",
@@ -78,36 +83,69 @@ def log_files(log_path: str | Path) -> list[Path]:
     return files
 
 
-def read_log(log_path: str | Path) -> tuple[dict[str, dict], dict[str, dict], list[dict[str, Any]]]:
-    """(requests by id, latest feedback by id, unreadable lines as quarantine records).
+def _lines(files: list[Path]) -> Iterator[tuple[dict[str, Any], str | None, bytes]]:
+    """(where, type or None when unreadable, line) of every line, streamed; a line over LINE_LIMIT bytes is
+    skipped to its end unread."""
+    for path in files:
+        with open(path, "rb") as fh:
+            number = 0
+            while line := fh.readline(LINE_LIMIT + 1):
+                number += 1
+                where = {"file": str(path), "line": number} if len(files) > 1 else {"line": number}
+                if len(line) > LINE_LIMIT and not line.endswith(b"\n"):
+                    while (rest := fh.readline(LINE_LIMIT + 1)) and not rest.endswith(b"\n"):
+                        pass
+                    yield where, None, b"too-long"
+                    continue
+                if line.strip():
+                    kind = _TYPE.search(line[:200])
+                    yield where, kind.group(1).decode() if kind else "", line
 
-    Several files (one per predictor pod) are joined: feedback may reach another pod than its
-    request; the feedback with the latest ``time`` wins (in one file, the later line).
+
+def read_log(log_path: str | Path) -> tuple[dict[str, dict], dict[str, dict], list[dict[str, Any]], int]:
+    """(requests that have feedback, by id; latest feedback by id; unreadable lines as quarantine records;
+    number of requests in the log), streamed in two passes so memory grows with the feedback, not the log.
+
+    Several files (one per predictor pod, and rotated ones) are joined: feedback may reach another pod
+    than its request; the feedback with the latest ``time`` wins (in one file, the later line).
     """
     files = log_files(log_path)
-    requests, feedback, bad = {}, {}, []
-    for path in files:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = {"file": str(path), "line": number} if len(files) > 1 else {"line": number}
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    bad.append({"kind": "unreadable-line", **where, "reason": f"not JSON ({err.msg})"})
-                    continue
-                kind = record.get("type") if isinstance(record, dict) else None
-                if kind not in ("request", "feedback") or not record.get("id"):
-                    bad.append({"kind": "unreadable-line", **where,
-                                "reason": "neither a request nor a feedback record with an id"})
-                elif kind == "request":
-                    requests[str(record["id"])] = record
-                else:
-                    rid = str(record["id"])
-                    if rid not in feedback or str(record.get("time")) >= str(feedback[rid].get("time")):
-                        feedback[rid] = record  # later feedback replaces earlier
-    return requests, feedback, bad
+    feedback, bad = {}, []
+    for where, kind, line in _lines(files):  # pass 1: feedback (small), and every unreadable line
+        record = _record(where, kind, line, bad, wanted="feedback")
+        if record is not None:
+            rid = str(record["id"])
+            if rid not in feedback or str(record.get("time")) >= str(feedback[rid].get("time")):
+                feedback[rid] = record  # later feedback replaces earlier
+    requests, count = {}, 0
+    for where, kind, line in _lines(files):  # pass 2: only the requests that have feedback
+        if kind != "request":
+            continue
+        count += 1
+        record = _record(where, kind, line, [], wanted="request")
+        if record is not None and str(record["id"]) in feedback:
+            requests[str(record["id"])] = record
+    return requests, feedback, bad, count
+
+
+def _record(where: dict, kind: str | None, line: bytes, bad: list, wanted: str) -> dict[str, Any] | None:
+    if kind is None:
+        bad.append({"kind": "unreadable-line", **where, "reason": f"longer than {LINE_LIMIT} bytes"})
+        return None
+    if kind not in ("request", "feedback", ""):
+        kind = ""
+    if kind and kind != wanted:
+        return None
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        bad.append({"kind": "unreadable-line", **where, "reason": f"not JSON ({getattr(err, 'msg', err)})"})
+        return None
+    if not isinstance(record, dict) or record.get("type") not in ("request", "feedback") or not record.get("id"):
+        bad.append({"kind": "unreadable-line", **where, "reason": "neither a request nor a feedback record with "
+                    "an id"})
+        return None
+    return record if record["type"] == wanted else None
 
 
 def _label_problem(spec: Spec, label: str | None) -> str | None:
@@ -172,8 +210,8 @@ def collect_feedback(spec: Spec | dict[str, Any], log_path: str | Path, out_dir:
                      parent_dir: str | Path | None = None) -> FeedbackResult:
     """Turn a payload log with feedback into a data set version (on top of ``parent_dir`` if given)."""
     spec, labeling = labeling_of(spec)
-    requests, feedback, bad = read_log(log_path)
-    total = len(requests) + len(feedback) + len(bad)
+    requests, feedback, bad, request_count = read_log(log_path)
+    total = request_count + len(feedback) + len(bad)
     if total and len(bad) / total > spec.data.quality.max_bad_fraction:
         raise DataError(f"payload log {log_path}: {len(bad)} of {total} lines are unreadable "
                         f"(first: {bad[0].get('file', 'line')}{':' if 'file' in bad[0] else ' '}{bad[0]['line']}, "
@@ -198,10 +236,10 @@ def collect_feedback(spec: Spec | dict[str, Any], log_path: str | Path, out_dir:
         pairs_seen.add(key)
         splits[split_of(row[spec.task.fields[0]], spec.data.split)].append(row)
         new_rows += 1
-    source = {"name": "payload-log", "kind": "payload-log", "uri": str(log_path), "requests": len(requests),
+    source = {"name": "payload-log", "kind": "payload-log", "uri": str(log_path), "requests": request_count,
               "feedback": len(feedback), "rows_new": new_rows}
     card = write_version(out_dir, spec.task, splits, quarantine, parent, sources + [source],
-                         feedback={"requests": len(requests), "feedback": len(feedback), "new_rows": new_rows,
+                         feedback={"requests": request_count, "feedback": len(feedback), "new_rows": new_rows,
                                    "masked": dict(mask.counts)})
     n_rows = sum(len(r) for r in splits.values())
     n_pairs = sum(1 for rs in splits.values() for r in rs if r.get("rejected"))

@@ -5,11 +5,12 @@
   answers 401, a wrong one 403; without ``--admin-token-file`` they answer 403.
 - ``POST /v1/feedback`` ``{"id": "<request id>", "rating": "up"|"down", "correction": str|null}``:
   the request id is the ``id`` of an OpenAI response or the ``x-request-id`` header of
-  any inference response. Written to the payload log for collect_feedback.
+  any inference response, signed by the predictor (request_ids.py): a forged id gets 403,
+  a second feedback on one id 409, a client over its rate 429, a missing or wrong bearer
+  token (with ``--feedback-token-file``) 401/403. Written to the payload log for collect_feedback.
 """
 
 import hmac
-import re
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -19,7 +20,6 @@ from aicd.components.serving.openai_api import ApiError, read_json
 from aicd.components.serving.schemas import AdapterBody, FeedbackBody
 from aicd.components.serving.service import Service
 
-_RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_CORRECTION = 20_000
 
 
@@ -42,25 +42,35 @@ def _message(err: AicdError) -> str:
     return err.message + (f"; fix: {err.hint}" if err.hint else "")
 
 
+def _feedback_allowed(service: Service, request: Request) -> None:
+    if service.feedback_token is not None:
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer ") or not header[7:].strip():
+            raise ApiError(401, "missing bearer token: send `Authorization: Bearer <feedback token>`")
+        if not hmac.compare_digest(header[7:].strip().encode(), service.feedback_token.encode()):
+            raise ApiError(403, "the bearer token is not the feedback token")
+    client = request.client.host if request.client else "unknown"
+    if not service.feedback_limiter.allow(client):
+        raise ApiError(429, f"too much feedback from {client}: at most {service.config.feedback_rate_per_minute} "
+                       "per minute; retry later")
+
+
 def feedback_handler(service: Service):
-    """POST /v1/feedback: a rating (and correction) of one served response."""
+    """POST /v1/feedback: a rating (and correction) of one served response, once per signed id."""
 
     async def feedback(request: Request):
         try:
+            _feedback_allowed(service, request)
             body = await read_json(request, FeedbackBody)
-            rid, rating, correction = body.get("id"), body.get("rating"), body.get("correction")
-            if not isinstance(rid, str) or not _RID.match(rid):
-                raise ApiError(400, "`id` must be the id of a response (its `id` field or x-request-id header)")
-            if rating not in ("up", "down"):
-                raise ApiError(400, f"`rating` must be \"up\" or \"down\", got {rating!r}")
-            if correction is not None and (not isinstance(correction, str) or len(correction) > MAX_CORRECTION):
-                raise ApiError(400, f"`correction` must be a string of at most {MAX_CORRECTION} characters, or null")
-            adapter = service.payloads.adapter_of(rid)
+            rid, rating, correction = body["id"], body["rating"], body.get("correction")
+            adapter, why = service.request_ids.verify(rid)
             if adapter is None:
-                raise ApiError(404, f"no response with id {rid!r} was served by this predictor (since its start)")
+                raise ApiError(403, f"`id` {rid[:80]!r} is refused: {why}")
+            if not service.request_ids.claim(rid):
+                raise ApiError(409, f"feedback on {rid!r} was already recorded; each response takes one")
         except ApiError as err:
             return _error(err)
-        service.payloads.feedback(rid, rating, correction)
+        service.payloads.feedback(rid, rating, correction, adapter)
         service.metrics.feedback.labels(adapter=adapter, rating=rating).inc()
         return JSONResponse({"id": rid, "recorded": True}, status_code=202)
 

@@ -37,6 +37,14 @@ class ServeConfig:
     max_body_bytes: int = _DEFAULT_BODY
     max_new_tokens_limit: int = _DEFAULT_MAX_TOKENS
     admin_token_file: Path | None = None
+    feedback_key_file: Path | None = None
+    feedback_state_dir: Path | None = None
+    feedback_token_file: Path | None = None
+    feedback_rate_per_minute: int = 60
+    log_max_mb: float = 256.0
+    log_max_age_hours: float = 24.0
+    log_budget_mb: float = 4096.0
+    log_mask_fields: tuple[str, ...] = ()
     fault_rate: float = 0.0
     seed: int | None = None
     prompt: PromptSettings = field(default_factory=PromptSettings)
@@ -77,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens-limit", type=int, default=_DEFAULT_MAX_TOKENS,
                    help="largest max_tokens a request may ask for")
     p.add_argument("--admin-token-file", default=None, help="file holding the bearer token of /v1/admin/*")
+    p.add_argument("--feedback-key-file", default=None,
+                   help="file holding the key that signs request ids (one Secret for all replicas)")
+    p.add_argument("--feedback-state-dir", default=None,
+                   help="folder shared by all replicas where used feedback ids are marked (once per id)")
+    p.add_argument("--feedback-token-file", default=None, help="bearer token /v1/feedback requires (optional)")
+    p.add_argument("--feedback-rate-per-minute", type=int, default=60, help="feedback requests per client")
+    p.add_argument("--log-max-mb", type=float, default=256.0, help="rotate the payload log past this size")
+    p.add_argument("--log-max-age-hours", type=float, default=24.0, help="rotate the payload log after this age")
+    p.add_argument("--log-budget-mb", type=float, default=4096.0,
+                   help="disk budget of the rotated payload logs; the oldest are deleted past it")
+    p.add_argument("--log-mask-field", action="append", default=[], metavar="NAME",
+                   help="JSON field masked (at any depth) before a payload is logged; repeatable")
     p.add_argument("--fault-rate", type=float, default=0.0, help="fraction of inference requests answered 503")
     p.add_argument("--seed", type=int, default=None, help="seed of the fault injection (drills)")
     p.add_argument("--system-prompt", default=None, metavar="TEXT",
@@ -125,6 +145,15 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     _bounded(args.max_body_bytes, "--max-body-bytes", 1024, fix="allow at least 1024 bytes")
     _bounded(args.max_new_tokens_limit, "--max-new-tokens-limit", 1)
     _bounded(args.fault_rate, "--fault-rate", 0.0, 1.0)
+    _bounded(args.feedback_rate_per_minute, "--feedback-rate-per-minute", 1)
+    for flag in ("log_max_mb", "log_max_age_hours", "log_budget_mb"):
+        if not getattr(args, flag) > 0:
+            raise ServingError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}",
+                               "give a positive number")
+    for flag in ("feedback_key_file", "feedback_token_file"):
+        value = getattr(args, flag)
+        if value is not None and not Path(value).is_file():
+            raise ServingError(f"--{flag.replace('_', '-')} {value} does not exist", "mount the Secret there")
     token_file = Path(args.admin_token_file) if args.admin_token_file else None
     if token_file is not None and not token_file.is_file():
         raise ServingError(f"--admin-token-file {token_file} does not exist",
@@ -134,7 +163,16 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
                        max_batch_size=args.max_batch_size, max_batch_wait_ms=args.max_batch_wait_ms,
                        max_body_bytes=args.max_body_bytes, max_new_tokens_limit=args.max_new_tokens_limit,
                        admin_token_file=token_file, fault_rate=args.fault_rate, seed=args.seed,
+                       feedback_key_file=_path(args.feedback_key_file), feedback_state_dir=_path(
+                           args.feedback_state_dir), feedback_token_file=_path(args.feedback_token_file),
+                       feedback_rate_per_minute=args.feedback_rate_per_minute, log_max_mb=args.log_max_mb,
+                       log_max_age_hours=args.log_max_age_hours, log_budget_mb=args.log_budget_mb,
+                       log_mask_fields=tuple(args.log_mask_field),
                        prompt=prompt_settings(args))
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def parse_config(argv: list[str] | None = None) -> ServeConfig:
@@ -170,7 +208,12 @@ def predictor_args(serving: Any, base: str, adapters: dict[str, str] | None = No
         args += ["--labels", ",".join(labels)]
     for name, uri in (adapters or {}).items():
         args += ["--adapter", f"{check_name(name)}={uri}"]
+    root = os.environ.get("AICD_SECRETS_DIR", "/var/run/secrets/aicd")
     if serving.admin_token_secret:
-        root = os.environ.get("AICD_SECRETS_DIR", "/var/run/secrets/aicd")
         args += ["--admin-token-file", f"{root}/{serving.admin_token_secret}/token"]
+    for flag, secret in (("--feedback-key-file", getattr(serving, "feedback_key_secret", None)),
+                         ("--feedback-token-file", getattr(serving, "feedback_token_secret", None))):
+        if secret:
+            args += [flag, f"{root}/{secret}/token"]
+    args += ["--feedback-rate-per-minute", str(getattr(serving, "feedback_rate_per_minute", 60))]
     return args + prompt_flags(prompt or PromptSettings())

@@ -29,7 +29,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _KSERVE = re.compile(r"^/v1/models/(?P<v1>[^/:]+):predict$|^/v2/models/(?P<v2>[^/]+)(/versions/[^/]+)?/infer$")
 _OPENAI = {"/openai/v1/completions", "/openai/v1/chat/completions"}
-_RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _LOG_CAP = 1 << 20  # responses larger than this are logged as a note, not in full
 UNKNOWN = "unknown"
 
@@ -61,12 +60,14 @@ def inference_endpoint(path: str) -> tuple[str, str | None] | None:
 
 class GuardMiddleware:
     def __init__(self, app, max_body_bytes: int, metrics: Metrics, payloads: PayloadLog,
-                 label_of: Callable[[str], str | None], fault_rate: float = 0.0, seed: int | None = None):
+                 label_of: Callable[[str], str | None], fault_rate: float = 0.0, seed: int | None = None,
+                 issue: Callable[[str], str] | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.payloads = payloads
         self.label_of = label_of  # served name -> metric label ("base" or the adapter), None if unknown
+        self.issue = issue  # label -> signed request id (request_ids.RequestIds.issue)
         self.fault_rate = fault_rate
         self.random = random.Random(seed)
 
@@ -157,8 +158,8 @@ class GuardMiddleware:
             await send_json(send, 400, {"error": problem})
             self.metrics.observe(label, 400, time.perf_counter() - started)
             return
-        given = _header(scope, b"x-request-id")
-        request_id = given if given and _RID.match(given) else uuid.uuid4().hex
+        # The id is always the predictor's own, signed: feedback names it (a client's x-request-id is ignored).
+        request_id = self.issue(label) if self.issue is not None and label != UNKNOWN else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         scope["state"]["adapter_label"] = label
         rid_header = (b"x-request-id", request_id.encode())

@@ -114,7 +114,8 @@ def build_app(service: Service, load: bool = True, on_fatal=None):
     app.add_api_route("/", live, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
     app.add_middleware(GuardMiddleware, max_body_bytes=service.config.max_body_bytes, metrics=service.metrics,
-                       payloads=service.payloads, label_of=service.label_of, fault_rate=service.config.fault_rate,
+                       payloads=service.payloads, label_of=service.label_of, issue=service.request_ids.issue,
+                       fault_rate=service.config.fault_rate,
                        seed=service.config.seed)
     return app
 

@@ -12,6 +12,7 @@ from aicd.components.errors import AicdError, ServingError
 from aicd.components.serving.batching import DynamicBatcher
 from aicd.components.serving.config import BASE_NAME, ServeConfig, check_name, read_admin_token
 from aicd.components.serving.engine import Engine, GenItem, GenResult
+from aicd.components.serving.request_ids import RateLimiter, RequestIds
 from aicd.components.serving.telemetry import Metrics, PayloadLog
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,15 @@ class Service:
         self.generation = DynamicBatcher(self._run_generation, self.executor, config.max_batch_size, wait)
         self.classification = DynamicBatcher(self._run_classification, self.executor, config.max_batch_size, wait)
         self.metrics = Metrics.get()
-        self.payloads = PayloadLog(config.log_dir)
+        self.payloads = PayloadLog(config.log_dir, max_bytes=int(config.log_max_mb * (1 << 20)),
+                                   max_age_s=config.log_max_age_hours * 3600,
+                                   budget_bytes=int(config.log_budget_mb * (1 << 20)),
+                                   mask_fields=config.log_mask_fields)
         self.admin_token = read_admin_token(config)
+        self.request_ids = RequestIds(config.feedback_key_file, config.feedback_state_dir)
+        self.feedback_limiter = RateLimiter(config.feedback_rate_per_minute)
+        self.feedback_token = (config.feedback_token_file.read_text(encoding="utf-8").strip()
+                               if config.feedback_token_file else None)
         self.ready = False
         self.load_error: str | None = None
         self.on_change: list = []  # callbacks(name, added: bool) (kserve model registry)

@@ -7,7 +7,9 @@ appended under a lock, one complete line per write; collect_feedback reads it.
 
 import json
 import logging
+import os
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,37 +51,74 @@ def now_iso() -> str:
 
 
 class PayloadLog:
-    """Appends request and feedback records to ``payloads.jsonl``; a no-op without a folder."""
+    """Appends request and feedback records to ``payloads.jsonl``; a no-op without a folder.
 
-    def __init__(self, log_dir: Path | None):
-        self.path = Path(log_dir) / PAYLOADS if log_dir else None
+    Bounded: the live file is rotated to ``payloads-<UTC time>.jsonl`` when it passes ``max_bytes``
+    or is older than ``max_age_s``, and the oldest rotated files are deleted while the folder holds
+    more than ``budget_bytes``. Fields named in ``mask_fields`` (at any depth of a request or
+    response) are replaced by ``"[masked]"`` before anything is written. Each record is one
+    ``write`` to a file opened for appending, so concurrent writers never interleave lines.
+    """
+
+    def __init__(self, log_dir: Path | None, max_bytes: int = 256 << 20, max_age_s: float = 86400.0,
+                 budget_bytes: int = 4 << 30, mask_fields: tuple[str, ...] = ()):
+        self.dir = Path(log_dir) if log_dir else None
+        self.path = self.dir / PAYLOADS if self.dir else None
+        self.max_bytes, self.max_age_s, self.budget_bytes = max_bytes, max_age_s, budget_bytes
+        self.mask_fields = frozenset(mask_fields)
         self._lock = threading.Lock()
-        self._adapters: dict[str, str] = {}  # request id -> adapter, for feedback metrics
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._opened = time.time()
+        if self.dir is not None:  # a file found at start is aged from now (the start of this process)
+            self.dir.mkdir(parents=True, exist_ok=True)
 
     def _append(self, record: dict[str, Any]) -> None:
         if self.path is None:
             return
-        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
+        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        with self._lock:
+            self._rotate_if_due(len(line))
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+
+    def _rotate_if_due(self, incoming: int) -> None:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            self._opened = time.time()
+            return
+        if size and (size + incoming > self.max_bytes or time.time() - self._opened > self.max_age_s):
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            os.replace(self.path, self.dir / f"payloads-{stamp}.jsonl")
+            self._opened = time.time()
+            self._enforce_budget(incoming)
+
+    def _enforce_budget(self, incoming: int) -> None:
+        rotated = sorted(self.dir.glob("payloads-*.jsonl"))
+        total = sum(p.stat().st_size for p in rotated) + incoming
+        while rotated and total > self.budget_bytes:
+            oldest = rotated.pop(0)
+            total -= oldest.stat().st_size
+            oldest.unlink(missing_ok=True)
+            log.warning("payload log over its %d-byte budget: deleted %s", self.budget_bytes, oldest.name)
+
+    def _masked(self, value: Any) -> Any:
+        if not self.mask_fields:
+            return value
+        if isinstance(value, dict):
+            return {k: "[masked]" if k in self.mask_fields else self._masked(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._masked(v) for v in value]
+        return value
 
     def request(self, request_id: str, adapter: str, endpoint: str, request: Any, response: Any,
                 latency_ms: float) -> None:
-        with self._lock:
-            self._adapters[request_id] = adapter
-            if len(self._adapters) > 100_000:  # bounded: forget the oldest half
-                for key in list(self._adapters)[:50_000]:
-                    del self._adapters[key]
         self._append({"type": "request", "id": request_id, "time": now_iso(), "adapter": adapter,
-                      "endpoint": endpoint, "request": request, "response": response,
+                      "endpoint": endpoint, "request": self._masked(request), "response": self._masked(response),
                       "latency_ms": round(latency_ms, 3)})
 
-    def adapter_of(self, request_id: str) -> str | None:
-        with self._lock:
-            return self._adapters.get(request_id)
-
-    def feedback(self, request_id: str, rating: str, correction: str | None) -> None:
+    def feedback(self, request_id: str, rating: str, correction: str | None, adapter: str | None = None) -> None:
         self._append({"type": "feedback", "id": request_id, "time": now_iso(), "rating": rating,
-                      "correction": correction})
+                      "correction": correction, "adapter": adapter})

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aicd.components.cards import atomic_dir, clean_stale_temporaries, verify_card, write_card
+from aicd.components.cards import atomic_dir, clean_stale_temporaries, crash_point, verify_card, write_card
 from aicd.components.errors import IntegrityError
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,12 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, state:
         save_file(rng, str(tmp / "rng.safetensors"))
         if os.environ.get(SLOW_WRITE_ENV):
             time.sleep(float(os.environ[SLOW_WRITE_ENV]))
+        crash_point(f"checkpoint:{step}:files")
         body = {"step": step, "loop": state, "scheduler": scheduler.state_dict(), "rng": rng_meta}
         (tmp / "state.json").write_text(json.dumps(body, sort_keys=True))
         write_card(tmp, "checkpoint", step=step)
+        crash_point(f"checkpoint:{step}:card")
+    crash_point(f"checkpoint:{step}:renamed")
     for old in list_checkpoints(folder)[keep:]:
         shutil.rmtree(old, ignore_errors=True)
     log.info("checkpoint saved: %s", final)

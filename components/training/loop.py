@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aicd.components.errors import TrainingError
+from aicd.components.cards import crash_point
 from aicd.components.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from aicd.components.training.packing import BatchPlan, collate, mask_format
 
@@ -189,6 +190,7 @@ def run_loop(model, plan: BatchPlan, cfg: LoopConfig, accelerator, pad_id: int, 
     with _sigterm_flag() as stop:
         for step in range(start, start if result.stopped_early else cfg.steps):
             loss = _step(wrapped, plan, step, accelerator, pad_id, cfg, fmt, params, optimizer, scheduler, result)
+            crash_point(f"step:{step + 1}")  # kill drills (cards.CRASH_ENV); a no-op otherwise
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{result.tokens / (time.perf_counter() - began):.0f}")
             done = step + 1 == cfg.steps

@@ -163,7 +163,47 @@ def test_atomic_dir_replaces_only_when_complete(tmp_path):
 def test_atomic_write_text_and_stale_cleanup(tmp_path):
     atomic_write_text(tmp_path / "a.json", "{}")
     (tmp_path / ".b.json.123.tmp").write_text("leftover")
-    (tmp_path / ".ckpt.old-42").mkdir()
+    (tmp_path / ".ckpt.old-42").mkdir()  # its folder is missing: the only copy, put back
+    (tmp_path / "done").mkdir()
+    (tmp_path / ".done.old-43").mkdir()  # its folder exists: a leftover, removed
     removed = clean_stale_temporaries(tmp_path)
-    assert sorted(p.name for p in removed) == [".b.json.123.tmp", ".ckpt.old-42"]
-    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    assert sorted(p.name for p in removed) == [".b.json.123.tmp", ".done.old-43"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "ckpt", "done"]
+
+
+def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):
+    """A real SIGKILL between moving the old folder aside and renaming the new one in: the next
+    atomic_dir (or clean_stale_temporaries) puts the old complete folder back; it verifies."""
+    import os
+    import subprocess
+    import sys
+
+    final = tmp_path / "model"
+    with atomic_dir(final) as tmp:
+        (tmp / "weights.bin").write_bytes(b"v1")
+        write_card(tmp, "model")
+    script = ("from aicd.components.cards import atomic_dir, write_card\n"
+              f"with atomic_dir({str(final)!r}) as tmp:\n"
+              "    (tmp / 'weights.bin').write_bytes(b'v2')\n"
+              "    write_card(tmp, 'model')\n")
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "AICD_CRASH_AT":
+                                                              "atomic-dir:model:between-renames"})
+    assert done.returncode == -9  # killed by the drill, between the renames
+    assert not final.exists() and list(tmp_path.glob(".model.old-*"))  # the moment of danger
+    clean_stale_temporaries(tmp_path)
+    assert verify_card(final)["files"] and (final / "weights.bin").read_bytes() == b"v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_read_verified_json_refuses_a_report_whose_artifact_changed(tmp_path):
+    """What the gate reads (reports, comparisons, blessings) goes through read_verified_json."""
+    from aicd.components.cards import read_verified_json
+
+    root = tmp_path / "eval"
+    root.mkdir()
+    (root / "report.json").write_text('{"metrics": {"accuracy": 0.5}}')
+    write_card(root, "evaluation")
+    assert read_verified_json(root, "report.json", kind="evaluation") == {"metrics": {"accuracy": 0.5}}
+    (root / "report.json").write_text('{"metrics": {"accuracy": 0.99}}')
+    with pytest.raises(IntegrityError, match="report.json changed"):
+        read_verified_json(root, "report.json")

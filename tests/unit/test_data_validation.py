@@ -65,19 +65,24 @@ CASES = [
     ("duplicate", "cls", "rows.jsonl",
      GOOD + jsonl([{"id": "b", "text": "the tablets helped my back pain a lot", "label": "positive"}]), "duplicate"),
     ("near-duplicate", "cls", "rows.jsonl",
-     GOOD + jsonl([{"id": "b", "text": "The  tablets helped my BACK pain, a lot!", "label": "positive"}]),
+     GOOD + jsonl([{"id": "b", "text": "The  tablets helped my BACK pain a lot", "label": "positive"}]),
      "near-duplicate"),
     ("conflicting-label", "cls", "rows.jsonl",
-     GOOD + jsonl([{"id": "b", "text": "The tablets helped my back pain a lot.", "label": "negative"}]),
+     GOOD + jsonl([{"id": "b", "text": "THE tablets helped\tmy back pain a lot", "label": "negative"}]),
      "conflicting-label"),
     ("ragged-csv-row", "cls", "rows.csv", GOOD_CSV + b"b,too,many,cells\n", "ragged-row"),
+    ("csv-unclosed-quote", "cls", "rows.csv",  # every good row after it is still read
+     b"\n".join(GOOD_CSV.split(b"\n")[:3]) + b'\nb,"never closed,positive\n' + b"\n".join(GOOD_CSV.split(b"\n")[3:]),
+     "unclosed-quote"),
+    ("line-too-long", "cls", "rows.jsonl", GOOD + b'{"id": "b", "text": "' + b"x " * (1 << 20) + b'", "label": "neutral"}\n',
+     "line-too-long"),
     ("csv-invalid-utf8", "cls", "rows.csv", GOOD_CSV + b"b,caf\xe9 au lait,positive\n", "invalid-utf8"),
     ("csv-nul-byte", "cls", "rows.csv", GOOD_CSV + b"b,nul\x00here,positive\n", "nul-byte"),
     ("csv-bare-cr", "cls", "rows.csv", GOOD_CSV.replace(b"\n", b"\r\n") + b"b,one c\rr,positive\n",
      "mixed-line-endings"),
     ("leakage", "lm", "rows.jsonl", jsonl(good_pair_rows() + [
         {"id": A, "instruction": "Where is the station?", "response": "Two streets north."},
-        {"id": B, "instruction": "where is the station", "response": "Next to the bank."}]), "leakage"),
+        {"id": B, "instruction": "where  is the STATION?", "response": "Next to the bank."}]), "leakage"),
 ]
 
 
@@ -192,7 +197,8 @@ def test_approx_tokens(text, tokens):
 
 
 @pytest.mark.parametrize("a,b,same", [
-    ("What is AI?", "what is ai", True), ("Ｆｕｌｌ width", "full WIDTH", True),
+    ("What is AI?", "  what IS\tai?", True), ("Ｆｕｌｌ width", "full WIDTH", True),
+    ("What is AI?", "what is ai", False), ("C++", "C#", False), ("👍👍", "👎👎", False), ("1.5", "15", False),
     ("tabs\tand\nlines", "tabs and lines", True), ("Straße", "STRASSE", True),
     ("What is AI?", "What is ML?", False),
 ])

@@ -94,6 +94,8 @@ def test_completion_is_logged_counted_and_takes_feedback(lm_app):
     assert response.headers["x-request-id"] == rid
     feedback = client.post("/v1/feedback", json={"id": rid, "rating": "down", "correction": "AI is software."})
     assert feedback.status_code == 202
+    again = client.post("/v1/feedback", json={"id": rid, "rating": "up"})
+    assert again.status_code == 409 and "already recorded" in again.json()["error"]
     records = [json.loads(line) for line in (root / "logs" / "payloads.jsonl").read_text().splitlines()]
     request = next(r for r in records if r["type"] == "request" and r["id"] == rid)
     assert request["adapter"] == "a1" and request["endpoint"] == "/openai/v1/completions"
@@ -109,7 +111,8 @@ def test_completion_is_logged_counted_and_takes_feedback(lm_app):
 
 
 @pytest.mark.parametrize("body, status, message", [
-    ({"id": "nope", "rating": "up"}, 404, "no response with id 'nope'"),
+    ({"id": "nope", "rating": "up"}, 403, "`id` 'nope' is refused: it is not a response id of this predictor"),
+    ({"id": "r1_1_0123456789abcdef_" + "0" * 32 + "_a1", "rating": "up"}, 403, "its signature does not match"),
     ({"id": "x", "rating": "meh"}, 400, "`rating` must be \"up\" or \"down\""),
     ({"rating": "up"}, 400, "`id` must be the id of a response"),
     ({"id": "x", "rating": "up", "correction": 5}, 400, "`correction` must be a string"),

@@ -2,10 +2,10 @@
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,13 +18,8 @@ from safetensors.torch import load_file
 from aicd.components.spec import load_spec
 from aicd.components.training import loop as loop_module
 from aicd.components.training.adapter import train_adapter
-from aicd.components.training.checkpoint import (
-    SLOW_WRITE_ENV,
-    checkpoint_folder,
-    checkpoint_key,
-    latest_checkpoint,
-    list_checkpoints,
-)
+from aicd.components.cards import CRASH_ENV
+from aicd.components.training.checkpoint import checkpoint_folder, checkpoint_key, latest_checkpoint, list_checkpoints
 from aicd.components.training.loop import TrainingInterrupted
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,22 +97,33 @@ def _cli(spec_file: Path, data: Path, out: Path, ck: Path, env: dict) -> subproc
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(pred, proc, timeout=120.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and proc.poll() is None:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
+STEPS, KILLS, SEED = 10, 22, 20261206
+PHASES = ("step", "files", "card", "renamed")  # in run order within one step (checkpoint every step)
+
+
+def _point(step: int, phase: str) -> str:
+    return f"step:{step}" if phase == "step" else f"checkpoint:{step}:{phase}"
+
+
+def _last_complete(step: int, phase: str) -> int:
+    """The newest complete checkpoint when a kill lands at (step, phase): step's own once renamed."""
+    return step if phase == "renamed" else step - 1
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_then_resume_is_bitwise_equal(tiny_causal_lm, tmp_path):
+@pytest.mark.timeout(1800)
+def test_22_seeded_sigkills_each_resume_from_the_last_complete_checkpoint_and_end_bitwise_equal(
+        tiny_causal_lm, tmp_path):
+    """22 real SIGKILLs at seeded points spread over a 10-step run (after an optimizer step, inside the
+    checkpoint write before its card, after the card before the rename, after the rename): every run
+    after a kill must log that it resumed from the last complete checkpoint (never step 0, never a torn
+    one), and the final adapter is bitwise equal to an uninterrupted run. Code that ignored checkpoints
+    and retrained from step 0 would fail the resume assertions."""
     data = make_dataset(tmp_path / "ds", causal_rows())
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(_spec(tiny_causal_lm, tmp_path / "unused", max_steps=12,
-                                              checkpoint={"every_steps": 2, "keep": 2})))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", SLOW_WRITE_ENV: "0.25"}
+    spec_file.write_text(yaml.safe_dump(_spec(tiny_causal_lm, tmp_path / "unused", max_steps=STEPS,
+                                              checkpoint={"every_steps": 1, "keep": 2})))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same arithmetic as the OMP_NUM_THREADS=1 subprocesses
     try:  # the uninterrupted reference, in this process
@@ -126,26 +132,25 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_equal(tiny_causal_lm, t
     finally:
         torch.set_num_threads(threads)
 
-    ck = tmp_path / "ck"
-    folders = lambda: [p for p in ck.glob("*") if p.is_dir()]  # noqa: E731
-    temporaries = lambda: [t for f in folders() for t in f.glob(".step-*.tmp")]  # noqa: E731
-    rng = random.Random(os.getpid())
-    kills = 0
-    # 1st run: killed while a checkpoint is being written. 2nd: at a random moment after it resumed.
-    proc = _cli(spec_file, data, tmp_path / "out", ck, env)
-    assert _wait_for(lambda: temporaries(), proc), "no checkpoint write was seen"
-    proc.kill(), proc.wait()
-    kills += 1
-    torn = temporaries()
-    assert torn, "the kill should leave a half-written temporary checkpoint"
-    proc = _cli(spec_file, data, tmp_path / "out", ck, env)
-    assert _wait_for(lambda: not any(t.exists() for t in torn), proc), "leftover temporaries were not cleaned"
-    time.sleep(rng.uniform(0.2, 1.5))
-    if proc.poll() is None:
-        proc.kill(), proc.wait()
-        kills += 1
-    proc = _cli(spec_file, data, tmp_path / "out", ck, env)
-    assert proc.wait(timeout=300) == 0, proc.stderr.read()
-    assert kills >= 1
+    points = [(step, phase) for step in range(1, STEPS + 1) for phase in PHASES][:-1]  # not the very end
+    plan = sorted(random.Random(SEED).sample(points, KILLS), key=points.index)
+    ck, resumed_at = tmp_path / "ck", None
+    for step, phase in [*plan, (None, None)]:
+        run_env = {**env, CRASH_ENV: _point(step, phase)} if step else env
+        proc = _cli(spec_file, data, tmp_path / "out", ck, run_env)
+        stderr = proc.communicate(timeout=600)[1]
+        resumed = re.findall(r"resuming from \S*step-(\d{8})", stderr)
+        if resumed_at is None:
+            assert not resumed, stderr[-2000:]  # the first run starts fresh
+        else:
+            assert [int(r) for r in resumed] == [resumed_at], (step, phase, stderr[-2000:])
+        if step is None:
+            assert proc.returncode == 0, stderr[-3000:]
+            break
+        assert proc.returncode == -signal.SIGKILL, (step, phase, proc.returncode, stderr[-3000:])
+        resumed_at = _last_complete(step, phase) or None
+        folders = [p for p in ck.iterdir() if p.is_dir()] if ck.exists() else []
+        latest = latest_checkpoint(folders[0]) if folders else None
+        assert (latest.name if latest else None) == (f"step-{resumed_at:08d}" if resumed_at else None), (step, phase)
+    assert len(plan) == KILLS >= 20
     assert _bitwise_equal(_adapter(tmp_path / "out"), _adapter(tmp_path / "ref"))
-    assert not temporaries()

@@ -95,3 +95,27 @@ def test_uris_that_leave_their_root_are_refused(tmp_path, monkeypatch, uri):
     with pytest.raises(UriError) as info:
         resolve_path(uri)
     assert ("leaves its root" in info.value.message or "names no claim" in info.value.message), info.value.message
+
+
+def test_a_tampered_conversion_cache_is_rebuilt_not_trusted(tiny_causal_lm, tmp_path, monkeypatch):
+    """The GGUF cache is verified by its card, not a marker file: one flipped byte in the cached weights
+    (or a missing card) gets the entry converted again. Uses a tiny cached folder written the way
+    _converted writes it, so no conversion is needed to set the stage."""
+    import shutil
+
+    from aicd.components import uris
+    from aicd.components.cards import write_card
+
+    monkeypatch.setenv("AICD_CACHE", str(tmp_path / "cache"))
+    target = tmp_path / "cache" / "models" / "entry"
+    shutil.copytree(tiny_causal_lm, target)
+    write_card(target, "converted-gguf", source="sha256:abc")
+    assert uris._cached(target, "converted-gguf", source="sha256:abc")
+    assert not uris._cached(target, "converted-gguf", source="sha256:other")  # made from another file
+    weights = next(target.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 1
+    weights.write_bytes(bytes(data))
+    assert not uris._cached(target, "converted-gguf", source="sha256:abc")
+    (target / "card.json").unlink()
+    assert not uris._cached(target, "converted-gguf", source="sha256:abc")
