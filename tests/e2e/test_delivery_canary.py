@@ -71,7 +71,10 @@ def evaluated(model: dict) -> dict:
 
 COMPARISON = {"n": 48, "confidence": 0.95, "metrics": {
     m: {"candidate": 0.3, "champion": 0.28, "diff": 0.02, "low": -0.005, "high": 0.045, "higher_is_better": True}
-    for m in ("token_f1", "rouge_l")}}
+    for m in ("token_f1", "rouge_l", "chrf")}}
+# the support-bot gates demand a significantly lower held-out answer NLL
+COMPARISON["metrics"]["nll"] = {"candidate": 2.6, "champion": 2.9, "diff": -0.3, "low": -0.4, "high": -0.2,
+                                "higher_is_better": False}
 
 
 def make_spec(raw: dict, repo: Path, isvc_name: str, prometheus: str, tiny: Path, **canary) -> object:
