@@ -8,6 +8,8 @@ steps of 16); measured here: macro-F1 0.369, three classes predicted, majority b
 with the interval [+0.037, +0.176].
 """
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -15,8 +17,6 @@ from aicd.components.data.ingest import ingest_dataset
 from aicd.components.evaluation.evaluate import evaluate_model
 from aicd.components.spec import parse_spec
 from aicd.components.training.adapter import train_adapter
-
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
