@@ -13,7 +13,7 @@ from aicd.components.spec import MethodSpec
 
 log = logging.getLogger(__name__)
 
-ADAPTER_METHODS = ("lora", "dora", "rslora", "ia3", "qlora")
+ADAPTER_METHODS = ("lora", "dora", "rslora", "ia3", "qlora", "dpo")  # dpo: a LoRA trained on preference pairs
 # Layer names that are feed-forward outputs (IA3 scales their inputs instead of outputs).
 _FEEDFORWARD = {"down_proj", "fc2", "output.dense", "dense_4h_to_h", "c_proj", "w2", "wo", "mlp.fc_out"}
 

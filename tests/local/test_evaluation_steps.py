@@ -81,6 +81,8 @@ def test_evaluate_and_compare_steps(tmp_path, tiny_causal_lm, support_bot_spec):
     assert comparison["n"] == len(QA) and comparison["confidence"] == 0.95
     row = comparison["metrics"]["token_f1"]
     assert row["diff"] == pytest.approx(cand["metrics"]["token_f1"]["value"] - base["metrics"]["token_f1"]["value"])
+    page = (run.artifact_path("compare-models", "comparison") / "comparison.html").read_text()
+    assert "verdict" in page and "Examples that changed most" in page
     assert "data:image/png" in run.artifact_path("evaluate-model", "html").read_text()
     summary = json.loads(run.task("evaluate-model").outputs["Output"])
     assert summary["metrics"]["token_f1"] == base["metrics"]["token_f1"]["value"]

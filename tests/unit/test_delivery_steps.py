@@ -39,7 +39,7 @@ def _sections(raw: dict) -> dict:
 def test_gate_then_promote_under_kfp_local(support_bot_spec, remote, tmp_path, token_f1, passed):  # noqa: F811
     spec = make_spec(support_bot_spec, remote)
     raw = spec.model_dump(mode="json", exclude_none=True)  # as aicd.pipelines.stages.pipeline_arguments
-    raw["metrics"]["gates"]["non_inferiority"] = {}  # the first champion has nothing to compare with
+    raw["metrics"]["gates"].update(non_inferiority={}, superiority={})  # the first champion: nothing to compare
     adapter, card = make_adapter(tmp_path / "adapter", 7)
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "report.json").write_text(json.dumps(report(card["digest"], str(adapter), token_f1)))
@@ -59,7 +59,7 @@ def _base_reference(tmp_path, support_bot_spec, remote, report_uri: str):  # noq
     """A spec with two base candidates, select_candidate's reference to the second, and a report."""
     support_bot_spec["candidates"].append({"name": "other", "uri": "pkg://llm_other"})
     raw = make_spec(support_bot_spec, remote).model_dump(mode="json", exclude_none=True)
-    raw["metrics"]["gates"]["non_inferiority"] = {}
+    raw["metrics"]["gates"].update(non_inferiority={}, superiority={})
     (tmp_path / "ref").mkdir()
     (tmp_path / "ref" / "base-model.json").write_text(json.dumps({"candidate": "other", "mode": "few-shot-2",
                                                                   "shot_examples": [["q", "a"]] * 2}))

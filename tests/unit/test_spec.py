@@ -48,19 +48,19 @@ BAD = [
     ("data.split.train", 0.9,
      "`data.split` ratios must add up to 1, got 1.1 (train 0.9 + validation 0.1 + test 0.1)"),
     ("metrics.primary", "macro_f1",
-     "`metrics.primary` must be a causal-lm metric (bleu, chrf, exact_match, nll, perplexity, rouge_l, "
-     "token_f1), got 'macro_f1'"),
+     "`metrics.primary` must be a causal-lm metric (bleu, chrf, exact_match, nll, perplexity, "
+     "preference_accuracy, rouge_l, token_f1), got 'macro_f1'"),
     ("metrics.gates.thresholds", {"accurasy": 0.5},
      "`metrics.gates.thresholds.accurasy` is not a metric of this task; use one of: adapter_size_mb, bleu, "
      "chrf, exact_match, latency_p50_ms, latency_p95_ms, model_size_mb, nll, peak_memory_mb, perplexity, "
-     "rouge_l, token_f1, tokens_per_second"),
+     "preference_accuracy, rouge_l, token_f1, tokens_per_second"),
     ("delivery.canary.steps", [10, 50],
      "`delivery.canary.steps` must rise strictly and end at 100, got [10, 50]; e.g. [10, 50, 100]"),
     ("training.learning_rate", "fast", "`training.learning_rate` must be a number, got 'fast'"),
     ("task.prompt_template", "Q: {question}",
      "`task.prompt_template` must contain {instruction}; add it where the user's request goes"),
     ("training.methods.0.method", "lora2",
-     "`training.methods.0.method` must be one of 'lora', 'dora', 'rslora', 'ia3', 'full' or 'qlora', "
+     "`training.methods.0.method` must be one of 'lora', 'dora', 'rslora', 'ia3', 'full', 'qlora' or 'dpo', "
      "got 'lora2'"),
     ("labeling.pii_patterns", {"card": "[0-9"},
      "`labeling.pii_patterns.card` is not a valid regular expression (unterminated character set at "
