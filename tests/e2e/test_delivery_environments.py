@@ -22,7 +22,7 @@ from aicd.components.delivery.gitops import read_history, read_rollout
 from aicd.components.errors import DeliveryError
 from aicd.components.secrets import secret_env_name
 from aicd.components.spec import parse_spec
-from delivery_world import COMPARISON, ROOT, ensure_gitops_repo, evaluated, git, make_adapter
+from delivery_world import COMPARISON, GATES, ROOT, ensure_gitops_repo, evaluated, git, make_adapter
 
 pytestmark = pytest.mark.e2e
 RECORDED = json.loads((Path(__file__).parent / "recorded" / "github-create-pull.json").read_text())
@@ -70,6 +70,7 @@ def chain(support_bot_spec, tiny_causal_lm, tmp_path, forge, monkeypatch):
     ensure_gitops_repo(repo, "main", ROOT / "manifests")
     raw = dict(support_bot_spec)
     raw["candidates"] = [{"name": "tiny", "uri": str(tiny_causal_lm)}]
+    raw["metrics"] = {**raw["metrics"], "gates": GATES}
     raw["delivery"] = {"gitops": {"repo": str(repo), "path": f"{OVERLAYS}/dev"},
                        "canary": {"steps": [50, 100]},
                        "environments": [{"name": "dev", "path": f"{OVERLAYS}/dev"},
