@@ -59,7 +59,7 @@ def _subject():
 
 
 def make_adapters(base_dir: Path, out: Path, n: int = ADAPTERS) -> dict[str, Path]:
-    """n random (non-zero) LoRA adapters on the base, each an aicd Model artifact with a card."""
+    """N random (non-zero) LoRA adapters on the base, each an aicd Model artifact with a card."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

@@ -9,6 +9,7 @@ from typing import Any
 
 from benchmarks.harness import MIN_REPEATS, RESULTS_DIR, Figure
 
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     cpu_model = platform.processor() or ""

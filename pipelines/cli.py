@@ -152,7 +152,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from aicd.components.secrets import read_secret
     from aicd.pipelines.platform import Platform
     from aicd.pipelines.profiles import load_profile
-    from aicd.pipelines.stages import build_pipeline, pipeline_arguments
+    from aicd.pipelines.stages import build_pipeline
     from aicd.pipelines.submit import compile_pipeline, make_client, submit_pipeline
 
     arguments = _pipeline_arguments(args.spec)

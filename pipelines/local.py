@@ -229,8 +229,6 @@ def run_local(pipeline, arguments: dict[str, Any], workdir: str | Path = ".aicd"
     in cache keys (default: their real digest, so editing step logic re-runs the step). Raises
     :class:`PipelineRunError` naming the failed step and showing the end of its log.
     """
-    from kfp import local
-
     workdir = Path(workdir).resolve()
     root = workdir / "runs"
     root.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,10 @@ import re
 from collections.abc import Iterator
 from typing import IO, Any
 
-from aicd.components.data.records import (BOM, LINE_LIMIT, MAX_RECORD_LINES, Record, bad_record as _bad,
-                                          header_names as _header, lines as _lines)
+from aicd.components.data.records import BOM, LINE_LIMIT, MAX_RECORD_LINES, Record
+from aicd.components.data.records import bad_record as _bad
+from aicd.components.data.records import header_names as _header
+from aicd.components.data.records import lines as _lines
 
 _BAD_CSV_CHARS = re.compile("[\x00\ufeff\udc80-\udcff]")
 

@@ -18,7 +18,16 @@ from typing import Any
 from aicd.components.cards import read_card, verify_card
 from aicd.components.data.format import DatasetWriter
 from aicd.components.data.readers import Record, SourceFiles
-from aicd.components.data.split import DigestMap, Fingerprint, Stats, Tracker, assign_split, digest8, hash64, selection_hash
+from aicd.components.data.split import (
+    DigestMap,
+    Fingerprint,
+    Stats,
+    Tracker,
+    assign_split,
+    digest8,
+    hash64,
+    selection_hash,
+)
 from aicd.components.data.validate import TOKEN_COUNT, RowError, RowValidator, approx_tokens, normalise
 from aicd.components.errors import DataError
 from aicd.components.spec import DataSource, Spec, parse_spec

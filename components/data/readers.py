@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import IO
 
 from aicd.components.data.delimited import read_delimited
-from aicd.components.data.records import LINE_LIMIT, Record, bad_record as _bad, lines
+from aicd.components.data.records import LINE_LIMIT, Record, lines
+from aicd.components.data.records import bad_record as _bad
 from aicd.components.errors import DataError
 from aicd.components.uris import resolve_data
 

@@ -15,8 +15,8 @@ numpy arrays (:class:`DigestMap`), so a valid row costs about 16 bytes per check
 
 import hashlib
 import json
-from hashlib import blake2b as _blake2b
 from collections import Counter
+from hashlib import blake2b as _blake2b
 from typing import Any
 
 SPLIT_NAMES = ("train", "validation", "test")

@@ -223,7 +223,7 @@ def gate_candidate(spec: Spec, candidate_report: dict[str, Any], comparison: dic
         "champion": champion,
         "checks": [asdict(c) for c in checks],
         "summary": _summary(spec, candidate_report, comparison),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     log.info("gate %s for %s: %s", "passed" if passed else "FAILED", candidate_digest, "; ".join(blessing["reasons"]))
     return blessing

@@ -219,8 +219,8 @@ def write_champion(spec: Spec, out_dir: str | Path) -> Champion:
     import shutil
 
     from aicd.components.cards import atomic_dir, verify_card
-    from aicd.components.models import BASE_MODEL_REF
     from aicd.components.errors import UriError
+    from aicd.components.models import BASE_MODEL_REF
     from aicd.components.uris import resolve_path
 
     champion = champion_to_beat(spec)

@@ -289,7 +289,7 @@ def _vllm_predictor(predictor: dict[str, Any], model: dict[str, Any], spec: Spec
     as a LoRA module under the service's name (as aicd's predictor serves it)."""
     if spec.task.type != "causal-lm":
         raise DeliveryError(f"the {VLLM_RUNTIME} runtime serves causal-lm models, the spec's task is "
-                            f"{spec.task.type}", f"use the aicd-predictor runtime in this overlay")
+                            f"{spec.task.type}", "use the aicd-predictor runtime in this overlay")
     uris, in_pod = storage(ref, vllm=True)
     if not in_pod.base_uri.startswith(MODEL_ROOT):
         raise DeliveryError(f"the {VLLM_RUNTIME} runtime cannot load base model {ref.base_uri}: it reads Hugging "

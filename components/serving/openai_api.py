@@ -16,7 +16,8 @@ from pydantic import BaseModel
 
 from aicd.components.errors import ServingError
 from aicd.components.serving.engine import GenItem
-from aicd.components.serving.prompts import PromptError, chat_prompt as render_chat, completion_prompt
+from aicd.components.serving.prompts import PromptError, completion_prompt
+from aicd.components.serving.prompts import chat_prompt as render_chat
 from aicd.components.serving.schemas import MAX_DEPTH, ChatBody, CompletionBody, SchemaError, json_depth, validated
 from aicd.components.serving.service import Service
 

@@ -43,10 +43,20 @@ async def _internal_error(request, exc: Exception):
 def _kserve_routes(app, service: Service) -> Any:
     _import_kserve()
     from kserve import ModelRepository
-    from kserve.errors import (InferenceError, InvalidInput, ModelNotFound, ModelNotReady, ServerNotLive,
-                               ServerNotReady, inference_error_handler,
-                               invalid_input_handler, model_not_found_handler, model_not_ready_handler,
-                               server_not_live_handler, server_not_ready_handler)
+    from kserve.errors import (
+        InferenceError,
+        InvalidInput,
+        ModelNotFound,
+        ModelNotReady,
+        ServerNotLive,
+        ServerNotReady,
+        inference_error_handler,
+        invalid_input_handler,
+        model_not_found_handler,
+        model_not_ready_handler,
+        server_not_live_handler,
+        server_not_ready_handler,
+    )
     from kserve.protocol.dataplane import DataPlane
     from kserve.protocol.model_repository_extension import ModelRepositoryExtension
     from kserve.protocol.rest.v1_endpoints import register_v1_endpoints

@@ -15,8 +15,15 @@ from aicd.components.training.examples import check_length, encode_rows
 from aicd.components.training.loop import LoopConfig, run_loop
 from aicd.components.training.methods import apply_method, require_qlora
 from aicd.components.training.packing import BatchPlan
-from aicd.components.training.runtime import (TrainResult, base_digest, make_accelerator, oom_as_error,
-                                              peak_memory_mb, seed_all, write_model_artifact)
+from aicd.components.training.runtime import (
+    TrainResult,
+    base_digest,
+    make_accelerator,
+    oom_as_error,
+    peak_memory_mb,
+    seed_all,
+    write_model_artifact,
+)
 
 log = logging.getLogger(__name__)
 # A classifier's new head starts random: by default it learns this many times faster than the adapter.

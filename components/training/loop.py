@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aicd.components.errors import TrainingError
 from aicd.components.cards import crash_point
+from aicd.components.errors import TrainingError
 from aicd.components.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from aicd.components.training.packing import BatchPlan, collate, mask_format
 

@@ -18,8 +18,14 @@ from aicd.components.training.checkpoint import checkpoint_folder, checkpoint_ke
 from aicd.components.training.examples import encode_rows, target_count
 from aicd.components.training.loop import LoopConfig, run_loop, summed_loss
 from aicd.components.training.packing import BatchPlan, collate
-from aicd.components.training.runtime import (TrainResult, make_accelerator, oom_as_error, peak_memory_mb,
-                                              seed_all, write_model_artifact)
+from aicd.components.training.runtime import (
+    TrainResult,
+    make_accelerator,
+    oom_as_error,
+    peak_memory_mb,
+    seed_all,
+    write_model_artifact,
+)
 
 log = logging.getLogger(__name__)
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]

@@ -21,8 +21,14 @@ from typing import Any
 from aicd.components.cards import verify_card
 from aicd.components.errors import TrainingError
 from aicd.components.spec import Spec
-from aicd.components.training.launcher import (PVC_MOUNT, launch_trainjob, train_adapter_args,
-                                               train_from_scratch_args, trainjob_manifest, trainjob_name)
+from aicd.components.training.launcher import (
+    PVC_MOUNT,
+    launch_trainjob,
+    train_adapter_args,
+    train_from_scratch_args,
+    trainjob_manifest,
+    trainjob_name,
+)
 
 log = logging.getLogger(__name__)
 WORK = "aicd-trainjobs"

@@ -7,7 +7,6 @@ server against the CRDs (tools/k8s/crds/argo-cd), and the sync options are read 
 import subprocess
 
 import pytest
-
 from kube_overlays import MANIFESTS, OVERLAYS, docs
 
 KEEP = "argocd.argoproj.io/sync-options"

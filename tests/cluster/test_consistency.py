@@ -15,13 +15,13 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 from kfp import compiler
+from kube_overlays import MANIFESTS, OVERLAYS, ROOT, docs
 
 from aicd.components.spec import LabelingSpec, parse_spec
 from aicd.components.training import launcher
 from aicd.pipelines.platform import Platform
 from aicd.pipelines.profiles import load_profile
 from aicd.pipelines.stages import PIPELINES, build_pipeline
-from kube_overlays import MANIFESTS, OVERLAYS, ROOT, docs
 
 PROFILES = sorted((ROOT / "examples" / "profiles").glob("*.yaml"))
 # KServe puts these on every predictor pod (Standard/raw and Serverless modes).

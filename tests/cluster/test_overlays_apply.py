@@ -11,7 +11,6 @@ import secrets
 
 import pytest
 import yaml
-
 from kube_overlays import MANIFESTS, OVERLAYS, docs, finalize_namespace, in_namespace, stored
 
 pytestmark = pytest.mark.kube

@@ -7,7 +7,6 @@ writes to serving objects, cluster scope).
 """
 
 import pytest
-
 from kube_overlays import MANIFESTS, OVERLAYS, SHIPPED_NAMESPACES
 
 pytestmark = pytest.mark.kube

@@ -12,12 +12,12 @@ import subprocess
 
 import pytest
 import yaml
+from kube_overlays import ROOT, docs
 
 from aicd.components.cards import write_card
 from aicd.components.delivery import gitops, isvc
 from aicd.components.spec import parse_spec
 from aicd.pipelines.gitops import ensure_gitops_repo
-from kube_overlays import ROOT, docs
 
 pytestmark = pytest.mark.kube
 

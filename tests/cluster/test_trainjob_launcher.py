@@ -11,12 +11,20 @@ import threading
 import time
 
 import pytest
+from kube_overlays import MANIFESTS, in_namespace
 
 from aicd.components.errors import TrainingError
 from aicd.components.spec import parse_spec
-from aicd.components.training.launcher import (DEFAULT_CLAIM, GROUP, PLURAL, VERSION, launch_trainjob,
-                                               train_adapter_args, trainjob_manifest, trainjob_name)
-from kube_overlays import MANIFESTS, in_namespace
+from aicd.components.training.launcher import (
+    DEFAULT_CLAIM,
+    GROUP,
+    PLURAL,
+    VERSION,
+    launch_trainjob,
+    train_adapter_args,
+    trainjob_manifest,
+    trainjob_name,
+)
 
 pytestmark = pytest.mark.kube
 

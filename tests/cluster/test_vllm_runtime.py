@@ -12,14 +12,14 @@ import shutil
 
 import pytest
 import yaml
+from kube_overlays import MANIFESTS
+from test_rollout_states import _apply, _blessing
 
 from aicd.components.cards import write_card
 from aicd.components.delivery import gitops, isvc
 from aicd.components.errors import DeliveryError
 from aicd.components.spec import parse_spec
 from aicd.pipelines.gitops import ensure_gitops_repo
-from kube_overlays import MANIFESTS
-from test_rollout_states import _apply, _blessing
 
 BASE = "hf://HuggingFaceTB/SmolLM2-135M-Instruct"
 

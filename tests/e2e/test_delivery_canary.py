@@ -15,14 +15,29 @@ from pathlib import Path
 
 import pytest
 import yaml
+from delivery_world import (
+    HOST,
+    PROMETHEUS,
+    ROOT,
+    deliver,
+    ensure_gitops_repo,
+    free_port,
+    make_adapter,
+    make_spec,
+    overlay,
+    prometheus_config,
+    start_predictor,
+    stop,
+    subjects,
+    traffic,
+    wait_for_rates,
+    wait_ready,
+)
 
 from aicd.components.delivery import isvc
 from aicd.components.delivery.canary import analyse_canary, run_canary
 from aicd.components.errors import DeliveryError
 from aicd.components.spec import parse_spec
-from delivery_world import (HOST, PROMETHEUS, ROOT, deliver, ensure_gitops_repo, free_port, make_adapter, make_spec,
-                            overlay, prometheus_config, start_predictor, stop, subjects, traffic, wait_for_rates,
-                            wait_ready)
 
 pytestmark = pytest.mark.e2e
 

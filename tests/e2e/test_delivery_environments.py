@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from delivery_world import COMPARISON, GATES, ROOT, ensure_gitops_repo, evaluated, git, make_adapter
 
 from aicd.components.delivery.analysis import Interval
 from aicd.components.delivery.canary import commit_interval, progress
@@ -22,7 +23,6 @@ from aicd.components.delivery.gitops import read_history, read_rollout
 from aicd.components.errors import DeliveryError
 from aicd.components.secrets import secret_env_name
 from aicd.components.spec import parse_spec
-from delivery_world import COMPARISON, GATES, ROOT, ensure_gitops_repo, evaluated, git, make_adapter
 
 pytestmark = pytest.mark.e2e
 RECORDED = json.loads((Path(__file__).parent / "recorded" / "github-create-pull.json").read_text())

@@ -20,15 +20,31 @@ from pathlib import Path
 
 import pytest
 import yaml
+from delivery_world import (
+    HOST,
+    PROMETHEUS,
+    ROOT,
+    deliver,
+    ensure_gitops_repo,
+    free_port,
+    git,
+    make_adapter,
+    make_spec,
+    overlay,
+    prometheus_config,
+    start_predictor,
+    stop,
+    subjects,
+    traffic,
+    wait_for_rates,
+    wait_ready,
+)
 
 from aicd.components.delivery.canary import run_canary
 from aicd.components.spec import parse_spec
 from aicd.pipelines.local import run_local
 from aicd.pipelines.platform import Platform
 from aicd.pipelines.stages import build_pipeline, pipeline_arguments
-from delivery_world import (HOST, PROMETHEUS, ROOT, deliver, ensure_gitops_repo, free_port, git, make_adapter,
-                            make_spec, overlay, prometheus_config, start_predictor, stop, subjects, traffic,
-                            wait_for_rates, wait_ready)
 
 pytestmark = pytest.mark.e2e
 NAMESPACE = "aicd"

@@ -203,7 +203,7 @@ def test_errors_are_clear(ls, label_studio, review_sentiment_spec, tmp_path, mon
     monkeypatch.setenv("AICD_SECRET_LABEL_STUDIO_TOKEN_TOKEN", "f" * 40)  # the Secret holds a stale token
     with pytest.raises(LabelingError, match=r"(?s)refused the API token \(HTTP 401.*labeling.token_secret"):
         export_for_labeling(spec, tmp_path / "v1")
-    
+
     spec = with_labeling(review_sentiment_spec, f"http://127.0.0.1:{free_port()}", project="e2e unreachable")
     with pytest.raises(LabelingError, match=r"Label Studio at http://127.0.0.1:\d+ is unreachable"):
         export_for_labeling(spec, tmp_path / "v1")

@@ -17,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-
 from e2e.test_serving_e2e import free_port, predictor
 from unit.test_serving_engine import make_lora_adapter
 

@@ -4,7 +4,6 @@ import asyncio
 
 import httpx
 import pytest
-
 from e2e.test_serving_e2e import predictor
 from unit.test_serving_engine import make_lora_adapter
 

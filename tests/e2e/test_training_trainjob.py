@@ -16,13 +16,13 @@ import time
 
 import pytest
 import yaml
+from delivery_world import ROOT
 
 from aicd.components.cards import verify_card
 from aicd.components.data.format import write_dataset
 from aicd.components.spec import parse_spec
 from aicd.components.training.launcher import GROUP, PLURAL, VERSION
 from aicd.components.training.trainjob import plan, train_on_trainjob
-from delivery_world import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NAMESPACE = "training"

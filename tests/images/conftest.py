@@ -6,7 +6,6 @@ podman the tests skip, and fail when the ``CI`` environment variable is set.
 """
 
 import pytest
-
 from podman_tools import build_images
 
 

@@ -13,7 +13,6 @@ import yaml
 from google.protobuf import json_format
 from kfp.local import executor_input_utils, executor_output_utils, placeholder_utils
 from kfp.pipeline_spec import pipeline_spec_pb2
-
 from podman_tools import podman_run
 
 

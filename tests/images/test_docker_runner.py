@@ -14,14 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from podman_tools import ROOT, chown_tree, engine_env, require
+from tiny_models import tiny_finetune_spec
 
 from aicd.components.spec import parse_spec
 from aicd.pipelines.cache import run_outputs
-from aicd.pipelines.gitops import ensure_gitops_repo
 from aicd.pipelines.local import PipelineRunError, run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_arguments
-from podman_tools import ROOT, chown_tree, engine_env, require
-from tiny_models import tiny_finetune_spec
 
 pytestmark = [pytest.mark.images, pytest.mark.slow]
 # Outputs that must be identical under both runners: the data set, the plan and the decisions.

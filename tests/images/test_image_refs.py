@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import yaml
+from podman_tools import ROOT
 
 from aicd.pipelines.containers import spec_paths
-from podman_tools import ROOT
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from podman_tools import ROOT, SCRIPT, engine_env, podman_run
 
 pytestmark = pytest.mark.images

@@ -8,13 +8,11 @@ To stay quick, the pushed "base" role is the small Debian-made Python base retag
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 from helpers.ports import free_port
-
 from podman_tools import ROOT, SCRIPT, engine_env, require
 
 pytestmark = pytest.mark.images

@@ -21,7 +21,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from podman_tools import POD, chown_tree, engine_env, require
 from unit.test_serving_engine import make_lora_adapter
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from aicd.components.spec import parse_spec
-from aicd.pipelines.stages import pipeline_arguments
 from ir_steps import load_ir, run_ir_step
 from podman_tools import ROOT, chown_tree
 from tiny_models import tiny_finetune_spec
+
+from aicd.components.spec import parse_spec
+from aicd.pipelines.stages import pipeline_arguments
 
 pytestmark = pytest.mark.images
 

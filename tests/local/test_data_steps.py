@@ -4,12 +4,12 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers.specs import sections
 from kfp import dsl, local
 from kfp.dsl import HTML
 
 from aicd.components.cards import verify_card
 from aicd.components.data.format import read_split
-from helpers.specs import sections
 
 
 @pytest.fixture

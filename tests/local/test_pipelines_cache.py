@@ -11,8 +11,8 @@ import pytest
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from aicd.pipelines.cache import run_outputs
 from aicd.pipelines import local
+from aicd.pipelines.cache import run_outputs
 from aicd.pipelines.local import PipelineRunError
 from aicd.pipelines.platform import Platform
 

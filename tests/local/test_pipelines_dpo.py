@@ -15,13 +15,13 @@ import random
 from pathlib import Path
 
 import pytest
+from tiny_models import tiny_finetune_spec
 
 from aicd.components.data.format import read_split
 from aicd.components.data.ingest import ingest_dataset
 from aicd.components.spec import parse_spec
 from aicd.pipelines.local import run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_arguments
-from tiny_models import tiny_finetune_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 UNHELPFUL = ["I don't know.", "I cannot help you with that.", "Ask someone else.", "No idea, sorry.", "Whatever."]

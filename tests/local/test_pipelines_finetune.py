@@ -12,13 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tiny_models import tiny_finetune_spec
 
 from aicd.components.spec import parse_spec
 from aicd.pipelines.cache import path_digest, run_outputs, source_digest
 from aicd.pipelines.gitops import head_commit
 from aicd.pipelines.local import run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_arguments
-from tiny_models import tiny_finetune_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 # Never cached: their inputs live outside the pipeline (the sources' bytes, Git). Ingest is cached on the

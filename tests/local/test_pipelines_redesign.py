@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
+from tiny_models import tiny_finetune_spec
 
 from aicd.components.cards import verify_card
 from aicd.components.spec import parse_spec
@@ -15,7 +16,6 @@ from aicd.pipelines.cache import source_digest
 from aicd.pipelines.gitops import head_commit
 from aicd.pipelines.local import run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_arguments
-from tiny_models import tiny_finetune_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,13 @@ import json
 import pytest
 
 from aicd.components.cards import (
-    atomic_dir, atomic_write_text, clean_stale_temporaries, read_card, verify_card, write_card)
+    atomic_dir,
+    atomic_write_text,
+    clean_stale_temporaries,
+    read_card,
+    verify_card,
+    write_card,
+)
 from aicd.components.errors import IntegrityError
 
 

@@ -12,6 +12,7 @@ from kfp import dsl
 
 from aicd.pipelines import cli, stages, submit
 from aicd.pipelines.stages import load_pipeline_arguments
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = str(ROOT / "examples" / "support-bot" / "spec.yaml")
 

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_compile_pipelines import base, tasks
 
 from aicd.components.errors import SpecError
 from aicd.pipelines.platform import Platform
 from aicd.pipelines.profiles import load_profile, parse_profile
 from aicd.pipelines.stages import build_pipeline
 from aicd.pipelines.submit import compile_pipeline
-from test_compile_pipelines import base, tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,12 +14,13 @@ import json
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from helpers.data import with_data
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aicd.components.data.format import read_quarantine, read_split
 from aicd.components.data.ingest import ingest_dataset
 from aicd.components.data.validate import normalise
-from helpers.data import with_data
 
 GOOD_ROWS, BAD_ROWS, EXAMPLES = 1_000, 100, 6
 LABELS = ["negative", "neutral", "positive"]

@@ -9,14 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
+from test_delivery_gitops import OVERLAY, blessing_for, make_adapter, make_spec, remote, run  # noqa: F401
 
 from aicd.components.delivery import isvc
 from aicd.components.delivery.gitops import promote_adapter, promote_base_model
 from aicd.components.serving.config import parse_config
 from aicd.components.serving.prompts import PromptSettings
-from test_delivery_gitops import OVERLAY, blessing_for, make_adapter, make_spec, remote, run  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATE = ROOT / "tools" / "validate-manifests"  # the project's copy, with its CRDs in tools/k8s/crds

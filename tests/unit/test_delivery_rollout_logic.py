@@ -2,10 +2,10 @@
 
 import pytest
 
+from aicd.components.delivery import isvc
 from aicd.components.delivery.analysis import Interval, Observation, judge
 from aicd.components.delivery.canary import Progress, _decide, progress, revisions_since_traffic
 from aicd.components.delivery.readiness import argocd_status, isvc_status
-from aicd.components.delivery import isvc
 from aicd.components.spec import CanarySpec, DeliverySpec
 
 C = CanarySpec(min_requests=10, max_error_rate=0.02, max_client_error_rate=0.05, max_latency_ratio=1.5,

@@ -5,10 +5,10 @@ import subprocess
 
 import pytest
 from kfp import dsl, local
+from test_delivery_gitops import make_adapter, make_spec, overlay, remote  # noqa: F401 (fixture)
 
 from aicd.components.delivery import isvc, steps
 from aicd.components.errors import DeliveryError
-from test_delivery_gitops import make_adapter, make_spec, overlay, remote  # noqa: F401 (fixture)
 
 
 def report(digest: str | None, uri: str, token_f1: float) -> dict:

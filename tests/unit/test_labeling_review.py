@@ -6,8 +6,15 @@ import pytest
 
 from aicd.components.data.format import write_dataset
 from aicd.components.errors import AicdError, LabelingError
-from aicd.components.labeling.review import (labeling_inputs, leaderboard_reports, outputs_from_reports,
-                                             pairwise_tasks, render_html, review_candidates, review_leaderboard)
+from aicd.components.labeling.review import (
+    labeling_inputs,
+    leaderboard_reports,
+    outputs_from_reports,
+    pairwise_tasks,
+    render_html,
+    review_candidates,
+    review_leaderboard,
+)
 from aicd.components.labeling.sampling import load_scores, select
 from aicd.components.labeling.versions import read_version
 

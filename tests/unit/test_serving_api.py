@@ -10,13 +10,13 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
+from unit.test_serving_engine import LABELS, make_lora_adapter
 
 from aicd.components.serving.config import ServeConfig
 from aicd.components.serving.guard import GuardMiddleware
 from aicd.components.serving.server import build_app
 from aicd.components.serving.service import Service
 from aicd.components.serving.telemetry import Metrics, PayloadLog
-from unit.test_serving_engine import LABELS, make_lora_adapter
 
 TOKEN = "test-admin-token-0123456789abcdef"
 LIMIT = 4096

@@ -18,17 +18,17 @@ sequence, so a failure reproduces) and bounded: no per-example deadline, a 600 s
 import asyncio
 import json
 import re
-
 import threading
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from unit.test_serving_engine import LABELS, make_lora_adapter
 
 from aicd.components.serving.config import ServeConfig
 from aicd.components.serving.server import build_app
 from aicd.components.serving.service import Service
-from unit.test_serving_engine import LABELS, make_lora_adapter
 
 TOKEN = "fuzz-admin-token-0123456789abcdef"
 EXAMPLES, PER_EXAMPLE = 1_000, 10  # 10,000 generated requests

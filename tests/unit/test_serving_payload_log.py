@@ -11,9 +11,9 @@ import time
 import pytest
 import yaml
 
+from aicd.components.data.format import SPLITS, read_split
 from aicd.components.labeling.feedback import collect_feedback, read_log
 from aicd.components.serving.telemetry import PayloadLog
-from aicd.components.data.format import SPLITS, read_split
 
 
 def _request(log: PayloadLog, rid: str, prompt: str = "hi", answer: str = "hello") -> None:

@@ -15,10 +15,10 @@ from helpers.data import causal_rows, make_dataset
 from helpers.specs import causal_spec
 from safetensors.torch import load_file
 
+from aicd.components.cards import CRASH_ENV
 from aicd.components.spec import load_spec
 from aicd.components.training import loop as loop_module
 from aicd.components.training.adapter import train_adapter
-from aicd.components.cards import CRASH_ENV
 from aicd.components.training.checkpoint import checkpoint_folder, checkpoint_key, latest_checkpoint, list_checkpoints
 from aicd.components.training.loop import TrainingInterrupted
 

@@ -171,11 +171,11 @@ def test_the_best_method_follows_the_metric_direction_and_is_copied_whole(tmp_pa
 
 
 def test_classifier_options_weight_rare_classes_and_speed_up_the_head(tiny_encoder, tmp_path):
+    from aicd.components.models import load_classifier
     from aicd.components.spec import parse_spec
     from aicd.components.training.adapter import HEAD_LR_FACTOR, classifier_options, find_method
     from aicd.components.training.loop import LoopConfig, param_groups
     from aicd.components.training.methods import apply_method
-    from aicd.components.models import load_classifier
 
     raw = classification_spec(tiny_encoder, tmp_path / "ck", class_weighting="balanced", learning_rate=0.001)
     spec = parse_spec(raw)

@@ -7,8 +7,15 @@ import torch
 
 from aicd.components.errors import TrainingError
 from aicd.components.spec import parse_spec
-from aicd.components.training.preference import (Pair, _batches, answer_logprobs, dpo_loss, pair_logprobs,
-                                                 preference_pairs, preference_report)
+from aicd.components.training.preference import (
+    Pair,
+    _batches,
+    answer_logprobs,
+    dpo_loss,
+    pair_logprobs,
+    preference_pairs,
+    preference_report,
+)
 
 
 def test_pairs_come_from_rows_with_a_rejected_answer(support_bot_spec):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from aicd.components.data.ingest import ingest_dataset
 from aicd.components.data.format import read_split
+from aicd.components.data.ingest import ingest_dataset
 from aicd.components.models import load_causal_lm, load_model_artifact
 from aicd.components.spec import parse_spec
 from aicd.components.training.adapter import train_adapter
