@@ -137,5 +137,6 @@ def run(repeats: int) -> list[Figure]:
                       baseline_label="one-at-a-time", treatment_label="batched")
     gen.note = f"{GEN_PROMPTS} prompts, up to {NEW_TOKENS} new tokens each, {generated} generated"
     if gen.status == "ok" and trial.baseline_result.tokens != generated:
-        gen.status, gen.note = "invalid", f"generated token counts differ: {trial.baseline_result.tokens} != {generated}"
+        gen.status, gen.note = ("invalid",
+                                f"generated token counts differ: {trial.baseline_result.tokens} != {generated}")
     return [real, synthetic, gen]

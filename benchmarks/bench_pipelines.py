@@ -103,8 +103,8 @@ from aicd.pipelines.cache import source_digest
 from aicd.pipelines.local import run_local
 source_digest()  # computed as a real run does; the key uses the snapshot taken when the benchmark began
 argument = json.loads(sys.argv[3])
-run = run_local(data_pipeline(), {k: argument[k] for k in ("task", "data")}, sys.argv[1], cache=True, cache_dir=sys.argv[2],
-                code_digest=sys.argv[4])
+run = run_local(data_pipeline(), {k: argument[k] for k in ("task", "data")}, sys.argv[1], cache=True,
+                cache_dir=sys.argv[2], code_digest=sys.argv[4])
 print(json.dumps(outputs_of(run)))
 """
 
@@ -260,7 +260,8 @@ def measure_finetune(tmp: Path, repeats: int) -> Figure:
     # The first run promotes its adapter; its folder stays, as the champion's artifact lives there.
     _finetune_once(warm / "first", warm / "cache", warm_argument, code)
     trial = alternate(lambda argument: _finetune_once(fresh / "runs", fresh / "cache", argument, code), rerun,
-                      repeats=repeats, prepare_baseline=new_fresh, prepare_treatment=lambda: shutil.rmtree(warm / "runs", ignore_errors=True))
+                      repeats=repeats, prepare_baseline=new_fresh,
+                      prepare_treatment=lambda: shutil.rmtree(warm / "runs", ignore_errors=True))
     fig = _time_figure(trial, declared()[2], baseline_label="fresh", treatment_label="re-run")
 
     def identical(a, b):

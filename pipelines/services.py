@@ -41,8 +41,9 @@ def canary(spec_path: str, prometheus_url: str | None = None, max_intervals: int
     def show(step) -> None:
         interval = step.interval
         reasons = "; ".join(interval.reasons)
-        print(f"canary interval {step.number}: {step.action} (traffic {step.traffic}%, {interval.decision}, {interval.requests:.0f} "
-              f"requests{', commit ' + step.commit[:12] if step.commit else ''}){': ' + reasons if reasons else ''}",
+        print(f"canary interval {step.number}: {step.action} (traffic {step.traffic}%, {interval.decision}, "
+              f"{interval.requests:.0f} requests{', commit ' + step.commit[:12] if step.commit else ''})"
+              f"{': ' + reasons if reasons else ''}",
               flush=True)
 
     print(f"canary of {spec.delivery.serving.name}: steps {spec.delivery.canary.steps}, every "

@@ -172,7 +172,8 @@ class KubeServer:
         """Transform the project's CRDs for 1.20 (cached by content) and create them; wait until Established."""
         files = sorted(crds.rglob("*.yaml"))
         digest = hashlib.sha256(b"".join(p.read_bytes() for p in [K8S_TOOLS / "crd-for-1.20.py", *files]))
-        out = Path(os.environ.get("AICD_CACHE", Path.home() / ".cache" / "aicd")) / "crds-1.20" / digest.hexdigest()[:16]
+        cache = Path(os.environ.get("AICD_CACHE", Path.home() / ".cache" / "aicd"))
+        out = cache / "crds-1.20" / digest.hexdigest()[:16]
         if not (out / ".done").is_file():
             tmp = out.with_name(out.name + f".tmp{os.getpid()}")
             subprocess.run([sys.executable, str(K8S_TOOLS / "crd-for-1.20.py"), str(tmp), *map(str, files)],

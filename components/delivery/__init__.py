@@ -1,4 +1,5 @@
-"""Delivery: gate -> promote through Git -> rollout (canary analysis) -> promote or roll back (docs/design.md section 6).
+"""Delivery: gate -> promote through Git -> rollout (canary analysis) -> promote or roll back
+(docs/design.md section 6).
 
 - ``gate.gate_candidate``: bless one artifact digest against the spec's gates.
 - ``gitops.promote_adapter`` / ``gitops.promote_base_model``: commit the blessed model to the

@@ -35,8 +35,8 @@ def render(delivery: DeliverySpec, steps: Iterable[CanaryStep], final: CanarySte
              f"end by `{c.inconclusive_policy}`",
              f"- steps {c.steps}, interval {c.interval_seconds:g}s, live and Ready within "
              f"{delivery.sync.timeout_seconds:g}s", "", "## Intervals", "",
-             "| # | traffic analysed | verdict | action | canary req | stable req | 5xx canary/stable | 4xx canary/stable "
-             "| p95 canary/stable | feedback | reasons | commit |",
+             "| # | traffic analysed | verdict | action | canary req | stable req | 5xx canary/stable "
+             "| 4xx canary/stable | p95 canary/stable | feedback | reasons | commit |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in steps:
         i = s.interval

@@ -168,7 +168,8 @@ def _behaviour(spec: Spec, report: dict[str, Any]) -> list[Check]:
     for name, got in sorted(results.items()):
         if name not in {b.name for b in spec.metrics.behavioural} and not got.get("passed", False):
             checks.append(Check(f"behavioural:{name}", False,
-                                f"behavioural check {name!r} failed" + (f": {got['detail']}" if got.get("detail") else "")))
+                                f"behavioural check {name!r} failed"
+                                + (f": {got['detail']}" if got.get("detail") else "")))
     probe = report.get("probe")
     if spec.metrics.probe_prompts and not isinstance(probe, dict):
         checks.append(Check("probe", False, "the spec lists probe prompts but the report has no probe result"))
@@ -196,7 +197,8 @@ def _summary(spec: Spec, report: dict[str, Any], comparison: dict[str, Any] | No
                            "candidate": report["metrics"].get(primary)}
     if comparison and isinstance(comparison.get("metrics", {}).get(primary), dict):
         out["comparison"] = comparison["metrics"][primary]
-    baselines = {name: (b.get("vs_candidate") or {}).get(primary) for name, b in (report.get("baselines") or {}).items()}
+    baselines = {name: (b.get("vs_candidate") or {}).get(primary)
+                 for name, b in (report.get("baselines") or {}).items()}
     if any(baselines.values()):
         out["baselines"] = baselines
     return out

@@ -293,8 +293,9 @@ def _promotion_edit(spec: Spec, ref: isvc.ModelRef, expected: str | None) -> Edi
             return f"already-{role}"
         first = current.champion is None and (expected is None or expected.startswith("base:"))
         if not isvc.same_model(expected, current.champion) and not first:
-            raise StaleChange(f"stale promotion of {ref.model_id}: the gate compared it with {expected or 'no champion'}"
-                              f", but the champion in Git is now {current.champion or 'none'}",
+            raise StaleChange(f"stale promotion of {ref.model_id}: the gate compared it with "
+                              f"{expected or 'no champion'}, but the champion in Git is now "
+                              f"{current.champion or 'none'}",
                               "evaluate and gate the candidate again against the current champion")
         if current.champion is None:
             isvc.set_champion(doc, spec, ref)

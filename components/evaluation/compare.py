@@ -63,7 +63,8 @@ def compare_models(candidate_report: dict[str, Any] | str | Path, champion_repor
     out: dict[str, dict[str, Any]] = {}
     names = [m for m in M.metric_names(a, labels) if m in M.metric_names(b, labels)]
     for metric in names:
-        va, vb = float(M.aggregate(metric, a, everything, labels)[0]), float(M.aggregate(metric, b, everything, labels)[0])
+        va = float(M.aggregate(metric, a, everything, labels)[0])
+        vb = float(M.aggregate(metric, b, everything, labels)[0])
         low, high = M.interval(M.aggregate(metric, a, idx, labels) - M.aggregate(metric, b, idx, labels), confidence)
         out[metric] = {"candidate": va, "champion": vb, "diff": va - vb, "low": low, "high": high,
                        "higher_is_better": higher_is_better(metric)}

@@ -1,12 +1,12 @@
-"""The prompt the predictor feeds the model: the same rule evaluation uses, so what is served is what was gated.
+r"""The prompt the predictor feeds the model: the same rule evaluation uses, so what is served is what was gated.
 
 Evaluation (``aicd.components.evaluation.backends.build_prompt``) renders one instruction as
 
 - with a ``prompt_template`` (str.format with ``{instruction}``): each few-shot pair as
-  ``template.format(instruction=q) + a + "\\n\\n"``, then ``template.format(instruction=x)``
+  ``template.format(instruction=q) + a + "\n\n"``, then ``template.format(instruction=x)``
   (tokenized with the tokenizer's special tokens); the system prompt is not used;
 - else with the tokenizer's chat template: ``[system] + shots as user/assistant turns + [user]``;
-- else (no chat template): ``"q\\na\\n\\n"`` per shot, then ``"x\\n"`` (no system prompt).
+- else (no chat template): ``"q\na\n\n"`` per shot, then ``"x\n"`` (no system prompt).
 
 The predictor's ``--system-prompt``, ``--prompt-template`` and ``--few-shot`` carry those settings;
 :func:`chat_prompt` and :func:`completion_prompt` apply them to a request. A chat request is the

@@ -88,7 +88,8 @@ def write_comparison(trainings: list, evaluations: list, primary: str, table_pat
     """Write the table (JSON) and the HTML page with the Pareto plot; return the rows."""
     higher = METRICS.get(primary, True)
     rows = pareto_front(comparison_rows(trainings, evaluations, primary), higher)
-    rows.sort(key=lambda r: (not r["pareto"], r["quality"] is None, -(r["quality"] or 0) if higher else r["quality"] or 0))
+    rows.sort(key=lambda r: (not r["pareto"], r["quality"] is None,
+                             -(r["quality"] or 0) if higher else r["quality"] or 0))
     atomic_write_text(table_path, json.dumps({"primary": primary, "rows": rows}, indent=2) + "\n")
     head = "".join(f"<th>{h}</th>" for h in ("method", primary, *COSTS, "pareto"))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[k]))}</td>"

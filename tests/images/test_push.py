@@ -23,7 +23,8 @@ def registry(tmp_path):
     binary = require("docker-registry")
     port = free_port()
     config = tmp_path / "registry.yml"
-    config.write_text(yaml.safe_dump({"version": 0.1, "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}},
+    config.write_text(yaml.safe_dump({"version": 0.1,
+                                      "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}},
                                       "http": {"addr": f"127.0.0.1:{port}"}}))
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -57,7 +57,8 @@ def predictor(image: str, models: Path, args: list[str], volumes: list[str] = ()
 
 def wait_ready(name: str, pid: str, timeout: float = 900) -> None:
     """Poll /v2/health/ready from inside the container's network; fail at once if the predictor exits."""
-    probe = "import httpx, sys; sys.exit(httpx.get('http://127.0.0.1:8080/v2/health/ready', timeout=2).status_code != 200)"
+    probe = ("import httpx, sys; "
+             "sys.exit(httpx.get('http://127.0.0.1:8080/v2/health/ready', timeout=2).status_code != 200)")
     deadline = time.monotonic() + timeout
     while True:
         state = subprocess.run(["podman", "inspect", "--format", "{{.State.Status}}", name], env=engine_env(),

@@ -68,8 +68,9 @@ def test_evaluate_and_compare_steps(tmp_path, tiny_causal_lm, support_bot_spec):
         ref_task = import_model(path=few_shot)
         evaluate_model(**s, dataset=data_task.outputs["dataset"], model=ref_task.outputs["model"])
 
-    run = run_local(evaluation_steps, {**sections(spec, "task", "candidates", "metrics"), "rows": _causal_rows(), "adapter": str(adapter),
-                                       "few_shot": str(few_shot)}, workdir=tmp_path / "work", cache=False)
+    run = run_local(evaluation_steps, {**sections(spec, "task", "candidates", "metrics"), "rows": _causal_rows(),
+                                       "adapter": str(adapter), "few_shot": str(few_shot)},
+                    workdir=tmp_path / "work", cache=False)
     few = json.loads((run.artifact_path("evaluate-model-3", "report") / "report.json").read_text())
     assert few["model"]["digest"] is None and few["model"]["mode"] == "few-shot-2" and few["model"]["shots"] == 2
     assert QA[1][0] in few["prompt_example"] and QA[1][1] in few["prompt_example"]  # the examples, as earlier turns
@@ -155,7 +156,8 @@ def test_support_bot_smollm2_evaluation(tmp_path, support_bot_spec):
         data_task = import_dataset(path=path)
         evaluate_model(task=task, candidates=candidates, metrics=metrics, dataset=data_task.outputs["dataset"])
 
-    run = run_local(support_bot_eval, {**sections(support_bot_spec, "task", "candidates", "metrics"), "path": str(tmp_path / "chat")},
+    run = run_local(support_bot_eval,
+                    {**sections(support_bot_spec, "task", "candidates", "metrics"), "path": str(tmp_path / "chat")},
                     workdir=tmp_path / "work", cache=False)
     report = json.loads((run.artifact_path("evaluate-model", "report") / "report.json").read_text())
     assert report["complete"] and report["n"] == 8 and any(report["examples"]["predictions"])

@@ -45,9 +45,9 @@ def first_run(tiny_spec, tmp_path):
 def test_finetune_trains_gates_and_promotes(first_run, tiny_spec):
     _, _, first = first_run
     names = [t.name for t in first.tasks]
-    assert {"fingerprint-sources", "ingest-dataset", "profile-dataset", "list-methods", "train-adapter", "evaluate-model", "choose-method",
-            "find-champion", "evaluate-model-2", "evaluate-model-3", "compare-models", "gate-candidate",
-            "promote-adapter", "roll-out-canary"} == set(names), names
+    assert {"fingerprint-sources", "ingest-dataset", "profile-dataset", "list-methods", "train-adapter",
+            "evaluate-model", "choose-method", "find-champion", "evaluate-model-2", "evaluate-model-3",
+            "compare-models", "gate-candidate", "promote-adapter", "roll-out-canary"} == set(names), names
     # the adapter became the first champion: nothing to roll out
     assert first.task("roll-out-canary").outputs["Output"] == "champion"
     assert all(t.status == "ran" for t in first.tasks)

@@ -114,8 +114,8 @@ def test_submit_refused_is_a_clear_error(fake_kfp, capsys):
 
 @pytest.mark.parametrize("argv, message, code", [
     (["run", "finetune"], "`aicd run finetune` needs --local", 2),
-    (["run", "nosuch", "--local", "--spec", SPEC], "unknown pipeline 'nosuch'\n  fix: use one of: poc, scoping, finetune",
-     2),
+    (["run", "nosuch", "--local", "--spec", SPEC],
+     "unknown pipeline 'nosuch'\n  fix: use one of: poc, scoping, finetune", 2),
     (["compile", "nosuch"], "unknown pipeline 'nosuch'", 2),
     (["compile", "poc", "--profile", "nope.yaml"], "nope.yaml does not exist; pass a profile such as", 1),
     (["run", "finetune", "--local", "--spec", "nope.yaml"], "nope.yaml does not exist; pass the path of a spec.yaml",

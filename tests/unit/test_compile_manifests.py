@@ -79,7 +79,7 @@ def test_every_object_validates(validated):
 
 
 def test_trainjobs_carry_the_resources(validated):
-    for job, (gpus, nodes) in zip(validated["jobs"], RESOURCES):
+    for job, (_, nodes) in zip(validated["jobs"], RESOURCES):
         assert job["kind"] == "TrainJob"
         assert job["spec"]["trainer"]["numNodes"] == nodes
 

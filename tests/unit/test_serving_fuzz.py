@@ -133,7 +133,8 @@ def chat(draw):
 @st.composite
 def v2(draw):
     data = draw(st.lists(texts | anything, min_size=0, max_size=3))
-    tensor = {"name": draw(st.sampled_from(["text", "x"])), "datatype": draw(st.sampled_from(["BYTES", "INT32", "FP32"])),
+    tensor = {"name": draw(st.sampled_from(["text", "x"])),
+              "datatype": draw(st.sampled_from(["BYTES", "INT32", "FP32"])),
               "shape": draw(st.sampled_from([[len(data)], [len(data), 1], [3], []]) | anything), "data": data}
     body = {"inputs": [_mutated(draw, tensor)],
             "outputs": draw(st.lists(st.fixed_dictionaries({"name": st.sampled_from(["label", "probabilities", "x"])}),

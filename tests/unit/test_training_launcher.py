@@ -28,7 +28,8 @@ def _manifest(spec: dict, **kw) -> dict:
 
 def _validate(manifests: list[dict]) -> subprocess.CompletedProcess:
     """One run of the validator over several documents (it takes seconds to start)."""
-    return subprocess.run([sys.executable, str(VALIDATE), "-"], input=yaml.safe_dump_all(manifests), capture_output=True, text=True)
+    return subprocess.run([sys.executable, str(VALIDATE), "-"], input=yaml.safe_dump_all(manifests),
+                          capture_output=True, text=True)
 
 
 RESOURCES = [
