@@ -83,7 +83,7 @@ kube-apiserver:
 demo: install
 	$(VENV)/bin/aicd demo
 
-test: install services kube-apiserver images
+test: install lint services kube-apiserver images
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio PROMETHEUS_BIN=$(PROMETHEUS) ETCD=$(ETCD) \
 	  KUBE_APISERVER=$${KUBE_APISERVER:-$$(tools/k8s/build-kube-apiserver.sh --cached)} \
 	  $(PY) -m pytest $(PYTEST_ARGS)
