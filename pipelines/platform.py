@@ -99,4 +99,5 @@ class Platform:
         """A task that starts work elsewhere (a TrainJob): the role's volumes and secrets, no GPUs or pool."""
         mount_volumes(task, self.profile, role)
         mount_secrets(task, self.profile, role)
+        label_pod(task)  # the NetworkPolicies let it reach the API server, Git and MinIO
         return set_policy(task, self.profile, True)

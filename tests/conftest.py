@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ci_skips import pytest_configure, pytest_runtest_makereport  # noqa: F401 - hooks: a skip fails under CI
+from helpers.gitops import remote  # noqa: F401 - a bare GitOps repository seeded with the manifests
 from helpers.servers import label_studio, ls  # noqa: F401 - the real Label Studio fixtures, for every test
 from tiny_models import make_causal_lm, make_encoder
 

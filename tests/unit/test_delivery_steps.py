@@ -4,8 +4,8 @@ import json
 import subprocess
 
 import pytest
+from helpers.gitops import make_adapter, make_spec, overlay
 from kfp import dsl, local
-from test_delivery_gitops import make_adapter, make_spec, overlay, remote  # noqa: F401 (fixture)
 
 from aicd.components.delivery import isvc, steps
 from aicd.components.errors import DeliveryError

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_delivery_gitops import make_adapter, make_spec, overlay, remote  # noqa: F401 (the fixture)
+from helpers.gitops import make_adapter, make_spec, overlay
 
 from aicd.components.contracts import pipeline_arguments, step_spec
 from aicd.components.data.sources import sources_fingerprint
