@@ -32,7 +32,7 @@ def _report(digest, uri: str, token_f1: float) -> dict:
 def test_gate_then_promote_an_adapter_as_plain_functions(support_bot_spec, remote, tmp_path):  # noqa: F811
     spec = make_spec(support_bot_spec, remote)
     args = pipeline_arguments(spec)
-    args["metrics"]["gates"]["non_inferiority"] = {}
+    args["metrics"]["gates"].update(non_inferiority={}, superiority={})  # the first champion: nothing to compare
     adapter, card = make_adapter(tmp_path / "adapter", 3)
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "report.json").write_text(json.dumps(_report(card["digest"], str(adapter), 0.4)))
