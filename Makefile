@@ -14,7 +14,7 @@ ETCD ?= /usr/bin/etcd
 KUBECTL ?= /usr/bin/kubectl
 PYTEST_ARGS ?=
 
-.PHONY: install services kube-apiserver demo test test-fast bench bench-images lint docs lock clean images push
+.PHONY: install services kube-apiserver demo test test-quality test-fast bench bench-images lint docs lock clean images push
 
 install: $(STAMP)
 
@@ -86,7 +86,12 @@ demo: install
 test: install lint services kube-apiserver images
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio PROMETHEUS_BIN=$(PROMETHEUS) ETCD=$(ETCD) \
 	  KUBE_APISERVER=$${KUBE_APISERVER:-$$(tools/k8s/build-kube-apiserver.sh --cached)} \
-	  $(PY) -m pytest $(PYTEST_ARGS)
+	  $(PY) -m pytest --ignore=tests/quality $(PYTEST_ARGS)
+
+# The model-quality runs of tests/quality (DPO on SmolLM2 under kfp.local, the review-sentiment
+# classifier against TF-IDF): tens of minutes on 2 CPU cores, so not part of `make test` (see its README).
+test-quality: install
+	$(PY) -m pytest tests/quality $(PYTEST_ARGS)
 
 # Unit tests only: no kfp.local runs (local), real servers (e2e) or real offline models (slow).
 test-fast: install
