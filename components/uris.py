@@ -90,6 +90,10 @@ def _from_pvc(uri: str) -> Path:
     return path
 
 
+# Kinds of the cards resolve_model writes on its own caches: a verified copy of a model, not an aicd artifact.
+CACHE_KINDS = ("download", "converted-gguf")
+
+
 def _cached(target: Path, kind: str, **expected: str) -> bool:
     """Whether a cache entry is complete and unaltered: its card verifies and names what it was made from.
     A damaged or foreign entry is rebuilt, never trusted on a marker file."""

@@ -17,7 +17,7 @@ from aicd.components.cards import CARD, verify_card
 from aicd.components.errors import IntegrityError, ServingError
 from aicd.components.models import load_causal_lm, load_classifier, load_tokenizer
 from aicd.components.serving.config import ServeConfig
-from aicd.components.uris import resolve_model, resolve_path
+from aicd.components.uris import CACHE_KINDS, resolve_model, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,13 @@ class Engine:
         """Load (and verify, for an aicd artifact) the base model."""
         self.base_dir = resolve_model(self.config.base)
         if (self.base_dir / CARD).is_file():
-            self.base_card = verify_card(self.base_dir)
-            if self.base_card.get("kind") != "model":
-                raise ServingError(f"--base {self.config.base} is a {self.base_card.get('kind')!r} artifact",
+            card = verify_card(self.base_dir)
+            if card.get("kind") not in ("model", *CACHE_KINDS):  # caches: a downloaded or converted base, verified
+                raise ServingError(f"--base {self.config.base} is a {card.get('kind')!r} artifact",
                                    "pass the base model as --base and the adapter as --adapter NAME=URI")
-            self.labels = self.labels or list(self.base_card.get("labels") or [])
+            if card.get("kind") == "model":
+                self.base_card = card
+                self.labels = self.labels or list(card.get("labels") or [])
         if self.task == "text-classification":
             self._load_classifier_base()
         else:

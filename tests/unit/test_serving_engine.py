@@ -158,3 +158,23 @@ def test_pickled_weights_are_refused_even_with_a_valid_card(tiny_causal_lm, tmp_
     write_card(path, kind="adapter", task="causal-lm", base_model=str(tiny_causal_lm))
     with pytest.raises(ServingError, match="only safetensors weights are served, it holds adapter_model.bin"):
         lm_engine.verify("pickled", str(path))
+
+
+@pytest.mark.parametrize("kind, loads", [("converted-gguf", True), ("download", True), ("adapter", False)])
+def test_a_base_from_resolve_models_own_cache_loads(tiny_causal_lm, tmp_path, kind, loads):
+    """The GGUF conversion and download caches carry a card of their own kind (make demo's SmolLM2 base
+    is one): the predictor serves them as a plain base; an adapter given as --base is still refused."""
+    import shutil
+
+    from aicd.components.cards import write_card
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_causal_lm, base)
+    write_card(base, kind, source="sha256:test")
+    engine = Engine(ServeConfig(base=str(base)))
+    if loads:
+        engine.load_base()
+        assert engine.model is not None and engine.base_card is None
+    else:
+        with pytest.raises(ServingError, match=f"is a '{kind}' artifact"):
+            engine.load_base()
