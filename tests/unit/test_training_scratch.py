@@ -57,7 +57,8 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     # A retry after early stopping does not train on: it rebuilds the same artifact.
     again = train_from_scratch(spec, data, tmp_path / "again", progress=False)
     assert again.resumed_from == result.steps and again.steps == result.steps
-    assert load_model_artifact(tmp_path / "again")[2]["digest"] == card["digest"]
+    # the same files, byte for byte (the card's digest also covers its timing figures, which differ)
+    assert load_model_artifact(tmp_path / "again")[2]["files"] == card["files"]
 
 
 def test_resume_after_interruption_is_bitwise_equal(tmp_path, monkeypatch):
