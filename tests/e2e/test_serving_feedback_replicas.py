@@ -13,6 +13,7 @@ import http.client
 import itertools
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -86,6 +87,17 @@ def _records(root, kind: str) -> list[tuple[int, dict]]:
             if (r := json.loads(line))["type"] == kind]
 
 
+def _wait_for_ids(root, kind: str, ids: list[str], timeout: float = 30.0) -> dict[str, int]:
+    """id -> replica of the ``kind`` records, once every id is logged: the guard writes a request's record
+    after its response went out, so a client can read the log a moment before the last line lands."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {r["id"]: i for i, r in _records(root, kind)}
+        if set(ids) <= set(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
 def test_41_feedback_posts_on_the_other_replica_are_all_recorded_and_forgeries_refused(replicas):
     url, proxy, root = replicas
     ids = []
@@ -95,11 +107,12 @@ def test_41_feedback_posts_on_the_other_replica_are_all_recorded_and_forgeries_r
                                                                     "max_tokens": 2})
             assert response.status_code == 200, response.text
             ids.append(response.json()["id"])
-        served = {r["id"]: i for i, r in _records(root, "request")}
+        served = _wait_for_ids(root, "request", ids)
         assert set(served.values()) == {0, 1}  # both replicas answered
         for rid in ids:
             response = client.post("/v1/feedback", json={"id": rid, "rating": "up"})
             assert response.status_code == 202, response.text  # lands on the other replica: 0 lost
+        _wait_for_ids(root, "feedback", ids)
         feedback = _records(root, "feedback")
         assert sorted(r["id"] for _, r in feedback) == sorted(ids) and {r["adapter"] for _, r in feedback} == {"a1"}
         landed = {r["id"]: i for i, r in feedback}
