@@ -196,6 +196,13 @@ class KubeServer:
         self.kubectl("create", "namespace", name)
         return name
 
+    def ensure_namespace(self, name: str) -> str:
+        """Namespace ``name``, created unless there: the API server is shared by the whole session, so a
+        fixed name (``aicd``, ``argocd``) may already be taken by another module's objects."""
+        if self.kubectl("get", "namespace", name, check=False).returncode != 0:
+            self.kubectl("create", "namespace", name)
+        return name
+
     def can_i(self, verb: str, resource: str, namespace: str | None, user: str, name: str | None = None) -> bool:
         """The RBAC authorizer's answer for `user` (e.g. system:serviceaccount:NS:SA), by SubjectAccessReview.
 

@@ -18,7 +18,7 @@ def build(path) -> list[dict]:
 
 @pytest.mark.kube
 def test_applications_and_project_apply(kube_apiserver):
-    kube_apiserver.kubectl("create", "namespace", "argocd")
+    kube_apiserver.ensure_namespace("argocd")
     kube_apiserver.kubectl("apply", "--server-side", "-k", str(MANIFESTS / "argocd"))
     assert kube_apiserver.get_json("appproject", "aicd", "-n", "argocd")["spec"]["orphanedResources"] == {"warn": True}
     apps = kube_apiserver.get_json("applications.argoproj.io", "-n", "argocd")["items"]

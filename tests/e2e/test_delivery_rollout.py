@@ -103,11 +103,9 @@ def world(tmp_path_factory, kube_apiserver):  # noqa: F811
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    from kubernetes import client, config
     from tiny_models import make_causal_lm
 
-    core = client.CoreV1Api(config.new_client_from_config(config_file=str(kube_apiserver.kubeconfig)))
-    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    kube_apiserver.ensure_namespace(NAMESPACE)
     tmp = tmp_path_factory.mktemp("rollout-e2e")
     tiny = make_causal_lm(tmp / "tiny")
     card = make_adapter(tiny, tmp / "adapter")

@@ -21,10 +21,7 @@ def argocd(kube_apiserver):  # noqa: F811
     from kubernetes import client, config
 
     api_client = config.new_client_from_config(config_file=str(kube_apiserver.kubeconfig))
-    try:
-        client.CoreV1Api(api_client).create_namespace({"metadata": {"name": "argocd"}})
-    except client.exceptions.ApiException as err:
-        assert err.status == 409
+    kube_apiserver.ensure_namespace("argocd")
     return client.CustomObjectsApi(api_client), kube_apiserver.kubeconfig
 
 

@@ -59,10 +59,7 @@ def cluster(kube_apiserver, tmp_path, tiny_causal_lm):  # noqa: F811
     from kubernetes import client, config
 
     api_client = config.new_client_from_config(config_file=str(kube_apiserver.kubeconfig))
-    try:
-        client.CoreV1Api(api_client).create_namespace({"metadata": {"name": NAMESPACE}})
-    except client.exceptions.ApiException as err:
-        assert err.status == 409
+    kube_apiserver.ensure_namespace(NAMESPACE)
     raw = yaml.safe_load((ROOT / "examples/support-bot/spec.yaml").read_text())
     raw["candidates"][0]["uri"] = str(tiny_causal_lm)
     raw["training"].update({"max_steps": 2, "batch_size": 2, "packing": False,
