@@ -18,8 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from e2e.test_serving_e2e import free_port, predictor
-from unit.test_serving_engine import make_lora_adapter
+from helpers.adapters import make_lora_adapter
+from helpers.ports import free_port
+from helpers.predictor import predictor
 
 pytestmark = pytest.mark.e2e
 RESPONSES = 41  # odd: feedback i goes to the other replica than request i

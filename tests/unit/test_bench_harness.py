@@ -5,17 +5,11 @@ the medians and ratios exact.
 """
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import harness, report, run  # noqa: E402
-from benchmarks.harness import Figure, Goal, SubjectMissing  # noqa: E402
+from benchmarks import harness, report, run
+from benchmarks.harness import Figure, Goal, SubjectMissing
 
 
 class FakeClock:

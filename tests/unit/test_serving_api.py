@@ -10,7 +10,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from unit.test_serving_engine import LABELS, make_lora_adapter
+from helpers.adapters import LABELS, make_lora_adapter
 
 from aicd.components.serving.config import ServeConfig
 from aicd.components.serving.guard import GuardMiddleware

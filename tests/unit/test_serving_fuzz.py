@@ -22,9 +22,9 @@ import threading
 
 import httpx
 import pytest
+from helpers.adapters import LABELS, make_lora_adapter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from unit.test_serving_engine import LABELS, make_lora_adapter
 
 from aicd.components.serving.config import ServeConfig
 from aicd.components.serving.server import build_app
