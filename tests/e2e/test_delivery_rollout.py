@@ -1,6 +1,7 @@
 """The rollout: promoted canary -> wait until live and Ready -> Prometheus each interval -> Git decision.
 
-Real parts: the `rollout` pipeline under kfp.local (and the same loop as `aicd canary` runs it),
+Real parts: the `rollout` pipeline under kfp.local for every case (test_delivery_canary.py drives the
+same loop as `aicd canary` runs it),
 bare Git repositories as the GitOps remotes, the aicd predictor (tiny model plus a real PEFT
 adapter) started with the arguments the promotion wrote into Git, the Debian Prometheus
 scraping it, and a real kube-apiserver 1.20.2 holding the InferenceServices.
@@ -40,7 +41,6 @@ from delivery_world import (
     wait_ready,
 )
 
-from aicd.components.delivery.canary import run_canary
 from aicd.components.spec import parse_spec
 from aicd.pipelines.local import run_local
 from aicd.pipelines.platform import Platform
@@ -190,30 +190,34 @@ def test_5xx_canary_is_rolled_back_relative_to_stable(world):
 
 
 def test_canary_that_never_becomes_ready_is_rolled_back(world):
-    step = run_canary(world["specs"]["notready"].delivery)
-    assert (step.action, step.interval.decision) == ("rollback", "not-ready")
-    assert "not live and Ready within delivery.sync.timeout_seconds=4" in step.interval.reasons[0]
-    assert "RevisionMissing" in step.interval.reasons[0]
+    action, evidence = rollout(world, "notready")
+    assert action == "rollback", evidence
+    assert "| not-ready | rollback |" in evidence, evidence
+    assert "not live and Ready within delivery.sync.timeout_seconds=4" in evidence
+    assert "RevisionMissing" in evidence
     assert overlay(world["repos"]["notready"])["spec"]["canary"] == []
+    assert trailers(world["repos"]["notready"])["Aicd-Canary-Decision"] == "rollback"
 
 
 def test_hanging_canary_is_rolled_back(world):
     proc, _ = world["procs"]["hang"]
     os.killpg(proc.pid, signal.SIGSTOP)          # hangs: no answers, no scrapes
-    step = run_canary(world["specs"]["hang"].delivery, max_intervals=5)
-    assert (step.action, step.interval.decision) == ("rollback", "down"), step.interval.reasons
-    assert "the canary predictor is down" in step.interval.reasons[0]
+    action, evidence = rollout(world, "hang", max_intervals=5)
+    assert action == "rollback", evidence
+    assert "| down | rollback |" in evidence and "the canary predictor is down" in evidence, evidence
     assert subjects(world["repos"]["hang"])[0] == f"aicd: canary {world['digest'][7:19]} rollback (down)"
 
 
 def test_low_traffic_is_inconclusive_then_ends_by_policy(world):
-    seen = []
-    step = run_canary(world["specs"]["quiet"].delivery, on_step=seen.append)
-    assert [(s.interval.decision, s.action) for s in seen] == [("inconclusive", "wait"), ("inconclusive", "rollback")]
+    action, evidence = rollout(world, "quiet")
+    assert action == "rollback", evidence
+    rows = [line.split(" | ")[2:4] for line in evidence.splitlines() if line.startswith("| 1 |") or
+            line.startswith("| 2 |")]
+    assert rows == [["inconclusive", "wait"], ["inconclusive", "rollback"]], evidence
     short = world["digest"][7:19]
     assert subjects(world["repos"]["quiet"])[:2] == [f"aicd: canary {short} rollback (inconclusive 2 times, policy)",
                                                      f"aicd: canary {short} interval 1: inconclusive"]
-    assert trailers(world["repos"]["quiet"])["Aicd-Canary-Inconclusive"] == "2" and step.inconclusive == 2
+    assert trailers(world["repos"]["quiet"])["Aicd-Canary-Inconclusive"] == "2"
 
 
 def test_retried_step_resumes_the_analysis_from_git(world):
