@@ -123,3 +123,36 @@ def test_a_failed_trainjob_names_the_failure(cluster, monkeypatch):
         halt.set()
         trainer.join()
     assert not (tmp / "out").exists()
+
+
+def test_model_from_scratch_trains_as_a_trainjob_under_torchrun(cluster, monkeypatch):
+    """Stage 4 through the same engine: method None is `train-from-scratch` in the job, 2 processes."""
+    from aicd.components.models import load_model_artifact
+
+    api, spec, tmp = cluster
+    arch = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "vocab_size": 300,
+            "max_position_embeddings": 256}
+    scratch = parse_spec({**spec.model_dump(mode="json", exclude_none=True),
+                          "training": {**spec.training.model_dump(mode="json", exclude_none=True),
+                                       "max_steps": 4, "from_scratch": arch}})
+    pvc = tmp / "pvc"
+    (pvc / "aicd-checkpoints").mkdir(parents=True)
+    monkeypatch.setenv("AICD_PVC_ROOT", str(pvc))
+    halt, runs = threading.Event(), []
+    trainer = threading.Thread(target=play_trainer, args=(api, pvc, halt, runs))
+    trainer.start()
+    try:
+        summary = train_on_trainjob(scratch, api, tmp / "ds", None, tmp / "out", claim="aicd-checkpoints",
+                                    namespace=NAMESPACE, deadline_seconds=3600, poll_seconds=0.5)
+    finally:
+        halt.set()
+        trainer.join()
+    assert len(runs) == 1 and runs[0][1] == 0, runs
+    assert "-scratch-" in runs[0][0], runs[0][0]
+    job = api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, runs[0][0])
+    assert job["spec"]["trainer"]["args"][0] == "train-from-scratch"
+    assert job["spec"]["trainer"]["numProcPerNode"] == 2
+    assert summary["steps"] == 4
+    model, tokenizer, card = load_model_artifact(tmp / "out")
+    assert card["kind"] == "model" and card["method"] == "from-scratch"
+    assert model.config.num_hidden_layers == 2 and len(tokenizer) == model.config.vocab_size
