@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from aicd.components.errors import DeliveryError
+from aicd.components.serving.config import MODEL_ROOT
 from aicd.components.serving.prompts import PromptSettings, prompt_flags, shots_arg
 from aicd.components.spec import Spec
 
@@ -39,7 +40,6 @@ PROMPT_FLAGS = ("--system-prompt", "--prompt-template", "--few-shot")
 # MODEL_ROOT; the predictor gets the in-pod path and still verifies the card. pkg:// and local
 # paths stay arguments (models inside the image; the local default).
 STORAGE_SCHEMES = ("s3://", "gs://", "hf://", "pvc://", "https://", "http://", "oci://")
-MODEL_ROOT = "/mnt/models"
 # The GPU runtime for LLMs (manifests/components/vllm): KServe's Hugging Face server with the vLLM
 # backend serves the same promoted adapters; an overlay picks it with `model.runtime`.
 VLLM_RUNTIME = "aicd-vllm"

@@ -16,6 +16,7 @@ from aicd.components.serving.prompts import PromptSettings, check_template, pars
 
 TASKS = ("causal-lm", "text-classification")
 BASE_NAME = "base"
+MODEL_ROOT = "/mnt/models"  # where KServe's storage initializer puts what a predictor's storageUris name
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
 # Defaults come from the spec (delivery.serving) so a server started by hand and one
 # rendered from a spec behave the same.
@@ -40,6 +41,7 @@ class ServeConfig:
     feedback_key_file: Path | None = None
     feedback_state_dir: Path | None = None
     feedback_token_file: Path | None = None
+    adapter_roots: tuple[Path, ...] = (Path(MODEL_ROOT),)
     feedback_rate_per_minute: int = 60
     log_max_mb: float = 256.0
     log_max_age_hours: float = 24.0
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file holding the key that signs request ids (one Secret for all replicas)")
     p.add_argument("--feedback-state-dir", default=None,
                    help="folder shared by all replicas where used feedback ids are marked (once per id)")
+    p.add_argument("--adapter-root", action="append", default=[], metavar="FOLDER",
+                   help="a folder POST /v1/admin/adapters may load adapters from (repeatable; pvc:// URIs are "
+                        f"always allowed); default {MODEL_ROOT}, where KServe's storage initializer puts models")
     p.add_argument("--feedback-token-file", default=None, help="bearer token /v1/feedback requires (optional)")
     p.add_argument("--feedback-rate-per-minute", type=int, default=60, help="feedback requests per client")
     p.add_argument("--log-max-mb", type=float, default=256.0, help="rotate the payload log past this size")
@@ -168,6 +173,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
                        feedback_rate_per_minute=args.feedback_rate_per_minute, log_max_mb=args.log_max_mb,
                        log_max_age_hours=args.log_max_age_hours, log_budget_mb=args.log_budget_mb,
                        log_mask_fields=tuple(args.log_mask_field),
+                       adapter_roots=tuple(Path(r) for r in args.adapter_root) or (Path(MODEL_ROOT),),
                        prompt=prompt_settings(args))
 
 
