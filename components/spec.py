@@ -305,7 +305,11 @@ class GitOpsSpec(Section):
         None, description="The Kubernetes Secret holding a token or SSH key (mounted as a file); null for none.")
     author_name: str = Field("aicd", description="Author name of promotion commits.")
     author_email: str = Field("aicd@localhost", description="Author email of promotion commits.")
-    max_retries: PositiveInt = Field(5, description="Fetch-rebase-push attempts when another promotion raced this one.")
+    retry_seconds: PositiveFloat = Field(300.0, description=(
+        "How long a change keeps fetching, rebasing (its checks run again on the new tip) and pushing while "
+        "other promotions or rollouts move the branch, with jittered backoff between attempts."))
+    max_retries: PositiveInt | None = Field(None, description=(
+        "At most this many fetch-rebase-push attempts; null: as many as fit in `retry_seconds`."))
     ssh_accept_new_host_key: bool = Field(False, description=(
         "Accept an SSH host key seen for the first time. Off: the credentials Secret must hold `known_hosts`."))
 
