@@ -150,6 +150,10 @@ class Candidate(Section):
         None, description=("This candidate's own prompt template (with {instruction}); null uses "
                            "`task.prompt_template`."))
     revision: str | None = Field(None, description="A model revision (commit or tag) for hub URIs.")
+    digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = Field(None, description=(
+        "Pins what `uri` holds: the card digest of an aicd artifact, or the content digest of a folder "
+        "without card.json (sha256 over its files' sha256s, as aicd's errors print it). A folder without a "
+        "card is then loaded only when its content matches; null trusts the folder as found."))
 
 
 class BehaviouralCheck(Section):

@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from aicd.components.cards import atomic_dir, sha256_file, verify_card, write_card
+from aicd.components.cards import atomic_dir, sha256_file, verify_card, verify_pinned, write_card
 from aicd.components.errors import IntegrityError, UriError
 
 log = logging.getLogger(__name__)
@@ -176,13 +176,17 @@ def resolve_data(uri: str) -> Path:
     return resolve_path(uri)
 
 
-def resolve_model(uri: str) -> Path:
+def resolve_model(uri: str, digest: str | None = None) -> Path:
     """A model URI to a local directory that transformers loads with safetensors.
 
     A directory holding a GGUF file and no ``config.json`` (or a GGUF file itself)
-    is converted once and cached under the GGUF's digest.
+    is converted once and cached under the GGUF's digest. ``digest`` pins what ``uri`` holds
+    (:func:`aicd.components.cards.verify_pinned`): a folder without card.json is accepted only
+    when its content digest equals the pin.
     """
     path = resolve_path(uri)
+    if digest:
+        verify_pinned(path, digest, f"model {uri!r}")
     if path.is_file() and path.suffix == ".gguf":
         return _converted(path)
     if path.is_dir() and not (path / "config.json").exists():
