@@ -224,6 +224,33 @@ def clean_stale_temporaries(folder: str | Path) -> list[Path]:
     return removed
 
 
+def content_digest(path: str | Path) -> str:
+    """The digest of a model folder's files alone (card.json left out), or of one file: what a spec or a
+    predictor pins for a folder that has no card (``candidates[].digest``, ``--base-digest``)."""
+    path = Path(path)
+    return artifact_digest({path.name: sha256_file(path)} if path.is_file() else _files(path))
+
+
+def verify_pinned(path: str | Path, pin: str, what: str) -> dict[str, Any] | None:
+    """Check a model folder against a pinned digest: its verified card's digest or its content digest must
+    equal ``pin``. A folder whose card.json was deleted passes only on its content digest. Returns the card
+    (None without one) or raises IntegrityError naming the folder and the fix."""
+    path = Path(path)
+    if path.is_dir() and (path / CARD).is_file():
+        card = verify_card(path)
+        if pin in (card["digest"], artifact_digest(card["files"])):
+            return card
+        raise IntegrityError(f"{what} {path} has digest {card['digest']} (content {artifact_digest(card['files'])}), "
+                             f"not the pinned {pin}", "serve or evaluate the artifact that was pinned, or pin this one")
+    actual = content_digest(path)
+    if actual != pin:
+        raise IntegrityError(f"{what} {path} has no {CARD} and its content digest {actual} is not the pinned {pin}",
+                             "restore the artifact with its card.json (or produce it again with the aicd step that "
+                             "made it); if you trust these files as they are, pin their content digest instead "
+                             "(`candidates[].digest` in the spec, or --base-digest)")
+    return None
+
+
 def read_verified_json(root: str | Path, name: str, kind: str | None = None) -> Any:
     """``root/name`` parsed, after ``root``'s card verified every file (and ``kind``): what a gate reads
     (reports, comparisons, blessings) is refused if anything in its artifact changed."""

@@ -23,12 +23,12 @@ def load_tokenizer(model_dir: str | Path):
     return tokenizer
 
 
-def load_causal_lm(uri: str, dtype: str = "float32"):
-    """(model, tokenizer, local_dir) of a causal LM given by any model URI."""
+def load_causal_lm(uri: str, dtype: str = "float32", digest: str | None = None):
+    """(model, tokenizer, local_dir) of a causal LM given by any model URI (``digest``: its pin)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model_dir = resolve_model(uri)
+    model_dir = resolve_model(uri, digest)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype), **_SAFE)
     except (OSError, ValueError) as err:
@@ -38,15 +38,15 @@ def load_causal_lm(uri: str, dtype: str = "float32"):
     return model, load_tokenizer(model_dir), model_dir
 
 
-def load_classifier(uri: str, labels: list[str]):
+def load_classifier(uri: str, labels: list[str], digest: str | None = None):
     """(model, tokenizer, local_dir) of a sequence classifier with the task's labels.
 
     A plain encoder gets a fresh classification head sized to ``labels``; a model
-    that already has a head must have exactly these labels.
+    that already has a head must have exactly these labels. ``digest``: the URI's pin.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    model_dir = resolve_model(uri)
+    model_dir = resolve_model(uri, digest)
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
     existing = getattr(config, "id2label", None) or {}
     trained_head = getattr(config, "architectures", None) and any(

@@ -150,6 +150,10 @@ class Candidate(Section):
         None, description=("This candidate's own prompt template (with {instruction}); null uses "
                            "`task.prompt_template`."))
     revision: str | None = Field(None, description="A model revision (commit or tag) for hub URIs.")
+    digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = Field(None, description=(
+        "Pins what `uri` holds: the card digest of an aicd artifact, or the content digest of a folder "
+        "without card.json (sha256 over its files' sha256s, as aicd's errors print it). A folder without a "
+        "card is then loaded only when its content matches; null trusts the folder as found."))
 
 
 class BehaviouralCheck(Section):
@@ -305,7 +309,11 @@ class GitOpsSpec(Section):
         None, description="The Kubernetes Secret holding a token or SSH key (mounted as a file); null for none.")
     author_name: str = Field("aicd", description="Author name of promotion commits.")
     author_email: str = Field("aicd@localhost", description="Author email of promotion commits.")
-    max_retries: PositiveInt = Field(5, description="Fetch-rebase-push attempts when another promotion raced this one.")
+    retry_seconds: PositiveFloat = Field(300.0, description=(
+        "How long a change keeps fetching, rebasing (its checks run again on the new tip) and pushing while "
+        "other promotions or rollouts move the branch, with jittered backoff between attempts."))
+    max_retries: PositiveInt | None = Field(None, description=(
+        "At most this many fetch-rebase-push attempts; null: as many as fit in `retry_seconds`."))
     ssh_accept_new_host_key: bool = Field(False, description=(
         "Accept an SSH host key seen for the first time. Off: the credentials Secret must hold `known_hosts`."))
 

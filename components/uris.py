@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from aicd.components.cards import atomic_dir, sha256_file, verify_card, write_card
+from aicd.components.cards import atomic_dir, sha256_file, verify_card, verify_pinned, write_card
 from aicd.components.errors import IntegrityError, UriError
 
 log = logging.getLogger(__name__)
@@ -82,12 +82,39 @@ def _from_pvc(uri: str) -> Path:
     rest = uri[len("pvc://"):]
     if not rest.split("/", 1)[0] or rest.split("/", 1)[0] in (".", ".."):
         raise UriError(f"{uri!r} names no claim", "write pvc://<claim name>/<path inside it>")
-    root = Path(os.environ.get("AICD_PVC_ROOT", "/mnt/pvc"))
-    path = contained(root, rest, f"{uri!r}")
+    path = contained(pvc_root(), rest, f"{uri!r}")
     if not path.exists():
         raise UriError(f"{uri!r} is not mounted: {path} does not exist",
                        "mount the claim with the platform profile's `volumes`, or set AICD_PVC_ROOT")
     return path
+
+
+def pvc_root() -> Path:
+    """Where the platform profile mounts claims (``pvc://claim/path`` resolves under it)."""
+    return Path(os.environ.get("AICD_PVC_ROOT", "/mnt/pvc"))
+
+
+def resolve_inside(uri: str, roots: tuple[Path, ...] | list[Path], what: str) -> Path:
+    """``uri`` resolved, refused unless it lies inside one of ``roots`` (symlinks and ``..`` resolved) or is a
+    ``pvc://`` URI (always under :func:`pvc_root`): what a request, rather than an operator, may name."""
+    scheme = _scheme(uri)
+    allowed = ", ".join([str(Path(r)) for r in roots] + [f"pvc:// (under {pvc_root()})"])
+    if scheme == "pvc://":
+        return _from_pvc(uri)
+    if scheme in ("", "file://"):
+        path = Path(uri[len("file://"):] if scheme else uri)
+        if path.is_absolute():
+            for root in roots:
+                try:
+                    inside = contained(Path(root), str(path), what)
+                except UriError:
+                    continue
+                if not inside.exists():
+                    raise UriError(f"{what} {uri!r} does not exist", "check the path")
+                return inside
+    raise UriError(f"{what} {uri!r} is outside the allowed roots: {allowed}",
+                   "put the artifact under one of them (an absolute path), or start the predictor with "
+                   "--adapter-root FOLDER for another folder")
 
 
 # Kinds of the cards resolve_model writes on its own caches: a verified copy of a model, not an aicd artifact.
@@ -149,13 +176,17 @@ def resolve_data(uri: str) -> Path:
     return resolve_path(uri)
 
 
-def resolve_model(uri: str) -> Path:
+def resolve_model(uri: str, digest: str | None = None) -> Path:
     """A model URI to a local directory that transformers loads with safetensors.
 
     A directory holding a GGUF file and no ``config.json`` (or a GGUF file itself)
-    is converted once and cached under the GGUF's digest.
+    is converted once and cached under the GGUF's digest. ``digest`` pins what ``uri`` holds
+    (:func:`aicd.components.cards.verify_pinned`): a folder without card.json is accepted only
+    when its content digest equals the pin.
     """
     path = resolve_path(uri)
+    if digest:
+        verify_pinned(path, digest, f"model {uri!r}")
     if path.is_file() and path.suffix == ".gguf":
         return _converted(path)
     if path.is_dir() and not (path / "config.json").exists():

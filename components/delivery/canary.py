@@ -20,7 +20,14 @@ from typing import Any
 
 from aicd.components.delivery import isvc
 from aicd.components.delivery.analysis import Interval, analyse_interval
-from aicd.components.delivery.gitops import CommitResult, StaleChange, commit_overlay, read_history, read_rollout
+from aicd.components.delivery.gitops import (
+    CommitResult,
+    StaleChange,
+    Superseded,
+    commit_overlay,
+    read_history,
+    read_rollout,
+)
 from aicd.components.delivery.readiness import wait_live
 from aicd.components.errors import DeliveryError
 from aicd.components.spec import DeliverySpec
@@ -28,6 +35,7 @@ from aicd.components.spec import DeliverySpec
 log = logging.getLogger(__name__)
 MODEL = "Aicd-Model-Id"
 DECISION = "Aicd-Canary-Decision"
+PROMOTED = "Aicd-Expected-Champion"  # the trailer only promotion commits carry
 DECIDED = ("promote", "rollback")
 
 
@@ -157,7 +165,8 @@ def _settled(delivery: DeliverySpec, model_id: str | None, state: isvc.RolloutSt
     """The decision Git already holds for ``model_id`` (a retried step after the decision), or None."""
     if model_id is None or state.canary == model_id:
         return None
-    for commit, trailers in read_history(delivery):
+    history = read_history(delivery)
+    for commit, trailers in history:
         if trailers.get(MODEL) == model_id and trailers.get(DECISION) in DECIDED and \
                 here(trailers, delivery.gitops.path):
             return CanaryStep(Interval("settled", 0.0, reasons=[f"decided before by {commit[:12]}"]),
@@ -169,8 +178,23 @@ def _settled(delivery: DeliverySpec, model_id: str | None, state: isvc.RolloutSt
         waiting = f"{model_id} is not in {delivery.gitops.branch} yet: its pull request awaits review"
         return CanaryStep(Interval("settled", 0.0, reasons=[waiting + "; run the rollout after the merge"]),
                           "awaiting-merge", None, None, 0)
+    superseded_by(delivery, history, model_id)
     raise StaleChange(f"Git declares canary {state.canary or 'none'}, not {model_id}, and holds no decision for it",
                       "roll out the canary that is in Git now (or promote this model again)")
+
+
+def superseded_by(delivery: DeliverySpec, history: list[tuple[str, dict[str, str]]], model_id: str) -> None:
+    """Raise :class:`Superseded` when a later promotion replaced ``model_id``'s canary before its rollout
+    decided (``history`` newest first): the caller is told which model replaced it, and in which commit."""
+    promotions = [(commit, t) for commit, t in history
+                  if PROMOTED in t and t.get(MODEL) and here(t, delivery.gitops.path)]
+    mine = next((k for k, (_, t) in enumerate(promotions) if t[MODEL] == model_id), None)
+    if mine is None or mine == 0:
+        return
+    commit, trailers = promotions[mine - 1]  # the next promotion after this model's own
+    raise Superseded(model_id, trailers[MODEL], commit,
+                     f"roll out {trailers[MODEL]} (the canary in Git now); to deliver {model_id} instead, gate it "
+                     "again against the current champion and promote it again")
 
 
 def run_canary(delivery: DeliverySpec, prometheus_url: str | None = None, max_intervals: int | None = None,

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from aicd.components.cards import atomic_write_text
-from aicd.components.errors import DeliveryError
+from aicd.components.cards import atomic_write_text, read_verified_json, write_card
+from aicd.components.errors import DeliveryError, IntegrityError
 from aicd.components.evaluation.trivial import BASELINES
 from aicd.components.spec import CLASSIFICATION_METRICS, METRICS, Spec
 
@@ -232,23 +232,33 @@ def gate_candidate(spec: Spec, candidate_report: dict[str, Any], comparison: dic
 
 
 def write_blessing(out_dir: str | Path, blessing: dict[str, Any]) -> Path:
+    """Write ``blessing.json`` and a ``blessing`` card over the folder (the promotion verifies it)."""
     path = Path(out_dir) / BLESSING
     atomic_write_text(path, json.dumps(blessing, indent=2, sort_keys=True) + "\n")
+    write_card(out_dir, "blessing", candidate_digest=blessing.get("candidate_digest"), passed=blessing.get("passed"))
     return path
 
 
+# What each document the gate and the promotion read is, and the card kind of the folder that holds it.
+KINDS = {"report": ("report.json", "evaluation"), "comparison": ("comparison.json", "comparison"),
+         "blessing": (BLESSING, "blessing")}
+
+
 def read_json(path: str | Path, what: str) -> dict[str, Any]:
-    """A JSON document written by another step (a report, comparison or blessing)."""
+    """A report, comparison or blessing written by another step, after its folder's card verified every
+    file and field (a tampered or card-less document is refused with IntegrityError)."""
+    name, kind = KINDS[what]
     path = Path(path)
     if path.is_dir():
-        candidates = [path / n for n in ("report.json", "comparison.json", BLESSING)]
-        path = next((p for p in candidates if p.is_file()), path / f"{what}.json")
+        path = path / name
+    if not path.is_file():
+        raise DeliveryError(f"the {what} {path} does not exist", f"pass the {what} the previous step wrote")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DeliveryError(f"the {what} {path} does not exist", f"pass the {what} the previous step wrote") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DeliveryError(f"the {what} {path} is not valid JSON ({err})", f"produce the {what} again") from None
+        data = read_verified_json(path.parent, path.name, kind=kind)
+    except IntegrityError as err:
+        raise IntegrityError(f"refusing the {what} {path}: {err.message}",
+                             f"pass the {what} folder exactly as the aicd step wrote it (with its card.json), "
+                             f"or run that step again; never edit a {what}") from None
     if not isinstance(data, dict):
         raise DeliveryError(f"the {what} {path} is not a JSON object", f"produce the {what} again")
     return data

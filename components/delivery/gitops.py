@@ -35,6 +35,15 @@ class StaleChange(DeliveryError):
     """Git no longer holds the champion or canary this change was decided against."""
 
 
+class Superseded(StaleChange):
+    """This model's canary was replaced in Git by a later promotion (``by``, in commit ``commit``)."""
+
+    def __init__(self, model: str, by: str, commit: str | None, hint: str):
+        self.model, self.by, self.commit = model, by, commit
+        where = f" in commit {commit[:12]}" if commit else ""
+        super().__init__(f"canary {model} was superseded by {by}{where}: a later promotion replaced it", hint)
+
+
 @dataclass(frozen=True)
 class CommitResult:
     action: str              # what the edit did: champion, canary, traffic, promote, rollback
@@ -43,6 +52,12 @@ class CommitResult:
     attempts: int
     before: isvc.RolloutState
     after: isvc.RolloutState
+
+    @property
+    def replaced(self) -> str | None:
+        """The canary this change replaced by another one (its caller's rollout will be told), or None."""
+        old, new = self.before.canary, self.after.canary
+        return old if old and new and old != new else None
 
 
 def _section(spec: Spec | DeliverySpec) -> DeliverySpec:
@@ -115,7 +130,11 @@ def commit_overlay(spec: Spec | DeliverySpec, edit: Edit, message: str, branch: 
     with credentials_env(gitops) as env, tempfile.TemporaryDirectory(prefix="aicd-gitops-") as tmp:
         clone = Path(tmp) / "repo"
         _clone(delivery, env, clone)
-        for attempt in range(1, gitops.max_retries + 1):
+        deadline, attempt = time.monotonic() + gitops.retry_seconds, 0
+        while True:
+            attempt += 1
+            # The edit runs on the current tip every time: its compare-and-swap (the champion it expects)
+            # is checked again after each rebase.
             action, before, after, changed = _attempt(delivery, clone, env, edit, message, record)
             if not changed:
                 return CommitResult(action, None, target, attempt, before, after)
@@ -125,17 +144,27 @@ def commit_overlay(spec: Spec | DeliverySpec, edit: Edit, message: str, branch: 
                 if branch:
                     raise DeliveryError(f"branch {branch!r} already exists in the GitOps repository",
                                         "merge or delete that pull-request branch first") from None
+                left = deadline - time.monotonic()
+                if left <= 0 or (gitops.max_retries is not None and attempt >= gitops.max_retries):
+                    raise DeliveryError(
+                        f"gave up after {attempt} attempts in {gitops.retry_seconds:g} s: the GitOps branch "
+                        f"{gitops.branch!r} kept moving", "retry later, or raise `delivery.gitops.retry_seconds`"
+                        + ("" if gitops.max_retries is None else " and `delivery.gitops.max_retries`")) from None
                 log.info("push of %s refused (attempt %d): the branch moved on; fetching and rebasing",
                          action, attempt)
                 git(["fetch", "--quiet", "origin", gitops.branch], clone, env, "fetch")
                 git(["reset", "--quiet", "--hard", f"origin/{gitops.branch}"], clone, env, "rebase")
-                time.sleep(random.uniform(0.0, 0.05 * attempt))
+                time.sleep(min(left, backoff(attempt)))
                 continue
             commit = git(["rev-parse", "HEAD"], clone, env, "rev-parse").strip()
             log.info("%s pushed to %s as %s", action, target, commit[:12])
             return CommitResult(action, commit, target, attempt, before, after)
-    raise DeliveryError(f"gave up after {gitops.max_retries} attempts: the GitOps branch {gitops.branch!r} kept "
-                        "moving", "retry later, or raise `delivery.gitops.max_retries`")
+
+
+def backoff(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: full jitter over an exponential window, so racing
+    writers spread out instead of colliding again in lock step."""
+    return random.uniform(0.0, min(cap, base * 2 ** min(attempt, 16)))
 
 
 def read_rollout(spec: Spec | DeliverySpec) -> isvc.RolloutState:
@@ -301,7 +330,8 @@ def _promotion_edit(spec: Spec, ref: isvc.ModelRef, expected: str | None) -> Edi
             isvc.set_champion(doc, spec, ref)
             return "champion"
         if current.canary:
-            log.warning("canary %s is superseded by %s", current.canary, ref.model_id)
+            log.warning("canary %s is superseded by %s (its rollout will stop and say so)", current.canary,
+                        ref.model_id)
         isvc.start_canary(doc, spec, ref, spec.delivery.canary.steps[0])
         return "canary"
     return edit

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from aicd.components.errors import DeliveryError
+from aicd.components.serving.config import MODEL_ROOT
 from aicd.components.serving.prompts import PromptSettings, prompt_flags, shots_arg
 from aicd.components.spec import Spec
 
@@ -39,7 +40,6 @@ PROMPT_FLAGS = ("--system-prompt", "--prompt-template", "--few-shot")
 # MODEL_ROOT; the predictor gets the in-pod path and still verifies the card. pkg:// and local
 # paths stay arguments (models inside the image; the local default).
 STORAGE_SCHEMES = ("s3://", "gs://", "hf://", "pvc://", "https://", "http://", "oci://")
-MODEL_ROOT = "/mnt/models"
 # The GPU runtime for LLMs (manifests/components/vllm): KServe's Hugging Face server with the vLLM
 # backend serves the same promoted adapters; an overlay picks it with `model.runtime`.
 VLLM_RUNTIME = "aicd-vllm"
@@ -218,7 +218,16 @@ def predictor_args(spec: Spec, ref: ModelRef) -> list[str]:
     adapters = {ref.adapter_name: ref.adapter_uri} if ref.adapter_uri else None
     labels = list(spec.task.labels) if spec.task.type == "text-classification" else None
     prompt = _prompt_settings(spec, ref)
-    return render(serving, ref.base_uri, adapters, spec.task.type, labels, model_name, prompt)
+    return render(serving, ref.base_uri, adapters, spec.task.type, labels, model_name, prompt, base_digest(spec, ref))
+
+
+def base_digest(spec: Spec, ref: ModelRef) -> str | None:
+    """What the predictor must find at --base: a promoted full model's card digest (so a copy whose
+    card.json was deleted or edited is refused), or the digest the spec pins on a base candidate."""
+    if ref.model_id.startswith("sha256:") and not ref.adapter_uri:
+        return ref.model_id
+    base = parse_base_id(ref.model_id)[0] if ref.model_id.startswith("base:") else ref.base_uri
+    return next((c.digest for c in spec.candidates if c.uri == base and c.digest), None)
 
 
 def _prompt_settings(spec: Spec, ref: ModelRef) -> PromptSettings | None:

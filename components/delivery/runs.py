@@ -5,6 +5,7 @@ The candidate's Model artifact is read once, by
 digest, or a reference to a base candidate, gated and promoted as that base model in its mode.
 """
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 from aicd.components.contracts import ModelRef, read_model_ref
 from aicd.components.errors import DeliveryError
 from aicd.components.spec import Spec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,4 +75,7 @@ def run_promote_adapter(spec: Spec, blessing_path: str | Path, model_dir: str | 
                                     [list(s) for s in ref.shot_examples])
     else:
         result = promote_adapter(spec, blessed, model_dir, model_uri)
+    if result.replaced:
+        log.warning("%s replaced canary %s in Git (commit %s): that canary's rollout stops and reports it as "
+                    "superseded", result.after.canary, result.replaced, (result.commit or "")[:12])
     return result.commit or ""

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from aicd.components.cards import atomic_write_text
+from aicd.components.cards import atomic_write_text, write_card
 from aicd.components.errors import EvaluationError
 from aicd.components.evaluation import metrics as M
 from aicd.components.evaluation.comparison_report import extremes, render_comparison_html
@@ -98,8 +98,10 @@ def _preference(cand: dict[str, Any], champ: dict[str, Any], samples: int, seed:
 
 
 def write_comparison(comparison: dict[str, Any], path: str | Path) -> Path:
-    """Write ``comparison.json`` at ``path`` and, beside it, ``comparison.html`` for people."""
+    """Write ``comparison.json`` at ``path`` and, beside it, ``comparison.html`` for people, then a
+    ``comparison`` card over the folder (the gate reads the comparison only once the card verifies)."""
     path = Path(path)
     atomic_write_text(path, json.dumps(comparison, indent=2, sort_keys=True) + "\n")
     atomic_write_text(path.with_suffix(".html"), render_comparison_html(comparison))
+    write_card(path.parent, "comparison", n=comparison.get("n"), confidence=comparison.get("confidence"))
     return path

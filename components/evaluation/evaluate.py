@@ -226,7 +226,8 @@ def open_local(spec: Spec, rows, model: str | Path | None, candidate: str | None
     cand = spec.candidate(candidate)
     probe = None
     if model is None:
-        load = load_classifier(cand.uri, list(spec.task.labels)) if classification else load_causal_lm(cand.uri)
+        load = (load_classifier(cand.uri, list(spec.task.labels), cand.digest) if classification
+                else load_causal_lm(cand.uri, digest=cand.digest))
         net, tokenizer, base_dir = load
         info = {"name": cand.name, "uri": cand.uri, "digest": None, "base_model": cand.uri}
         sizes = {"model_size_mb": weights_mb(base_dir), "adapter_size_mb": None}

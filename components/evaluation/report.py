@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aicd.components.cards import atomic_dir, atomic_write_text, write_card
-from aicd.components.errors import EvaluationError
+from aicd.components.cards import atomic_dir, atomic_write_text, read_verified_json, write_card
+from aicd.components.errors import EvaluationError, IntegrityError
 
 REPORT = "report.json"
 HTML = "report.html"
@@ -145,10 +145,12 @@ def load_report(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise EvaluationError(f"{path} does not exist", "pass the output folder of evaluate_model or its report.json")
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise EvaluationError(f"{path} is not valid JSON ({err})", "run evaluate_model again") from None
-    if report.get("kind") != "evaluation" or "examples" not in report:
+        report = read_verified_json(path.parent, path.name, kind="evaluation")
+    except IntegrityError as err:
+        raise IntegrityError(f"refusing the report {path}: {err.message}",
+                             "pass the evaluation folder exactly as evaluate_model wrote it (with its card.json), "
+                             "or run evaluate_model again") from None
+    if not isinstance(report, dict) or report.get("kind") != "evaluation" or "examples" not in report:
         raise EvaluationError(f"{path} is not an evaluation report", "pass report.json written by evaluate_model")
     if report.get("complete") is not True:
         raise EvaluationError(f"{path} is marked incomplete", "run the evaluation again until it completes")

@@ -8,6 +8,10 @@
   any inference response, signed by the predictor (request_ids.py): a forged id gets 403,
   a second feedback on one id 409, a client over its rate 429, a missing or wrong bearer
   token (with ``--feedback-token-file``) 401/403. Written to the payload log for collect_feedback.
+
+An added adapter's URI must lie inside one of ``--adapter-root`` (default /mnt/models) or be a
+``pvc://`` URI: anything else (another local folder, ``..`` or a link out of a root, pkg://, a
+remote URI) gets 403 naming the allowed roots.
 """
 
 import hmac
@@ -15,10 +19,11 @@ import hmac
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from aicd.components.errors import AicdError
+from aicd.components.errors import AicdError, UriError
 from aicd.components.serving.openai_api import ApiError, read_json
 from aicd.components.serving.schemas import AdapterBody, FeedbackBody
 from aicd.components.serving.service import Service
+from aicd.components.uris import resolve_inside
 
 MAX_CORRECTION = 20_000
 
@@ -40,6 +45,15 @@ def _authorize(service: Service, request: Request) -> None:
 
 def _message(err: AicdError) -> str:
     return err.message + (f"; fix: {err.hint}" if err.hint else "")
+
+
+def _allowed(service: Service, uri: str) -> None:
+    """A request may name only adapters inside the predictor's ``--adapter-root`` folders or on a claim."""
+    try:
+        resolve_inside(uri, service.config.adapter_roots, "adapter URI")
+    except UriError as err:
+        status = 400 if "does not exist" in err.message else 403
+        raise ApiError(status, _message(err)) from None
 
 
 def _feedback_allowed(service: Service, request: Request) -> None:
@@ -98,6 +112,7 @@ def build_router(service: Service) -> APIRouter:
                 raise ApiError(503, "the predictor is still loading; retry when it is ready")
             if name in service.served():
                 raise ApiError(409, f"model {name!r} is already served; remove it first or choose another name")
+            _allowed(service, uri)
             result = await service.add_adapter(name, uri)
         except ApiError as err:
             return _error(err)

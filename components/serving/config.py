@@ -16,6 +16,7 @@ from aicd.components.serving.prompts import PromptSettings, check_template, pars
 
 TASKS = ("causal-lm", "text-classification")
 BASE_NAME = "base"
+MODEL_ROOT = "/mnt/models"  # where KServe's storage initializer puts what a predictor's storageUris name
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
 # Defaults come from the spec (delivery.serving) so a server started by hand and one
 # rendered from a spec behave the same.
@@ -40,6 +41,8 @@ class ServeConfig:
     feedback_key_file: Path | None = None
     feedback_state_dir: Path | None = None
     feedback_token_file: Path | None = None
+    adapter_roots: tuple[Path, ...] = (Path(MODEL_ROOT),)
+    base_digest: str | None = None
     feedback_rate_per_minute: int = 60
     log_max_mb: float = 256.0
     log_max_age_hours: float = 24.0
@@ -71,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m aicd.components.serving",
                                 description="KServe predictor for a base model and its LoRA adapters.")
     p.add_argument("--base", required=True, help="base model URI (local path, pkg://, pvc://, hf://, s3://, gs://)")
+    p.add_argument("--base-digest", default=None, metavar="sha256:HEX",
+                   help="the digest --base must have: its card's digest, or for a folder without card.json the "
+                        "content digest of its files (a promoted full model is pinned so)")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=URI",
                    help="an aicd adapter artifact to serve under NAME (repeatable)")
     p.add_argument("--task", choices=TASKS, default="causal-lm")
@@ -89,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file holding the key that signs request ids (one Secret for all replicas)")
     p.add_argument("--feedback-state-dir", default=None,
                    help="folder shared by all replicas where used feedback ids are marked (once per id)")
+    p.add_argument("--adapter-root", action="append", default=[], metavar="FOLDER",
+                   help="a folder POST /v1/admin/adapters may load adapters from (repeatable; pvc:// URIs are "
+                        f"always allowed); default {MODEL_ROOT}, where KServe's storage initializer puts models")
     p.add_argument("--feedback-token-file", default=None, help="bearer token /v1/feedback requires (optional)")
     p.add_argument("--feedback-rate-per-minute", type=int, default=60, help="feedback requests per client")
     p.add_argument("--log-max-mb", type=float, default=256.0, help="rotate the payload log past this size")
@@ -168,6 +177,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
                        feedback_rate_per_minute=args.feedback_rate_per_minute, log_max_mb=args.log_max_mb,
                        log_max_age_hours=args.log_max_age_hours, log_budget_mb=args.log_budget_mb,
                        log_mask_fields=tuple(args.log_mask_field),
+                       adapter_roots=tuple(Path(r) for r in args.adapter_root) or (Path(MODEL_ROOT),),
+                       base_digest=args.base_digest,
                        prompt=prompt_settings(args))
 
 
@@ -192,7 +203,7 @@ def read_admin_token(config: ServeConfig) -> str | None:
 
 def predictor_args(serving: Any, base: str, adapters: dict[str, str] | None = None, task: str = "causal-lm",
                    labels: list[str] | None = None, model_name: str | None = None,
-                   prompt: PromptSettings | None = None) -> list[str]:
+                   prompt: PromptSettings | None = None, base_digest: str | None = None) -> list[str]:
     """The predictor's command-line arguments for a spec's ``delivery.serving`` section (and ``prompt``:
     the system prompt, template and few-shot examples the model was evaluated with).
 
@@ -204,6 +215,8 @@ def predictor_args(serving: Any, base: str, adapters: dict[str, str] | None = No
             "--max-batch-size", str(serving.max_batch_size), "--max-batch-wait-ms", f"{serving.max_batch_wait_ms:g}",
             "--max-body-bytes", str(serving.max_body_bytes),
             "--max-new-tokens-limit", str(serving.max_new_tokens_limit)]
+    if base_digest:
+        args += ["--base-digest", base_digest]
     if labels:
         args += ["--labels", ",".join(labels)]
     for name, uri in (adapters or {}).items():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aicd.components.cards import CARD, verify_card
+from aicd.components.cards import CARD, read_card, verify_card
 from aicd.components.errors import IntegrityError, ServingError
 from aicd.components.models import load_causal_lm, load_classifier, load_tokenizer
 from aicd.components.serving.config import ServeConfig
@@ -105,9 +105,9 @@ class Engine:
     # -- loading ----------------------------------------------------------------------------
     def load_base(self) -> None:
         """Load (and verify, for an aicd artifact) the base model."""
-        self.base_dir = resolve_model(self.config.base)
-        if (self.base_dir / CARD).is_file():
-            card = verify_card(self.base_dir)
+        self.base_dir = resolve_model(self.config.base, self.config.base_digest)
+        if (self.base_dir / CARD).is_file():  # verified again only when not pinned (verify_pinned did it)
+            card = read_card(self.base_dir) if self.config.base_digest else verify_card(self.base_dir)
             if card.get("kind") not in ("model", *CACHE_KINDS):  # caches: a downloaded or converted base, verified
                 raise ServingError(f"--base {self.config.base} is a {card.get('kind')!r} artifact",
                                    "pass the base model as --base and the adapter as --adapter NAME=URI")
@@ -139,8 +139,6 @@ class Engine:
             return
         first = next(iter(adapters.values()))
         with contextlib.suppress(Exception):  # a broken card is reported by verify_adapter
-            from aicd.components.cards import read_card
-
             self.labels = list(read_card(resolve_path(first)).get("labels") or [])
 
     def verify(self, name: str, uri: str) -> Adapter:

@@ -27,6 +27,7 @@ def lm_server(tiny_causal_lm, tmp_path_factory):
                 for i, name in enumerate(["bot-a", "bot-b"])}
     (root / "token").write_text(TOKEN)
     args = ["--base", str(tiny_causal_lm), "--log-dir", str(root / "logs"), "--admin-token-file", str(root / "token"),
+            "--adapter-root", str(root),
             "--max-body-bytes", str(BODY_LIMIT), "--max-new-tokens-limit", "64", "--max-batch-size", "8",
             "--max-batch-wait-ms", "5"]
     for name, path in adapters.items():

@@ -26,3 +26,13 @@ def make_adapter(base_dir: Path, out: Path, *, applied: bool = True, classificat
     write_card(out, "adapter", task="text-classification" if classification else "causal-lm", labels=labels,
                base_model=str(base_dir), method="lora", name="tiny-lora")
     return out
+
+
+def report_folder(folder: Path, report: dict) -> Path:
+    """An evaluation folder as evaluate_model leaves it: ``report.json`` and its ``evaluation`` card."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report))
+    write_card(folder, "evaluation", task=report.get("task"), model=report.get("model"))
+    return folder

@@ -124,6 +124,26 @@ def test_restricted_pods_and_read_only_root(overlay):
         assert not (container.get("securityContext") or {}).get("privileged", False)
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_feedback_ids_are_marked_on_a_claim_every_pod_shares(overlay):
+    """--feedback-state-dir (once-per-id markers) is on a ReadWriteMany claim, not per pod and not an
+    emptyDir: a replayed id reaching another replica, the canary or a restarted pod is still refused."""
+    from aicd.components.serving.config import parse_config
+
+    built = docs(build(MANIFESTS / "overlays" / overlay))
+    runtime = next(d for d in built if d["kind"] == "ServingRuntime" and d["metadata"]["name"] == "aicd-predictor")
+    (server,) = runtime["spec"]["containers"]
+    args = server["args"]
+    state_dir = parse_config([*args, "--base", "pkg://x"]).feedback_state_dir
+    assert state_dir is not None, f"{overlay}: the predictor runs without --feedback-state-dir"
+    mount = next(m for m in server["volumeMounts"] if str(state_dir).startswith(m["mountPath"]))
+    assert "subPathExpr" not in mount, "a per-pod sub-folder: replicas would not see each other's markers"
+    volume = next(v for v in runtime["spec"]["volumes"] if v["name"] == mount["name"])
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    pvc = next(d for d in built if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == claim)
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
 def test_rbac_least_privilege():
     built = docs(build(MANIFESTS / "overlays" / "production"))
     rules = [r for d in built if d["kind"] in ("Role", "ClusterRole") for r in d["rules"]]

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
+from aicd.components.cards import write_card
 from aicd.components.delivery.gate import gate_candidate, model_id, read_json, write_blessing
-from aicd.components.errors import DeliveryError
+from aicd.components.errors import DeliveryError, IntegrityError
 from aicd.components.spec import parse_spec
 
 DIGEST = "sha256:" + "ab" * 32
@@ -134,11 +135,16 @@ def test_model_id(model, expected):
     assert model_id(copy.deepcopy(model)) == expected
 
 
-@pytest.mark.parametrize("content, match", [(None, "does not exist"), ("{", "is not valid JSON"),
-                                            ("[1]", "is not a JSON object")])
-def test_read_json_errors(tmp_path, content, match):
+@pytest.mark.parametrize("content, card, error, match", [
+    (None, False, DeliveryError, "does not exist"),
+    ('{"passed": true}', False, IntegrityError, "has no card.json"),
+    ("{", True, IntegrityError, "cannot be read as JSON"),
+    ("[1]", True, DeliveryError, "is not a JSON object")])
+def test_read_json_errors(tmp_path, content, card, error, match):
     path = tmp_path / "blessing.json"
     if content is not None:
         path.write_text(content)
-    with pytest.raises(DeliveryError, match=match):
+    if card:
+        write_card(tmp_path, "blessing")
+    with pytest.raises(error, match=match):
         read_json(path, "blessing")

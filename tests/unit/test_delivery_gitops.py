@@ -126,42 +126,73 @@ def test_pull_request_mode_pushes_a_branch_only(support_bot_spec, remote, tmp_pa
     assert overlay(remote, result.branch)["spec"]["canary"][0]["trafficPercent"] == 10
 
 
-def test_sixteen_concurrent_promotions(support_bot_spec, remote, tmp_path):
-    """12 fresh and 4 stale promotions race: every fresh one lands once, stale ones abort, history stays linear."""
-    spec = make_spec(support_bot_spec, remote, max_retries=40)
+def test_twelve_concurrent_promotions_with_default_retries(support_bot_spec, remote, tmp_path):
+    """12 promoters and one canary analysis race on a bare repository with the spec's default retry budget.
+
+    The analysis promotes whichever canary is in Git once 9 promotions landed, so the champion changes
+    during the race. Every promoter either lands (its commit is in Git) or is told exactly why: a
+    StaleChange naming the new champion (its compare-and-swap is re-checked after each rebase). Every
+    landed canary that a later one replaced is told so by its rollout (Superseded, naming the later
+    model and its commit), and the replacing promotion reports the model it replaced. No one gives up.
+    """
+    from aicd.components.delivery.canary import roll_out
+    from aicd.components.delivery.gitops import Superseded, commit_overlay, read_rollout
+
+    spec = make_spec(support_bot_spec, remote)
+    assert spec.delivery.gitops.max_retries is None and spec.delivery.gitops.retry_seconds == 300
     with_first_champion(spec, remote)
     start = history(remote)
     jobs = []
-    for i in range(16):
+    for i in range(12):
         adapter, card = make_adapter(tmp_path / f"a{i}", 10 + i)
-        champion = BASE if i % 4 else {"digest": "sha256:previous-champion", "uri": "s3://old"}
-        jobs.append((adapter, card["digest"], blessing_for(card["digest"], champion=champion)))
+        jobs.append((adapter, card["digest"], blessing_for(card["digest"], champion=BASE)))
     outcomes: dict[str, object] = {}
+    champion: list[str] = []
 
     def promote(adapter, digest, blessing):
         try:
             outcomes[digest] = promote_adapter(spec, blessing, adapter)
-        except DeliveryError as err:
+        except AicdError as err:
             outcomes[digest] = err
 
-    threads = [threading.Thread(target=promote, args=job) for job in jobs]
+    def analyse():  # the canary analysis deciding "promote" while promotions still race
+        while len(history(remote)) < len(start) + 9:
+            threading.Event().wait(0.01)
+
+        def edit(doc, state):
+            champion.append(state.canary)
+            isvc.promote_canary(doc)
+            return "promote"
+        commit_overlay(spec, edit, "aicd: promote the canary (analysis passed)")
+
+    threads = [threading.Thread(target=promote, args=job) for job in jobs] + [threading.Thread(target=analyse)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    fresh = [d for i, (_, d, _) in enumerate(jobs) if i % 4]
-    stale = [d for i, (_, d, _) in enumerate(jobs) if not i % 4]
-    assert all(isinstance(outcomes[d], StaleChange) for d in stale)
-    assert [outcomes[d] for d in fresh if isinstance(outcomes[d], Exception)] == []
-    log = history(remote)
-    assert len(log) == len(start) + len(fresh)
-    assert all(len(line.split()) <= 2 for line in log)  # no merge commits: linear
-    landed = run("--git-dir", str(remote), "log", "--format=%(trailers:key=Aicd-Model-Id,valueonly)", "main").split()
-    assert sorted(d for d in landed if d in fresh) == sorted(fresh)
-    assert not set(landed) & set(stale)
-    last = outcomes[landed[0]]
-    assert overlay(remote)["spec"]["canary"][0]["predictor"]["annotations"][isvc.MODEL_ID] == landed[0]
-    assert last.commit == log[0].split()[0]
+
+    promoted, base_id = champion[-1], "base:" + BASE["uri"]
+    landed = [d for d in run("--git-dir", str(remote), "log", "--reverse",
+                             "--format=%(trailers:key=Aicd-Model-Id,valueonly)", "main").split() if d != base_id]
+    told = {d: o for d, o in outcomes.items() if isinstance(o, Exception)}
+    for err in told.values():  # the only refusal: the champion changed under it
+        assert type(err) is StaleChange, err
+        assert f"the champion in Git is now {promoted}" in err.message and "evaluate and gate" in err.hint
+    assert sorted(landed + list(told)) == sorted(outcomes) and len(outcomes) == 12  # lands or is told, once
+    log_lines = history(remote)
+    assert len(log_lines) == len(start) + len(landed) + 1 and all(len(line.split()) <= 2 for line in log_lines)
+    # The replaced ones: every landed canary but the one that became champion and the one still in Git.
+    state = read_rollout(spec)
+    assert state.champion == promoted and state.canary in (None, landed[-1])
+    replaced = {outcomes[d].replaced: d for d in landed if outcomes[d].replaced}
+    assert sorted(replaced) == sorted(d for d in landed if d not in (promoted, state.canary))
+    for old, by in replaced.items():
+        with pytest.raises(Superseded) as info:
+            roll_out(spec.delivery, old)
+        assert (info.value.by, info.value.commit) == (by, outcomes[by].commit)
+        assert info.value.message.startswith(f"canary {old} was superseded by {by} in commit ")
+    attempts = [outcomes[d].attempts for d in landed]
+    print(f"landed {len(landed)}, told stale {len(told)}, replaced {len(replaced)}, attempts max {max(attempts)}")
 
 
 @pytest.mark.parametrize("known_hosts, checking, first_use", [

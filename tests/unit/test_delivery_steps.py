@@ -4,6 +4,7 @@ import json
 import subprocess
 
 import pytest
+from helpers.artifacts import report_folder
 from helpers.gitops import make_adapter, make_spec, overlay
 from kfp import dsl, local
 
@@ -42,8 +43,7 @@ def test_gate_then_promote_under_kfp_local(support_bot_spec, remote, tmp_path, t
     raw = spec.model_dump(mode="json", exclude_none=True)  # as aicd.pipelines.stages.pipeline_arguments
     raw["metrics"]["gates"].update(non_inferiority={}, superiority={})  # the first champion: nothing to compare
     adapter, card = make_adapter(tmp_path / "adapter", 7)
-    (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "report.json").write_text(json.dumps(report(card["digest"], str(adapter), token_f1)))
+    report_folder(tmp_path / "eval", report(card["digest"], str(adapter), token_f1))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     run = deliver_pipeline(**_sections(raw), report_uri=str(tmp_path / "eval"), model_uri=str(adapter))
     assert run.output == card["digest"]  # the digest the gate bound its blessing to
@@ -64,10 +64,9 @@ def _base_reference(tmp_path, support_bot_spec, remote, report_uri: str):  # noq
     (tmp_path / "ref").mkdir()
     (tmp_path / "ref" / "base-model.json").write_text(json.dumps({"candidate": "other", "mode": "few-shot-2",
                                                                   "shot_examples": [["q", "a"]] * 2}))
-    (tmp_path / "eval").mkdir()
     evaluated = report(None, report_uri, 0.3)
     evaluated["model"].update(mode="few-shot-2", shots=2)  # as evaluate_model reports the reference
-    (tmp_path / "eval" / "report.json").write_text(json.dumps(evaluated))
+    report_folder(tmp_path / "eval", evaluated)
     return raw
 
 

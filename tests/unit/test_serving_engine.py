@@ -140,3 +140,74 @@ def test_a_base_from_resolve_models_own_cache_loads(tiny_causal_lm, tmp_path, ki
     else:
         with pytest.raises(ServingError, match=f"is a '{kind}' artifact"):
             engine.load_base()
+
+
+@pytest.fixture
+def full_model(tiny_causal_lm, tmp_path):
+    """A full-model artifact (kind model, with its card) copied from the tiny causal LM."""
+    import shutil
+
+    from aicd.components.cards import write_card
+
+    path = tmp_path / "full"
+    shutil.copytree(tiny_causal_lm, path)
+    return path, write_card(path, "model", task="causal-lm", method="from-scratch")
+
+
+def _load(consumer, path, pin):
+    from aicd.components.contracts import read_model_ref
+    from aicd.components.models import load_causal_lm, load_model_artifact
+
+    if consumer == "predictor":  # --base PATH --base-digest PIN
+        return Engine(ServeConfig(base=str(path), base_digest=pin)).load_base()
+    if consumer == "candidate":  # a spec candidate with `digest: PIN`, as evaluation loads it
+        return load_causal_lm(str(path), digest=pin)
+    read_model_ref(path)  # a Model artifact: gate, promotion, evaluation
+    return load_model_artifact(path)
+
+
+# (consumer, pin) -> refused; the predictor is pinned to the card digest when rendered from a promotion.
+CARDLESS = [("predictor", "card", True), ("predictor", "content", False), ("predictor", "other", True),
+            ("candidate", "card", True), ("candidate", "content", False), ("candidate", "other", True),
+            ("artifact", "content", True), ("artifact", None, True)]
+
+
+@pytest.mark.parametrize("consumer, pin, refused", CARDLESS)
+def test_a_full_model_whose_card_was_deleted_is_refused_unless_its_content_is_pinned(full_model, consumer, pin,
+                                                                                    refused):
+    """card.json deleted: refused by a predictor pinned to the promoted card digest (as the rendered manifests
+    pin it), by a spec candidate pinned to another digest, and always as a Model artifact; only a pin on the
+    files' content digest admits the folder, and the error names the folder and both fixes."""
+    from aicd.components.cards import content_digest
+
+    path, card = full_model
+    pins = {"card": card["digest"], "content": content_digest(path), "other": "sha256:" + "0" * 64, None: None}
+    (path / "card.json").unlink()
+    if not refused:
+        _load(consumer, path, pins[pin])
+        return
+    with pytest.raises(IntegrityError) as info:
+        _load(consumer, path, pins[pin])
+    assert str(path) in info.value.message and "card.json" in info.value.message
+    if consumer != "artifact":
+        assert f"is not the pinned {pins[pin]}" in info.value.message
+        assert "produce it again" in info.value.hint and "candidates[].digest" in info.value.hint
+
+
+def test_a_pinned_full_model_with_its_card_and_the_rendered_pin(full_model, support_bot_spec):
+    """With its card the promoted digest loads; the manifests' predictor args pin a promoted full model by
+    its card digest, and a base candidate by the spec's `digest`."""
+    from aicd.components.delivery import isvc
+    from aicd.components.spec import parse_spec
+
+    path, card = full_model
+    Engine(ServeConfig(base=str(path), base_digest=card["digest"])).load_base()
+    support_bot_spec["candidates"][0]["digest"] = "sha256:" + "a" * 64
+    spec = parse_spec(support_bot_spec)
+    args = isvc.predictor_args(spec, isvc.ModelRef(card["digest"], "/mnt/models/base"))
+    assert args[args.index("--base-digest") + 1] == card["digest"]
+    uri = spec.candidates[0].uri
+    args = isvc.predictor_args(spec, isvc.ModelRef(isvc.base_model_id(uri), uri))
+    assert args[args.index("--base-digest") + 1] == "sha256:" + "a" * 64
+    args = isvc.predictor_args(spec, isvc.ModelRef(card["digest"], uri, "/mnt/models/adapters/x", "x"))
+    assert "--base-digest" in args  # the adapter's base is the pinned candidate
