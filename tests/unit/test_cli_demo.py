@@ -64,3 +64,18 @@ def test_demo_summary_shows_every_compared_metric_with_its_verdict(support_bot_s
                               "[green]+ significantly better[/] [gate: superiority]")
     assert lines["  chrf"].endswith("[red]- significantly worse[/] [gate: non-inferiority]")
     assert "no significant difference [gate: non-inferiority]" in lines["  token_f1"]
+
+
+@pytest.mark.parametrize("summary, missing, line, code", [
+    ({"gate": "passed", "promoted commit": "abc123"}, [], "finished: the adapter was gated, promoted through Git", 0),
+    # a second `make demo` on the same workdir: the same files again, only the card's timing differs
+    ({"gate": "already serving sha256:ab: nothing to promote"}, [],
+     "finished: already serving sha256:ab: nothing to promote (no new GitOps commit, no canary)", 0),
+    ({"gate": "FAILED"}, [], "finished, but the gate rejected the adapter, so nothing was promoted", 1),
+    ({"gate": "already serving sha256:ab: nothing to promote"}, ["train_adapter missing"], "INCOMPLETE", 1),
+])
+def test_demo_verdict_exit_code(summary, missing, line, code):
+    from aicd.pipelines.demo import demo_verdict
+
+    got_line, got_code = demo_verdict(summary, missing)
+    assert got_line.startswith(line) and got_code == code

