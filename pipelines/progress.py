@@ -200,8 +200,24 @@ def render_summary(run: LocalRun, console: Console | None = None) -> None:
     metrics = key_metrics(run)
     if metrics:
         console.print("key metrics: " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
+    for line in gate_lines(run):
+        console.print(line)
     cached = sum(t.status == "cached" for t in run.tasks)
     console.print(f"{cached} of {len(run.tasks)} step(s) from the cache; artifacts under {run.root}")
+
+
+def gate_lines(run: LocalRun) -> list[str]:
+    """What each gate decided, from its blessing's metadata: passed, FAILED, or already serving (the
+    candidate is the serving champion's model: nothing to promote), with the reasons."""
+    lines = []
+    for task in run.tasks:
+        meta = getattr(task.outputs.get("blessing"), "metadata", None)
+        if not task.name.startswith("gate-candidate") or not meta:
+            continue
+        verdict = "passed" if meta.get("passed") else "already serving" if meta.get("already_serving") else "FAILED"
+        reasons = meta.get("reasons") or []
+        lines.append(f"{task.name}: {verdict}" + (f": {'; '.join(map(str, reasons))}" if reasons else ""))
+    return lines
 
 
 def _relative(path: str, root: Path) -> str:

@@ -79,3 +79,22 @@ def test_demo_verdict_exit_code(summary, missing, line, code):
 
     got_line, got_code = demo_verdict(summary, missing)
     assert got_line.startswith(line) and got_code == code
+
+
+def test_run_summary_says_what_the_gate_decided(tmp_path):
+    from kfp.dsl import Artifact
+
+    from aicd.pipelines.local import LocalRun, TaskRecord
+    from aicd.pipelines.progress import gate_lines
+
+    def gate(name, **meta):
+        blessing = Artifact(uri=str(tmp_path / name), metadata={"reasons": ["r1", "r2"], **meta})
+        return TaskRecord(name, "ran", 0.1, {"blessing": blessing, "Output": meta.get("passed", False)})
+
+    run = LocalRun("aicd-finetune", tmp_path, [
+        TaskRecord("train-adapter", "ran", 1.0),
+        gate("gate-candidate", passed=False, already_serving="sha256:ab"),
+        gate("gate-candidate-2", passed=True, already_serving=""),
+        gate("gate-candidate-3", passed=False, already_serving="")])
+    assert gate_lines(run) == ["gate-candidate: already serving: r1; r2", "gate-candidate-2: passed: r1; r2",
+                               "gate-candidate-3: FAILED: r1; r2"]
