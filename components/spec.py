@@ -451,6 +451,9 @@ class LabelingSpec(Section):
     }, description="Regex patterns masked in feedback text: name -> pattern.")
     retrain_min_new_rows: PositiveInt = Field(
         100, description="Continuous pipeline: retrain once this many new labeled or feedback rows arrived.")
+    retrain_min_new_pairs: PositiveInt = Field(
+        20, description=("Continuous pipeline: train the spec's dpo methods once this many new preference pairs "
+                         "(labeled pairs, corrections, thumbs-up beating thumbs-down) arrived."))
 
     @model_validator(mode="after")
     def _patterns(self) -> "LabelingSpec":
