@@ -84,10 +84,10 @@ def plan_training(spec: dict[str, Any], labeled_rows: int, feedback_rows: int, n
             LabelingSpec.model_fields["retrain_min_new_pairs"].default
         if new_pairs >= threshold:
             chosen += dpo
-            reason += (f"; {new_pairs} new preference pair(s) >= labeling.retrain_min_new_pairs={threshold}: "
-                       f"training dpo method(s) {', '.join(dpo)}")
+            reason += (f"; {new_pairs} new preference pair(s) to train on >= "
+                       f"labeling.retrain_min_new_pairs={threshold}: training dpo method(s) {', '.join(dpo)}")
         else:
-            reason += (f"; too few new preference pairs for dpo method(s) {', '.join(dpo)}: {new_pairs} < "
+            reason += (f"; too few new preference pairs to train dpo method(s) {', '.join(dpo)} on: {new_pairs} < "
                        f"labeling.retrain_min_new_pairs={threshold} (collect more corrections and thumbs up/down "
                        "on the same prompts, or import labeled pairs)")
             log.info("dpo skipped: %d new preference pair(s) < labeling.retrain_min_new_pairs=%d", new_pairs,
@@ -100,8 +100,10 @@ def plan_training(spec: dict[str, Any], labeled_rows: int, feedback_rows: int, n
 
 def new_preference_pairs(task: dict[str, Any], versions: list[str | Path],
                          previous: list[str | Path | None]) -> int:
-    """Preference pairs (prompt, chosen, rejected) in the labeled and feedback ``versions`` that the
-    ``previous`` versions (what the last training used; None for none) did not hold."""
+    """Preference pairs (prompt, chosen, rejected) in the train split of the labeled and feedback
+    ``versions`` that the ``previous`` versions (what the last training used; None for none) did not
+    hold. The train split only: that is what a dpo method learns from (held-out pairs are for the
+    preference metric)."""
     from aicd.components.labeling.versions import normalise, read_version
     from aicd.components.spec import TaskSpec
     from aicd.components.training.preference import preference_pairs
@@ -112,8 +114,8 @@ def new_preference_pairs(task: dict[str, Any], versions: list[str | Path],
         if path is None:
             return set()
         _, splits = read_version(path)
-        rows = [r for part in splits.values() for r in part]
-        return {(normalise(p.prompt), normalise(p.chosen), normalise(p.rejected)) for p in preference_pairs(rows, spec)}
+        pairs = preference_pairs(splits["train"], spec)
+        return {(normalise(p.prompt), normalise(p.chosen), normalise(p.rejected)) for p in pairs}
 
     seen = set().union(*(keys(p) for p in previous))
     return len(set().union(*(keys(v) for v in versions)) - seen)

@@ -47,7 +47,7 @@ def test_a_new_base_model_retrains_without_new_rows():
 
 LORA = {"name": "lora-r8", "method": "lora"}
 DPO = {"name": "dpo-fb", "method": "dpo"}
-TOO_FEW_DPO = ("too few new preference pairs for dpo method(s) dpo-fb: {n} < labeling.retrain_min_new_pairs=4 "
+TOO_FEW_DPO = ("too few new preference pairs to train dpo method(s) dpo-fb on: {n} < labeling.retrain_min_new_pairs=4 "
                "(collect more corrections and thumbs up/down on the same prompts, or import labeled pairs)")
 
 
@@ -58,8 +58,8 @@ def plan_spec(methods: list[dict], rows: int = 5, pairs: int = 4) -> dict:
 
 
 @pytest.mark.parametrize("methods, rows, pairs, planned, says", [
-    ([LORA, DPO], 5, 4, ["lora-r8", "dpo-fb"], "4 new preference pair(s) >= labeling.retrain_min_new_pairs=4: "
-                                               "training dpo method(s) dpo-fb"),
+    ([LORA, DPO], 5, 4, ["lora-r8", "dpo-fb"], "4 new preference pair(s) to train on >= "
+                                               "labeling.retrain_min_new_pairs=4: training dpo method(s) dpo-fb"),
     ([LORA, DPO], 5, 3, ["lora-r8"], TOO_FEW_DPO.format(n=3)),
     ([DPO, LORA], 0, 9, ["dpo-fb"], "0 new row(s)"),  # pairs alone start dpo; rows too few for lora
     ([LORA, DPO], 0, 1, [], TOO_FEW_DPO.format(n=1)),
@@ -79,12 +79,16 @@ def test_the_plan_refuses_a_negative_pair_count():
         plan_training(plan_spec([LORA, DPO]), 0, 0, -1)
 
 
-def pair_version(path, pairs: list[tuple[str, str, str]], plain: int = 2):
-    rows = [{"id": f"p{i}", "instruction": q, "response": c, "prompt": q, "chosen": c, "rejected": r, "source": "t"}
-            for i, (q, c, r) in enumerate(pairs)]
-    rows += [{"id": f"r{i}", "instruction": f"q{i}", "response": f"a{i}", "prompt": None, "chosen": None,
-              "rejected": None, "source": "t"} for i in range(plain)]
-    write_dataset(path, {"train": rows, "validation": [], "test": []}, fingerprint=f"fp{len(rows)}", parent=None)
+def pair_rows(pairs: list[tuple[str, str, str]], prefix: str = "p") -> list[dict]:
+    return [{"id": f"{prefix}{i}", "instruction": q, "response": c, "prompt": q, "chosen": c, "rejected": r,
+             "source": "t"} for i, (q, c, r) in enumerate(pairs)]
+
+
+def pair_version(path, pairs: list[tuple[str, str, str]], held_out: list[tuple[str, str, str]] = ()):
+    rows = pair_rows(pairs) + [{"id": f"r{i}", "instruction": f"q{i}", "response": f"a{i}", "prompt": None,
+                                "chosen": None, "rejected": None, "source": "t"} for i in range(2)]
+    write_dataset(path, {"train": rows, "validation": [], "test": pair_rows(list(held_out), "h")},
+                  fingerprint=f"fp{len(rows)}-{len(held_out)}", parent=None)
     return path
 
 
@@ -93,7 +97,8 @@ def test_new_preference_pairs_are_counted_from_both_versions_against_the_last_tr
     old = [("Reset password?", "Click forgot password.", "No idea.")]
     new = [("Refund?", "Within 30 days.", "Never."), ("Hi", "Hello!", "Go away.")]
     labels = pair_version(tmp_path / "labels", old + new[:1])
-    feedback = pair_version(tmp_path / "feedback", [(" reset  PASSWORD? ", *old[0][1:]), new[1]])
+    feedback = pair_version(tmp_path / "feedback", [(" reset  PASSWORD? ", *old[0][1:]), new[1]],
+                            held_out=[("Bye", "Goodbye!", "Whatever.")])  # held out: not to train on
     assert new_preference_pairs(task, [labels, feedback], [None, None]) == 3  # the same pair twice counts once
     previous = pair_version(tmp_path / "previous", old)
     assert new_preference_pairs(task, [labels, feedback], [previous, None]) == 2
