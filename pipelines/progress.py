@@ -214,9 +214,12 @@ def gate_lines(run: LocalRun) -> list[str]:
         meta = getattr(task.outputs.get("blessing"), "metadata", None)
         if not task.name.startswith("gate-candidate") or not meta:
             continue
-        verdict = "passed" if meta.get("passed") else "already serving" if meta.get("already_serving") else "FAILED"
-        reasons = meta.get("reasons") or []
-        lines.append(f"{task.name}: {verdict}" + (f": {'; '.join(map(str, reasons))}" if reasons else ""))
+        reasons = "; ".join(map(str, meta.get("reasons") or []))
+        if meta.get("already_serving") and not meta.get("passed"):
+            lines.append(f"{task.name}: {reasons}")  # the reason starts "already serving <digest>"
+        else:
+            verdict = "passed" if meta.get("passed") else "FAILED"
+            lines.append(f"{task.name}: {verdict}: {reasons}" if reasons else f"{task.name}: {verdict}")
     return lines
 
 

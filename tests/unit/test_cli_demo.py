@@ -88,7 +88,9 @@ def test_run_summary_says_what_the_gate_decided(tmp_path):
     from aicd.pipelines.progress import gate_lines
 
     def gate(name, **meta):
-        blessing = Artifact(uri=str(tmp_path / name), metadata={"reasons": ["r1", "r2"], **meta})
+        serving = ["already serving sha256:ab: nothing to promote (...)"]
+        reasons = serving if meta.get("already_serving") else ["r1", "r2"]
+        blessing = Artifact(uri=str(tmp_path / name), metadata={"reasons": reasons, **meta})
         return TaskRecord(name, "ran", 0.1, {"blessing": blessing, "Output": meta.get("passed", False)})
 
     run = LocalRun("aicd-finetune", tmp_path, [
@@ -96,5 +98,5 @@ def test_run_summary_says_what_the_gate_decided(tmp_path):
         gate("gate-candidate", passed=False, already_serving="sha256:ab"),
         gate("gate-candidate-2", passed=True, already_serving=""),
         gate("gate-candidate-3", passed=False, already_serving="")])
-    assert gate_lines(run) == ["gate-candidate: already serving: r1; r2", "gate-candidate-2: passed: r1; r2",
-                               "gate-candidate-3: FAILED: r1; r2"]
+    assert gate_lines(run) == ["gate-candidate: already serving sha256:ab: nothing to promote (...)",
+                               "gate-candidate-2: passed: r1; r2", "gate-candidate-3: FAILED: r1; r2"]
