@@ -61,6 +61,18 @@ def card_digest(card: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(card)).hexdigest()
 
 
+def content_digest(card: dict[str, Any]) -> str:
+    """What a model artifact computes, without how or when it was made: sha256 over its kind, its files
+    table (weights, configs, tokenizer) and the base model it applies to (``base_digest``).
+
+    Two runs that wrote the same files share it while their card digests differ: the card also covers
+    training seconds, throughput and peak memory. The gate uses it to tell a retrained copy of the
+    serving champion from a new model.
+    """
+    same = {"kind": card.get("kind"), "files": card["files"], "base_digest": card.get("base_digest")}
+    return "sha256:" + hashlib.sha256(canonical_json(same)).hexdigest()
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a file under a temporary name in the same folder, then rename it."""
     path = Path(path)

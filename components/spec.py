@@ -33,6 +33,9 @@ CLASSIFICATION_METRICS = {"accuracy", "macro_f1"}
 GENERATION_METRICS = {"exact_match", "token_f1", "rouge_l", "chrf", "bleu", "nll", "perplexity",
                       "preference_accuracy"}
 SYSTEM_METRICS = set(METRICS) - CLASSIFICATION_METRICS - GENERATION_METRICS
+# Scores reported as fractions in [0, 1] (chrF and BLEU are sacrebleu's 0-100 scores divided by 100).
+FRACTION_METRICS = {"accuracy", "macro_f1", "exact_match", "token_f1", "rouge_l", "chrf", "bleu",
+                    "preference_accuracy"}
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -459,6 +462,9 @@ class LabelingSpec(Section):
     }, description="Regex patterns masked in feedback text: name -> pattern.")
     retrain_min_new_rows: PositiveInt = Field(
         100, description="Continuous pipeline: retrain once this many new labeled or feedback rows arrived.")
+    retrain_min_new_pairs: PositiveInt = Field(
+        20, description=("Continuous pipeline: train the spec's dpo methods once this many new preference pairs "
+                         "(labeled pairs, corrections, thumbs-up beating thumbs-down) arrived."))
 
     @model_validator(mode="after")
     def _patterns(self) -> "LabelingSpec":
@@ -518,9 +524,23 @@ def _cross_problems(spec: Spec) -> list[str]:
         for metric in table:
             if metric not in allowed:
                 problems.append(f"`metrics.{where}.{metric}` is not a metric of this task; use one of: {hint}")
+    problems += _scale_problems(spec.metrics.gates)
     names = [c.name for c in spec.candidates]
     if len(set(names)) != len(names):
         problems.append("`candidates` names must be unique; rename the duplicates")
+    return problems
+
+
+def _scale_problems(gates: GatesSpec) -> list[str]:
+    """A gate on a [0, 1] metric given on the 0-100 scale (chrF 10 meaning 0.1) could never bind."""
+    problems = []
+    for where, table in (("thresholds", gates.thresholds), ("non_inferiority", gates.non_inferiority),
+                         ("superiority", gates.superiority)):
+        for metric, value in table.items():
+            if metric in FRACTION_METRICS and abs(value) > 1:
+                problems.append(f"`metrics.gates.{where}.{metric}` is {value:g}, but {metric} is a fraction in "
+                                f"[0, 1] (chrF and BLEU are sacrebleu's scores / 100); write {value / 100:g} for "
+                                f"{value:g} points")
     return problems
 
 

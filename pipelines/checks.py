@@ -52,6 +52,75 @@ def enough_new_data(spec: dict[str, Any], labeled_rows: int, feedback_rows: int,
     return RetrainDecision(retrain, new_rows, threshold, reason)
 
 
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a continuous run trains: ``training.methods`` by name, in the spec's order (none: no training)."""
+
+    methods: list[str]
+    reason: str
+
+    @property
+    def retrain(self) -> bool:
+        return bool(self.methods)
+
+
+def plan_training(spec: dict[str, Any], labeled_rows: int, feedback_rows: int, new_pairs: int = 0,
+                  trained_base: str = "") -> TrainingPlan:
+    """The supervised methods when :func:`enough_new_data` says so; the dpo methods once
+    ``labeling.retrain_min_new_pairs`` new preference pairs arrived (a log line says when too few did)."""
+    from aicd.components.spec import TrainingSpec
+
+    if new_pairs < 0:
+        raise DataError(f"the new preference pair count must not be negative, got {new_pairs}",
+                        "pass the count count_new_pairs returned")
+    rows = enough_new_data(spec, labeled_rows, feedback_rows, trained_base)
+    methods = TrainingSpec.model_validate(spec["training"]).methods if spec.get("training") else []
+    dpo = [m.name for m in methods if m.method == "dpo"]
+    chosen = [m.name for m in methods if m.method != "dpo"] if rows.retrain else []
+    reason = rows.reason
+    if dpo:
+        section = spec.get("labeling")
+        threshold = LabelingSpec.model_validate(section).retrain_min_new_pairs if section else \
+            LabelingSpec.model_fields["retrain_min_new_pairs"].default
+        if new_pairs >= threshold:
+            chosen += dpo
+            reason += (f"; {new_pairs} new preference pair(s) to train on >= "
+                       f"labeling.retrain_min_new_pairs={threshold}: training dpo method(s) {', '.join(dpo)}")
+        else:
+            reason += (f"; too few new preference pairs to train dpo method(s) {', '.join(dpo)} on: {new_pairs} < "
+                       f"labeling.retrain_min_new_pairs={threshold} (collect more corrections and thumbs up/down "
+                       "on the same prompts, or import labeled pairs)")
+            log.info("dpo skipped: %d new preference pair(s) < labeling.retrain_min_new_pairs=%d", new_pairs,
+                     threshold)
+    order = [m.name for m in methods]
+    chosen.sort(key=order.index)
+    log.info("training plan: %s: %s", ", ".join(chosen) or "nothing", reason)
+    return TrainingPlan(chosen, reason)
+
+
+def new_preference_pairs(task: dict[str, Any], versions: list[str | Path],
+                         previous: list[str | Path | None]) -> int:
+    """Preference pairs (prompt, chosen, rejected) in the train split of the labeled and feedback
+    ``versions`` that the ``previous`` versions (what the last training used; None for none) did not
+    hold. The train split only: that is what a dpo method learns from (held-out pairs are for the
+    preference metric)."""
+    from aicd.components.labeling.versions import normalise, read_version
+    from aicd.components.spec import TaskSpec
+    from aicd.components.training.preference import preference_pairs
+
+    spec = TaskSpec.model_validate(task)
+
+    def keys(path: str | Path | None) -> set[tuple[str, str, str]]:
+        if path is None:
+            return set()
+        _, splits = read_version(path)
+        pairs = preference_pairs(splits["train"], spec)
+        return {(normalise(p.prompt), normalise(p.chosen), normalise(p.rejected)) for p in pairs}
+
+    seen = set().union(*(keys(p) for p in previous))
+    return len(set().union(*(keys(v) for v in versions)) - seen)
+
+
 # --- What the continuous pipeline last trained on -------------------------------------------------
 # A recurring run gets the same parameters every time, so the versions it counts new rows from
 # are kept by the pipeline itself under ``state_uri``: ``<state>/trained/{labels,feedback}``,

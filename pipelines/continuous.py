@@ -4,7 +4,10 @@ Submitted as a recurring run (`aicd submit continuous`, with the spec's sections
 run imports the labels and the predictor's payload log, and only when ``labeling.retrain_min_new_rows``
 new rows arrived, or the spec's base model is no longer the one the last training started from (a
 new base model version: a new URI), does it train, evaluate, gate and promote (the finetune tasks,
-inside a dsl.If) on the labeled version with the feedback rows added.
+inside a dsl.If) on the labeled version with the feedback rows added. The spec's dpo methods learn
+from preference pairs (labeled pairs; a correction beats the served answer; a thumbs-up answer beats
+a thumbs-down one to the same prompt): they are trained once ``labeling.retrain_min_new_pairs`` new
+pairs arrived, with or without enough new rows (check_new_data says which methods, and why not dpo).
 
 New rows are counted from the versions the last training used. A recurring run gets the same
 parameters every time, so the pipeline keeps those versions itself under ``state_uri`` (replaced
@@ -36,7 +39,13 @@ def build(platform: Platform):
 
     from aicd.components.labeling.steps import collect_feedback, import_labels
     from aicd.pipelines.finetune import train_candidate
-    from aicd.pipelines.steps import check_new_data, merge_training_data, previous_versions, record_trained_versions
+    from aicd.pipelines.steps import (
+        check_new_data,
+        count_new_pairs,
+        merge_training_data,
+        previous_versions,
+        record_trained_versions,
+    )
     from aicd.pipelines.subgraphs.data import prepare_data
     from aicd.pipelines.subgraphs.delivery import deliver_model
 
@@ -54,15 +63,21 @@ def build(platform: Platform):
         feedback_task = platform.apply(collect_feedback(**s.of(collect_feedback), log_uri=feedback_log,
                                                         parent_uri=previous_task.outputs["feedback"]), "labeling",
                                        cache=False)
+        labeled, feedback = labels_task.outputs["labeled"], feedback_task.outputs["feedback"]
+        pairs_task = platform.apply(count_new_pairs(**s.of(count_new_pairs), labeled=labeled, feedback=feedback,
+                                                    previous_labels=previous_task.outputs["labels"],
+                                                    previous_feedback=previous_task.outputs["feedback"]), "labeling",
+                                    cache=False)
         check_task = platform.apply(check_new_data(**s.of(check_new_data), labeled_rows=labels_task.outputs["Output"],
                                                    feedback_rows=feedback_task.outputs["Output"],
+                                                   new_pairs=pairs_task.output,
                                                    trained_base=previous_task.outputs["base_model"]), "data")
         with dsl.If(check_task.outputs["Output"] == True, name="enough-new-data"):  # noqa: E712
-            labeled, feedback = labels_task.outputs["labeled"], feedback_task.outputs["feedback"]
             data_task = platform.apply(merge_training_data(**s.of(merge_training_data), labeled=labeled,
                                                            feedback=feedback), "data")
             dataset = data_task.outputs["dataset"]
-            gate_task = deliver_model(s, dataset, train_candidate(s, dataset, platform), platform)
+            candidate = train_candidate(s, dataset, platform, methods=check_task.outputs["methods"])
+            gate_task = deliver_model(s, dataset, candidate, platform)
             platform.apply(record_trained_versions(**s.of(record_trained_versions), state_uri=state_uri,
                                                    labeled=labeled, feedback=feedback,
                                                    model_digest=gate_task.outputs["digest"]), "labeling",

@@ -17,6 +17,7 @@ from rich.console import Console
 from aicd.components.spec import Spec, load_spec
 
 log = logging.getLogger(__name__)
+ALREADY_SERVING = "already serving"  # the gate found the candidate to be the serving champion (its files)
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "examples" / "profiles" / "local.yaml"
 # What `make demo` trims from the example spec to finish within 10 minutes on 2 CPU cores
@@ -135,7 +136,9 @@ def _outcome(run, spec: Spec) -> dict[str, Any]:
                                               f"({_model_name(blessing.get('champion'))})"
                 low, high = _num(comparison.get("low"), "+.3f"), _num(comparison.get("high"), "+.3f")
                 out["difference"] = f"{_num(comparison.get('diff'), '+.4f')} (95% CI [{low}, {high}])"
-            out["gate"] = "passed" if task.outputs.get("Output") else "FAILED"
+            serving = blessing.get("already_serving")
+            out["gate"] = ("passed" if task.outputs.get("Output") else
+                           f"{ALREADY_SERVING} {serving}: nothing to promote" if serving else "FAILED")
             out["gate reasons"] = "; ".join(blessing.get("reasons", []))
         elif task.name.startswith("compare-models") and task.outputs.get("comparison") is not None:
             out.update(compared_metrics(read_json(task.outputs["comparison"].path, "comparison"), spec))
@@ -211,7 +214,9 @@ def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
             missing.append("the finetune pipeline produced no adapter (train_adapter missing)")
         else:
             summary["adapter"] = str(adapter)
-            if summary.get("gate") != "passed":
+            if str(summary.get("gate", "")).startswith(ALREADY_SERVING):
+                console.print(f"{summary['gate']}; serving the adapter to show what it answers")
+            elif summary.get("gate") != "passed":
                 console.print("[yellow]the gate did not pass the adapter: it was not promoted; serving it anyway "
                               "so you can see what it answers[/]")
             summary["gitops"] = _gitops_head(spec)
@@ -227,15 +232,22 @@ def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
     for key, value in summary.items():
         console.print(f"{key}: {value}")
     elapsed = time.monotonic() - started
-    promoted = bool(summary.get("promoted commit"))
-    if missing:
-        verdict = "INCOMPLETE (see missing above)"
-    elif not promoted:
-        verdict = "finished, but the gate rejected the adapter, so nothing was promoted (reasons above)"
-    else:
-        verdict = "finished: the adapter was gated, promoted through Git and served"
+    verdict, code = demo_verdict(summary, missing)
     console.print(f"demo {verdict} in {elapsed:.0f}s ({elapsed / 60:.1f} min)")
-    return 0 if promoted and not missing else 1
+    return code
+
+
+def demo_verdict(summary: dict[str, Any], missing: list[str]) -> tuple[str, int]:
+    """The demo's last line and exit code: 0 when the adapter was promoted, or when it is the model that
+    serves already (a second demo on the same workdir retrains the same files: nothing to promote)."""
+    gate = str(summary.get("gate", ""))
+    if missing:
+        return "INCOMPLETE (see missing above)", 1
+    if summary.get("promoted commit"):
+        return "finished: the adapter was gated, promoted through Git and served", 0
+    if gate.startswith(ALREADY_SERVING):
+        return f"finished: {gate} (no new GitOps commit, no canary)", 0
+    return "finished, but the gate rejected the adapter, so nothing was promoted (reasons above)", 1
 
 
 def _own_checkpoints(spec: Spec, root: Path) -> Spec:

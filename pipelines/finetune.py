@@ -9,12 +9,13 @@ DESCRIPTION = ("Ingest the data, train the spec's adapter methods and keep the b
                "repository.")
 
 
-def train_candidate(s: SpecParams, dataset, platform: Platform):
-    """The adapter to deliver: every method of ``training.methods`` trained in parallel and evaluated on
-    the validation split (the test split stays for the gate); the best on metrics.primary."""
+def train_candidate(s: SpecParams, dataset, platform: Platform, methods=None):
+    """The adapter to deliver: every method of ``training.methods`` (or the ``methods`` names, a task
+    output) trained in parallel and evaluated on the validation split (the test split stays for the
+    gate); the best on metrics.primary."""
     from aicd.pipelines.subgraphs.training import compare_methods
 
-    return compare_methods(s, dataset, platform).outputs["best"]
+    return compare_methods(s, dataset, platform, methods=methods).outputs["best"]
 
 
 def build(platform: Platform):

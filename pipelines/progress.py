@@ -200,8 +200,27 @@ def render_summary(run: LocalRun, console: Console | None = None) -> None:
     metrics = key_metrics(run)
     if metrics:
         console.print("key metrics: " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
+    for line in gate_lines(run):
+        console.print(line)
     cached = sum(t.status == "cached" for t in run.tasks)
     console.print(f"{cached} of {len(run.tasks)} step(s) from the cache; artifacts under {run.root}")
+
+
+def gate_lines(run: LocalRun) -> list[str]:
+    """What each gate decided, from its blessing's metadata: passed, FAILED, or already serving (the
+    candidate is the serving champion's model: nothing to promote), with the reasons."""
+    lines = []
+    for task in run.tasks:
+        meta = getattr(task.outputs.get("blessing"), "metadata", None)
+        if not task.name.startswith("gate-candidate") or not meta:
+            continue
+        reasons = "; ".join(map(str, meta.get("reasons") or []))
+        if meta.get("already_serving") and not meta.get("passed"):
+            lines.append(f"{task.name}: {reasons}")  # the reason starts "already serving <digest>"
+        else:
+            verdict = "passed" if meta.get("passed") else "FAILED"
+            lines.append(f"{task.name}: {verdict}: {reasons}" if reasons else f"{task.name}: {verdict}")
+    return lines
 
 
 def _relative(path: str, root: Path) -> str:

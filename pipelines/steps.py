@@ -11,25 +11,49 @@ from aicd.components._images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def check_new_data(candidates: list, labeling: dict, labeled_rows: int, feedback_rows: int,
-                   trained_base: str = "") -> NamedTuple("Check", Output=bool, reason=str):
-    """Whether enough new labeled or feedback rows arrived, or the base model changed since the last
-    training (``trained_base``), to fine-tune again (``Output``: kfp.local resolves a dsl.If only on an
+def check_new_data(candidates: list, training: dict, labeling: dict, labeled_rows: int, feedback_rows: int,
+                   new_pairs: int = 0, trained_base: str = "") -> NamedTuple("Check", Output=bool, methods=list,
+                                                                             reason=str):
+    """Whether to fine-tune again, and which ``training.methods``: the supervised ones when enough new labeled
+    or feedback rows arrived, or the base model changed since the last training (``trained_base``); the dpo
+    ones when enough new preference pairs arrived (``Output``: kfp.local resolves a dsl.If only on an
     output of that name).
 
     Args:
         candidates: The spec's ``candidates``; the first is the base model.
-        labeling: The spec's ``labeling`` section (``retrain_min_new_rows``).
+        training: The spec's ``training`` section (``methods``).
+        labeling: The spec's ``labeling`` section (``retrain_min_new_rows``, ``retrain_min_new_pairs``).
         labeled_rows: import_labels' count of new labeled rows.
         feedback_rows: collect_feedback's count of new feedback rows.
+        new_pairs: count_new_pairs' count of new preference pairs.
         trained_base: The base model URI the last training started from ('' when unknown).
     """
-    from aicd.pipelines.checks import enough_new_data
+    from aicd.pipelines.checks import plan_training
 
-    decision = enough_new_data({"candidates": candidates, "labeling": labeling}, int(labeled_rows),
-                               int(feedback_rows), trained_base)
-    outputs = NamedTuple("Check", Output=bool, reason=str)
-    return outputs(decision.retrain, decision.reason)
+    plan = plan_training({"candidates": candidates, "training": training, "labeling": labeling}, int(labeled_rows),
+                         int(feedback_rows), int(new_pairs), trained_base)
+    outputs = NamedTuple("Check", Output=bool, methods=list, reason=str)
+    return outputs(plan.retrain, plan.methods, plan.reason)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def count_new_pairs(task: dict, labeled: dsl.Input[dsl.Dataset], feedback: dsl.Input[dsl.Dataset],
+                    previous_labels: str = "", previous_feedback: str = "") -> int:
+    """The preference pairs in the labeled and feedback versions that the versions the last training used
+    did not hold (never cache: the previous versions live outside the pipeline).
+
+    Args:
+        task: The spec's ``task`` section (fields).
+        labeled: import_labels' labeled version.
+        feedback: collect_feedback's feedback version.
+        previous_labels: The labeled version the last training used ('' for none).
+        previous_feedback: The feedback version the last training used ('' for none).
+    """
+    from aicd.components.uris import resolve_data
+    from aicd.pipelines.checks import new_preference_pairs
+
+    previous = [resolve_data(uri) if uri else None for uri in (previous_labels, previous_feedback)]
+    return new_preference_pairs(task, [labeled.path, feedback.path], previous)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

@@ -47,6 +47,19 @@ def model_id(model: dict[str, Any] | None) -> str | None:
     return None
 
 
+def already_serving(candidate: dict[str, Any] | None, champion: dict[str, Any] | None) -> str | None:
+    """The champion's digest when the candidate (a report's ``model``) is the model the champion is: the
+    same card digest, or the same ``content_digest`` (files and base, :func:`aicd.components.cards.content_digest`),
+    as when the same adapter is trained again and only its timing fields differ. None otherwise, and
+    always for a base model (no digest) or a report made before reports carried ``content_digest``.
+    """
+    if not candidate or not champion or not champion.get("digest"):
+        return None
+    same_card = candidate.get("digest") == champion["digest"]
+    content = candidate.get("content_digest")
+    return str(champion["digest"]) if same_card or (content and content == champion.get("content_digest")) else None
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
@@ -217,9 +230,17 @@ def gate_candidate(spec: Spec, candidate_report: dict[str, Any], comparison: dic
               + _paired(spec, comparison) + _baselines(spec, candidate_report) + _behaviour(spec, candidate_report))
     passed = all(c.passed for c in checks)
     failed = [c.detail for c in checks if not c.passed]
+    reasons = failed if failed else [c.detail for c in checks] or ["no gates configured"]
+    serving = already_serving(candidate_report.get("model"), champion)
+    if serving:  # a copy of the champion: nothing to promote, whatever the paired checks say (diff 0)
+        how = ("the candidate is that very artifact" if candidate_digest == serving else
+               f"the candidate {candidate_digest} has its files and base; only how it was made differs, e.g. "
+               "its training time")
+        passed, reasons = False, [f"already serving {serving}: nothing to promote ({how})"]
     blessing = {
         "passed": passed,
-        "reasons": failed if failed else [c.detail for c in checks] or ["no gates configured"],
+        "already_serving": serving,
+        "reasons": reasons,
         "candidate_digest": candidate_digest,
         "candidate": candidate_report.get("model") or {},
         "champion": champion,
@@ -227,7 +248,8 @@ def gate_candidate(spec: Spec, candidate_report: dict[str, Any], comparison: dic
         "summary": _summary(spec, candidate_report, comparison),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    log.info("gate %s for %s: %s", "passed" if passed else "FAILED", candidate_digest, "; ".join(blessing["reasons"]))
+    verdict = "passed" if passed else "already serving" if serving else "FAILED"
+    log.info("gate %s for %s: %s", verdict, candidate_digest, "; ".join(blessing["reasons"]))
     return blessing
 
 

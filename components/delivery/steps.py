@@ -23,6 +23,8 @@ def gate_candidate(candidates: list, metrics: dict, candidate_report: Input[Arti
                    ) -> NamedTuple("GateOutputs", Output=bool, digest=str):
     """Bless the candidate: a model artifact (by its card digest), or the base model when ``candidate`` is
     absent or only refers to a base candidate, whose report must then have evaluated that candidate.
+    A candidate with the serving champion's files and base is not blessed: it is ``already_serving``
+    (in the blessing), so nothing is promoted or rolled out.
 
     Args:
         candidates: The spec's ``candidates``.
@@ -42,6 +44,7 @@ def gate_candidate(candidates: list, metrics: dict, candidate_report: Input[Arti
                                 comparison.path if comparison is not None else None,
                                 champion_report.path if champion_report is not None else None)
     blessing.metadata.update({"passed": result.passed, "candidate_digest": result.digest,
+                              "already_serving": result.blessing["already_serving"] or "",
                               "reasons": result.blessing["reasons"]})
     gate_metrics.log_metric("gate_passed", float(result.passed))
     outputs = NamedTuple("GateOutputs", Output=bool, digest=str)

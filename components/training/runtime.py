@@ -107,10 +107,31 @@ def write_model_artifact(out_dir: str | Path, model, tokenizer, kind: str, **car
     """Save weights + tokenizer + card atomically; ``kind`` is ``adapter`` or ``model``."""
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
+        sort_peft_sets(model, tmp)
         tokenizer.save_pretrained(str(tmp))
         written = write_card(tmp, kind, **card)
     log.info("wrote %s artifact %s (%s)", kind, out_dir, written["digest"])
     return written
+
+
+def sort_peft_sets(model, folder: Path) -> None:
+    """Write the set-valued fields of each adapter's ``adapter_config.json`` (``target_modules``, ...) sorted.
+
+    peft writes a set in its iteration order, which follows the process's string hash seed: the same
+    adapter trained twice got another ``adapter_config.json`` half of the time, so another content
+    digest, and the gate took a retrained copy of the champion for a new model.
+    """
+    import json
+
+    for name, config in (getattr(model, "peft_config", None) or {}).items():
+        sets = [key for key, value in config.to_dict().items() if isinstance(value, set)]
+        path = folder / ("" if name == "default" else name) / "adapter_config.json"
+        if not sets or not path.is_file():
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for key in sets:
+            data[key] = sorted(data[key], key=str)
+        path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def artifact_size_mb(path: str | Path) -> float:

@@ -11,8 +11,9 @@ from aicd.pipelines.platform import Platform
 
 
 def compare_methods(s: SpecParams, dataset, platform: Platform | None = None,
-                    split: str = "validation") -> dsl.PipelineTask:
-    """ParallelFor over training.methods: train_adapter, then evaluate_model on ``split``.
+                    split: str = "validation", methods=None) -> dsl.PipelineTask:
+    """ParallelFor over training.methods (or ``methods``: a task output listing some of their names):
+    train_adapter, then evaluate_model on ``split``.
 
     Returns the choose_method task: outputs ``best`` (the Model artifact of the method best on
     metrics.primary, the one to deliver), ``chosen`` (its name), ``table`` (JSON rows: method,
@@ -23,8 +24,9 @@ def compare_methods(s: SpecParams, dataset, platform: Platform | None = None,
     from aicd.components.training.steps import choose_method, list_methods
 
     platform = platform or Platform()
-    names_task = platform.apply(list_methods(**s.of(list_methods)), "evaluate")
-    with dsl.ParallelFor(names_task.output, name="methods") as method:
+    if methods is None:
+        methods = platform.apply(list_methods(**s.of(list_methods)), "evaluate").output
+    with dsl.ParallelFor(methods, name="methods") as method:
         train_task = train_one(s, dataset, method, platform)
         eval_task = platform.apply(evaluate_model(**s.of(evaluate_model), dataset=dataset,
                                                   model=train_task.outputs["model"], split=split), "evaluate")

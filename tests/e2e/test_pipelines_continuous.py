@@ -32,7 +32,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 # The tasks before the dsl.If: they run on every recurring run.
 BEFORE_CHECK = {"fingerprint-sources", "ingest-dataset", "profile-dataset", "previous-versions", "import-labels",
-                "collect-feedback", "check-new-data"}
+                "collect-feedback", "count-new-pairs", "check-new-data"}
 
 
 def make_spec(support_bot_spec: dict, tiny_causal_lm: Path, tmp_path: Path, url: str, project: str,

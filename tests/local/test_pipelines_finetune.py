@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Never cached: their inputs live outside the pipeline (the sources' bytes, Git). Ingest is cached on the
 # sources' fingerprint, so it runs only when the data changed.
 ALWAYS_RUN = {"fingerprint-sources", "find-champion", "gate-candidate", "promote-adapter", "roll-out-canary"}
+PROMOTION = {"promote-adapter", "roll-out-canary"}  # under dsl.If(gate passed)
 
 
 @pytest.fixture
@@ -79,8 +80,9 @@ def test_rerun_gates_against_the_new_champion_then_comes_from_the_cache(first_ru
     sha, _ = head_commit(repo, "main")
     adapter = first.task("gate-candidate").outputs["digest"]
     second = run_local(pipeline, tiny_spec, tmp_path / "work", code_digest=code)
-    assert [t.name for t in second.tasks] == [t.name for t in first.tasks]
-    changed = ALWAYS_RUN | {"compare-models"}  # the comparison's champion report is new
+    # it is the champion already: the gate says so and nothing is promoted or rolled out
+    assert [t.name for t in second.tasks] == [t.name for t in first.tasks if t.name not in PROMOTION]
+    changed = ALWAYS_RUN - PROMOTION | {"compare-models"}  # the comparison's champion report is new
     for task in second.tasks:
         assert task.status == ("ran" if task.name in changed else "cached"), task.name
     assert second.task("find-champion").outputs["Output"] == adapter
@@ -92,7 +94,9 @@ def test_rerun_gates_against_the_new_champion_then_comes_from_the_cache(first_ru
     assert all(m["diff"] == 0 for m in comparison["metrics"].values()), comparison["metrics"]
     blessing = json.loads((Path(second.task("gate-candidate").outputs["blessing"].path) / "blessing.json").read_text())
     assert blessing["champion"]["digest"] == adapter
-    assert second.task("promote-adapter").outputs["Output"] == ""  # it is the champion already: nothing to commit
+    assert (blessing["passed"], blessing["already_serving"]) == (False, adapter)
+    assert blessing["reasons"] == [f"already serving {adapter}: nothing to promote (the candidate is that very "
+                                   "artifact)"]
     assert head_commit(repo, "main")[0] == sha
 
     third = run_local(pipeline, tiny_spec, tmp_path / "work", code_digest=code)
@@ -102,3 +106,34 @@ def test_rerun_gates_against_the_new_champion_then_comes_from_the_cache(first_ru
     blessing = "gate-candidate.blessing"  # carries the time it was made
     assert {k: v for k, v in after.items() if k != blessing} == {k: v for k, v in before.items() if k != blessing}
     assert head_commit(repo, "main")[0] == sha
+
+
+def test_a_retrained_copy_of_the_champion_is_already_serving(first_run, tiny_spec, tmp_path):
+    """A second `make demo` whose cache misses (new code, or --no-cache): the adapter is trained again (resumed
+    from its last checkpoint), so its card's timing fields differ from the champion's while its files do not.
+    Gated as the demo is (superiority on nll), it is already serving: no promotion, no canary, no commit, and
+    the demo exits 0 saying so."""
+    from aicd.components.cards import read_card
+    from aicd.pipelines.demo import _outcome, demo_verdict
+
+    pipeline, code, first = first_run
+    repo = tiny_spec["delivery"]["gitops"]["repo"]
+    sha, _ = head_commit(repo, "main")
+    champion = first.task("gate-candidate").outputs["digest"]
+    tiny_spec["metrics"]["gates"]["superiority"] = {"nll": 0.0}
+    second = run_local(pipeline, tiny_spec, tmp_path / "work", code_digest=code, cache=False)
+    assert not PROMOTION & {t.name for t in second.tasks}, [t.name for t in second.tasks]
+    assert second.task("train-adapter").status == "ran"
+    candidate = second.task("gate-candidate").outputs["digest"]
+    cards = [read_card(run.task("train-adapter").outputs["model"].path) for run in (first, second)]
+    assert candidate != champion and cards[0]["files"] == cards[1]["files"]
+    assert cards[0]["metrics"] != cards[1]["metrics"]  # training seconds, throughput, memory
+    blessing = json.loads((Path(second.task("gate-candidate").outputs["blessing"].path) / "blessing.json").read_text())
+    assert (blessing["passed"], blessing["already_serving"]) == (False, champion)
+    assert blessing["reasons"][0].startswith(f"already serving {champion}: nothing to promote (the candidate "
+                                             f"{candidate} has its files and base")
+    assert head_commit(repo, "main")[0] == sha
+    summary = _outcome(second, parse_spec(tiny_spec))
+    assert summary["gate"] == f"already serving {champion}: nothing to promote"
+    assert demo_verdict(summary, []) == (f"finished: already serving {champion}: nothing to promote (no new GitOps "
+                                         "commit, no canary)", 0)

@@ -8,6 +8,7 @@ from aicd.components.cards import (
     atomic_dir,
     atomic_write_text,
     clean_stale_temporaries,
+    content_digest,
     read_card,
     verify_card,
     write_card,
@@ -115,6 +116,34 @@ def test_each_of_10_card_fields_edited_is_refused(full_artifact, field):
 def test_every_card_field_is_covered(full_artifact):
     card = json.loads((full_artifact / "card.json").read_text())
     assert sorted(card) == sorted([*TAMPERED_FIELDS, "digest"]) and len(TAMPERED_FIELDS) == 10
+
+
+@pytest.mark.parametrize("change, same", [
+    ({}, True),
+    ({"metrics": {"train_seconds": 9.1, "tokens_per_second": 0.0}}, True),  # timing: the same model
+    ({"hyperparameters": {"resumed_from": 24}}, True),
+    ({"base_digest": "sha256:" + "c" * 64}, False),  # the same adapter on another base is another model
+    ({"kind": "model"}, False),
+    ({"file": ("adapter_model.safetensors", bytes(range(255, -1, -1)) * 4)}, False),
+    ({"file": ("tokenizer.json", b'{"model": {"vocab": {"a": 0}}}')}, False),
+])
+def test_content_digest_follows_files_and_base_not_timing(tmp_path, change, same):
+    """Two artifacts written by two runs: their card digests differ whenever any field does, their content
+    digest only when what the model computes does (its files, kind or base)."""
+    cards = []
+    for i, over in enumerate(({}, change)):
+        root = tmp_path / f"a{i}"
+        files = dict(FILE_KINDS)
+        if "file" in over:
+            files[over["file"][0]] = over["file"][1]
+        for name, data in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        fields = {**CARD_FIELDS, "base_digest": "sha256:" + "d" * 64, "metrics": {"train_seconds": 258.7},
+                  **{k: v for k, v in over.items() if k not in ("file", "kind")}}
+        cards.append(write_card(root, over.get("kind", "adapter"), **fields))
+    assert (cards[0]["digest"] == cards[1]["digest"]) is (change == {})
+    assert (content_digest(cards[0]) == content_digest(cards[1])) is same
 
 
 @pytest.mark.parametrize("name", sorted(FILE_KINDS))

@@ -64,3 +64,39 @@ def test_demo_summary_shows_every_compared_metric_with_its_verdict(support_bot_s
                               "[green]+ significantly better[/] [gate: superiority]")
     assert lines["  chrf"].endswith("[red]- significantly worse[/] [gate: non-inferiority]")
     assert "no significant difference [gate: non-inferiority]" in lines["  token_f1"]
+
+
+@pytest.mark.parametrize("summary, missing, line, code", [
+    ({"gate": "passed", "promoted commit": "abc123"}, [], "finished: the adapter was gated, promoted through Git", 0),
+    # a second `make demo` on the same workdir: the same files again, only the card's timing differs
+    ({"gate": "already serving sha256:ab: nothing to promote"}, [],
+     "finished: already serving sha256:ab: nothing to promote (no new GitOps commit, no canary)", 0),
+    ({"gate": "FAILED"}, [], "finished, but the gate rejected the adapter, so nothing was promoted", 1),
+    ({"gate": "already serving sha256:ab: nothing to promote"}, ["train_adapter missing"], "INCOMPLETE", 1),
+])
+def test_demo_verdict_exit_code(summary, missing, line, code):
+    from aicd.pipelines.demo import demo_verdict
+
+    got_line, got_code = demo_verdict(summary, missing)
+    assert got_line.startswith(line) and got_code == code
+
+
+def test_run_summary_says_what_the_gate_decided(tmp_path):
+    from kfp.dsl import Artifact
+
+    from aicd.pipelines.local import LocalRun, TaskRecord
+    from aicd.pipelines.progress import gate_lines
+
+    def gate(name, **meta):
+        serving = ["already serving sha256:ab: nothing to promote (...)"]
+        reasons = serving if meta.get("already_serving") else ["r1", "r2"]
+        blessing = Artifact(uri=str(tmp_path / name), metadata={"reasons": reasons, **meta})
+        return TaskRecord(name, "ran", 0.1, {"blessing": blessing, "Output": meta.get("passed", False)})
+
+    run = LocalRun("aicd-finetune", tmp_path, [
+        TaskRecord("train-adapter", "ran", 1.0),
+        gate("gate-candidate", passed=False, already_serving="sha256:ab"),
+        gate("gate-candidate-2", passed=True, already_serving=""),
+        gate("gate-candidate-3", passed=False, already_serving="")])
+    assert gate_lines(run) == ["gate-candidate: already serving sha256:ab: nothing to promote (...)",
+                               "gate-candidate-2: passed: r1; r2", "gate-candidate-3: FAILED: r1; r2"]

@@ -18,7 +18,7 @@ from aicd.pipelines.submit import compile_pipeline
 ROOT = Path(__file__).resolve().parents[2]
 GPU_PROFILE = ROOT / "examples" / "profiles" / "gpu-cluster.yaml"
 NEVER_CACHED = {"fingerprint-sources", "find-champion", "gate-candidate", "promote-adapter", "previous-versions",
-                "record-trained-versions", "roll-out-canary"}
+                "record-trained-versions", "roll-out-canary", "count-new-pairs"}
 TRAINING = ("train-adapter", "train-from-scratch")
 
 
@@ -155,3 +155,36 @@ def test_rollout_follows_each_promotion(compiled, name):
         assert any("gate-candidate-Output" in c for c in conditions), conditions
         assert params["commit"]["taskOutputParameter"]["producerTask"].startswith("promote-adapter")
         assert params["in_stage"]["runtimeValue"]["constant"] is True
+
+
+def test_continuous_trains_the_methods_the_check_chose(compiled):
+    """continuous trains what check-new-data planned (supervised methods on new rows, dpo methods on new
+    preference pairs, counted by count-new-pairs from both versions), not a fixed list of every method."""
+    ir = compiled["continuous"][0]
+    found = {base(comp): (spec, conds) for comp, spec, conds in tasks(ir)}
+    assert "list-methods" not in found  # the plan replaces it
+    check = found["check-new-data"][0]["inputs"]["parameters"]
+    assert check["new_pairs"]["taskOutputParameter"] == {"outputParameterKey": "Output",
+                                                        "producerTask": "count-new-pairs"}
+    assert set(check) >= {"training", "labeling", "labeled_rows", "feedback_rows", "trained_base"}
+    pairs = found["count-new-pairs"][0]["inputs"]
+    assert set(pairs["artifacts"]) == {"labeled", "feedback"}
+    assert {pairs["parameters"][k]["taskOutputParameter"]["outputParameterKey"]
+            for k in ("previous_labels", "previous_feedback")} == {"labels", "feedback"}
+    train_spec, train_conditions = found["train-adapter"]
+    assert any("check-new-data-Output" in c for c in train_conditions), train_conditions
+
+    def loop_over(dag: dict):  # the ParallelFor around train-adapter, wherever it sits
+        for task in dag["tasks"].values():
+            inner = ir["components"][task["componentRef"]["name"]]
+            if "iteratorPolicy" in task or "parameterIterator" in task:
+                yield task
+            if "dag" in inner:
+                yield from loop_over(inner["dag"])
+
+    loops = list(loop_over(ir["root"]["dag"]))
+    assert len(loops) == 1, loops
+    items = loops[0]["parameterIterator"]["items"]["inputParameter"]
+    upstream = loops[0]["inputs"]["parameters"][items]
+    source = upstream.get("componentInputParameter") or upstream["taskOutputParameter"]["outputParameterKey"]
+    assert source == "pipelinechannel--check-new-data-methods", upstream

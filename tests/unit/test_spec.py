@@ -54,6 +54,12 @@ BAD = [
      "`metrics.gates.thresholds.accurasy` is not a metric of this task; use one of: adapter_size_mb, bleu, "
      "chrf, exact_match, latency_p50_ms, latency_p95_ms, model_size_mb, nll, peak_memory_mb, perplexity, "
      "preference_accuracy, rouge_l, token_f1, tokens_per_second"),
+    ("metrics.gates.non_inferiority.chrf", 10,
+     "`metrics.gates.non_inferiority.chrf` is 10, but chrf is a fraction in [0, 1] (chrF and BLEU are "
+     "sacrebleu's scores / 100); write 0.1 for 10 points"),
+    ("metrics.gates.thresholds", {"token_f1": 5},
+     "`metrics.gates.thresholds.token_f1` is 5, but token_f1 is a fraction in [0, 1] (chrF and BLEU are "
+     "sacrebleu's scores / 100); write 0.05 for 5 points"),
     ("delivery.canary.steps", [10, 50],
      "`delivery.canary.steps` must rise strictly and end at 100, got [10, 50]; e.g. [10, 50, 100]"),
     ("training.learning_rate", "fast", "`training.learning_rate` must be a number, got 'fast'"),

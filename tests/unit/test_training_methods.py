@@ -196,3 +196,37 @@ def test_classifier_options_weight_rare_classes_and_speed_up_the_head(tiny_encod
     assert all("modules_to_save" in names[id(p)] for p in groups[1]["params"])
     assert any("classifier" in names[id(p)] for p in groups[1]["params"])
     assert all("lora_" in names[id(p)] for p in groups[0]["params"])
+
+
+WRITE_ADAPTER = """
+import sys, torch
+from aicd.components.models import load_causal_lm
+from aicd.components.spec import MethodSpec
+from aicd.components.training.methods import apply_method
+from aicd.components.training.runtime import write_model_artifact
+torch.manual_seed(0)
+model, tokenizer, _ = load_causal_lm(sys.argv[1])
+model = apply_method(model, MethodSpec(name="m", method="lora", r=4, target_modules=["q_proj", "v_proj"]), "causal-lm")
+write_model_artifact(sys.argv[2], model, tokenizer, "adapter", base_model=sys.argv[1])
+"""
+
+
+def test_the_same_adapter_has_one_content_digest_whatever_the_hash_seed(tiny_causal_lm, tmp_path):
+    """peft writes target_modules (a set) in hash order: under PYTHONHASHSEED 0 and 3 the two orders of
+    {q_proj, v_proj} differ, and the same adapter got two adapter_config.json files, two content digests."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from aicd.components.cards import content_digest
+
+    cards = []
+    for seed in ("0", "3"):
+        out = tmp_path / f"seed-{seed}"
+        subprocess.run([sys.executable, "-c", WRITE_ADAPTER, str(tiny_causal_lm), str(out)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"}, timeout=300)
+        cards.append(verify_card(out))
+        assert json.loads((out / "adapter_config.json").read_text())["target_modules"] == ["q_proj", "v_proj"]
+    assert cards[0]["files"] == cards[1]["files"]
+    assert content_digest(cards[0]) == content_digest(cards[1])
