@@ -61,7 +61,7 @@ def card_digest(card: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(card)).hexdigest()
 
 
-def content_digest(card: dict[str, Any]) -> str:
+def model_content_digest(card: dict[str, Any]) -> str:
     """What a model artifact computes, without how or when it was made: sha256 over its kind, its files
     table (weights, configs, tokenizer) and the base model it applies to (``base_digest``).
 

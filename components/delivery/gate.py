@@ -49,9 +49,10 @@ def model_id(model: dict[str, Any] | None) -> str | None:
 
 def already_serving(candidate: dict[str, Any] | None, champion: dict[str, Any] | None) -> str | None:
     """The champion's digest when the candidate (a report's ``model``) is the model the champion is: the
-    same card digest, or the same ``content_digest`` (files and base, :func:`aicd.components.cards.content_digest`),
-    as when the same adapter is trained again and only its timing fields differ. None otherwise, and
-    always for a base model (no digest) or a report made before reports carried ``content_digest``.
+    same card digest, or the same ``content_digest`` (files and base,
+    :func:`aicd.components.cards.model_content_digest`), as when the same adapter is trained again
+    and only its timing fields differ. None otherwise, and always for a base model (no digest) or a
+    report made before reports carried ``content_digest``.
     """
     if not candidate or not champion or not champion.get("digest"):
         return None

@@ -216,7 +216,7 @@ def _probe_texts(spec: Spec, rows: Sequence[dict[str, Any]]) -> list[str]:
 def open_local(spec: Spec, rows, model: str | Path | None, candidate: str | None,
                batch_size: int | None = None, shots: Sequence[tuple[str, str]] = ()) -> tuple[Backend, dict | None]:
     """A local backend for a Model artifact or a base candidate, and the adapter probe's result."""
-    from aicd.components.cards import content_digest, read_card
+    from aicd.components.cards import model_content_digest, read_card
     from aicd.components.evaluation.inference import check_head_labels
     from aicd.components.evaluation.probe import adapter_probe
     from aicd.components.models import load_causal_lm, load_classifier, load_model_artifact
@@ -236,7 +236,7 @@ def open_local(spec: Spec, rows, model: str | Path | None, candidate: str | None
         net, tokenizer, card = load_model_artifact(model, list(spec.task.labels) if classification else None)
         base = card.get("base_model") or str(model)
         info = {"name": card.get("name") or card.get("method_name") or Path(model).name, "uri": str(model),
-                "digest": card["digest"], "content_digest": content_digest(card), "base_model": base}
+                "digest": card["digest"], "content_digest": model_content_digest(card), "base_model": base}
         adapter = card.get("kind") == "adapter"
         sizes = {"model_size_mb": weights_mb(resolve_model(base) if adapter else Path(model)),
                  "adapter_size_mb": weights_mb(Path(model)) if adapter else None}

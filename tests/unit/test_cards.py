@@ -8,7 +8,7 @@ from aicd.components.cards import (
     atomic_dir,
     atomic_write_text,
     clean_stale_temporaries,
-    content_digest,
+    model_content_digest,
     read_card,
     verify_card,
     write_card,
@@ -143,7 +143,7 @@ def test_content_digest_follows_files_and_base_not_timing(tmp_path, change, same
                   **{k: v for k, v in over.items() if k not in ("file", "kind")}}
         cards.append(write_card(root, over.get("kind", "adapter"), **fields))
     assert (cards[0]["digest"] == cards[1]["digest"]) is (change == {})
-    assert (content_digest(cards[0]) == content_digest(cards[1])) is same
+    assert (model_content_digest(cards[0]) == model_content_digest(cards[1])) is same
 
 
 @pytest.mark.parametrize("name", sorted(FILE_KINDS))

@@ -219,7 +219,7 @@ def test_the_same_adapter_has_one_content_digest_whatever_the_hash_seed(tiny_cau
     import subprocess
     import sys
 
-    from aicd.components.cards import content_digest
+    from aicd.components.cards import model_content_digest
 
     cards = []
     for seed in ("0", "3"):
@@ -229,4 +229,4 @@ def test_the_same_adapter_has_one_content_digest_whatever_the_hash_seed(tiny_cau
         cards.append(verify_card(out))
         assert json.loads((out / "adapter_config.json").read_text())["target_modules"] == ["q_proj", "v_proj"]
     assert cards[0]["files"] == cards[1]["files"]
-    assert content_digest(cards[0]) == content_digest(cards[1])
+    assert model_content_digest(cards[0]) == model_content_digest(cards[1])
