@@ -109,6 +109,7 @@ def write_model_artifact(out_dir: str | Path, model, tokenizer, kind: str, **car
         model.save_pretrained(str(tmp), safe_serialization=True)
         sort_peft_sets(model, tmp)
         tokenizer.save_pretrained(str(tmp))
+        drop_load_settings(tmp)
         written = write_card(tmp, kind, **card)
     log.info("wrote %s artifact %s (%s)", kind, out_dir, written["digest"])
     return written
@@ -132,6 +133,25 @@ def sort_peft_sets(model, folder: Path) -> None:
         for key in sets:
             data[key] = sorted(data[key], key=str)
         path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+
+
+# from_pretrained() arguments about where and how to load, which transformers copies into the saved
+# tokenizer_config.json (HF_HUB_OFFLINE=1 in the images turns on local_files_only): not the model's.
+LOAD_SETTINGS = ("local_files_only", "cache_dir", "force_download", "proxies", "token", "use_auth_token")
+
+
+def drop_load_settings(folder: Path) -> None:
+    """Remove :data:`LOAD_SETTINGS` from ``tokenizer_config.json``: the same training in a step's image
+    (offline) and in a local process wrote two tokenizer configs, so two content digests."""
+    import json
+
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if any(key in data for key in LOAD_SETTINGS):
+        path.write_text(json.dumps({k: v for k, v in data.items() if k not in LOAD_SETTINGS}, indent=2,
+                                   sort_keys=True) + "\n", encoding="utf-8")
 
 
 def artifact_size_mb(path: str | Path) -> float:

@@ -213,7 +213,9 @@ write_model_artifact(sys.argv[2], model, tokenizer, "adapter", base_model=sys.ar
 
 def test_the_same_adapter_has_one_content_digest_whatever_the_hash_seed(tiny_causal_lm, tmp_path):
     """peft writes target_modules (a set) in hash order: under PYTHONHASHSEED 0 and 3 the two orders of
-    {q_proj, v_proj} differ, and the same adapter got two adapter_config.json files, two content digests."""
+    {q_proj, v_proj} differ, and the same adapter got two adapter_config.json files, two content digests.
+    Likewise transformers copies local_files_only (on under HF_HUB_OFFLINE=1, as in the images) into
+    tokenizer_config.json: a step in its image and the same step in a local process wrote two configs."""
     import json
     import os
     import subprocess
@@ -222,10 +224,11 @@ def test_the_same_adapter_has_one_content_digest_whatever_the_hash_seed(tiny_cau
     from aicd.components.cards import model_content_digest
 
     cards = []
-    for seed in ("0", "3"):
+    for seed, offline in (("0", "1"), ("3", "0")):
         out = tmp_path / f"seed-{seed}"
         subprocess.run([sys.executable, "-c", WRITE_ADAPTER, str(tiny_causal_lm), str(out)], check=True,
-                       env={**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"}, timeout=300)
+                       env={**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1",
+                            "HF_HUB_OFFLINE": offline}, timeout=300)
         cards.append(verify_card(out))
         assert json.loads((out / "adapter_config.json").read_text())["target_modules"] == ["q_proj", "v_proj"]
     assert cards[0]["files"] == cards[1]["files"]
