@@ -14,7 +14,7 @@ ETCD ?= /usr/bin/etcd
 KUBECTL ?= /usr/bin/kubectl
 PYTEST_ARGS ?=
 
-.PHONY: install services kube-apiserver demo test test-quality test-fast bench bench-images lint docs lock clean images push
+.PHONY: install services kube-apiserver demo demo-image test test-quality test-fast bench bench-images lint docs lock clean images push
 
 install: $(STAMP)
 
@@ -82,6 +82,11 @@ kube-apiserver:
 
 demo: install
 	$(VENV)/bin/aicd demo
+
+# After make demo: serve the adapter it promoted (the production overlay of .aicd/gitops.git) from the
+# serve image, as KServe would run it, and ask it through the openai client (tools/podman/serve-from-gitops.py).
+demo-image: install images
+	$(PY) tools/podman/serve-from-gitops.py .aicd/gitops.git manifests/overlays/production $(SERVE_ARGS)
 
 test: install lint services kube-apiserver images
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio PROMETHEUS_BIN=$(PROMETHEUS) ETCD=$(ETCD) \
