@@ -38,13 +38,21 @@ def load_causal_lm(uri: str, dtype: str = "float32", digest: str | None = None):
     return model, load_tokenizer(model_dir), model_dir
 
 
-def load_classifier(uri: str, labels: list[str], digest: str | None = None):
+# load_classifier's default pooling: the one the model folder declares.
+AUTO = "auto"
+
+
+def load_classifier(uri: str, labels: list[str], digest: str | None = None, pooling: str | None = AUTO):
     """(model, tokenizer, local_dir) of a sequence classifier with the task's labels.
 
     A plain encoder gets a fresh classification head sized to ``labels``; a model
     that already has a head must have exactly these labels. ``digest``: the URI's pin.
+    ``pooling``: what feeds the head (:mod:`aicd.components.pooling`); ``AUTO`` takes the one
+    the folder declares (a sentence-transformers encoder's mean pooling), None the model's own.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from aicd.components.pooling import CONFIG_KEY, apply_pooling, declared_pooling
 
     model_dir = resolve_model(uri, digest)
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
@@ -62,6 +70,13 @@ def load_classifier(uri: str, labels: list[str], digest: str | None = None):
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load classifier from {uri!r} ({model_dir}): {err}",
                          "point the URI at a transformers encoder folder with safetensors weights") from err
+    saved = getattr(model.config, CONFIG_KEY, None)  # a full-weights artifact aicd trained with a pooling
+    if pooling == AUTO and saved:
+        apply_pooling(model, saved, uri)
+    elif pooling == AUTO:
+        apply_pooling(model, declared_pooling(model_dir), uri, declared=True)
+    else:
+        apply_pooling(model, pooling, uri)
     model.eval()
     return model, load_tokenizer(model_dir), model_dir
 
@@ -91,6 +106,18 @@ def format_prompt(tokenizer, instruction: str, template: str | None = None, syst
     return f"{instruction}\n"
 
 
+def adapter_pooling(path: str | Path) -> str | None:
+    """The pooling a classifier adapter was trained with: the model's own pooler when the adapter saved
+    it (``modules_to_save``, as adapters trained before mean pooling did), else the base's declared one."""
+    import json
+
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        return AUTO
+    saved = json.loads(config.read_text()).get("modules_to_save") or []
+    return None if "pooler" in saved else AUTO
+
+
 def load_model_artifact(path: str | Path, labels: list[str] | None = None):
     """(model, tokenizer, card) of an aicd Model artifact, digests verified first.
 
@@ -117,7 +144,8 @@ def load_model_artifact(path: str | Path, labels: list[str] | None = None):
     base = card.get("base_model")
     if not base:
         raise ModelError(f"{path}/card.json names no base_model", "produce the adapter again with train_adapter")
-    model, _, _ = load_classifier(base, labels) if classification else load_causal_lm(base)
+    model, _, _ = (load_classifier(base, labels, pooling=adapter_pooling(path)) if classification
+                   else load_causal_lm(base))
     model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
     model.eval()
     # The adapter folder carries the tokenizer used in training (chat template included).

@@ -15,7 +15,8 @@ from typing import Any
 
 from aicd.components.cards import CARD, read_card, verify_card
 from aicd.components.errors import IntegrityError, ServingError
-from aicd.components.models import load_causal_lm, load_classifier, load_tokenizer
+from aicd.components.models import adapter_pooling, load_causal_lm, load_classifier, load_tokenizer
+from aicd.components.pooling import CONFIG_KEY
 from aicd.components.serving.config import ServeConfig
 from aicd.components.uris import CACHE_KINDS, resolve_model, resolve_path
 
@@ -142,7 +143,13 @@ class Engine:
             self.labels = list(read_card(resolve_path(first)).get("labels") or [])
 
     def verify(self, name: str, uri: str) -> Adapter:
-        return verify_adapter(name, uri, self.task, self.base_dir, self.labels)
+        adapter = verify_adapter(name, uri, self.task, self.base_dir, self.labels)
+        pooling = getattr(getattr(self.model, "config", None), CONFIG_KEY, None)
+        if self.task == "text-classification" and pooling and adapter_pooling(adapter.path) is None:
+            raise ServingError(f"adapter {name!r} was trained on the encoder's [CLS] pooler (it saved the pooler), "
+                               f"and this server's base feeds the head the {pooling} of the token vectors",
+                               "train the adapter again on this base (training now uses the base's pooling)")
+        return adapter
 
     def attach(self, adapter: Adapter) -> None:
         """Load a verified adapter's weights next to the others (same base in memory)."""

@@ -69,7 +69,13 @@ def head_modules(model) -> list[str] | None:
     vector, and frozen it leaves the head a poor feature)."""
     if model is None:
         return None
-    return [name for name in ("classifier", "score", "pooler") if _matches(model, name)]
+    return [name for name in ("classifier", "score", "pooler") if _trainable_module(model, name)]
+
+
+def _trainable_module(model, name: str) -> bool:
+    """Whether the model has a module ``name`` with parameters (a mean pooler has none: nothing to save)."""
+    return any((full == name or full.endswith("." + name)) and any(True for _ in module.parameters())
+               for full, module in model.named_modules())
 
 
 def peft_config(method: MethodSpec, task: str, model=None, where: str = "training.methods"):

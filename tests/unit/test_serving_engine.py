@@ -1,13 +1,18 @@
 """The predictor's engine: one base in memory, adapters verified and switched per batch."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 from helpers.adapters import LABELS, make_lora_adapter
+from helpers.data import make_dataset, review_rows
+from helpers.specs import classification_spec
 
 from aicd.components.errors import IntegrityError, ServingError
 from aicd.components.serving.config import ServeConfig
 from aicd.components.serving.engine import Engine, GenItem
+from aicd.components.training.adapter import train_adapter
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +216,18 @@ def test_a_pinned_full_model_with_its_card_and_the_rendered_pin(full_model, supp
     assert args[args.index("--base-digest") + 1] == "sha256:" + "a" * 64
     args = isvc.predictor_args(spec, isvc.ModelRef(card["digest"], uri, "/mnt/models/adapters/x", "x"))
     assert "--base-digest" in args  # the adapter's base is the pinned candidate
+
+
+def test_an_adapter_trained_on_the_pooler_is_refused_on_a_mean_pooled_base(tiny_encoder, tmp_path):
+    base = shutil.copytree(tiny_encoder, tmp_path / "base")
+    data = make_dataset(tmp_path / "ds", review_rows(), task="text-classification")
+    train_adapter(classification_spec(base, tmp_path / "ck", max_steps=2), data, "lora-r8", tmp_path / "old",
+                  progress=False)  # on the plain encoder: it trains and saves the pooler
+    (base / "1_Pooling").mkdir()
+    (base / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    fresh = make_lora_adapter(base, tmp_path / "new", "text-classification", LABELS)
+    engine = Engine(ServeConfig(base=str(base), task="text-classification", labels=LABELS))
+    engine.load_base()
+    engine.attach(engine.verify("new", str(fresh)))
+    with pytest.raises(ServingError, match=r"^adapter 'old' was trained on the encoder's \[CLS\] pooler"):
+        engine.verify("old", str(tmp_path / "old"))
