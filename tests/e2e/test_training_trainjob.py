@@ -8,6 +8,7 @@ command with torchrun, one node, ``numProcPerNode`` processes, and writes the Co
 the claim is a local folder (``AICD_PVC_ROOT``) as the pod's mount would be.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -54,6 +55,22 @@ def play_trainer(api, pvc_root, halt: threading.Event, runs: list) -> None:
         halt.wait(0.5)
 
 
+@contextlib.contextmanager
+def trainer_playing(api, pvc, monkeypatch):
+    """The claim as a local folder (AICD_PVC_ROOT) and the stand-in Trainer controller running; yields the
+    list of (job, exit code, stderr) it ran."""
+    (pvc / "aicd-checkpoints").mkdir(parents=True)
+    monkeypatch.setenv("AICD_PVC_ROOT", str(pvc))
+    halt, runs = threading.Event(), []
+    trainer = threading.Thread(target=play_trainer, args=(api, pvc, halt, runs))
+    trainer.start()
+    try:
+        yield runs
+    finally:
+        halt.set()
+        trainer.join()
+
+
 @pytest.fixture
 def cluster(kube_apiserver, tmp_path, tiny_causal_lm):  # noqa: F811
     from kubernetes import client, config
@@ -75,19 +92,11 @@ def cluster(kube_apiserver, tmp_path, tiny_causal_lm):  # noqa: F811
 def test_method_trains_as_a_trainjob_under_torchrun_and_a_retry_follows_the_same_job(cluster, monkeypatch):
     api, spec, tmp = cluster
     pvc = tmp / "pvc"
-    (pvc / "aicd-checkpoints").mkdir(parents=True)
-    monkeypatch.setenv("AICD_PVC_ROOT", str(pvc))
-    halt, runs = threading.Event(), []
-    trainer = threading.Thread(target=play_trainer, args=(api, pvc, halt, runs))
-    trainer.start()
-    try:
+    with trainer_playing(api, pvc, monkeypatch) as runs:
         summary = train_on_trainjob(spec, api, tmp / "ds", "lora", tmp / "out", claim="aicd-checkpoints",
                                     namespace=NAMESPACE, deadline_seconds=3600, poll_seconds=0.5)
         again = train_on_trainjob(spec, api, tmp / "ds", "lora", tmp / "out2", claim="aicd-checkpoints",
                                   namespace=NAMESPACE, deadline_seconds=3600, poll_seconds=0.5)
-    finally:
-        halt.set()
-        trainer.join()
     assert len(runs) == 1 and runs[0][1] == 0, runs      # the retry found the finished job: nothing re-ran
     assert summary["steps"] == 2 and again == summary
     card = verify_card(tmp / "out")
@@ -106,22 +115,14 @@ def test_a_failed_trainjob_names_the_failure(cluster, monkeypatch):
     from aicd.components.errors import TrainingError
 
     api, spec, tmp = cluster
-    monkeypatch.setenv("AICD_PVC_ROOT", str(tmp / "pvc"))
-    (tmp / "pvc" / "aicd-checkpoints").mkdir(parents=True)
     bad = parse_spec({**spec.model_dump(mode="json", exclude_none=True),
                       "candidates": [{"name": "gone", "uri": str(tmp / "no-such-model")}]})
     manifest, _ = plan(bad, tmp / "ds", "lora", "aicd-checkpoints", namespace=NAMESPACE)
-    halt, runs = threading.Event(), []
-    trainer = threading.Thread(target=play_trainer, args=(api, tmp / "pvc", halt, runs))
-    trainer.start()
-    try:
-        with pytest.raises(TrainingError, match=f"TrainJob {NAMESPACE}/{manifest['metadata']['name']} failed: "
-                                                "JobFailed"):
-            train_on_trainjob(bad, api, tmp / "ds", "lora", tmp / "out", claim="aicd-checkpoints",
-                              namespace=NAMESPACE, deadline_seconds=600, poll_seconds=0.5)
-    finally:
-        halt.set()
-        trainer.join()
+    with trainer_playing(api, tmp / "pvc", monkeypatch), \
+            pytest.raises(TrainingError, match=f"TrainJob {NAMESPACE}/{manifest['metadata']['name']} failed: "
+                                               "JobFailed"):
+        train_on_trainjob(bad, api, tmp / "ds", "lora", tmp / "out", claim="aicd-checkpoints",
+                          namespace=NAMESPACE, deadline_seconds=600, poll_seconds=0.5)
     assert not (tmp / "out").exists()
 
 
@@ -135,18 +136,9 @@ def test_model_from_scratch_trains_as_a_trainjob_under_torchrun(cluster, monkeyp
     scratch = parse_spec({**spec.model_dump(mode="json", exclude_none=True),
                           "training": {**spec.training.model_dump(mode="json", exclude_none=True),
                                        "max_steps": 4, "from_scratch": arch}})
-    pvc = tmp / "pvc"
-    (pvc / "aicd-checkpoints").mkdir(parents=True)
-    monkeypatch.setenv("AICD_PVC_ROOT", str(pvc))
-    halt, runs = threading.Event(), []
-    trainer = threading.Thread(target=play_trainer, args=(api, pvc, halt, runs))
-    trainer.start()
-    try:
+    with trainer_playing(api, tmp / "pvc", monkeypatch) as runs:
         summary = train_on_trainjob(scratch, api, tmp / "ds", None, tmp / "out", claim="aicd-checkpoints",
                                     namespace=NAMESPACE, deadline_seconds=3600, poll_seconds=0.5)
-    finally:
-        halt.set()
-        trainer.join()
     assert len(runs) == 1 and runs[0][1] == 0, runs
     assert "-scratch-" in runs[0][0], runs[0][0]
     job = api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, runs[0][0])
