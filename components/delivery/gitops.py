@@ -115,6 +115,11 @@ def _attempt(delivery: DeliverySpec, clone: Path, env: dict[str, str], edit: Edi
     return action, before, after, True
 
 
+def _branch_exists(branch: str) -> DeliveryError:
+    return DeliveryError(f"branch {branch!r} already exists in the GitOps repository",
+                         "merge or delete that pull-request branch first")
+
+
 def commit_overlay(spec: Spec | DeliverySpec, edit: Edit, message: str, branch: str | None = None,
                    record: bool = False) -> CommitResult:
     """Clone, edit the overlay's InferenceService, commit and push, retrying on concurrent changes.
@@ -130,6 +135,10 @@ def commit_overlay(spec: Spec | DeliverySpec, edit: Edit, message: str, branch: 
     with credentials_env(gitops) as env, tempfile.TemporaryDirectory(prefix="aicd-gitops-") as tmp:
         clone = Path(tmp) / "repo"
         _clone(delivery, env, clone)
+        # A pull-request branch is new or it is an earlier run's: a re-run within the same second makes
+        # the very same commit, whose push "succeeds" as a no-op, so ask the remote instead of pushing.
+        if branch and git(["ls-remote", "--heads", "origin", f"refs/heads/{branch}"], clone, env, "ls-remote").strip():
+            raise _branch_exists(branch)
         deadline, attempt = time.monotonic() + gitops.retry_seconds, 0
         while True:
             attempt += 1
@@ -142,8 +151,7 @@ def commit_overlay(spec: Spec | DeliverySpec, edit: Edit, message: str, branch: 
                 git(["push", "--quiet", "origin", f"HEAD:refs/heads/{target}"], clone, env, "push")
             except PushRejected:
                 if branch:
-                    raise DeliveryError(f"branch {branch!r} already exists in the GitOps repository",
-                                        "merge or delete that pull-request branch first") from None
+                    raise _branch_exists(branch) from None
                 left = deadline - time.monotonic()
                 if left <= 0 or (gitops.max_retries is not None and attempt >= gitops.max_retries):
                     raise DeliveryError(

@@ -126,6 +126,33 @@ def test_pull_request_mode_pushes_a_branch_only(support_bot_spec, remote, tmp_pa
     assert overlay(remote, result.branch)["spec"]["canary"][0]["trafficPercent"] == 10
 
 
+def test_a_pull_request_branch_made_again_in_the_same_second_is_not_pushed_twice(support_bot_spec, remote, tmp_path,
+                                                                                 monkeypatch):
+    """A re-run within the same second makes the very commit the branch holds (same tree, parent, message
+    and time), and pushing it "succeeds" as a no-op: the second run must still say the branch exists,
+    not open a second pull request. Git's clock is pinned to play the same second."""
+    import contextlib
+
+    from aicd.components.delivery import gitops
+
+    spec = make_spec(support_bot_spec, remote)
+    with_first_champion(spec, remote)
+    spec = make_spec(support_bot_spec, remote, mode="pull-request")
+    real = gitops.credentials_env
+
+    @contextlib.contextmanager
+    def same_second(*args, **kwargs):
+        with real(*args, **kwargs) as env:
+            yield {**env, "GIT_AUTHOR_DATE": "2026-12-07T01:00:00Z", "GIT_COMMITTER_DATE": "2026-12-07T01:00:00Z"}
+
+    monkeypatch.setattr(gitops, "credentials_env", same_second)
+    adapter, card = make_adapter(tmp_path / "a", 7)
+    blessing = blessing_for(card["digest"], champion=BASE)
+    first = promote_adapter(spec, blessing, adapter)
+    with pytest.raises(DeliveryError, match=f"branch '{first.branch}' already exists"):
+        promote_adapter(spec, blessing, adapter)
+
+
 def test_twelve_concurrent_promotions_with_default_retries(support_bot_spec, remote, tmp_path):
     """12 promoters and one canary analysis race on a bare repository with the spec's default retry budget.
 
