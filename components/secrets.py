@@ -32,13 +32,18 @@ def check_secret_ref(name: str, key: str) -> None:
                         "use letters, digits, '-', '_' and '.', e.g. token")
 
 
+def secrets_root() -> Path:
+    """Where the platform mounts Secrets, one folder each: ``$AICD_SECRETS_DIR``, default /var/run/secrets/aicd."""
+    return Path(os.environ.get("AICD_SECRETS_DIR", "/var/run/secrets/aicd"))
+
+
 def read_secret(name: str, key: str = "token") -> str:
     """The value of key ``key`` of Secret ``name``; a clear error when it is absent."""
     check_secret_ref(name, key)
     env = secret_env_name(name, key)
     if os.environ.get(env):
         return os.environ[env].strip()
-    root = Path(os.environ.get("AICD_SECRETS_DIR", "/var/run/secrets/aicd"))
+    root = secrets_root()
     path = root / name / key
     if root.resolve() not in path.resolve().parents:  # a link that points out (Kubernetes' own ..data links stay in)
         raise AicdError(f"secret {name!r} (key {key!r}) leaves {root}", "mount the Secret without links out of it")

@@ -5,7 +5,6 @@ are a contract that canary analysis, feedback collection and the CLI rely on.
 """
 
 import argparse
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,7 +207,9 @@ SECRET_FLAGS = {"--admin-token-file": "admin_token_secret", "--feedback-key-file
 def secret_mounts(serving: Any) -> dict[str, tuple[str, str]]:
     """Flag -> (Secret name, folder it is mounted at) for each Secret ``delivery.serving`` names: the
     predictor reads key ``token`` there; the promoted InferenceService mounts the Secret at that folder."""
-    root = os.environ.get("AICD_SECRETS_DIR", "/var/run/secrets/aicd")
+    from aicd.components.secrets import secrets_root
+
+    root = secrets_root()
     named = {flag: getattr(serving, field, None) for flag, field in SECRET_FLAGS.items()}
     return {flag: (name, f"{root}/{name}") for flag, name in named.items() if name}
 
