@@ -121,8 +121,9 @@ def adapter_pooling(path: str | Path) -> str | None:
 def load_model_artifact(path: str | Path, labels: list[str] | None = None):
     """(model, tokenizer, card) of an aicd Model artifact, digests verified first.
 
-    ``kind: adapter`` cards name their base model URI (``base_model``); the base is
-    loaded and the PEFT adapter applied on top. ``kind: model`` holds full weights.
+    ``kind: adapter`` cards name their base model URI (``base_model``) and the pin it was trained
+    with (``base_pin``, when the base was pinned); the base is verified, loaded and the PEFT adapter
+    applied on top. ``kind: model`` holds full weights.
     ``labels`` is required for text-classification artifacts.
     """
     from aicd.components.cards import verify_card
@@ -144,11 +145,11 @@ def load_model_artifact(path: str | Path, labels: list[str] | None = None):
     base = card.get("base_model")
     if not base:
         raise ModelError(f"{path}/card.json names no base_model", "produce the adapter again with train_adapter")
-    model, _, _ = (load_classifier(base, labels, pooling=adapter_pooling(path)) if classification
-                   else load_causal_lm(base))
+    pin = card.get("base_pin")
+    model, base_dir = (load_classifier(base, labels, pin, pooling=adapter_pooling(path)) if classification
+                       else load_causal_lm(base, digest=pin))[::2]
     model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
     model.eval()
     # The adapter folder carries the tokenizer used in training (chat template included).
-    tokenizer = load_tokenizer(path) if (Path(path) / "tokenizer_config.json").exists() else load_tokenizer(
-        resolve_model(base))
+    tokenizer = load_tokenizer(path) if (Path(path) / "tokenizer_config.json").exists() else load_tokenizer(base_dir)
     return model, tokenizer, card

@@ -506,6 +506,10 @@ class Spec(Section):
         known = ", ".join(c.name for c in self.candidates)
         raise SpecError([f"`candidates` has no candidate named {name!r}; known: {known}"])
 
+    def pin(self, uri: str) -> str | None:
+        """The digest a candidate with this ``uri`` pins (``candidates[].digest``), or None."""
+        return next((c.digest for c in self.candidates if c.uri == uri and c.digest), None)
+
 
 def _cross_problems(spec: Spec) -> list[str]:
     """Checks that need more than one section."""

@@ -8,6 +8,7 @@ imported); ``pvc://claim/path`` for a volume mounted under ``AICD_PVC_ROOT``
 
 A ``pkg://`` or local model that is a GGUF file is converted once to a safetensors
 folder, cached under the GGUF's sha256, so later loads take well under a second.
+:func:`resolve_model` verifies what it returns (:mod:`aicd.components.provenance`).
 """
 
 import hashlib
@@ -16,8 +17,9 @@ import logging
 import os
 from pathlib import Path
 
-from aicd.components.cards import atomic_dir, sha256_file, verify_card, verify_pinned, write_card
+from aicd.components.cards import atomic_dir, verify_card, verify_pinned, write_card
 from aicd.components.errors import IntegrityError, UriError
+from aicd.components.provenance import file_sha256, remembered, verify_model_source
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +123,14 @@ def resolve_inside(uri: str, roots: tuple[Path, ...] | list[Path], what: str) ->
 CACHE_KINDS = ("download", "converted-gguf")
 
 
+
 def _cached(target: Path, kind: str, **expected: str) -> bool:
     """Whether a cache entry is complete and unaltered: its card verifies and names what it was made from.
     A damaged or foreign entry is rebuilt, never trusted on a marker file."""
     if not target.exists():
         return False
     try:
-        card = verify_card(target, kind=kind)
+        card = remembered(target, f"card:{kind}", lambda: verify_card(target, kind=kind))
         if all(card.get(k) == v for k, v in expected.items()):
             return True
         problem = f"made from {', '.join(str(card.get(k)) for k in expected)}"
@@ -177,16 +180,31 @@ def resolve_data(uri: str) -> Path:
 
 
 def resolve_model(uri: str, digest: str | None = None) -> Path:
-    """A model URI to a local directory that transformers loads with safetensors.
+    """A model URI to a local directory that transformers loads with safetensors, verified first.
 
-    A directory holding a GGUF file and no ``config.json`` (or a GGUF file itself)
-    is converted once and cached under the GGUF's digest. ``digest`` pins what ``uri`` holds
-    (:func:`aicd.components.cards.verify_pinned`): a folder without card.json is accepted only
-    when its content digest equals the pin.
+    What ``uri`` holds is checked before anything loads (:func:`aicd.components.provenance.verify_model_source`):
+    against ``digest`` when pinned, else its card.json, else (``pkg://``) the installed distribution's
+    RECORD; a local, ``file://`` or ``pvc://`` folder with neither card nor pin is refused. A directory
+    holding a GGUF file and no ``config.json`` (or a GGUF file itself) is converted once and cached under
+    the GGUF's digest; the cache's card is verified on every use.
     """
     path = resolve_path(uri)
-    if digest:
+    scheme = _scheme(uri)
+    if scheme not in REMOTE_SCHEMES:  # a download was verified against its card by _download
+        package = uri[len("pkg://"):].split("/", 1)[0] if scheme == "pkg://" else None
+        verify_model_source(uri, path, digest, package)
+    elif digest:
         verify_pinned(path, digest, f"model {uri!r}")
+    return _model_dir(uri, path)
+
+
+def locate_model(uri: str) -> Path:
+    """The folder :func:`resolve_model` loads ``uri`` from, without verifying it: for comparing two URIs
+    or sizing weights, never for loading."""
+    return _model_dir(uri, resolve_path(uri))
+
+
+def _model_dir(uri: str, path: Path) -> Path:
     if path.is_file() and path.suffix == ".gguf":
         return _converted(path)
     if path.is_dir() and not (path / "config.json").exists():
@@ -205,7 +223,7 @@ def resolve_model(uri: str, digest: str | None = None) -> Path:
 
 def _converted(gguf: Path) -> Path:
     """Convert a GGUF checkpoint to a safetensors folder once, cached by digest."""
-    digest = sha256_file(gguf)
+    digest = file_sha256(gguf)
     target = cache_root() / "models" / f"gguf-{digest[:32]}"
     if _cached(target, "converted-gguf", source=f"sha256:{digest}"):
         return target

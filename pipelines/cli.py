@@ -192,6 +192,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.spec, workdir=args.workdir)
 
 
+@command("digest")
+def cmd_digest(args: argparse.Namespace) -> int:
+    from aicd.components.provenance import digest_of, write_base_card
+
+    print(write_base_card(args.path) if args.write_card else digest_of(args.path))
+    return 0
+
+
 def _platform_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=None, help="platform profile YAML, e.g. examples/profiles/gpu-cluster.yaml")
     p.add_argument("--registry", default=None, help="image registry (sets AICD_IMAGE_REGISTRY)")
@@ -262,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", required=True, help="the product's spec.yaml")
     p.add_argument("--prometheus", default=None, help="Prometheus URL (default: delivery.prometheus_url)")
     p.add_argument("--max-intervals", type=int, default=None, help="stop after this many analysis intervals")
+
+    p = sub.add_parser("digest", help="print the digest that pins a model folder (candidates[].digest, "
+                                      "--base-digest)")
+    p.add_argument("path", metavar="PATH", help="a model folder or GGUF file on this machine")
+    p.add_argument("--write-card", action="store_true",
+                   help="instead, record the folder's files in a new card.json (kind base-model), so it loads "
+                        "without a pin; only for files you trust as they are")
 
     p = sub.add_parser("demo", help="run the main job locally on the offline default")
     p.add_argument("--spec", default="examples/support-bot/spec.yaml")

@@ -53,7 +53,7 @@ def probe_base_model(spec: Spec, console: Console) -> list[tuple[str, str]]:
     from aicd.components.models import format_prompt, load_causal_lm
 
     candidate = spec.candidate()
-    model, tokenizer, _ = load_causal_lm(candidate.uri)
+    model, tokenizer, _ = load_causal_lm(candidate.uri, digest=candidate.digest)
     torch.manual_seed(spec.metrics.seed)
     answers = []
     for question in spec.metrics.probe_prompts or ["Hello, who are you?"]:

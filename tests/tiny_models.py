@@ -6,6 +6,8 @@ milliseconds, and the loading code under test is the same as for SmolLM2 or Mini
 
 from pathlib import Path
 
+from aicd.components.provenance import write_base_card
+
 CORPUS = [
     "What is AI? Artificial intelligence is the study of machines that think.",
     "Do you like sports? I enjoy watching football and tennis.",
@@ -41,7 +43,8 @@ def train_tokenizer(vocab_size: int = 256):
 
 
 def make_causal_lm(path: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama with random weights and a trained BPE tokenizer, saved as safetensors."""
+    """A 2-layer Llama with random weights and a trained BPE tokenizer, saved as safetensors, with the base
+    card a provider writes (``aicd digest --write-card``): models load only when something vouches for them."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -53,11 +56,12 @@ def make_causal_lm(path: Path, seed: int = 0) -> Path:
                          eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
     LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
+    write_base_card(path, name="tiny-llama")
     return path
 
 
 def make_encoder(path: Path, seed: int = 0) -> Path:
-    """A 2-layer BERT encoder (no head) with random weights, as MiniLM is shipped."""
+    """A 2-layer BERT encoder (no head) with random weights, as MiniLM is shipped, with a base card."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -67,7 +71,18 @@ def make_encoder(path: Path, seed: int = 0) -> Path:
                         num_attention_heads=4, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
     BertModel(config).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
+    write_base_card(path, name="tiny-bert")
     return path
+
+
+def recard_base(path: Path) -> Path:
+    """Record a changed base folder's files again, as its provider would after shipping a new file in it
+    (a card that no longer matches the folder is refused, as it should be)."""
+    from aicd.components.cards import CARD
+
+    (Path(path) / CARD).unlink(missing_ok=True)
+    write_base_card(path, name=Path(path).name)
+    return Path(path)
 
 
 def tiny_finetune_spec(spec: dict, model: Path, root: Path, manifests: Path) -> dict:

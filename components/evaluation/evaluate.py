@@ -220,7 +220,7 @@ def open_local(spec: Spec, rows, model: str | Path | None, candidate: str | None
     from aicd.components.evaluation.inference import check_head_labels
     from aicd.components.evaluation.probe import adapter_probe
     from aicd.components.models import load_causal_lm, load_classifier, load_model_artifact
-    from aicd.components.uris import resolve_model
+    from aicd.components.uris import locate_model
 
     classification = spec.task.type == "text-classification"
     cand = spec.candidate(candidate)
@@ -238,7 +238,7 @@ def open_local(spec: Spec, rows, model: str | Path | None, candidate: str | None
         info = {"name": card.get("name") or card.get("method_name") or Path(model).name, "uri": str(model),
                 "digest": card["digest"], "content_digest": model_content_digest(card), "base_model": base}
         adapter = card.get("kind") == "adapter"
-        sizes = {"model_size_mb": weights_mb(resolve_model(base) if adapter else Path(model)),
+        sizes = {"model_size_mb": weights_mb(locate_model(base) if adapter else Path(model)),
                  "adapter_size_mb": weights_mb(Path(model)) if adapter else None}
         if adapter:
             template = cand.prompt_template or spec.task.prompt_template
@@ -260,7 +260,7 @@ def open_local(spec: Spec, rows, model: str | Path | None, candidate: str | None
 
 
 def _check_card(spec: Spec, card: dict[str, Any], model, expected_base: str | None) -> None:
-    from aicd.components.uris import resolve_model
+    from aicd.components.uris import locate_model
 
     task = card.get("task", "causal-lm")
     if task != spec.task.type:
@@ -272,7 +272,7 @@ def _check_card(spec: Spec, card: dict[str, Any], model, expected_base: str | No
             raise EvaluationError(f"{model} was trained without label(s) {missing} (its labels: {card['labels']})",
                                   "retrain it on the task's labels, or fix `task.labels`")
     base = card.get("base_model")
-    if expected_base and base and resolve_model(base).resolve() != resolve_model(expected_base).resolve():
+    if expected_base and base and locate_model(base).resolve() != locate_model(expected_base).resolve():
         raise EvaluationError(f"{model} was trained on base {base!r}, not on the candidate's {expected_base!r}",
                               "evaluate it against the candidate it was trained on")
 

@@ -17,8 +17,9 @@ from aicd.components.cards import CARD, read_card, verify_card
 from aicd.components.errors import IntegrityError, ServingError
 from aicd.components.models import adapter_pooling, load_causal_lm, load_classifier, load_tokenizer
 from aicd.components.pooling import CONFIG_KEY
+from aicd.components.provenance import BASE_KIND
 from aicd.components.serving.config import ServeConfig
-from aicd.components.uris import CACHE_KINDS, resolve_model, resolve_path
+from aicd.components.uris import CACHE_KINDS, locate_model, resolve_model, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def verify_adapter(name: str, uri: str, task: str, base_dir: Path, labels: list[
     if not base_uri:
         raise ServingError(f"adapter {name!r}: card.json names no base_model", "produce the adapter again")
     try:
-        adapter_base = resolve_model(base_uri).resolve()
+        adapter_base = locate_model(base_uri).resolve()  # compared only: the base was verified as --base
     except ServingError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure to resolve means "not this base"
@@ -106,10 +107,10 @@ class Engine:
     # -- loading ----------------------------------------------------------------------------
     def load_base(self) -> None:
         """Load (and verify, for an aicd artifact) the base model."""
-        self.base_dir = resolve_model(self.config.base, self.config.base_digest)
-        if (self.base_dir / CARD).is_file():  # verified again only when not pinned (verify_pinned did it)
-            card = read_card(self.base_dir) if self.config.base_digest else verify_card(self.base_dir)
-            if card.get("kind") not in ("model", *CACHE_KINDS):  # caches: a downloaded or converted base, verified
+        self.base_dir = resolve_model(self.config.base, self.config.base_digest)  # verified: pin, card or RECORD
+        if (self.base_dir / CARD).is_file():
+            card = read_card(self.base_dir)
+            if card.get("kind") not in ("model", BASE_KIND, *CACHE_KINDS):  # a provided, downloaded or converted base
                 raise ServingError(f"--base {self.config.base} is a {card.get('kind')!r} artifact",
                                    "pass the base model as --base and the adapter as --adapter NAME=URI")
             if card.get("kind") == "model":
@@ -118,7 +119,7 @@ class Engine:
         if self.task == "text-classification":
             self._load_classifier_base()
         else:
-            self.model, self.tokenizer, _ = load_causal_lm(str(self.base_dir))
+            self.model, self.tokenizer, _ = load_causal_lm(self.config.base, digest=self.config.base_digest)
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
         log.info("base model %s loaded from %s", self.config.base, self.base_dir)
 
@@ -130,7 +131,7 @@ class Engine:
         if not self.labels:
             raise ServingError("text-classification needs labels and none were found",
                                "pass --labels a,b,c or serve adapters whose card lists labels")
-        self.model, self.tokenizer, _ = load_classifier(str(self.base_dir), self.labels)
+        self.model, self.tokenizer, _ = load_classifier(self.config.base, self.labels, self.config.base_digest)
         # A plain encoder gets a random head: serving it as "base" would answer nonsense.
         self.serve_base = trained_head
 

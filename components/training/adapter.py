@@ -39,14 +39,14 @@ def find_method(spec: Spec, name: str) -> MethodSpec:
                         "pass the name of one of the spec's methods")
 
 
-def _load_qlora_base(uri: str):
+def _load_qlora_base(uri: str, digest: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     from aicd.components.models import load_tokenizer
     from aicd.components.uris import resolve_model
 
-    model_dir = resolve_model(uri)
+    model_dir = resolve_model(uri, digest)
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.bfloat16)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=quant,
@@ -63,12 +63,12 @@ def load_base(spec: Spec, method: MethodSpec, uri: str):
         if spec.task.type != "causal-lm":
             raise TrainingError("method qlora is supported for causal-lm tasks only", "use lora for classification")
         require_qlora(f"training.methods.{method.name}")
-        return _load_qlora_base(uri)
+        return _load_qlora_base(uri, spec.pin(uri))
     if spec.task.type == "text-classification":
         if method.method == "dpo":
             raise TrainingError("method dpo is supported for causal-lm tasks only", "use lora for classification")
-        return load_classifier(uri, spec.task.labels)
-    return load_causal_lm(uri)
+        return load_classifier(uri, spec.task.labels, spec.pin(uri))
+    return load_causal_lm(uri, digest=spec.pin(uri))
 
 
 def hyperparameters(spec: Spec, method: MethodSpec, steps: int, world: int) -> dict[str, Any]:
@@ -144,7 +144,7 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
         result.card = write_model_artifact(
             out_dir, model, tokenizer, kind, task=spec.task.type,
             labels=list(spec.task.labels) or None, base_model=uri, base_digest=base_digest(model_dir),
-            method=method.method, method_name=method.name,
+            base_pin=spec.pin(uri), method=method.method, method_name=method.name,
             hyperparameters=hyperparameters(spec, method, steps, accelerator.num_processes),
             data_fingerprint=fingerprint, metrics=result.metrics(), prompt_template=spec.task.prompt_template,
             system_prompt=spec.task.system_prompt)
@@ -163,7 +163,7 @@ def train_preference(spec: Spec, dataset_dir: str | Path, method: MethodSpec, ou
     uri = base_uri or spec.candidate().uri
     rows = read_split(dataset_dir, "train")
     seed_all(spec.training.seed)
-    model, tokenizer, model_dir, start = load_start(uri, start_adapter)
+    model, tokenizer, model_dir, start = load_start(uri, start_adapter, spec.pin(uri))
     if start is None:
         model = apply_method(model, method, "causal-lm", f"training.methods.{method.name}")
     figures = train_dpo(spec, rows, method, model, tokenizer)
@@ -175,7 +175,8 @@ def train_preference(spec: Spec, dataset_dir: str | Path, method: MethodSpec, ou
               "start_adapter": str(start) if start else None}
     result.card = write_model_artifact(
         out_dir, model, tokenizer, "adapter", task=spec.task.type, labels=None, base_model=uri,
-        base_digest=base_digest(model_dir), method=method.method, method_name=method.name, hyperparameters=params,
+        base_digest=base_digest(model_dir), base_pin=spec.pin(uri), method=method.method, method_name=method.name,
+        hyperparameters=params,
         data_fingerprint=read_card(dataset_dir).get("fingerprint", ""), metrics=result.metrics(),
         prompt_template=spec.task.prompt_template, system_prompt=spec.task.system_prompt)
     return result

@@ -184,13 +184,14 @@ def train_dpo(spec: Spec, rows: list[dict[str, Any]], method: MethodSpec, model,
     return {"steps": steps, "losses": losses, "seconds": time.perf_counter() - began, "pairs": len(pairs)}
 
 
-def load_start(uri: str, start_adapter: str | Path | None):
-    """The model DPO starts from: the champion adapter (trainable) on its base, or the base model."""
+def load_start(uri: str, start_adapter: str | Path | None, digest: str | None = None):
+    """The model DPO starts from: the champion adapter (trainable) on its base, or the base model
+    (``digest``: the base's pin)."""
     from peft import PeftModel
 
     from aicd.components.models import load_causal_lm
 
-    model, tokenizer, model_dir = load_causal_lm(uri)
+    model, tokenizer, model_dir = load_causal_lm(uri, digest=digest)
     if start_adapter is None:
         return model, tokenizer, model_dir, None
     return PeftModel.from_pretrained(model, str(start_adapter), is_trainable=True), tokenizer, model_dir, start_adapter

@@ -13,6 +13,7 @@ import torch
 from helpers.data import make_dataset, review_rows
 from helpers.specs import classification_spec
 from safetensors.torch import load_file
+from tiny_models import recard_base
 
 from aicd.components.errors import ModelError
 from aicd.components.models import load_classifier, load_model_artifact
@@ -34,7 +35,7 @@ def sentence_encoder(tiny_encoder, tmp_path):
     """The tiny encoder shipped as a sentence-transformers folder with mean pooling."""
     folder = shutil.copytree(tiny_encoder, tmp_path / "st-encoder")
     _pooling_folder(folder, mean=True)
-    return folder
+    return recard_base(folder)  # shipped with its pooling folder: the provider's card lists it
 
 
 def _head_input_and_logits(model, tokenizer, texts):
@@ -122,6 +123,7 @@ def test_an_adapter_trained_on_the_pooler_keeps_it(tiny_encoder, tmp_path):
     model, tokenizer, _ = load_model_artifact(tmp_path / "out", LABELS)
     _, before, _ = _head_input_and_logits(model, tokenizer, TEXTS)
     _pooling_folder(base, mean=True)  # the base folder now declares mean pooling
+    recard_base(base)  # its provider shipped the change with a new card
     model, tokenizer, _ = load_model_artifact(tmp_path / "out", LABELS)
     _, after, _ = _head_input_and_logits(model, tokenizer, TEXTS)
     assert torch.allclose(before, after, atol=1e-6)

@@ -8,6 +8,7 @@ import pytest
 from helpers.adapters import LABELS, make_lora_adapter
 from helpers.data import make_dataset, review_rows
 from helpers.specs import classification_spec
+from tiny_models import recard_base
 
 from aicd.components.errors import IntegrityError, ServingError
 from aicd.components.serving.config import ServeConfig
@@ -225,6 +226,7 @@ def test_an_adapter_trained_on_the_pooler_is_refused_on_a_mean_pooled_base(tiny_
                   progress=False)  # on the plain encoder: it trains and saves the pooler
     (base / "1_Pooling").mkdir()
     (base / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    recard_base(base)  # its provider shipped the change with a new card
     fresh = make_lora_adapter(base, tmp_path / "new", "text-classification", LABELS)
     engine = Engine(ServeConfig(base=str(base), task="text-classification", labels=LABELS))
     engine.load_base()

@@ -51,8 +51,10 @@ def test_bad_uris(uri, message, hint):
 
 
 def test_folder_without_model(tmp_path):
+    from aicd.components.cards import content_digest
+
     with pytest.raises(UriError, match="no config.json and no GGUF file"):
-        resolve_model(str(tmp_path))
+        resolve_model(str(tmp_path), content_digest(tmp_path))  # pinned: what it holds is checked next
 
 
 def test_tiny_model_loads(tiny_causal_lm):
