@@ -155,8 +155,9 @@ class Candidate(Section):
     revision: str | None = Field(None, description="A model revision (commit or tag) for hub URIs.")
     digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = Field(None, description=(
         "Pins what `uri` holds: the card digest of an aicd artifact, or the content digest of a folder "
-        "without card.json (sha256 over its files' sha256s, as aicd's errors print it). A folder without a "
-        "card is then loaded only when its content matches; null trusts the folder as found."))
+        "without card.json (sha256 over its files' sha256s; `aicd digest PATH` prints it). With a pin the "
+        "model loads only when it matches. null: the folder's own card.json must verify (pkg:// models: "
+        "the installed distribution's RECORD); a local, file:// or pvc:// folder without a card is refused."))
 
 
 class BehaviouralCheck(Section):
