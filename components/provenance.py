@@ -68,11 +68,16 @@ def verify_model_source(uri: str, path: Path, digest: str | None, package: str |
     elif package:
         remembered(path, "record", lambda: verify_distribution(path, package, uri))
     else:
-        raise IntegrityError(
-            f"{what}: {path} has no {CARD} and no pinned digest, so nothing vouches for its files",
-            f"pin its content digest: run `aicd digest {path}` and put the printed sha256:... in the spec's "
-            "`candidates[].digest` (or pass it to the predictor as --base-digest); or use the aicd artifact "
-            "with its card.json")
+        raise unvouched(uri, path)
+
+
+def unvouched(uri: str, path: Path) -> IntegrityError:
+    """The error for a card-less, unpinned local folder (also what ``aicd run``'s preflight reports)."""
+    return IntegrityError(
+        f"model {uri!r}: {path} has no {CARD} and no pinned digest, so nothing vouches for its files",
+        f"pin its content digest: run `aicd digest {path}` and put the printed sha256:... in the spec's "
+        "`candidates[].digest` (or pass it to the predictor as --base-digest); or use the aicd artifact "
+        "with its card.json")
 
 
 def _record_hash(value: str) -> str:

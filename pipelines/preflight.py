@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from aicd.components.errors import AicdError, UriError
+from aicd.components.errors import AicdError, IntegrityError, UriError
 from aicd.components.spec import Spec
 
 log = logging.getLogger(__name__)
@@ -86,18 +86,23 @@ def check_http(what: str, field: str, url: str, path: str, timeout: float = 5.0)
 
 def check_uris(spec: Spec) -> list[str]:
     """Every candidate and data source URI resolves here (remote ones are only checked for their scheme:
-    resolving them means downloading)."""
+    resolving them means downloading), and a local candidate folder has a card or a pin (its files are
+    hashed when it loads)."""
+    from aicd.components.cards import CARD
+    from aicd.components.provenance import unvouched
     from aicd.components.uris import REMOTE_SCHEMES, _scheme, resolve_path
 
     problems = []
-    fields = [(f"candidates.{c.name}.uri", c.uri) for c in spec.candidates]
-    fields += [(f"data.sources[{i}].uri", s.uri) for i, s in enumerate(spec.data.sources)]
-    for field, uri in fields:
+    fields = [(f"candidates.{c.name}.uri", c.uri, c.digest) for c in spec.candidates]
+    fields += [(f"data.sources[{i}].uri", s.uri, "data") for i, s in enumerate(spec.data.sources)]
+    for field, uri, pin in fields:
         try:
             if _scheme(uri) in REMOTE_SCHEMES:
                 continue
-            resolve_path(uri)
-        except UriError as err:
+            path = resolve_path(uri)
+            if not pin and _scheme(uri) != "pkg://" and not (path / CARD).is_file():
+                raise unvouched(uri, path)
+        except (UriError, IntegrityError) as err:
             problems.append(f"`{field}`: {err.message}" + (f"; {err.hint}" if err.hint else ""))
     return problems
 

@@ -72,6 +72,24 @@ def test_preflight_lists_every_problem_at_once(tmp_path, support_bot_spec):
     assert "aicd init-gitops" in message
 
 
+def test_preflight_names_a_cardless_unpinned_candidate_and_accepts_it_pinned(tmp_path, support_bot_spec):
+    """Issue 17: the folder would be refused when it loads; `aicd run` says so before any step, with the fix."""
+    from aicd.components.cards import content_digest
+    from aicd.components.spec import parse_spec
+    from aicd.pipelines.preflight import check_uris
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    support_bot_spec["candidates"][0]["uri"] = str(folder)
+    problems = check_uris(parse_spec(support_bot_spec))
+    name = support_bot_spec["candidates"][0]["name"]
+    assert len(problems) == 1 and problems[0].startswith(f"`candidates.{name}.uri`: model '{folder}'"), problems
+    assert "has no card.json and no pinned digest" in problems[0] and f"`aicd digest {folder}`" in problems[0]
+    support_bot_spec["candidates"][0]["digest"] = content_digest(folder)
+    assert check_uris(parse_spec(support_bot_spec)) == []
+
+
 def test_a_remote_gitops_repository_that_does_not_answer_is_named(tmp_path, support_bot_spec):
     from aicd.components.spec import parse_spec
     from aicd.pipelines.preflight import check_gitops
