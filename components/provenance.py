@@ -63,10 +63,10 @@ def verify_model_source(uri: str, path: Path, digest: str | None, package: str |
     what = f"model {uri!r}"
     if digest:
         remembered(path, f"pin:{digest}", lambda: verify_pinned(path, digest, what) or True)
+    elif package:  # before the card: a card.json written into site-packages is an extra file, not a voucher
+        remembered(path, "record", lambda: verify_distribution(path, package, uri))
     elif path.is_dir() and (path / CARD).is_file():
         remembered(path, "card", lambda: verify_card(path))
-    elif package:
-        remembered(path, "record", lambda: verify_distribution(path, package, uri))
     else:
         raise unvouched(uri, path)
 

@@ -17,7 +17,7 @@ import pytest
 from helpers.data import causal_rows, make_dataset
 from helpers.specs import causal_spec
 
-from aicd.components.cards import CARD, content_digest, read_card
+from aicd.components.cards import CARD, content_digest, read_card, write_card
 from aicd.components.errors import IntegrityError
 from aicd.components.models import load_causal_lm, load_model_artifact
 from aicd.components.uris import resolve_model
@@ -156,6 +156,7 @@ def test_a_pkg_model_is_verified_against_the_distributions_record(fake_package, 
     ("flip", "tinymodel_pkg/model/model.safetensors changed since it was installed"),
     ("extra", "extra file tinymodel_pkg/model/adapter_model.bin"),
     ("missing", "missing file tinymodel_pkg/model/tokenizer.json"),
+    ("carded", "extra file tinymodel_pkg/model/card.json"),
 ])
 def test_a_changed_file_in_an_installed_pkg_model_is_refused(fake_package, weight_loads, change, problem):
     model_dir = fake_package / "model"
@@ -167,6 +168,9 @@ def test_a_changed_file_in_an_installed_pkg_model_is_refused(fake_package, weigh
         (model_dir / "model.safetensors").write_bytes(bytes(data))
     elif change == "extra":
         (model_dir / "adapter_model.bin").write_bytes(b"pickle")
+    elif change == "carded":  # a changed file with a card written to match it does not bypass the RECORD
+        (model_dir / "config.json").write_text("{}")
+        write_card(model_dir, "base-model")
     else:
         (model_dir / "tokenizer.json").unlink()
     with pytest.raises(IntegrityError) as info:
