@@ -126,9 +126,12 @@ def load_model_artifact(path: str | Path, labels: list[str] | None = None):
     applied on top. ``kind: model`` holds full weights.
     ``labels`` is required for text-classification artifacts.
     """
-    from aicd.components.cards import verify_card
+    import copy
 
-    card = verify_card(path)
+    from aicd.components.cards import verify_card
+    from aicd.components.provenance import remembered
+
+    card = copy.deepcopy(remembered(Path(path), "card", lambda: verify_card(path)))  # a full model's load reuses it
     kind, task = card.get("kind"), card.get("task", "causal-lm")
     if kind not in ("adapter", "model"):
         raise ModelError(f"{path} is a {kind!r} artifact, not an adapter or model",

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, help="base model URI (local path, pkg://, pvc://, hf://, s3://, gs://)")
     p.add_argument("--base-digest", default=None, metavar="sha256:HEX",
                    help="the digest --base must have: its card's digest, or for a folder without card.json the "
-                        "content digest of its files (a promoted full model is pinned so)")
+                        "content digest of its files (`aicd digest PATH` prints it; a promoted full model is "
+                        "pinned so). Without it --base must carry a card.json that verifies (pkg://: pip's RECORD)")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=URI",
                    help="an aicd adapter artifact to serve under NAME (repeatable)")
     p.add_argument("--task", choices=TASKS, default="causal-lm")
