@@ -215,3 +215,28 @@ def test_training_refuses_a_wrong_pin_before_it_trains(cardless, tmp_path, weigh
     (cardless / "generation_config.json").write_text("{}")
     with pytest.raises(IntegrityError, match="is not the pinned"):
         load_model_artifact(tmp_path / "out")
+
+
+def test_the_promoted_adapter_on_a_pinned_cardless_base_is_served_with_the_rendered_pin(cardless, tmp_path):
+    """The delivery path end to end on the real predictor engine: train on the pinned card-less base, render
+    the predictor's arguments as promotion does (the spec's pin becomes --base-digest), start the engine
+    from them and attach the adapter; the same arguments without the pin are refused before weights load."""
+    from aicd.components.delivery import isvc
+    from aicd.components.serving.config import parse_config
+    from aicd.components.serving.engine import Engine
+    from aicd.components.spec import parse_spec
+    from aicd.components.training.adapter import train_adapter
+
+    spec = causal_spec(cardless, tmp_path / "ck", max_steps=1)
+    spec["candidates"][0]["digest"] = content_digest(cardless)
+    card = train_adapter(spec, make_dataset(tmp_path / "ds", causal_rows()), "lora-r8", tmp_path / "out",
+                         progress=False).card
+    args = isvc.predictor_args(parse_spec(spec), isvc.ModelRef(card["digest"], str(cardless), str(tmp_path / "out"),
+                                                               "support"))
+    assert args[args.index("--base-digest") + 1] == content_digest(cardless)
+    engine = Engine(parse_config(args))
+    engine.load_base()
+    engine.attach(engine.verify("support", str(tmp_path / "out")))
+    at = args.index("--base-digest")
+    with pytest.raises(IntegrityError, match="has no card.json and no pinned digest"):
+        Engine(parse_config(args[:at] + args[at + 2:])).load_base()
