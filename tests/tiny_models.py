@@ -56,8 +56,7 @@ def make_causal_lm(path: Path, seed: int = 0) -> Path:
                          eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
     LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
-    write_base_card(path, name="tiny-llama")
-    return path
+    return recard_base(path, "tiny-llama")
 
 
 def make_encoder(path: Path, seed: int = 0) -> Path:
@@ -71,17 +70,16 @@ def make_encoder(path: Path, seed: int = 0) -> Path:
                         num_attention_heads=4, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
     BertModel(config).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
-    write_base_card(path, name="tiny-bert")
-    return path
+    return recard_base(path, "tiny-bert")
 
 
-def recard_base(path: Path) -> Path:
-    """Record a changed base folder's files again, as its provider would after shipping a new file in it
+def recard_base(path: Path, name: str | None = None) -> Path:
+    """Record a (new or changed) base folder's files in its card, as its provider would after shipping it
     (a card that no longer matches the folder is refused, as it should be)."""
     from aicd.components.cards import CARD
 
     (Path(path) / CARD).unlink(missing_ok=True)
-    write_base_card(path, name=Path(path).name)
+    write_base_card(path, name=name or Path(path).name)
     return Path(path)
 
 
