@@ -165,7 +165,7 @@ def compared_metrics(comparison: dict[str, Any], spec: Spec) -> dict[str, str]:
         word = verdict(metric, row)
         mark = {"significantly better": "[green]+ significantly better[/]",
                 "significantly worse": "[red]- significantly worse[/]"}.get(word, word)
-        gate = f" [gate: {gated[metric]}]" if metric in gated else ""
+        gate = f" \\[gate: {gated[metric]}]" if metric in gated else ""  # escaped: rich would eat "[gate: ...]"
         out[f"  {metric}"] = (f"{_num(row.get('candidate'))} vs {_num(row.get('champion'))}, diff "
                               f"{_num(row.get('diff'), '+.4f')} ({level} CI [{_num(row.get('low'), '+.3f')}, "
                               f"{_num(row.get('high'), '+.3f')}]) {mark}{gate}")
