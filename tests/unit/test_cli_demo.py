@@ -48,6 +48,14 @@ def test_demo_budget_only_lowers_and_says_what_it_changed(support_bot_spec):
     assert changes == ["training.max_steps: 60 -> 5"]
 
 
+@pytest.mark.parametrize("environ, threads", [({}, "1"), ({"OMP_NUM_THREADS": "2"}, "2")])
+def test_demo_steps_use_one_torch_thread_unless_told_otherwise(environ, threads):
+    from aicd.pipelines.demo import demo_threads
+
+    assert demo_threads(environ) == threads
+    assert environ["OMP_NUM_THREADS"] == threads  # what the steps' subprocesses inherit
+
+
 def test_demo_summary_shows_every_compared_metric_with_its_verdict(support_bot_spec):
     from aicd.components.spec import parse_spec
     from aicd.pipelines.demo import compared_metrics
