@@ -8,6 +8,7 @@ never reports success it did not have.
 """
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,17 @@ PROFILE = ROOT / "examples" / "profiles" / "local.yaml"
 DEMO_BUDGET = {"training": {"max_steps": 24, "batch_size": 4, "checkpoint": {"every_steps": 12}},
                "task": {"max_length": 96},
                "metrics": {"max_examples": 24, "max_new_tokens": 24}}
+# Torch threads of each step (kfp.local runs one step at a time, each in a subprocess that inherits
+# this). Two threads on 2 cores spin-wait whenever anything else runs: measured on a shared 2-core
+# machine, the same demo took 10.6 min and 559 s CPU with 2 threads, 4.4 min and 185 s CPU with 1
+# (benchmarks/results/demo-profile.md). An OMP_NUM_THREADS already set is kept.
+DEMO_THREADS = "1"
+
+
+def demo_threads(environ: dict[str, str] | None = None) -> str:
+    """Set OMP_NUM_THREADS for the demo's steps unless the caller set it; the value in force."""
+    environ = os.environ if environ is None else environ
+    return environ.setdefault("OMP_NUM_THREADS", DEMO_THREADS)
 
 
 def apply_budget(spec: Spec, budget: dict[str, Any]) -> tuple[Spec, list[str]]:
@@ -165,7 +177,7 @@ def compared_metrics(comparison: dict[str, Any], spec: Spec) -> dict[str, str]:
         word = verdict(metric, row)
         mark = {"significantly better": "[green]+ significantly better[/]",
                 "significantly worse": "[red]- significantly worse[/]"}.get(word, word)
-        gate = f" [gate: {gated[metric]}]" if metric in gated else ""
+        gate = f" \\[gate: {gated[metric]}]" if metric in gated else ""  # escaped: rich would eat "[gate: ...]"
         out[f"  {metric}"] = (f"{_num(row.get('candidate'))} vs {_num(row.get('champion'))}, diff "
                               f"{_num(row.get('diff'), '+.4f')} ({level} CI [{_num(row.get('low'), '+.3f')}, "
                               f"{_num(row.get('high'), '+.3f')}]) {mark}{gate}")
@@ -198,6 +210,7 @@ def run_demo(spec_path: str, workdir: str = ".aicd/demo") -> int:
     console.print(f"spec {spec_path}: ok ({spec.name}, {spec.task.type}, base {spec.candidate().uri})")
     if changes:
         console.print("demo budget (10 minutes on 2 CPU cores): " + ", ".join(changes))
+    console.print(f"torch threads per step: OMP_NUM_THREADS={demo_threads()}")
     missing: list[str] = []
     summary: dict[str, Any] = {}
     _ensure_gitops(spec, console)

@@ -37,6 +37,7 @@ class TaskRecord:
     outputs: dict[str, Any] = field(default_factory=dict)
     log_file: str | None = None
     cacheable: bool = True
+    cpu_seconds: float = 0.0  # user+sys of the step's subprocess (kfp.local runs steps one at a time)
 
 
 @dataclass
@@ -148,6 +149,7 @@ def _instrumented(run: LocalRun, cache: ContentCache | None, listener: Listener 
                     listener("end", record)
                 return hit, status.Status.SUCCESS
         _CONTEXT.log_file = None if verbose else record.log_file
+        cpu_before = _children_cpu()
         try:
             # The cache key above saw the component as compiled; only the local command loses the install.
             outputs, task_status = original(**{**kw, "executors": _local_executors(kw["executors"],
@@ -155,6 +157,7 @@ def _instrumented(run: LocalRun, cache: ContentCache | None, listener: Listener 
         finally:
             _CONTEXT.log_file = None
         record.seconds = time.monotonic() - started
+        record.cpu_seconds = _children_cpu() - cpu_before
         record.outputs = outputs
         record.status = "ran" if task_status == status.Status.SUCCESS else "failed"
         if key is not None and record.status == "ran":
@@ -171,6 +174,14 @@ def _instrumented(run: LocalRun, cache: ContentCache | None, listener: Listener 
             stack.enter_context(_patched(logging_utils, "local_logger_context", _quiet_root_logger))
             stack.enter_context(_patched(logging_utils, "print_horizontal_line", lambda: None))
         yield
+
+
+def _children_cpu() -> float:
+    """User+sys CPU seconds of this process's finished children: a step's CPU is the difference."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @contextlib.contextmanager

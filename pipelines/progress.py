@@ -48,7 +48,8 @@ class StepPrinter:
         self.done += 1
         if not self._running:
             self._quiet()
-        self.console.print(f"  {record.name}: {_MARK.get(record.status, record.status)} in {record.seconds:.1f}s")
+        self.console.print(f"  {record.name}: {_MARK.get(record.status, record.status)} in {record.seconds:.1f}s"
+                           + (f" ({record.cpu_seconds:.1f}s CPU)" if record.cpu_seconds else ""))
 
     def progress_line(self) -> str:
         """Steps done (of the total) and what each running step is doing, from the end of its log."""
@@ -239,7 +240,8 @@ def write_summary(run: LocalRun, path: str | Path) -> Path:
     from aicd.components.cards import atomic_write_text
 
     data = {"pipeline": run.pipeline, "root": str(run.root), "seconds": run.seconds,
-            "tasks": [{"name": t.name, "status": t.status, "seconds": t.seconds, "log": t.log_file,
+            "tasks": [{"name": t.name, "status": t.status, "seconds": t.seconds, "cpu_seconds": t.cpu_seconds,
+                       "log": t.log_file,
                        "outputs": {k: _plain(v) for k, v in t.outputs.items()}} for t in run.tasks]}
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
     return Path(path)

@@ -74,6 +74,9 @@ def _completeness(spec: Spec, report: dict[str, Any]) -> list[Check]:
     if missing:
         checks.append(Check("metrics-present", False,
                             f"the report lacks gated metric(s) {', '.join(missing)}; evaluate them"))
+    if report.get("light"):
+        checks.append(Check("full-evaluation", False, "the report is a light evaluation (no behavioural checks, "
+                            "probe or latency: made to choose between methods); evaluate the candidate in full"))
     return checks
 
 

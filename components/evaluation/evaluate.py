@@ -99,7 +99,9 @@ def request_latencies(backend: Backend, inputs: list[str], outputs, classificati
 def _system(outputs, latencies: list[float], memory: PeakMemory,
             sizes: dict[str, float | None]) -> dict[str, float | None]:
     lat = np.asarray(latencies, dtype=float)
-    return {"latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95)),
+    timed = lat.size > 0  # a light evaluation times no single requests
+    return {"latency_p50_ms": float(np.percentile(lat, 50)) if timed else None,
+            "latency_p95_ms": float(np.percentile(lat, 95)) if timed else None,
             "tokens_per_second": outputs.tokens / outputs.seconds if outputs.seconds > 0 and outputs.tokens else None,
             "peak_memory_mb": memory.mb, **sizes}
 
@@ -146,11 +148,13 @@ def _classification_extras(spec: Spec, examples: dict[str, Any], labels: list[st
 
 def run_evaluation(spec: Spec, rows: Sequence[dict[str, Any]], backend: Backend, split: str,
                    probe: dict[str, Any] | None = None,
-                   train: Sequence[str] | None = None) -> tuple[dict[str, Any], list[float]]:
+                   train: Sequence[str] | None = None, light: bool = False) -> tuple[dict[str, Any], list[float]]:
     """The report (docs/contracts.md) of ``backend`` on ``rows``, and the single-request latencies.
 
     ``train`` holds the train split's labels, from which the trivial baselines of a classification
-    report (:mod:`aicd.components.evaluation.trivial`) take their class frequencies.
+    report (:mod:`aicd.components.evaluation.trivial`) take their class frequencies. ``light`` (the
+    choice between trained methods) leaves out what only the gate reads: the behavioural checks and
+    the single-request latency timing; the report says ``"light": true`` and no gate passes it.
     """
     if "torch" in sys.modules:  # local models; endpoints and the TF-IDF baseline need no torch
         sys.modules["torch"].manual_seed(spec.metrics.seed)
@@ -160,7 +164,7 @@ def run_evaluation(spec: Spec, rows: Sequence[dict[str, Any]], backend: Backend,
     inputs, refs = [str(r[in_field]) for r in rows], [str(r[out_field]) for r in rows]
     with PeakMemory() as memory:
         outputs = _predict(backend, inputs, ids)
-        latencies = request_latencies(backend, inputs, outputs, classification)
+        latencies = [] if light else request_latencies(backend, inputs, outputs, classification)
         nll = None if classification else backend.score(inputs, refs)
     preds = outputs.texts
     examples: dict[str, Any] = {"ids": ids, "predictions": preds, "references": refs}
@@ -179,10 +183,12 @@ def run_evaluation(spec: Spec, rows: Sequence[dict[str, Any]], backend: Backend,
     metrics = M.bootstrap_metrics(examples, labels, spec.metrics.bootstrap_samples, spec.metrics.seed)
     system = _system(outputs, latencies, memory, backend.sizes)
     metrics.update({k: {"value": v, "low": v, "high": v} for k, v in system.items() if v is not None})
-    behavioural = run_checks(spec.metrics.behavioural, lambda xs: backend.predict(xs).texts, inputs, preds,
-                             classification=classification, input_field=in_field, seed=spec.metrics.seed)
+    behavioural = {} if light else run_checks(spec.metrics.behavioural, lambda xs: backend.predict(xs).texts,
+                                              inputs, preds, classification=classification, input_field=in_field,
+                                              seed=spec.metrics.seed)
     report = {
         "kind": "evaluation", "task": spec.task.type, "split": split, "n": len(rows), "complete": True,
+        "light": light,
         "model": backend.model_info, "metrics": metrics, "examples": examples,
         "slices": _slices(spec, rows, examples, labels), "behavioural": behavioural, "probe": probe,
         "system": system, "prompt_template": backend.prompt_template,
@@ -214,8 +220,10 @@ def _probe_texts(spec: Spec, rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def open_local(spec: Spec, rows, model: str | Path | None, candidate: str | None,
-               batch_size: int | None = None, shots: Sequence[tuple[str, str]] = ()) -> tuple[Backend, dict | None]:
-    """A local backend for a Model artifact or a base candidate, and the adapter probe's result."""
+               batch_size: int | None = None, shots: Sequence[tuple[str, str]] = (),
+               probe_adapter: bool = True) -> tuple[Backend, dict | None]:
+    """A local backend for a Model artifact or a base candidate, and the adapter probe's result (None
+    without ``probe_adapter``)."""
     from aicd.components.cards import model_content_digest, read_card
     from aicd.components.evaluation.inference import check_head_labels
     from aicd.components.evaluation.probe import adapter_probe
@@ -240,7 +248,7 @@ def open_local(spec: Spec, rows, model: str | Path | None, candidate: str | None
         adapter = card.get("kind") == "adapter"
         sizes = {"model_size_mb": weights_mb(locate_model(base) if adapter else Path(model)),
                  "adapter_size_mb": weights_mb(Path(model)) if adapter else None}
-        if adapter:
+        if adapter and probe_adapter:
             template = cand.prompt_template or spec.task.prompt_template
             texts = _probe_texts(spec, rows)
             if not classification:
@@ -280,8 +288,11 @@ def _check_card(spec: Spec, card: dict[str, Any], model, expected_base: str | No
 def evaluate_model(spec: Spec | dict, dataset_dir: str | Path, out_dir: str | Path, *,
                    model: str | Path | None = None, candidate: str | None = None, endpoint: str | None = None,
                    endpoint_model: str | None = None, split: str | None = None,
-                   batch_size: int | None = None) -> dict[str, Any]:
+                   batch_size: int | None = None, light: bool = False) -> dict[str, Any]:
     """Evaluate a Model artifact, a base candidate (``model=None``) or a live ``endpoint``; write the report.
+
+    ``light``: the metrics only, to choose between trained methods (no behavioural checks, adapter
+    probe or latency timing: see :func:`run_evaluation`); a gate refuses such a report.
 
     Returns the report (also written as ``out_dir/report.json`` with ``report.html``).
     """
@@ -301,8 +312,8 @@ def evaluate_model(spec: Spec | dict, dataset_dir: str | Path, out_dir: str | Pa
             template=cand.prompt_template or spec.task.prompt_template, system=spec.task.system_prompt,
             max_new_tokens=spec.metrics.max_new_tokens), None
     else:
-        backend, probe = open_local(spec, rows, model, candidate, batch_size)
-    report, latencies = run_evaluation(spec, rows, backend, split, probe, train_labels(spec, dataset_dir))
+        backend, probe = open_local(spec, rows, model, candidate, batch_size, probe_adapter=not light)
+    report, latencies = run_evaluation(spec, rows, backend, split, probe, train_labels(spec, dataset_dir), light)
     write_report(report, out_dir, latencies)
     log.info("evaluated %s on %d %s examples in %.1fs: %s", report["model"]["name"], report["n"], split,
              time.monotonic() - started, {k: round(v["value"], 4) for k, v in report["metrics"].items()

@@ -33,9 +33,11 @@ class EvaluateResult:
 
 
 def run_evaluate_model(spec: Spec, dataset_dir: str | Path, out_dir: str | Path, model_dir: str | Path | None = None,
-                       candidate: str = "", endpoint: str = "", split: str = "") -> EvaluateResult:
+                       candidate: str = "", endpoint: str = "", split: str = "",
+                       light: bool = False) -> EvaluateResult:
     """Evaluate a Model artifact, a base candidate (no ``model_dir``, or a ``model_dir`` that only refers to
-    one: then in the reference's mode) or a live ``endpoint``; reads task, candidates and metrics."""
+    one: then in the reference's mode) or a live ``endpoint``; reads task, candidates and metrics.
+    ``light``: metrics only (see :func:`aicd.components.evaluation.evaluate.run_evaluation`)."""
     from aicd.components.evaluation.evaluate import evaluate_model
     from aicd.components.evaluation.leaderboard import evaluate_base
 
@@ -47,7 +49,7 @@ def run_evaluate_model(spec: Spec, dataset_dir: str | Path, out_dir: str | Path,
         if ref is not None and ref.is_base:
             model_dir, candidate = None, ref.candidate or candidate
         report = evaluate_model(spec, dataset_dir, out_dir, model=model_dir, candidate=candidate or None,
-                                endpoint=endpoint or None, split=split or None)
+                                endpoint=endpoint or None, split=split or None, light=light)
     return EvaluateResult(report, Path(out_dir) / "report.html")
 
 

@@ -18,7 +18,7 @@ from aicd.components._images import BASE_IMAGE
 def evaluate_model(task: dict, candidates: list, metrics: dict, dataset: Input[Dataset], report: Output[Artifact],
                    html: Output[HTML], scores: Output[Metrics], confusion: Output[ClassificationMetrics],
                    model: Input[Model] = None, candidate: str = "",
-                   endpoint: str = "", split: str = "") -> str:
+                   endpoint: str = "", split: str = "", light: bool = False) -> str:
     """Evaluate a Model artifact, a base candidate (no ``model``, or a ``model`` that only refers to a base
     candidate, as find_champion and select_candidate write: then in the reference's leaderboard mode,
     few-shot examples included) or a live ``endpoint``; a summary as JSON.
@@ -32,6 +32,8 @@ def evaluate_model(task: dict, candidates: list, metrics: dict, dataset: Input[D
         candidate: A candidate's name when evaluating a base candidate ('' for the first).
         endpoint: A live OpenAI-compatible endpoint to evaluate instead of a model.
         split: The split to evaluate on ('' for ``metrics.split``).
+        light: Metrics only, to choose between trained methods: no behavioural checks, adapter probe or
+            latency timing (a gate refuses such a report).
         report: Output: the evaluation report folder (report.json, report.html, card.json).
         html: Output: the HTML page of the result.
         scores: Output: every metric's value, for the KFP UI.
@@ -41,7 +43,8 @@ def evaluate_model(task: dict, candidates: list, metrics: dict, dataset: Input[D
     from aicd.components.evaluation.runs import copy_html, run_evaluate_model
 
     result = run_evaluate_model(step_spec(task=task, candidates=candidates, metrics=metrics), dataset.path,
-                                report.path, model.path if model is not None else None, candidate, endpoint, split)
+                                report.path, model.path if model is not None else None, candidate, endpoint, split,
+                                light)
     copy_html(result.html, html.path)
     for name, value in result.metrics.items():
         scores.log_metric(name, value)

@@ -13,7 +13,8 @@ from aicd.pipelines.platform import Platform
 def compare_methods(s: SpecParams, dataset, platform: Platform | None = None,
                     split: str = "validation", methods=None) -> dsl.PipelineTask:
     """ParallelFor over training.methods (or ``methods``: a task output listing some of their names):
-    train_adapter, then evaluate_model on ``split``.
+    train_adapter, then evaluate_model on ``split``, light: only the metrics choose_method reads (the
+    behavioural checks, probe and latency are for the gate, which evaluates the chosen one in full).
 
     Returns the choose_method task: outputs ``best`` (the Model artifact of the method best on
     metrics.primary, the one to deliver), ``chosen`` (its name), ``table`` (JSON rows: method,
@@ -29,7 +30,8 @@ def compare_methods(s: SpecParams, dataset, platform: Platform | None = None,
     with dsl.ParallelFor(methods, name="methods") as method:
         train_task = train_one(s, dataset, method, platform)
         eval_task = platform.apply(evaluate_model(**s.of(evaluate_model), dataset=dataset,
-                                                  model=train_task.outputs["model"], split=split), "evaluate")
+                                                  model=train_task.outputs["model"], split=split, light=True),
+                                    "evaluate")
     return platform.apply(choose_method(**s.of(choose_method), trainings=dsl.Collected(train_task.outputs["Output"]),
                                         evaluations=dsl.Collected(eval_task.outputs["Output"]),
                                         models=dsl.Collected(train_task.outputs["model"])), "evaluate")

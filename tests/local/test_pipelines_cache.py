@@ -79,6 +79,10 @@ def test_second_run_skips_cacheable_steps_with_identical_outputs(pipeline, tmp_p
     assert second.root != first.root
     assert Path(second.artifact_path("write-rows", "rows")).is_relative_to(second.root)
     assert first.task("count-rows").outputs["scores"].metadata == {"rows": 3}
+    # each step that ran is charged its subprocess's CPU (a Python start alone costs more than 10 ms);
+    # a step from the cache ran nothing
+    assert all(t.cpu_seconds > 0.01 for t in first.tasks)
+    assert second.task("write-rows").cpu_seconds == 0.0
 
 
 def test_changed_parameter_misses_and_upstream_change_propagates(pipeline, tmp_path):

@@ -48,6 +48,14 @@ def test_demo_budget_only_lowers_and_says_what_it_changed(support_bot_spec):
     assert changes == ["training.max_steps: 60 -> 5"]
 
 
+@pytest.mark.parametrize("environ, threads", [({}, "1"), ({"OMP_NUM_THREADS": "2"}, "2")])
+def test_demo_steps_use_one_torch_thread_unless_told_otherwise(environ, threads):
+    from aicd.pipelines.demo import demo_threads
+
+    assert demo_threads(environ) == threads
+    assert environ["OMP_NUM_THREADS"] == threads  # what the steps' subprocesses inherit
+
+
 def test_demo_summary_shows_every_compared_metric_with_its_verdict(support_bot_spec):
     from aicd.components.spec import parse_spec
     from aicd.pipelines.demo import compared_metrics
@@ -60,10 +68,20 @@ def test_demo_summary_shows_every_compared_metric_with_its_verdict(support_bot_s
         "chrf": row(0.094, 0.15, -0.089, -0.022), "precision/x": row(0.5, 0.5, 0, 0)}}
     lines = compared_metrics(comparison, parse_spec(support_bot_spec))
     assert "  precision/x" not in lines  # per-class rows stay in the HTML report
-    assert lines["  nll"] == ("2.6200 vs 2.8700, diff -0.2500 (95% CI [-0.390, -0.130]) "
-                              "[green]+ significantly better[/] [gate: superiority]")
-    assert lines["  chrf"].endswith("[red]- significantly worse[/] [gate: non-inferiority]")
-    assert "no significant difference [gate: non-inferiority]" in lines["  token_f1"]
+    # as the terminal shows them: rich markup rendered (an unescaped "[gate: ...]" would vanish)
+    shown = {key: _rendered(value) for key, value in lines.items()}
+    assert shown["  nll"] == "2.6200 vs 2.8700, diff -0.2500 (95% CI [-0.390, -0.130]) + significantly better " \
+                             "[gate: superiority]"
+    assert shown["  chrf"].endswith("- significantly worse [gate: non-inferiority]")
+    assert "no significant difference [gate: non-inferiority]" in shown["  token_f1"]
+
+
+def _rendered(markup: str) -> str:
+    from rich.console import Console
+
+    console = Console(record=True, width=400, color_system=None)
+    console.print(markup, highlight=False, soft_wrap=True)
+    return console.export_text().strip()
 
 
 @pytest.mark.parametrize("summary, missing, line, code", [

@@ -67,6 +67,7 @@ CASES = [
     ("superiority without comparison", {"superiority": {"token_f1": 0.0}, "no_comparison": True,
                                         "no_paired": True}, None, False, "the gate needs a paired comparison"),
     ("incomplete", {"report": {"complete": False}}, None, False, "the evaluation report is marked incomplete"),
+    ("light evaluation", {"report": {"light": True}}, None, False, "the report is a light evaluation"),
     ("metric missing", {"drop": "token_f1"}, None, False, "the report lacks gated metric(s) token_f1"),
     ("behavioural failed", {"report": {"behavioural.case-invariance.passed": False}}, None, False,
      "behavioural case-invariance pass rate 0.9 (min 0.5)"),

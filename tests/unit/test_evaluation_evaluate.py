@@ -82,6 +82,22 @@ def test_adapter_probe_passes_for_an_applied_adapter(tmp_path, causal_setup, tin
     assert report["model"]["digest"].startswith("sha256:") and report["system"]["adapter_size_mb"] > 0
 
 
+def test_light_evaluation_has_the_same_metrics_without_the_gate_only_parts(tmp_path, causal_setup, tiny_causal_lm):
+    """The light mode (choosing between trained methods) skips behavioural checks, probe and latency
+    timing; every per-example score is the full evaluation's."""
+    spec, data = causal_setup
+    adapter = make_adapter(tiny_causal_lm, tmp_path / "adapter")
+    full = evaluate_model(spec, data, tmp_path / "full", model=adapter)
+    light = evaluate_model(spec, data, tmp_path / "light", model=adapter, light=True)
+    assert (light["light"], full["light"]) == (True, False)
+    assert light["behavioural"] == {} and full["behavioural"]["case-invariance"]["n"] > 0
+    assert light["probe"] is None and full["probe"]["passed"]
+    assert "latency_p50_ms" not in light["metrics"] and "latency_p50_ms" in full["metrics"]
+    assert light["examples"] == full["examples"]
+    for metric in ("token_f1", "rouge_l", "chrf", "nll"):
+        assert light["metrics"][metric] == full["metrics"][metric]
+
+
 def test_probe_catches_a_zero_initialised_lora(tmp_path, causal_setup, tiny_causal_lm):
     spec, data = causal_setup
     adapter = make_adapter(tiny_causal_lm, tmp_path / "adapter", applied=False)
