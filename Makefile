@@ -88,7 +88,10 @@ demo: install
 demo-image: install images
 	$(PY) tools/podman/serve-from-gitops.py .aicd/gitops.git manifests/overlays/production $(SERVE_ARGS)
 
+# One torch thread per test process unless set: on 2 shared cores two threads spin-wait for each other
+# (the demo measured 2-4x the CPU for the same step; benchmarks/results/demo-profile.md).
 test: install lint services kube-apiserver images
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} \
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio PROMETHEUS_BIN=$(PROMETHEUS) ETCD=$(ETCD) \
 	  KUBE_APISERVER=$${KUBE_APISERVER:-$$(tools/k8s/build-kube-apiserver.sh --cached)} \
 	  $(PY) -m pytest --ignore=tests/quality $(PYTEST_ARGS)
@@ -96,7 +99,7 @@ test: install lint services kube-apiserver images
 # The model-quality runs of tests/quality (DPO on SmolLM2 under kfp.local, the review-sentiment
 # classifier against TF-IDF): tens of minutes on 2 CPU cores, so not part of `make test` (see its README).
 test-quality: install
-	$(PY) -m pytest tests/quality $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} $(PY) -m pytest tests/quality $(PYTEST_ARGS)
 
 # Unit tests only: no kfp.local runs (local), real servers (e2e) or real offline models (slow).
 test-fast: install
