@@ -24,7 +24,6 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,14 +182,3 @@ def train_dpo(spec: Spec, rows: list[dict[str, Any]], method: MethodSpec, model,
     log.info("dpo %s on %d pairs: %d steps, loss %.4f -> %.4f", method.name, len(pairs), steps, losses[0], losses[-1])
     return {"steps": steps, "losses": losses, "seconds": time.perf_counter() - began, "pairs": len(pairs)}
 
-
-def load_start(uri: str, start_adapter: str | Path | None):
-    """The model DPO starts from: the champion adapter (trainable) on its base, or the base model."""
-    from peft import PeftModel
-
-    from aicd.components.models import load_causal_lm
-
-    model, tokenizer, model_dir = load_causal_lm(uri)
-    if start_adapter is None:
-        return model, tokenizer, model_dir, None
-    return PeftModel.from_pretrained(model, str(start_adapter), is_trainable=True), tokenizer, model_dir, start_adapter
