@@ -117,10 +117,10 @@ def launch_trainjob(name: str, task: dict, candidates: list, training: dict, dat
 def train_adapter_trainjob(task: dict, candidates: list, training: dict, dataset: Input[Dataset],
                            model: Output[Model], metrics: Output[Metrics], method: str = "",
                            claim: str = "aicd-checkpoints", namespace: str = "", runtime: str = "torch-distributed",
-                           deadline_seconds: int = 604800) -> str:
+                           deadline_seconds: int = 604800, start: Input[Model] = None) -> str:
     """train_adapter through Kubeflow Trainer: the method runs as a TrainJob (torchrun on
     training.resources.num_nodes x procs_per_node) with data and checkpoints on ``claim``; a retried
-    step follows the same job. Same outputs as train_adapter.
+    step follows the same job. Same inputs and outputs as train_adapter.
 
     Args:
         task: The spec's ``task`` section.
@@ -132,6 +132,7 @@ def train_adapter_trainjob(task: dict, candidates: list, training: dict, dataset
         namespace: The TrainJob's namespace ('' for the one the step runs in).
         runtime: The Trainer ClusterTrainingRuntime.
         deadline_seconds: The job's activeDeadlineSeconds.
+        start: Optional: the Model artifact a dpo method starts from (as train_adapter's; staged on ``claim``).
         model: Output: the Model artifact (card.json with digests and lineage).
         metrics: Output: training figures.
     """
@@ -140,7 +141,8 @@ def train_adapter_trainjob(task: dict, candidates: list, training: dict, dataset
 
     spec = step_spec(task=task, candidates=candidates, training=training)
     summary, figures, metadata = run_step(spec, dataset.path, model.path, method or spec.training.methods[0].name,
-                                          claim, namespace, runtime, deadline_seconds)
+                                          claim, namespace, runtime, deadline_seconds,
+                                          start.path if start is not None else None)
     for name, value in figures.items():
         metrics.log_metric(name, value)
     model.metadata.update(metadata)

@@ -44,14 +44,14 @@ def train_one(s: SpecParams, dataset, method, platform: Platform, start=None) ->
     """train_adapter (method None: train_from_scratch) in the step's pod, or, under a profile with
     ``roles.train.engine: trainjob``, its TrainJob twin: a light pod (the train role's volumes, no GPU)
     that launches a Kubeflow Trainer TrainJob and waits for it. ``start``: the Model artifact a dpo
-    method starts from (in the pod only: a TrainJob's dpo method starts from the base)."""
+    method starts from (choose_start's)."""
     from aicd.components.training import steps
 
     train = platform.profile.roles.train
     inputs = {"dataset": dataset, **({"method": method} if method is not None else {})}
+    if start is not None and method is not None:
+        inputs["start"] = start
     if train.engine != "trainjob":
-        if start is not None and method is not None:
-            inputs["start"] = start
         step = steps.train_adapter if method is not None else steps.train_from_scratch
         return platform.apply(step(**s.of(step), **inputs), "train")
     step = steps.train_adapter_trainjob if method is not None else steps.train_from_scratch_trainjob

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 UNHELPFUL = ["I don't know.", "I cannot help you with that.", "Ask someone else.", "No idea, sorry.", "Whatever."]
-ROWS, DPO_STEPS, TEST_PAIRS = 80, 10, 24
+ROWS, DPO_STEPS, TEST_PAIRS = 80, 12, 24
 
 
 def pairs_file(spec: dict, path: Path) -> Path:
@@ -69,6 +69,7 @@ def spec(support_bot_spec, tmp_path, monkeypatch) -> dict:
     spec["training"].update(max_steps=2, learning_rate=0.001, methods=[
         {"name": "sft", "method": "lora", "r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}])
     spec["metrics"].update(max_examples=TEST_PAIRS, bootstrap_samples=1000)
+    spec["delivery"]["rollout"] = "external"  # the canary analysis (Prometheus) is not what this test is about
     return spec
 
 

@@ -131,3 +131,28 @@ def test_choose_start_keeps_a_base_champion_a_reference(spec, tmp_path):
     (champion / BASE_MODEL_REF).write_text(json.dumps({"candidate": "tiny"}))
     assert choose_start(parse_spec(spec), ["dpo"], champion, tmp_path / "start") == "base"
     assert json.loads((tmp_path / "start" / BASE_MODEL_REF).read_text()) == {"candidate": ""}
+
+
+def test_a_trainjob_stages_the_champion_and_passes_start(spec, champion, tmp_path):
+    """Under the TrainJob engine the dpo method gets the champion as ``--start`` on the claim; a base
+    reference adds nothing, so its job is the one without a start (a retry follows the same job)."""
+    from aicd.components.training.trainjob import plan
+
+    parsed, ref = parse_spec(spec), tmp_path / "ref"
+    ref.mkdir()
+    (ref / BASE_MODEL_REF).write_text(json.dumps({"candidate": ""}))
+    without, _ = plan(parsed, tmp_path / "ds", "dpo", "ckpt")
+    based, _ = plan(parsed, tmp_path / "ds", "dpo", "ckpt", ref)
+    started, work = plan(parsed, tmp_path / "ds", "dpo", "ckpt", champion)
+    assert based == without and "--start" not in without["spec"]["trainer"]["args"]
+    args, name = started["spec"]["trainer"]["args"], started["metadata"]["name"]
+    assert name != without["metadata"]["name"]
+    assert args[args.index("--start") + 1] == f"pvc://ckpt/aicd-trainjobs/{name}/start"
+
+
+def test_the_entry_point_passes_start(spec, champion, tmp_path):
+    from aicd.components.training.__main__ import main
+
+    assert main(["train-adapter", "--spec-json", json.dumps(spec), "--dataset", str(tmp_path / "ds"),
+                 "--method", "dpo", "--out", str(tmp_path / "out"), "--start", str(champion), "--no-progress"]) == 0
+    assert read_card(tmp_path / "out")["hyperparameters"]["start"] == f"champion {read_card(champion)['digest']}"
