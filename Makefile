@@ -96,8 +96,8 @@ test: install lint services kube-apiserver images
 	  KUBE_APISERVER=$${KUBE_APISERVER:-$$(tools/k8s/build-kube-apiserver.sh --cached)} \
 	  $(PY) -m pytest --ignore=tests/quality $(PYTEST_ARGS)
 
-# The model-quality runs of tests/quality (DPO on SmolLM2 under kfp.local, the review-sentiment
-# classifier against TF-IDF): tens of minutes on 2 CPU cores, so not part of `make test` (see its README).
+# The model-quality run of tests/quality (the review-sentiment classifier against TF-IDF): tens of
+# minutes on 2 CPU cores, so not part of `make test` (see its README; DPO moved to tests/local/).
 test-quality: install
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} $(PY) -m pytest tests/quality $(PYTEST_ARGS)
 

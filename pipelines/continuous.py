@@ -7,7 +7,8 @@ new base model version: a new URI), does it train, evaluate, gate and promote (t
 inside a dsl.If) on the labeled version with the feedback rows added. The spec's dpo methods learn
 from preference pairs (labeled pairs; a correction beats the served answer; a thumbs-up answer beats
 a thumbs-down one to the same prompt): they are trained once ``labeling.retrain_min_new_pairs`` new
-pairs arrived, with or without enough new rows (check_new_data says which methods, and why not dpo).
+pairs arrived, with or without enough new rows (check_new_data says which methods, and why not dpo),
+starting from the serving champion's adapter when it is one on the same base (else from the base).
 
 New rows are counted from the versions the last training used. A recurring run gets the same
 parameters every time, so the pipeline keeps those versions itself under ``state_uri`` (replaced
@@ -47,7 +48,7 @@ def build(platform: Platform):
         record_trained_versions,
     )
     from aicd.pipelines.subgraphs.data import prepare_data
-    from aicd.pipelines.subgraphs.delivery import deliver_model
+    from aicd.pipelines.subgraphs.delivery import deliver_model, find_serving_champion
 
     def continuous_pipeline(name: str, task: dict, data: dict, candidates: list, metrics: dict, training: dict,
                             delivery: dict, labeling: dict, feedback_log: str = FEEDBACK_LOG,
@@ -76,8 +77,10 @@ def build(platform: Platform):
             data_task = platform.apply(merge_training_data(**s.of(merge_training_data), labeled=labeled,
                                                            feedback=feedback), "data")
             dataset = data_task.outputs["dataset"]
-            candidate = train_candidate(s, dataset, platform, methods=check_task.outputs["methods"])
-            gate_task = deliver_model(s, dataset, candidate, platform)
+            champion = find_serving_champion(s, platform)  # dpo starts from it; the gate compares with it
+            candidate = train_candidate(s, dataset, platform, methods=check_task.outputs["methods"],
+                                        champion=champion)
+            gate_task = deliver_model(s, dataset, candidate, platform, champion)
             platform.apply(record_trained_versions(**s.of(record_trained_versions), state_uri=state_uri,
                                                    labeled=labeled, feedback=feedback,
                                                    model_digest=gate_task.outputs["digest"]), "labeling",

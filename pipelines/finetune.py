@@ -9,25 +9,27 @@ DESCRIPTION = ("Ingest the data, train the spec's adapter methods and keep the b
                "repository.")
 
 
-def train_candidate(s: SpecParams, dataset, platform: Platform, methods=None):
+def train_candidate(s: SpecParams, dataset, platform: Platform, methods=None, champion=None):
     """The adapter to deliver: every method of ``training.methods`` (or the ``methods`` names, a task
     output) trained in parallel and evaluated on the validation split (the test split stays for the
-    gate); the best on metrics.primary."""
+    gate); the best on metrics.primary. dpo methods start from ``champion`` (find_champion's task)."""
     from aicd.pipelines.subgraphs.training import compare_methods
 
-    return compare_methods(s, dataset, platform, methods=methods).outputs["best"]
+    start = champion.outputs["champion"] if champion is not None else None
+    return compare_methods(s, dataset, platform, methods=methods, champion=start).outputs["best"]
 
 
 def build(platform: Platform):
     from kfp import dsl
 
     from aicd.pipelines.subgraphs.data import prepare_data
-    from aicd.pipelines.subgraphs.delivery import deliver_model
+    from aicd.pipelines.subgraphs.delivery import deliver_model, find_serving_champion
 
     def finetune_pipeline(name: str, task: dict, data: dict, candidates: list, metrics: dict, training: dict,
                           delivery: dict, labeling: dict):
         s = SpecParams(name, task, data, candidates, metrics, training, delivery, labeling)
         dataset = prepare_data(s, platform).outputs["dataset"]
-        deliver_model(s, dataset, train_candidate(s, dataset, platform), platform)
+        champion = find_serving_champion(s, platform)  # what dpo starts from, and the champion the gate compares
+        deliver_model(s, dataset, train_candidate(s, dataset, platform, champion=champion), platform, champion)
 
     return dsl.pipeline(name="aicd-finetune", description=DESCRIPTION)(documented(finetune_pipeline, DESCRIPTION))

@@ -1,6 +1,7 @@
 """Training entry point, the same locally, under torchrun and inside a TrainJob.
 
-    python -m aicd.components.training train-adapter --spec spec.yaml --dataset DIR --method NAME --out DIR
+    python -m aicd.components.training train-adapter --spec spec.yaml --dataset DIR --method NAME --out DIR \
+        [--start CHAMPION_DIR]
     torchrun --nproc_per_node 2 -m aicd.components.training train-adapter ...
     python -m aicd.components.training train-from-scratch --spec spec.yaml --dataset DIR --out DIR
 
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "train-adapter":
             cmd.add_argument("--method", required=True, help="name of one of training.methods")
             cmd.add_argument("--base", help="base model URI (default: the spec's first candidate)")
+            cmd.add_argument("--start", help="Model artifact a dpo method starts from (the champion's adapter)")
     return parser
 
 
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train-adapter":
             from aicd.components.training.adapter import train_adapter
 
-            result = train_adapter(spec, dataset, args.method, out, base_uri=args.base, **common)
+            start = _path(args.start, True) if args.start else None
+            result = train_adapter(spec, dataset, args.method, out, base_uri=args.base, start_adapter=start, **common)
         else:
             from aicd.components.training.scratch import train_from_scratch
 

@@ -110,6 +110,9 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
     where = f"training.methods.{method.name}"
     if method.method == "dpo":
         return train_preference(spec, dataset_dir, method, out_dir, base_uri=base_uri, start_adapter=start_adapter)
+    if start_adapter is not None:
+        log.info("%s (%s) trains from the base model: only dpo methods continue the champion", method.name,
+                 method.method)
     if method.method == "qlora":
         require_qlora(where)
     uri = base_uri or spec.candidate().uri
@@ -154,9 +157,11 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
 
 def train_preference(spec: Spec, dataset_dir: str | Path, method: MethodSpec, out_dir: str | Path, *,
                      base_uri: str | None = None, start_adapter: str | Path | None = None) -> TrainResult:
-    """A dpo method: from the champion adapter (``start_adapter``) or a fresh LoRA on the base, trained
-    on the train split's preference pairs (:mod:`aicd.components.training.preference`)."""
-    from aicd.components.training.preference import load_start, train_dpo
+    """A dpo method: from the champion adapter (``start_adapter``, when it is an adapter on the same base)
+    or a fresh LoRA on the base, trained on the train split's preference pairs; the reference model
+    is that starting point (:mod:`aicd.components.training.preference`, :mod:`.start`)."""
+    from aicd.components.training.preference import train_dpo
+    from aicd.components.training.start import load_start
 
     if spec.task.type != "causal-lm":
         raise TrainingError("method dpo is supported for causal-lm tasks only", "use lora for classification")
@@ -164,15 +169,17 @@ def train_preference(spec: Spec, dataset_dir: str | Path, method: MethodSpec, ou
     rows = read_split(dataset_dir, "train")
     seed_all(spec.training.seed)
     model, tokenizer, model_dir, start = load_start(uri, start_adapter, spec.pin(uri))
-    if start is None:
+    if start.adapter is None:
         model = apply_method(model, method, "causal-lm", f"training.methods.{method.name}")
+    else:
+        log.info("%s continues the champion's adapter: its own r, alpha and target modules, not the method's",
+                 method.name)
     figures = train_dpo(spec, rows, method, model, tokenizer)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     losses = figures["losses"]
     result = TrainResult(Path(out_dir), {}, method.name, figures["steps"], losses[0], losses[-1], 0.0,
                          figures["seconds"], trainable, peak_memory_mb(), losses=losses)
-    params = {**hyperparameters(spec, method, figures["steps"], 1), "pairs": figures["pairs"],
-              "start_adapter": str(start) if start else None}
+    params = {**hyperparameters(spec, method, figures["steps"], 1), "pairs": figures["pairs"], "start": start.record}
     result.card = write_model_artifact(
         out_dir, model, tokenizer, "adapter", task=spec.task.type, labels=None, base_model=uri,
         base_digest=base_digest(model_dir), base_pin=spec.pin(uri), method=method.method, method_name=method.name,

@@ -80,10 +80,13 @@ def trainjob_manifest(spec: Spec, name: str, args: list[str], *, namespace: str 
     return manifest
 
 
-def train_adapter_args(spec: Spec, method: str, dataset_uri: str, output_uri: str) -> list[str]:
-    """CLI arguments of the training entry point for one method (spec passed inline as JSON)."""
+def train_adapter_args(spec: Spec, method: str, dataset_uri: str, output_uri: str,
+                       start_uri: str | None = None) -> list[str]:
+    """CLI arguments of the training entry point for one method (spec passed inline as JSON); ``start_uri``:
+    the Model artifact a dpo method starts from."""
     return ["train-adapter", "--spec-json", json.dumps(spec.model_dump(mode="json"), sort_keys=True),
-            "--dataset", dataset_uri, "--method", method, "--out", output_uri, "--no-progress"]
+            "--dataset", dataset_uri, "--method", method, "--out", output_uri, "--no-progress",
+            *(["--start", start_uri] if start_uri else [])]
 
 
 def train_from_scratch_args(spec: Spec, dataset_uri: str, output_uri: str) -> list[str]:

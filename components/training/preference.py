@@ -24,7 +24,6 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,8 +65,22 @@ def _encode(tokenizer, task: TaskSpec, prompt: str, answer: str) -> tuple[list[i
     return ids, min(len(prompt_ids), len(ids) - 1)
 
 
+def _keeps_logits(model) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers' causal LMs do; peft passes it on)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 def answer_logprobs(model, tokenizer, task: TaskSpec, prompts: list[str], answers: list[str]):
-    """``log p(answer | prompt)`` summed over the answer's tokens, one value per row (a tensor)."""
+    """``log p(answer | prompt)`` summed over the answer's tokens, one value per row (a tensor).
+
+    Only the positions from the earliest answer on go through the vocabulary projection and the
+    softmax (``logits_to_keep``): with a system prompt, most of a pair's tokens are prompt, and
+    SmolLM2's 576 x 49k projection is about a fifth of its weights a token (estimated from the
+    shapes, not timed on its own).
+    """
     import torch
 
     encoded = [_encode(tokenizer, task, p, a) for p, a in zip(prompts, answers)]
@@ -82,9 +95,12 @@ def answer_logprobs(model, tokenizer, task: TaskSpec, prompts: list[str], answer
         mask[row, :len(seq)] = 1
         target[row, max(start, 1):len(seq)] = True
     ids, mask, target = ids.to(device), mask.to(device), target.to(device)
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    return (logp * target[:, 1:]).sum(-1)
+    first = min(max(start, 1) for _, start in encoded)  # the earliest answer token: logits from first - 1 on
+    keep = {"logits_to_keep": width - first + 1} if _keeps_logits(model) else {}
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **keep).logits[:, :-1].float()
+    cut = width - logits.shape[1]  # logits[:, j] predicts the token at cut + j
+    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, cut:, None]).squeeze(-1)
+    return (logp * target[:, cut:]).sum(-1)
 
 
 def pair_logprobs(model, tokenizer, task: TaskSpec, pairs: list[Pair]):
@@ -143,6 +159,21 @@ def _batches(n: int, steps: int, seed: int) -> list[list[int]]:
     return out
 
 
+def reference_logprobs(model, tokenizer, task: TaskSpec, pairs: list[Pair], used: list[int]):
+    """The reference's (chosen, rejected) log-probabilities of every pair (NaN for pairs no step uses),
+    from ``model`` as it is now: called before the first step, the reference is the starting point."""
+    import torch
+
+    device = next(model.parameters()).device
+    chosen, rejected = (torch.full((len(pairs),), float("nan"), device=device) for _ in range(2))
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(used), PAIR_BATCH):
+            index = used[start:start + PAIR_BATCH]
+            chosen[index], rejected[index] = pair_logprobs(model, tokenizer, task, [pairs[i] for i in index])
+    return chosen, rejected
+
+
 def train_dpo(spec: Spec, rows: list[dict[str, Any]], method: MethodSpec, model, tokenizer) -> dict[str, Any]:
     """Train ``model`` (a peft model, adapter trainable) with DPO on the rows' pairs; the figures.
 
@@ -159,17 +190,15 @@ def train_dpo(spec: Spec, rows: list[dict[str, Any]], method: MethodSpec, model,
         raise TrainingError(f"method {method.name!r} is dpo, but the train split holds no preference pairs "
                             "(rows with `rejected`)", "collect feedback or import labeled pairs first, or use lora")
     steps = t.max_steps or max(1, int(t.epochs * -(-len(pairs) // PAIR_BATCH)))
-    model.eval()
-    with torch.inference_mode():
-        ref = [pair_logprobs(model, tokenizer, spec.task, pairs[i:i + PAIR_BATCH])
-               for i in range(0, len(pairs), PAIR_BATCH)]
-    ref_chosen, ref_rejected = torch.cat([c for c, _ in ref]), torch.cat([r for _, r in ref])
+    batches = _batches(len(pairs), steps, t.seed)
+    ref_chosen, ref_rejected = reference_logprobs(model, tokenizer, spec.task, pairs,
+                                                  sorted({i for batch in batches for i in batch}))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=method.learning_rate or t.learning_rate, weight_decay=t.weight_decay)
     scheduler = make_scheduler(optimizer, t.scheduler, t.warmup_ratio, steps)
     model.train()
     losses, began = [], time.perf_counter()
-    for step, index in enumerate(_batches(len(pairs), steps, t.seed)):
+    for step, index in enumerate(batches):
         chosen, rejected = pair_logprobs(model, tokenizer, spec.task, [pairs[i] for i in index])
         loss, agree = dpo_loss(chosen, rejected, ref_chosen[index], ref_rejected[index], method.beta)
         loss.backward()
@@ -177,21 +206,9 @@ def train_dpo(spec: Spec, rows: list[dict[str, Any]], method: MethodSpec, model,
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         log.debug("dpo step %d/%d: loss %.4f, reward agrees on %.2f", step + 1, steps, losses[-1], agree)
     model.eval()
     log.info("dpo %s on %d pairs: %d steps, loss %.4f -> %.4f", method.name, len(pairs), steps, losses[0], losses[-1])
     return {"steps": steps, "losses": losses, "seconds": time.perf_counter() - began, "pairs": len(pairs)}
 
-
-def load_start(uri: str, start_adapter: str | Path | None, digest: str | None = None):
-    """The model DPO starts from: the champion adapter (trainable) on its base, or the base model
-    (``digest``: the base's pin)."""
-    from peft import PeftModel
-
-    from aicd.components.models import load_causal_lm
-
-    model, tokenizer, model_dir = load_causal_lm(uri, digest=digest)
-    if start_adapter is None:
-        return model, tokenizer, model_dir, None
-    return PeftModel.from_pretrained(model, str(start_adapter), is_trainable=True), tokenizer, model_dir, start_adapter

@@ -25,12 +25,16 @@ class TrainStepResult:
                            "metrics": self.figures})
 
 
-def run_train_adapter(spec: Spec, dataset_dir: str | Path, method: str, out_dir: str | Path) -> TrainStepResult:
-    """Train ``method`` (or the first of ``training.methods``) into ``out_dir``; reads task, candidates, training."""
+def run_train_adapter(spec: Spec, dataset_dir: str | Path, method: str, out_dir: str | Path,
+                      start: str | Path | None = None) -> TrainStepResult:
+    """Train ``method`` (or the first of ``training.methods``) into ``out_dir``; reads task, candidates, training.
+
+    ``start``: the Model artifact a dpo method starts from (choose_start's; a base-model reference or
+    None starts from the base)."""
     from aicd.components.training.adapter import train_adapter
     from aicd.components.training.runtime import artifact_size_mb
 
-    result = train_adapter(spec, dataset_dir, method or spec.training.methods[0].name, out_dir)
+    result = train_adapter(spec, dataset_dir, method or spec.training.methods[0].name, out_dir, start_adapter=start)
     card = result.card
     return TrainStepResult(result.method, card["method"], card["digest"], card["kind"], card["base_model"] or "",
                            {**result.metrics(), "adapter_size_mb": artifact_size_mb(out_dir)})

@@ -15,7 +15,7 @@ from aicd.components._images import BASE_IMAGE, TRAIN_IMAGE
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def train_adapter(task: dict, candidates: list, training: dict, dataset: Input[Dataset], model: Output[Model],
-                  metrics: Output[Metrics], method: str = "") -> str:
+                  metrics: Output[Metrics], method: str = "", start: Input[Model] = None) -> str:
     """Fine-tune the base model with one of training.methods (default: the first); resumes from checkpoints.
 
     Args:
@@ -24,6 +24,9 @@ def train_adapter(task: dict, candidates: list, training: dict, dataset: Input[D
         training: The spec's ``training`` section (methods, hyper-parameters, checkpoints).
         dataset: The data set to train on.
         method: The name of one of ``training.methods``; '' for the first.
+        start: Optional: the Model artifact a dpo method starts from (choose_start's copy of the champion):
+            an adapter on the same base is continued and is DPO's reference; a base-model reference, another
+            base or a full model starts from the base. Other methods always start from the base.
         model: Output: the Model artifact (card.json with digests and lineage).
         metrics: Output: training figures (loss, time, memory, adapter size).
     """
@@ -31,8 +34,26 @@ def train_adapter(task: dict, candidates: list, training: dict, dataset: Input[D
     from aicd.components.training.runs import publish_training, run_train_adapter
 
     result = run_train_adapter(step_spec(task=task, candidates=candidates, training=training), dataset.path,
-                               method, model.path)
+                               method, model.path, start.path if start is not None else None)
     return publish_training(result, model, metrics)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def choose_start(training: dict, methods: List[str], champion: Input[Model], start: Output[Model]) -> str:
+    """The Model artifact train_adapter starts from: a copy of the champion when one of ``methods`` is dpo,
+    else a base-model reference (so the other methods' inputs do not move with the champion); "base"
+    or "champion <digest>".
+
+    Args:
+        training: The spec's ``training`` section (which methods are dpo).
+        methods: The names of the methods this run trains.
+        champion: find_champion's Model artifact (the serving champion, or a base-model reference).
+        start: Output: the Model artifact to start from.
+    """
+    from aicd.components.contracts import step_spec
+    from aicd.components.training.start import choose_start as choose
+
+    return choose(step_spec(training=training), methods, champion.path, start.path)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -96,10 +117,10 @@ def launch_trainjob(name: str, task: dict, candidates: list, training: dict, dat
 def train_adapter_trainjob(task: dict, candidates: list, training: dict, dataset: Input[Dataset],
                            model: Output[Model], metrics: Output[Metrics], method: str = "",
                            claim: str = "aicd-checkpoints", namespace: str = "", runtime: str = "torch-distributed",
-                           deadline_seconds: int = 604800) -> str:
+                           deadline_seconds: int = 604800, start: Input[Model] = None) -> str:
     """train_adapter through Kubeflow Trainer: the method runs as a TrainJob (torchrun on
     training.resources.num_nodes x procs_per_node) with data and checkpoints on ``claim``; a retried
-    step follows the same job. Same outputs as train_adapter.
+    step follows the same job. Same inputs and outputs as train_adapter.
 
     Args:
         task: The spec's ``task`` section.
@@ -111,6 +132,7 @@ def train_adapter_trainjob(task: dict, candidates: list, training: dict, dataset
         namespace: The TrainJob's namespace ('' for the one the step runs in).
         runtime: The Trainer ClusterTrainingRuntime.
         deadline_seconds: The job's activeDeadlineSeconds.
+        start: Optional: the Model artifact a dpo method starts from (as train_adapter's; staged on ``claim``).
         model: Output: the Model artifact (card.json with digests and lineage).
         metrics: Output: training figures.
     """
@@ -119,7 +141,8 @@ def train_adapter_trainjob(task: dict, candidates: list, training: dict, dataset
 
     spec = step_spec(task=task, candidates=candidates, training=training)
     summary, figures, metadata = run_step(spec, dataset.path, model.path, method or spec.training.methods[0].name,
-                                          claim, namespace, runtime, deadline_seconds)
+                                          claim, namespace, runtime, deadline_seconds,
+                                          start.path if start is not None else None)
     for name, value in figures.items():
         metrics.log_metric(name, value)
     model.metadata.update(metadata)

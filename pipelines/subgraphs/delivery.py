@@ -11,21 +11,29 @@ from aicd.pipelines.params import SpecParams
 from aicd.pipelines.platform import Platform
 
 
-def evaluate_against_champion(s: SpecParams, dataset, model, platform: Platform) -> tuple[dsl.PipelineTask, ...]:
+def find_serving_champion(s: SpecParams, platform: Platform) -> dsl.PipelineTask:
+    """find_champion (never cached: Git moves outside the pipeline); output ``champion``, the Model artifact."""
+    from aicd.components.delivery.steps import find_champion
+
+    return platform.apply(find_champion(**s.of(find_champion)), "deliver", cache=False)
+
+
+def evaluate_against_champion(s: SpecParams, dataset, model, platform: Platform,
+                              champion=None) -> tuple[dsl.PipelineTask, ...]:
     """(candidate evaluation, champion evaluation, paired comparison) tasks for a Model artifact.
 
     The champion is what serves now according to the GitOps branch (find_champion, never
     cached: Git moves outside the pipeline): a copy of its Model artifact, or a reference to
     the base model it is (or that serves while nothing does). Both are evaluated on the same
     examples; the evaluation is keyed by content, so a champion an earlier run evaluated as
-    its candidate comes from the cache.
+    its candidate comes from the cache. ``champion``: a find_champion task already in the pipeline (the
+    one training started from), else one is added.
     """
-    from aicd.components.delivery.steps import find_champion
     from aicd.components.evaluation.steps import compare_models, evaluate_model
 
     candidate_task = platform.apply(evaluate_model(**s.of(evaluate_model), dataset=dataset, model=model), "evaluate")
     candidate_task.set_display_name("evaluate-candidate")
-    champion = platform.apply(find_champion(**s.of(find_champion)), "deliver", cache=False)
+    champion = champion if champion is not None else find_serving_champion(s, platform)
     champion_task = platform.apply(evaluate_model(**s.of(evaluate_model), dataset=dataset,
                                                   model=champion.outputs["champion"]),
                                    "evaluate")
@@ -70,9 +78,10 @@ def roll_out(delivery, platform: Platform, model_id="", commit="", max_intervals
                                           max_intervals=max_intervals, in_stage=in_stage), "deliver", cache=False)
 
 
-def deliver_model(s: SpecParams, dataset, model, platform: Platform) -> dsl.PipelineTask:
-    """Evaluate a trained Model artifact against the serving champion, then gate and promote it."""
-    candidate_task, champion_task, compare_task = evaluate_against_champion(s, dataset, model, platform)
+def deliver_model(s: SpecParams, dataset, model, platform: Platform, champion=None) -> dsl.PipelineTask:
+    """Evaluate a trained Model artifact against the serving champion (``champion``: the find_champion
+    task training started from, if any), then gate and promote it."""
+    candidate_task, champion_task, compare_task = evaluate_against_champion(s, dataset, model, platform, champion)
     return gate_and_promote(s, platform, candidate_task.outputs["report"], model=model,
                             comparison=compare_task.outputs["comparison"],
                             champion_report=champion_task.outputs["report"])

@@ -11,10 +11,12 @@ from aicd.pipelines.platform import Platform
 
 
 def compare_methods(s: SpecParams, dataset, platform: Platform | None = None,
-                    split: str = "validation", methods=None) -> dsl.PipelineTask:
+                    split: str = "validation", methods=None, champion=None) -> dsl.PipelineTask:
     """ParallelFor over training.methods (or ``methods``: a task output listing some of their names):
     train_adapter, then evaluate_model on ``split``, light: only the metrics choose_method reads (the
     behavioural checks, probe and latency are for the gate, which evaluates the chosen one in full).
+    ``champion`` (find_champion's Model artifact): what dpo methods start from (through choose_start);
+    without it every method starts from the base.
 
     Returns the choose_method task: outputs ``best`` (the Model artifact of the method best on
     metrics.primary, the one to deliver), ``chosen`` (its name), ``table`` (JSON rows: method,
@@ -22,13 +24,17 @@ def compare_methods(s: SpecParams, dataset, platform: Platform | None = None,
     (HTML with the Pareto plot) and ``pareto`` (the methods on the Pareto front, JSON).
     """
     from aicd.components.evaluation.steps import evaluate_model  # the evaluation area's step
-    from aicd.components.training.steps import choose_method, list_methods
+    from aicd.components.training.steps import choose_method, choose_start, list_methods
 
     platform = platform or Platform()
     if methods is None:
         methods = platform.apply(list_methods(**s.of(list_methods)), "evaluate").output
+    start = None
+    if champion is not None:
+        start = platform.apply(choose_start(**s.of(choose_start), methods=methods, champion=champion),
+                               "evaluate").outputs["start"]
     with dsl.ParallelFor(methods, name="methods") as method:
-        train_task = train_one(s, dataset, method, platform)
+        train_task = train_one(s, dataset, method, platform, start=start)
         eval_task = platform.apply(evaluate_model(**s.of(evaluate_model), dataset=dataset,
                                                   model=train_task.outputs["model"], split=split, light=True),
                                     "evaluate")
@@ -37,14 +43,17 @@ def compare_methods(s: SpecParams, dataset, platform: Platform | None = None,
                                         models=dsl.Collected(train_task.outputs["model"])), "evaluate")
 
 
-def train_one(s: SpecParams, dataset, method, platform: Platform) -> dsl.PipelineTask:
+def train_one(s: SpecParams, dataset, method, platform: Platform, start=None) -> dsl.PipelineTask:
     """train_adapter (method None: train_from_scratch) in the step's pod, or, under a profile with
     ``roles.train.engine: trainjob``, its TrainJob twin: a light pod (the train role's volumes, no GPU)
-    that launches a Kubeflow Trainer TrainJob and waits for it."""
+    that launches a Kubeflow Trainer TrainJob and waits for it. ``start``: the Model artifact a dpo
+    method starts from (choose_start's)."""
     from aicd.components.training import steps
 
     train = platform.profile.roles.train
     inputs = {"dataset": dataset, **({"method": method} if method is not None else {})}
+    if start is not None and method is not None:
+        inputs["start"] = start
     if train.engine != "trainjob":
         step = steps.train_adapter if method is not None else steps.train_from_scratch
         return platform.apply(step(**s.of(step), **inputs), "train")

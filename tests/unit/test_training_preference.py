@@ -76,3 +76,23 @@ def test_dpo_on_a_split_without_pairs_is_a_clear_error(tiny_causal_lm, support_b
 
 def test_preference_report_is_none_without_pairs(tiny_causal_lm, support_bot_spec):
     assert preference_report(None, None, parse_spec(support_bot_spec), [{"instruction": "a", "response": "b"}]) is None
+
+
+def test_answer_logprobs_project_only_the_answer_positions_and_agree_with_all(tiny_causal_lm, support_bot_spec):
+    """logits_to_keep leaves the prompt out of the vocabulary projection: same sums as projecting all."""
+    from aicd.components.models import load_causal_lm
+    from aicd.components.training.preference import _encode, _keeps_logits
+
+    support_bot_spec["task"]["max_length"] = 256
+    task = parse_spec(support_bot_spec).task
+    model, tok, _ = load_causal_lm(str(tiny_causal_lm))
+    prompts, answers = ["What is AI?", "Hi there, how are you today?"], ["A field of study.", "Fine, thanks."]
+    assert _keeps_logits(model)
+    expected = []
+    with torch.no_grad():
+        got = answer_logprobs(model, tok, task, prompts, answers)
+        for prompt, answer in zip(prompts, answers):
+            seq, start = _encode(tok, task, prompt, answer)
+            logp = torch.log_softmax(model(input_ids=torch.tensor([seq])).logits[0, :-1], -1)
+            expected.append(sum(float(logp[i - 1, seq[i]]) for i in range(start, len(seq))))
+    assert got.tolist() == pytest.approx(expected, abs=1e-4)
