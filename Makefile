@@ -31,15 +31,17 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/runtime.txt require
 # environment (it pins Django and more) and the Debian Prometheus binary.
 services: $(LS_STAMP) $(PROMETHEUS) $(ETCD) $(KUBECTL) .venv-checkov/.installed $(REGISTRY_BIN)
 
-$(LS_STAMP):
+# Both tools leave their dependencies open: each installs against its frozen lock, and a changed lock
+# reinstalls it.
+$(LS_STAMP): requirements/label-studio.lock.txt
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
-	$(LS_VENV)/bin/pip install -q label-studio==1.23.2
+	$(LS_VENV)/bin/python -m pip install -q -c requirements/label-studio.lock.txt label-studio==1.23.2
 	touch $(LS_STAMP)
 
 # checkov scans manifests/ (tests/manifests); its own environment, as its pins clash with ours.
-.venv-checkov/.installed:
+.venv-checkov/.installed: requirements/checkov.lock.txt
 	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
-	.venv-checkov/bin/pip install -q checkov==3.3.30
+	.venv-checkov/bin/python -m pip install -q -c requirements/checkov.lock.txt checkov==3.3.30
 	touch $@
 
 $(PROMETHEUS):
