@@ -449,8 +449,8 @@ class LabelingSpec(Section):
     token_secret: str = Field(
         "label-studio-token",
         description=("The Secret (key `token`; locally the variable AICD_SECRET_<NAME>_TOKEN) holding the Label "
-                     "Studio API token: a personal access token (Account & Settings > Personal Access Token > "
-                     "Create Token), or a legacy token where the organization enables legacy tokens."))
+                     "Studio API token: a personal access token (user icon > Account & Settings > Personal Access "
+                     "Token), or a legacy token where the organization enables legacy tokens."))
     token_kind: Literal["auto", "personal", "legacy"] = Field(
         "auto", description=("The kind of token in `token_secret`: `personal` (a personal access token, a JWT "
                              "exchanged for short-lived Bearer access tokens; Label Studio 1.23's default), "

@@ -124,8 +124,8 @@ class LabelStudio:
                                  "token of Account & Settings > Legacy Token)")
         return LabelingError(f"Label Studio at {self.url} refused the personal access token ({what})",
                              "check that the token's user may do this, and that an administrator has enabled "
-                             "personal access tokens (Organization > Access Token Settings); the Secret is named "
-                             "by `labeling.token_secret`")
+                             "personal access tokens (Organization > Settings > Access Token Settings); the Secret "
+                             "is named by `labeling.token_secret`")
 
     def _call(self, method: str, path: str, what: str, ok_404: bool = False, **kwargs: Any) -> Any:
         """One API call; the parsed JSON body (None for 204 or an allowed 404)."""

@@ -29,8 +29,8 @@ TokenKind = Literal["auto", "personal", "legacy"]
 REFRESH_PATH = "/api/token/refresh/"
 # Refresh this long before the access token expires (at most a fifth of its lifetime).
 REFRESH_MARGIN = 30.0
-CREATE_PAT = ("create a personal access token in Label Studio (Account & Settings > Personal Access Token > "
-              "Create Token; copy it, it is shown once) and put it into key `token` of the Secret named by "
+CREATE_PAT = ("create a personal access token in Label Studio (user icon > Account & Settings > Personal Access "
+              "Token; copy it, it is shown once) and put it into key `token` of the Secret named by "
               "`labeling.token_secret`")
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 
