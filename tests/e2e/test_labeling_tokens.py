@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.servers import start, stop
+from helpers.servers import running
 
 from aicd.components.data.format import write_dataset
 from aicd.components.errors import LabelingError
@@ -53,25 +53,20 @@ def argv(pid: int) -> str:
 
 @pytest.fixture(scope="module")
 def short_lived(tmp_path_factory):
-    server, proc = start(tmp_path_factory.mktemp("ls-short"), access_seconds=ACCESS_SECONDS)
-    try:
+    with running(tmp_path_factory.mktemp("ls-short"), access_seconds=ACCESS_SECONDS) as server:
         yield server
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")
 def legacy_server(tmp_path_factory):
-    server, proc = start(tmp_path_factory.mktemp("ls-legacy"), legacy=True)
-    try:
+    with running(tmp_path_factory.mktemp("ls-legacy"), legacy=True) as server:
         yield server
-    finally:
-        stop(proc)
 
 
 def test_default_server_refuses_legacy_tokens_clearly(ls, label_studio, review_sentiment_spec, tmp_path,
                                                       monkeypatch):  # noqa: F811
     assert label_studio.kind == "personal" and ls.credentials.kind == "personal"
+    assert label_studio.token not in argv(label_studio.pid) and label_studio.legacy_token not in argv(label_studio.pid)
     with pytest.raises(LabelingError) as err:
         LabelStudio(label_studio.url, label_studio.legacy_token).find_project("anything")
     assert "refused the legacy API token (HTTP 401" in str(err.value)

@@ -21,6 +21,8 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,13 +186,20 @@ def stop(proc: subprocess.Popen) -> None:
     stop_process(proc, grace=20)
 
 
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory) -> LabelStudioServer:
-    server, proc = start(tmp_path_factory.mktemp("label-studio"))
+@contextmanager
+def running(data_root: Path, **options) -> Iterator[LabelStudioServer]:
+    """A server of :func:`start` (same options), stopped on exit."""
+    server, proc = start(data_root, **options)
     try:
         yield server
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory) -> LabelStudioServer:
+    with running(tmp_path_factory.mktemp("label-studio")) as server:
+        yield server
 
 
 @pytest.fixture
