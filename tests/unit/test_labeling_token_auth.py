@@ -154,3 +154,26 @@ def test_legacy_token_sends_token_header_and_never_refreshes(scripted):
         client.find_project("demo")
     assert scripted.issued == 0 and scripted.calls == [("GET", "/api/projects/", f"Token {LEGACY}")]
     assert LEGACY not in str(err.value) and "Personal Access Token" in str(err.value)
+
+
+def test_connection_errors_are_retried_until_the_server_answers():
+    """Nothing listens on the port for the first 0.3 s; the retries (after 0, 1 and 2 s) reach it once it does."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Script)
+    port = server.server_address[1]
+    server.server_close()  # the port is free again: connections are refused
+    late = {}
+
+    def come_up():
+        time.sleep(0.3)
+        late["server"] = srv = ThreadingHTTPServer(("127.0.0.1", port), Script)
+        srv.calls, srv.issued, srv.plan = [], 0, {"/api/projects/": [200]}
+        srv.serve_forever()
+
+    threading.Thread(target=come_up, daemon=True).start()
+    client = LabelStudio(f"http://127.0.0.1:{port}", LEGACY, timeout=5, retries=4, backoff=0.5)
+    try:
+        assert client.find_project("demo") is None
+        assert late["server"].calls == [("GET", "/api/projects/", f"Token {LEGACY}")]
+    finally:
+        late["server"].shutdown()
+        late["server"].server_close()
