@@ -448,7 +448,14 @@ class LabelingSpec(Section):
     project: str = Field(description="The Label Studio project title.")
     token_secret: str = Field(
         "label-studio-token",
-        description="The Secret (or AICD_SECRET_* variable locally) holding the Label Studio API token.")
+        description=("The Secret (key `token`; locally the variable AICD_SECRET_<NAME>_TOKEN) holding the Label "
+                     "Studio API token: a personal access token (user icon > Account & Settings > Personal Access "
+                     "Token), or a legacy token where the organization enables legacy tokens."))
+    token_kind: Literal["auto", "personal", "legacy"] = Field(
+        "auto", description=("The kind of token in `token_secret`: `personal` (a personal access token, a JWT "
+                             "exchanged for short-lived Bearer access tokens; Label Studio 1.23's default), "
+                             "`legacy` (`Authorization: Token`, accepted only where an organization enables legacy "
+                             "tokens), or `auto` (read from the token's form)."))
     sampling: Literal["random", "stratified", "uncertainty"] = Field(
         "random", description="How rows are chosen for labeling: random, stratified by label, or by model uncertainty.")
     batch_size: PositiveInt = Field(50, description="Rows sent for labeling per run.")

@@ -6,7 +6,9 @@ failure becomes a :class:`~aicd.components.errors.LabelingError` that says what 
 wrong and how to fix it: server unreachable, wrong token (401), a deleted project
 (404, which Label Studio answers with an HTML page on import and export).
 
-The API token is read by Secret name (``labeling.token_secret``), never from the spec.
+The API token is read by Secret name (``labeling.token_secret``), never from the spec: a
+personal access token (the default of Label Studio 1.23) or a legacy token, see
+:mod:`.tokens`. No token is ever logged or put into an error message.
 """
 
 import json
@@ -15,8 +17,11 @@ import re
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from aicd.components.errors import AicdError, LabelingError
+from aicd.components.labeling.tokens import CREATE_PAT, Credentials, TokenKind
 from aicd.components.secrets import read_secret
 from aicd.components.spec import LabelingSpec
 
@@ -24,6 +29,10 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
 IMPORT_CHUNK = 500
+EXPORT_CHUNK = 200  # task ids per export request (``ids[]`` in the query string)
+# Retried with backoff: 5xx of requests that are safe to repeat (never a POST: an import would duplicate).
+RETRY_STATUS = (500, 502, 503, 504)
+RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 # The key, in every task's data, that identifies the row a task was made from.
 ID_KEY = "aicd_id"
 
@@ -48,16 +57,29 @@ def _detail(resp: requests.Response) -> str:
 
 
 class LabelStudio:
-    """Talks to one Label Studio server with one API token (``Token`` header)."""
+    """Talks to one Label Studio server with one API token (see :mod:`.tokens` for the two kinds).
 
-    def __init__(self, url: str, token: str, timeout: float = 30.0):
+    A personal access token is exchanged for a Bearer access token before the first call,
+    again shortly before it expires, and once more when the server answers 401 anyway
+    (a revoked access token, clock skew). Connection errors, and 5xx answers to requests
+    that are safe to repeat, are retried with exponential backoff; 4xx answers never are,
+    and neither is a POST the server may have applied (an import would duplicate tasks).
+    """
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0, token_kind: TokenKind = "auto",
+                 retries: int = 4, backoff: float = 0.5):
         if not url.startswith(("http://", "https://")):
             raise LabelingError(f"`labeling.url` must start with http:// or https://, got {url!r}",
                                 "set it to the Label Studio address, e.g. http://127.0.0.1:8080")
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.credentials = Credentials(token, token_kind)
         self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Token {token}"
+        retry = Retry(total=retries, connect=retries, read=retries, status=retries, other=0,
+                      backoff_factor=backoff, status_forcelist=RETRY_STATUS, allowed_methods=RETRY_METHODS,
+                      raise_on_status=False, respect_retry_after_header=True)
+        for scheme in ("http://", "https://"):
+            self._session.mount(scheme, HTTPAdapter(max_retries=retry))
 
     @classmethod
     def from_spec(cls, labeling: LabelingSpec, timeout: float = 30.0) -> "LabelStudio":
@@ -67,29 +89,53 @@ class LabelStudio:
         except AicdError as err:
             raise LabelingError(f"the Label Studio API token (`labeling.token_secret` = "
                                 f"{labeling.token_secret!r}) is not available: {err.message}", err.hint) from None
-        return cls(labeling.url, token, timeout)
+        return cls(labeling.url, token, timeout, labeling.token_kind)
 
     def close(self) -> None:
         self._session.close()
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, what: str, ok_404: bool = False, **kwargs: Any) -> Any:
-        """One API call; the parsed JSON body (None for 204 or an allowed 404)."""
-        url = f"{self.url}{path}"
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One request with a current Authorization header; transport failures become LabelingErrors."""
         try:
-            resp = self._session.request(method, url, timeout=self.timeout, **kwargs)
+            if self.credentials.stale():
+                self.credentials.refresh(self._session, self.url, self.timeout)
+            headers = {"Authorization": self.credentials.header()}
+            return self._session.request(method, f"{self.url}{path}", headers=headers, timeout=self.timeout,
+                                         **kwargs)
         except requests.ConnectionError as err:
             raise LabelingError(f"Label Studio at {self.url} is unreachable ({type(err).__name__} on {method} {path})",
                                 "start Label Studio, or fix `labeling.url` to the address it listens on") from None
         except requests.Timeout:
             raise LabelingError(f"Label Studio at {self.url} did not answer {method} {path} within {self.timeout:g} s",
                                 "check that the server is not overloaded, then retry") from None
+
+    def _refused(self, resp: requests.Response, method: str, path: str) -> LabelingError:
+        """The error for a 401/403: which token was refused and how to get one that works."""
+        detail = _detail(resp)
+        what = f"HTTP {resp.status_code} on {method} {path}: {detail}"
+        if self.credentials.kind == "legacy" and "legacy token authentication has been disabled" in detail:
+            return LabelingError(f"Label Studio at {self.url} refused the legacy API token ({what}): this "
+                                 "organization accepts personal access tokens only", CREATE_PAT)
+        if self.credentials.kind == "legacy":
+            return LabelingError(f"Label Studio at {self.url} refused the API token ({what})",
+                                 f"{CREATE_PAT} (or, where the organization enables legacy tokens, the "
+                                 "token of Account & Settings > Legacy Token)")
+        return LabelingError(f"Label Studio at {self.url} refused the personal access token ({what})",
+                             "check that the token's user may do this, and that an administrator has enabled "
+                             "personal access tokens (Organization > Settings > Access Token Settings); the Secret "
+                             "is named by `labeling.token_secret`")
+
+    def _call(self, method: str, path: str, what: str, ok_404: bool = False, **kwargs: Any) -> Any:
+        """One API call; the parsed JSON body (None for 204 or an allowed 404)."""
+        resp = self._send(method, path, **kwargs)
+        if resp.status_code == 401 and self.credentials.kind == "personal":
+            log.info("Label Studio answered 401 to %s %s: refreshing the access token once", method, path)
+            self.credentials.refresh(self._session, self.url, self.timeout)
+            resp = self._send(method, path, **kwargs)
         if resp.status_code in (401, 403):
-            raise LabelingError(f"Label Studio at {self.url} refused the API token (HTTP {resp.status_code} on "
-                                f"{method} {path}: {_detail(resp)})",
-                                "put a valid token (Account & Settings > Access Token, legacy tokens enabled) "
-                                "into the Secret named by `labeling.token_secret`")
+            raise self._refused(resp, method, path)
         if resp.status_code == 404:
             if ok_404:
                 return None
@@ -100,7 +146,8 @@ class LabelStudio:
         if resp.status_code >= 400:
             raise LabelingError(f"Label Studio rejected {method} {path} for {what} "
                                 f"(HTTP {resp.status_code}: {_detail(resp)})",
-                                "check the labeling configuration and the task data")
+                                "check the labeling configuration and the task data" if resp.status_code < 500
+                                else "Label Studio failed on its side (retried); check its log, then run again")
         if resp.status_code == 204 or not resp.content:
             return None
         try:
@@ -177,13 +224,27 @@ class LabelStudio:
         return created
 
     def export(self, project_id: int) -> list[dict[str, Any]]:
-        """Every task of a project with its annotations (the JSON export)."""
-        body = self._call("GET", f"/api/projects/{project_id}/export", f"project {project_id}",
-                          params={"exportType": "JSON", "download_all_tasks": "true"})
-        if not isinstance(body, list):
-            raise LabelingError(f"the export of project {project_id} is not a list of tasks",
-                                "check the Label Studio version (aicd is tested with 1.23)")
-        return body
+        """Every task of a project with its annotations (the JSON export), ``EXPORT_CHUNK`` tasks a request.
+
+        Page by page, so a large project never needs one request longer than the timeout, and
+        each page is authorised on its own (the access token may be refreshed between pages).
+        Each task appears once: pages are disjoint sets of ids, and a task deleted meanwhile
+        is simply absent.
+        """
+        self.project(project_id)  # a deleted project is a 404, not an empty export
+        ids = sorted({int(t["id"]) for t in self.tasks(project_id)})
+        out: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), EXPORT_CHUNK):
+            chunk = ids[start:start + EXPORT_CHUNK]
+            body = self._call("GET", f"/api/projects/{project_id}/export", f"project {project_id}",
+                              params={"exportType": "JSON", "download_all_tasks": "true", "ids[]": chunk})
+            if not isinstance(body, list):
+                raise LabelingError(f"the export of project {project_id} is not a list of tasks",
+                                    "check the Label Studio version (aicd is tested with 1.23)")
+            out.update((int(task["id"]), task) for task in body if int(task["id"]) in chunk)
+        log.info("exported %d tasks of project %s in %d requests", len(out), project_id,
+                 -(-len(ids) // EXPORT_CHUNK))
+        return [out[i] for i in ids if i in out]
 
     def annotate(self, task_id: int, result: list[dict[str, Any]], completed_by: int | None = None,
                  ground_truth: bool = False) -> dict[str, Any]:

@@ -191,11 +191,10 @@ def test_errors_are_clear(ls, label_studio, review_sentiment_spec, tmp_path, mon
         LabelStudio(label_studio.url, "0" * 40).find_project("anything")
     project = ls.get_or_create_project("e2e deleted", "<View><Text name='text' value='$text'/></View>")
     ls.delete_project(project["id"])
-    for call in (lambda: ls.import_tasks(project["id"], [{"data": {"text": "x"}}]),
-                 lambda: ls.export(project["id"])):
-        with pytest.raises(LabelingError,
-                           match=r"(?s)project \d+ was not found .*HTTP 404 .*HTML page.*probably deleted"):
-            call()
+    with pytest.raises(LabelingError, match=r"(?s)project \d+ was not found .*HTTP 404 .*HTML page.*probably deleted"):
+        ls.import_tasks(project["id"], [{"data": {"text": "x"}}])
+    with pytest.raises(LabelingError, match=r"(?s)project \d+ was not found .*HTTP 404 .*probably deleted"):
+        ls.export(project["id"])
     spec = with_labeling(review_sentiment_spec, label_studio.url, project="e2e never exported")
     make_dataset(tmp_path / "v1", sentiment_rows())
     with pytest.raises(LabelingError, match="(?s)has no project titled 'e2e never exported'.*run export_for_labeling"):

@@ -12,7 +12,7 @@ from aicd.components.spec import LabelingSpec
 
 
 def test_unreachable_server():
-    client = LabelStudio(f"http://127.0.0.1:{free_port()}", "x" * 40, timeout=5)
+    client = LabelStudio(f"http://127.0.0.1:{free_port()}", "x" * 40, timeout=5, backoff=0.01)
     with pytest.raises(LabelingError, match=r"Label Studio at http://127.0.0.1:\d+ is unreachable") as err:
         client.find_project("demo")
     assert "fix `labeling.url`" in str(err.value)
@@ -25,7 +25,9 @@ def test_token_comes_from_the_secret(monkeypatch):
     with pytest.raises(LabelingError, match=r"token \(`labeling.token_secret` = 'ls-token-test'\) is not available"):
         LabelStudio.from_spec(spec)
     monkeypatch.setenv("AICD_SECRET_LS_TOKEN_TEST_TOKEN", "abc123")
-    assert LabelStudio.from_spec(spec)._session.headers["Authorization"] == "Token abc123"
+    assert LabelStudio.from_spec(spec).credentials.header() == "Token abc123"  # not a JWT: a legacy token
+    with pytest.raises(LabelingError, match="`labeling.token_kind` is personal, but the token in the Secret"):
+        LabelStudio.from_spec(spec.model_copy(update={"token_kind": "personal"}))
 
 
 def test_bad_url():

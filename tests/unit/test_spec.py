@@ -71,6 +71,7 @@ BAD = [
     ("labeling.pii_patterns", {"card": "[0-9"},
      "`labeling.pii_patterns.card` is not a valid regular expression (unterminated character set at "
      "position 0); fix the pattern"),
+    ("labeling.token_kind", "pat", "`labeling.token_kind` must be one of 'auto', 'personal' or 'legacy', got 'pat'"),
 ]
 
 
