@@ -84,6 +84,22 @@ def check_http(what: str, field: str, url: str, path: str, timeout: float = 5.0)
     return [f"{what} at `{field}` {url} is not reachable ({problem}); start it (see docs/), or fix the URL"]
 
 
+def check_labeling_token(spec: Spec) -> list[str]:
+    """The Secret named by ``labeling.token_secret`` holds a token this Label Studio accepts (one
+    authenticated call: a wrong or revoked token fails here, not at the first labeling step)."""
+    from aicd.components.labeling.client import LabelStudio
+
+    try:
+        client = LabelStudio.from_spec(spec.labeling, timeout=10.0)
+        try:
+            client.find_project(spec.labeling.project)
+        finally:
+            client.close()
+    except AicdError as err:
+        return [f"Label Studio token: {err.message}" + (f"; {err.hint}" if err.hint else "")]
+    return []
+
+
 def check_uris(spec: Spec) -> list[str]:
     """Every candidate and data source URI resolves here (remote ones are only checked for their scheme:
     resolving them means downloading), and a local candidate folder has a card or a pin (its files are
@@ -118,7 +134,8 @@ def preflight(spec: Spec, pipeline: str) -> None:
             problems.append(f"pipeline {pipeline} labels data, but the spec has no `labeling` section; add "
                             "`labeling: {project: <title>}`")
         else:
-            problems += check_http("Label Studio", "labeling.url", spec.labeling.url, "/health")
+            reachable = check_http("Label Studio", "labeling.url", spec.labeling.url, "/health")
+            problems += reachable or check_labeling_token(spec)
     if "prometheus" in needs:
         problems += check_http("Prometheus", "delivery.prometheus_url", spec.delivery.prometheus_url,
                                "/-/ready")

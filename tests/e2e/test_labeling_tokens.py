@@ -25,6 +25,8 @@ from aicd.components.labeling.client import LabelStudio
 from aicd.components.labeling.configs import result_for
 from aicd.components.labeling.export import export_for_labeling
 from aicd.components.labeling.versions import fingerprint
+from aicd.components.spec import parse_spec
+from aicd.pipelines.preflight import PreflightError, preflight
 
 pytestmark = pytest.mark.e2e
 ACCESS_SECONDS = 2.0
@@ -84,6 +86,22 @@ def test_default_server_refuses_legacy_tokens_clearly(ls, label_studio, review_s
     spec["labeling"]["token_kind"] = "legacy"
     with pytest.raises(LabelingError, match="`labeling.token_kind` is legacy, but the Secret holds a personal"):
         export_for_labeling(spec, tmp_path / "v1")
+
+
+def test_preflight_names_a_refused_token_before_any_step(ls, label_studio, review_sentiment_spec, monkeypatch):  # noqa: F811
+    """`aicd run poc` checks the Secret's token with one authenticated call: a legacy token on the
+    default server, or no Secret at all, is reported before any step; a personal access token passes."""
+    spec = parse_spec(spec_for(review_sentiment_spec, label_studio.url, "e2e preflight"))
+    monkeypatch.setenv("AICD_SECRET_LABEL_STUDIO_TOKEN_TOKEN", label_studio.legacy_token)
+    with pytest.raises(PreflightError, match=r"Label Studio token: .*personal access tokens only") as err:
+        preflight(spec, "poc")
+    assert label_studio.legacy_token not in str(err.value)
+    monkeypatch.delenv("AICD_SECRET_LABEL_STUDIO_TOKEN_TOKEN")
+    with pytest.raises(PreflightError, match=r"Label Studio token: .*`labeling.token_secret`"):
+        preflight(spec, "poc")
+    monkeypatch.setenv("AICD_SECRET_LABEL_STUDIO_TOKEN_TOKEN", label_studio.token)
+    preflight(spec, "poc")
+    assert ls.find_project("e2e preflight") is None  # the check created nothing
 
 
 def test_legacy_tokens_where_the_organization_enables_them(legacy_server, review_sentiment_spec, tmp_path,
