@@ -128,7 +128,7 @@ class Service:
 
     def describe(self) -> list[dict]:
         base = [{"name": self.config.model_name, "adapter": None, "uri": self.config.base,
-                 "digest": (self.engine.base_card or {}).get("digest")}] if self.engine.serve_base else []
+                 "digest": self.engine.base_digest}] if self.engine.serve_base else []
         return base + [{"name": a.name, "adapter": a.name, "uri": str(a.path), "digest": a.digest}
                        for a in sorted(self.engine.adapters.values(), key=lambda a: a.name)]
 
