@@ -8,6 +8,7 @@ is ``data: {json}\n\n`` chunks ending with ``data: [DONE]``; with
 """
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,24 +23,53 @@ def usage(prompt_tokens: int, results: Sequence[GenResult]) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion}
 
 
+@functools.cache
+def _byte_level() -> dict[str, int]:
+    """GPT-2's byte-level alphabet (character -> byte) that byte-level BPE vocabularies are written in."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    extra = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + i): b for i, b in enumerate(extra)}}
+
+
+def token_bytes(tokenizer, token: int) -> list[int]:
+    """The UTF-8 bytes a token stands for (a byte-level token may hold part of a character)."""
+    raw = tokenizer.convert_ids_to_tokens(token)
+    alphabet = _byte_level()
+    if isinstance(raw, str) and raw and all(c in alphabet for c in raw) and token not in tokenizer.all_special_ids:
+        return [alphabet[c] for c in raw]
+    return list(tokenizer.decode([token]).encode("utf-8"))
+
+
+def _piece(tokenizer, token: int, prompt: bool) -> str:
+    """A token as text: prompt tokens as they are, generated ones as the answer's text has them."""
+    return tokenizer.decode([token], skip_special_tokens=not prompt)
+
+
+def _top_dict(tokenizer, top) -> dict[str, float]:
+    """Alternatives by text; tokens that read the same keep the highest log-probability (``top`` is sorted)."""
+    found: dict[str, float] = {}
+    for token, logprob in top:
+        found.setdefault(tokenizer.decode([token]), logprob)
+    return found
+
+
 def completion_logprobs(tokenizer, result: GenResult) -> dict[str, Any] | None:
     """The legacy ``logprobs`` object of one completions choice (None when not asked)."""
     if result.tokens is None:
         return None
     entries: list[TokenLogprob] = list(result.prompt or ()) + list(result.tokens)
-    pieces = [tokenizer.decode([e.token]) for e in entries]
+    pieces = [_piece(tokenizer, e.token, k < len(result.prompt or ())) for k, e in enumerate(entries)]
     offsets, at = [], 0
     for piece in pieces:
         offsets.append(at)
         at += len(piece)
-    tops = [None if e.logprob is None else {tokenizer.decode([t]): lp for t, lp in e.top} for e in entries]
+    tops = [None if e.logprob is None else _top_dict(tokenizer, e.top) for e in entries]
     return {"tokens": pieces, "token_logprobs": [e.logprob for e in entries], "top_logprobs": tops,
             "text_offset": offsets}
 
 
 def _chat_token(tokenizer, token: int, logprob: float) -> dict[str, Any]:
-    piece = tokenizer.decode([token])
-    return {"token": piece, "logprob": logprob, "bytes": list(piece.encode("utf-8"))}
+    return {"token": _piece(tokenizer, token, False), "logprob": logprob, "bytes": token_bytes(tokenizer, token)}
 
 
 def chat_logprobs(tokenizer, result: GenResult) -> dict[str, Any] | None:
