@@ -20,7 +20,7 @@ def api(tiny_causal_lm, tmp_path_factory):
     root = tmp_path_factory.mktemp("serving-openai")
     adapter = make_lora_adapter(tiny_causal_lm, root / "a1", seed=1)
     service = Service(ServeConfig(base=str(tiny_causal_lm), adapters={"a1": str(adapter)}, max_new_tokens_limit=32,
-                                  max_batch_wait_ms=1, max_n=3))
+                                  max_batch_wait_ms=1, max_n=3, log_dir=root / "logs"))
     asyncio.run(service.load_async())
     with TestClient(build_app(service, load=False)) as client:
         yield client, service
@@ -93,7 +93,7 @@ def test_chat_logprobs_have_the_chat_shape(api):
 
 
 def test_a_stream_adds_up_to_the_plain_answer_and_reports_usage(api):
-    client, _ = api
+    client, service = api
     plain = _post(client, "chat/completions", model="a1", messages=CHAT, max_tokens=8)
     events = _events(client, "chat/completions", model="a1", messages=CHAT, max_tokens=8,
                      stream_options={"include_usage": True})
@@ -102,6 +102,11 @@ def test_a_stream_adds_up_to_the_plain_answer_and_reports_usage(api):
     assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == plain["choices"][0]["message"]["content"]
     assert chunks[-1]["choices"][0]["finish_reason"] == plain["choices"][0]["finish_reason"]
     assert last["choices"] == [] and last["usage"] == plain["usage"]
+    logged = [json.loads(line) for line in (service.payloads.path).read_text().splitlines()]
+    (record,) = [r for r in logged if r["id"] == last["id"]]  # the stream, as the answer it adds up to
+    assert record["response"]["choices"][0]["message"] == {"role": "assistant",
+                                                           "content": plain["choices"][0]["message"]["content"]}
+    assert record["response"]["usage"] == plain["usage"] and record["response"]["streamed"] is True
     metrics = client.get("/metrics").text
     assert 'aicd_time_to_first_token_seconds_count{adapter="a1"}' in metrics
 
