@@ -37,6 +37,7 @@ class ServeConfig:
     max_body_bytes: int = _DEFAULT_BODY
     max_new_tokens_limit: int = _DEFAULT_MAX_TOKENS
     max_n: int = 4
+    mix_adapters: bool = False
     admin_token_file: Path | None = None
     feedback_key_file: Path | None = None
     feedback_state_dir: Path | None = None
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-mask-field", action="append", default=[], metavar="NAME",
                    help="JSON field masked (at any depth) before a payload is logged; repeatable")
     p.add_argument("--fault-rate", type=float, default=0.0, help="fraction of inference requests answered 503")
+    p.add_argument("--mix-adapters", action="store_true",
+                   help="batch generation requests of different adapters together (one forward pass per step)")
     p.add_argument("--max-n", type=int, default=4,
                    help="most choices (OpenAI `n`) one request may ask for per prompt")
     p.add_argument("--seed", type=int, default=None, help="seed of the fault injection (drills)")
@@ -175,7 +178,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
                        port=args.port, model_name=model_name, log_dir=Path(args.log_dir) if args.log_dir else None,
                        max_batch_size=args.max_batch_size, max_batch_wait_ms=args.max_batch_wait_ms,
                        max_body_bytes=args.max_body_bytes, max_new_tokens_limit=args.max_new_tokens_limit,
-                       max_n=args.max_n, admin_token_file=token_file, fault_rate=args.fault_rate, seed=args.seed,
+                       max_n=args.max_n, mix_adapters=args.mix_adapters, admin_token_file=token_file,
+                       fault_rate=args.fault_rate, seed=args.seed,
                        feedback_key_file=_path(args.feedback_key_file), feedback_state_dir=_path(
                            args.feedback_state_dir), feedback_token_file=_path(args.feedback_token_file),
                        feedback_rate_per_minute=args.feedback_rate_per_minute, log_max_mb=args.log_max_mb,

@@ -4,7 +4,8 @@ Every adapter is an aicd Model artifact whose card is verified (every file's sha
 before its weights are read, whose task must match the server's and whose base model
 must be the server's base. Inference runs one batch at a time in the server's single
 model thread: ``set_adapter`` (or ``disable_adapter`` for the base) selects the adapter
-of the whole batch, so the batcher groups requests by adapter.
+of the whole batch, so the batcher groups requests by adapter; with ``--mix-adapters`` a
+generation batch holds rows of any adapters (peft's mixed-adapter batches).
 """
 
 import contextlib
@@ -187,6 +188,19 @@ class Engine:
         """Decode a batch (left padding), each item with its own sampling, limits and stops (decoding.py)."""
         core = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         with self._selected(adapter):
+            return decode_batch(core, self.tokenizer, items)
+
+    def generate_mixed(self, adapters: list[str | None], items: list[GenItem]) -> list[GenResult]:
+        """One batch whose rows use different adapters of the base (None: the base), in one forward pass per
+        step: peft's mixed-adapter batches apply each row's own LoRA weights in every layer."""
+        if len(set(adapters)) == 1:
+            return self.generate(adapters[0], items)
+        gone = sorted({a for a in adapters if a is not None and a not in self.adapters})
+        if gone:
+            raise ServingError(f"adapter {gone[0]!r} is not served")
+        core = self.model.get_base_model()
+        names = ["__base__" if a is None else a for a in adapters]
+        with self.model._enable_peft_forward_hooks(adapter_names=names):
             return decode_batch(core, self.tokenizer, items)
 
     def classify(self, adapter: str | None, texts: list[str]) -> list[tuple[str, list[float]]]:

@@ -126,3 +126,37 @@ def test_the_streaming_sink_gets_the_text_piece_by_piece_without_the_stop(engine
     assert "".join(pieces) == result.text == full[:full.find(stop)]
     assert [f for f in finals if f is not None] == [result] and finals[-1] == result
     assert len([p for p in pieces if p]) > 1
+
+
+def test_a_batch_mixing_adapters_answers_as_batches_of_one_adapter(engine):
+    items = [GenItem(_ids(engine, p), 8, sampling=Sampling(logprobs=0)) for p in PROMPTS]
+    adapters = [None, "a1", None]
+    mixed = engine.generate_mixed(adapters, items)
+    alone = [engine.generate(a, [item])[0] for a, item in zip(adapters, items)]
+    assert [r.text for r in mixed] == [r.text for r in alone]
+    assert mixed[0].text != engine.generate("a1", [items[0]])[0].text  # the rows really use different weights
+    for m, a in zip(mixed, alone):
+        assert [e.logprob for e in m.tokens] == pytest.approx([e.logprob for e in a.tokens], abs=1e-4)
+
+
+def test_the_service_mixes_adapters_in_one_batch_when_asked(tiny_causal_lm, engine):
+    """--mix-adapters: concurrent requests for the base and an adapter run as one batch."""
+    import asyncio
+
+    from aicd.components.serving.service import Service
+
+    service = Service(ServeConfig(base=str(tiny_causal_lm), adapters={"a1": str(engine.adapters["a1"].path)},
+                                  mix_adapters=True, max_batch_wait_ms=200), engine=engine)
+    service.ready = True
+    items = [GenItem(_ids(engine, p), 6) for p in PROMPTS[:2]]
+
+    async def both():
+        try:
+            return await asyncio.gather(service.generate("base", items[:1]), service.generate("a1", items[1:]))
+        finally:
+            await service.close()
+
+    (base,), (tuned,) = asyncio.run(both())
+    assert service.generation.batch_sizes == [2]
+    assert [base.text, tuned.text] == [engine.generate(None, items[:1])[0].text,
+                                       engine.generate("a1", items[1:])[0].text]
