@@ -172,6 +172,30 @@ def _stream(service: Service, name: str, items: list[GenItem], head: dict, chunk
     return StreamingResponse(body(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
 
+def _completion_chunk(index: int, text: str, result: GenResult | None) -> dict:
+    return {"index": index, "text": text, "logprobs": None, "finish_reason": result and result.finish_reason}
+
+
+def _chat_chunks():
+    """The chunk builder of one chat stream: each choice's first delta carries the role."""
+    sent: set[int] = set()
+
+    def chunk(index: int, piece: str, result: GenResult | None) -> dict:
+        delta = {"content": piece} if index in sent else {"role": "assistant", "content": piece}
+        sent.add(index)
+        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": result and result.finish_reason}
+    return chunk
+
+
+def _models(service: Service) -> dict:
+    """Served names with their card digests; an adapter's ``parent`` is the base."""
+    now, base = int(time.time()), service.config.model_name
+    data = [{"id": m["name"], "object": "model", "created": now, "owned_by": "aicd", "root": base,
+             "parent": base if m["adapter"] else None, "digest": m["digest"]}
+            for m in (service.describe() if service.ready else [])]
+    return {"object": "list", "data": data}
+
+
 def build_router(service: Service) -> APIRouter:
     router = APIRouter()
     config = service.config
@@ -190,9 +214,7 @@ def build_router(service: Service) -> APIRouter:
             head = {"id": request.state.request_id, "object": "text_completion", "created": int(time.time()),
                     "model": name}
             if opts.stream:
-                return _stream(service, name, items, head, lambda i, text, r: {
-                    "index": i, "text": text, "logprobs": None, "finish_reason": r and r.finish_reason},
-                    opts, sum(map(len, ids)))
+                return _stream(service, name, items, head, _completion_chunk, opts, sum(map(len, ids)))
             results = await _run(service, name, items)
         except ApiError as err:
             return error_response(err)
@@ -212,15 +234,8 @@ def build_router(service: Service) -> APIRouter:
             head = {"id": request.state.request_id, "object": "chat.completion", "created": int(time.time()),
                     "model": name}
             if opts.stream:
-                sent: set[int] = set()
-
-                def chunk(i: int, piece: str, result: GenResult | None) -> dict:
-                    delta = {"content": piece} if i in sent else {"role": "assistant", "content": piece}
-                    sent.add(i)
-                    return {"index": i, "delta": delta, "logprobs": None,
-                            "finish_reason": result and result.finish_reason}
-                return _stream(service, name, items, {**head, "object": "chat.completion.chunk"}, chunk, opts,
-                               len(ids))
+                return _stream(service, name, items, {**head, "object": "chat.completion.chunk"}, _chat_chunks(),
+                               opts, len(ids))
             results = await _run(service, name, items)
         except ApiError as err:
             return error_response(err)
@@ -230,11 +245,7 @@ def build_router(service: Service) -> APIRouter:
                 "choices": [_chat_choice(service, i, r) for i, r in enumerate(results)]}
 
     async def models():
-        now = int(time.time())
-        data = [{"id": m["name"], "object": "model", "created": now, "owned_by": "aicd",
-                 "root": config.model_name, "parent": config.model_name if m["adapter"] else None,
-                 "digest": m["digest"]} for m in (service.describe() if service.ready else [])]
-        return {"object": "list", "data": data}
+        return _models(service)
 
     router.add_api_route(f"{PREFIX}/completions", completions, methods=["POST"])
     router.add_api_route(f"{PREFIX}/chat/completions", chat_completions, methods=["POST"])

@@ -8,7 +8,7 @@ the request in the payload log.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aicd.components.serving.decoding import Sampling
@@ -45,7 +45,7 @@ class Options:
         s = self.sampling
         if s.seed is None or choice == 0:
             return s
-        return Sampling(**{**s.__dict__, "seed": s.seed + choice})
+        return replace(s, seed=s.seed + choice)
 
 
 def refuse_unsupported(body: dict, route: str) -> None:
