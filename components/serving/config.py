@@ -236,7 +236,10 @@ def predictor_args(serving: Any, base: str, adapters: dict[str, str] | None = No
     args = ["--base", base, "--task", task, "--model-name", model_name or serving.name,
             "--max-batch-size", str(serving.max_batch_size), "--max-batch-wait-ms", f"{serving.max_batch_wait_ms:g}",
             "--max-body-bytes", str(serving.max_body_bytes),
-            "--max-new-tokens-limit", str(serving.max_new_tokens_limit)]
+            "--max-new-tokens-limit", str(serving.max_new_tokens_limit),
+            "--max-n", str(getattr(serving, "max_n", 4))]
+    if getattr(serving, "mix_adapters", False):
+        args.append("--mix-adapters")
     if base_digest:
         args += ["--base-digest", base_digest]
     if labels:
