@@ -152,16 +152,19 @@ def _complete(session, url: str, prompt: str, model: str = "a0") -> tuple[str, f
     return resp.json()["choices"][0]["text"], latency
 
 
-def _first_token(session, url: str, prompt: str) -> tuple[str, float]:
-    """(the streamed text, ms until its first piece arrived)."""
+def _first_token(url: str, prompt: str) -> tuple[str, float]:
+    """(the streamed text, ms until its first piece arrived); httpx hands over each event as it arrives
+    (requests' iter_lines waits for 512 bytes)."""
+    import httpx
+
     t0, first, pieces = time.perf_counter(), None, []
-    with session.post(f"{url}/openai/v1/completions", timeout=120, stream=True,
+    with httpx.stream("POST", f"{url}/openai/v1/completions", timeout=120,
                       json={"model": "a0", "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0,
                             "stream": True}) as resp:
         if resp.status_code != 200:
-            raise RuntimeError(f"{url} answered {resp.status_code}: {resp.text[:300]}")
+            raise RuntimeError(f"{url} answered {resp.status_code}: {resp.read()[:300]!r}")
         for line in resp.iter_lines():
-            if line.startswith(b"data: {"):
+            if line.startswith("data: {"):
                 text = json.loads(line[6:])["choices"][0]["text"]
                 if text and first is None:
                     first = (time.perf_counter() - t0) * 1000
@@ -184,7 +187,7 @@ def load(url: str, prompts: list[str], concurrency: int, models: tuple[str, ...]
         if not hasattr(local, "session"):
             local.session = requests.Session()
         if stream:
-            return f"a0|{prompt}", *_first_token(local.session, url, prompt)
+            return f"a0|{prompt}", *_first_token(url, prompt)
         model = models[i % len(models)]
         return f"{model}|{prompt}", *_complete(local.session, url, prompt, model)
 
