@@ -324,7 +324,8 @@ def evaluate_model(spec: Spec | dict, dataset_dir: str | Path, out_dir: str | Pa
             model_info={"name": endpoint_model or cand.name, "uri": endpoint, "digest": None, "base_model": cand.uri},
             url=endpoint, model_name=endpoint_model or cand.name, task=spec.task.type,
             template=cand.prompt_template or spec.task.prompt_template, system=spec.task.system_prompt,
-            max_new_tokens=spec.metrics.max_new_tokens, tokenizer=endpoint_tokenizer(spec.task.type, cand.uri)), None
+            max_new_tokens=spec.metrics.max_new_tokens, max_length=spec.task.max_length,
+            tokenizer=endpoint_tokenizer(spec.task.type, cand.uri)), None
     else:
         backend, probe = open_local(spec, rows, model, candidate, batch_size, probe_adapter=not light)
     report, latencies = run_evaluation(spec, rows, backend, split, probe, train_labels(spec, dataset_dir), light)

@@ -130,3 +130,19 @@ def test_lm_eval_local_chat_completions_generates_what_the_client_gets(served, t
         direct = client.chat.completions.create(model="a1", messages=[{"role": "user", "content": doc["question"]}],
                                                 max_tokens=8, temperature=0, stop=["\n\n"])
         assert sample["resps"][0][0] == direct.choices[0].message.content
+
+
+def test_evaluate_model_reports_a_live_endpoints_nll_equal_to_the_local_evaluation(served, support_bot_spec, tmp_path):
+    """The evaluation contract on a live endpoint: its report carries the NLL the local evaluation computes."""
+    from helpers.data import causal_dataset
+    from helpers.specs import small_spec
+
+    from aicd.components.evaluation.evaluate import evaluate_model
+
+    url, base, adapter, _ = served
+    spec = small_spec(support_bot_spec, base)
+    data = causal_dataset(tmp_path / "data")
+    live = evaluate_model(spec, data, tmp_path / "live", endpoint=f"{url}/openai/v1/chat/completions",
+                          endpoint_model="a1", light=True)
+    local = evaluate_model(spec, data, tmp_path / "local", model=adapter, light=True)
+    assert live["metrics"]["nll"]["value"] == pytest.approx(local["metrics"]["nll"]["value"], abs=1e-4)
