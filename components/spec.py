@@ -374,6 +374,11 @@ class ServingSpec(Section):
         10.0, description="How long the predictor waits to fill a batch.")
     max_body_bytes: PositiveInt = Field(8 * 1024 * 1024, description="The largest request body the predictor accepts.")
     max_new_tokens_limit: PositiveInt = Field(512, description="The most new tokens a request may ask for.")
+    max_n: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="The most choices (OpenAI `n`) a request may ask for per prompt.")
+    mix_adapters: bool = Field(False, description=(
+        "Batch generation requests of different adapters together, one forward pass per step (peft's "
+        "mixed-adapter batches); false: a batch holds one adapter's requests."))
     admin_token_secret: str | None = Field(
         None, description="The Kubernetes Secret with the predictor's admin token; null disables the admin API.")
     feedback_key_secret: str | None = Field(None, description=(

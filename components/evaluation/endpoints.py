@@ -9,8 +9,17 @@
 
 Requests are greedy (temperature 0). Any connection error, HTTP error or malformed
 answer raises :class:`EvaluationError`: no partial report.
+
+NLL of the reference answers (``score``) goes through the completions route of an
+OpenAI-compatible endpoint (a chat URL's sibling ``/completions``) with ``echo: true,
+max_tokens: 0, logprobs: 0`` and the token ids the local backend would score (the
+prompt, the answer and EOS, built with ``tokenizer``: the served base model's): the
+endpoint returns every prompt token's log-probability, so the NLL is the local
+backend's for the same model, adapter and text. Without a tokenizer, or for KServe v2,
+there is no NLL.
 """
 
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -18,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aicd.components.errors import EvaluationError
-from aicd.components.evaluation.backends import Backend
-from aicd.components.evaluation.inference import Outputs
+from aicd.components.evaluation.backends import Backend, build_prompt
+from aicd.components.evaluation.inference import Outputs, build_sequences
 
+log = logging.getLogger(__name__)
 _V2 = re.compile(r"/v2/models/(?P<name>[^/]+)(/versions/[^/]+)?/infer/?$")
 
 
@@ -49,6 +59,9 @@ class EndpointBackend(Backend):
     system: str | None = None
     max_new_tokens: int = 48
     timeout: float = 60.0
+    tokenizer: Any = None  # the served base model's, for scoring (NLL) through echo + logprobs
+    max_length: int = 256
+    score_batch: int = 16
 
     def __post_init__(self):
         self.protocol = endpoint_protocol(self.url)
@@ -82,20 +95,9 @@ class EndpointBackend(Backend):
         return text.strip(), tokens
 
     def _request(self, session, text: str, example: str) -> tuple[str, int, float]:
-        import requests
-
         t0 = time.perf_counter()
-        try:
-            resp = session.post(self.url, json=self._body(text), timeout=self.timeout)
-        except requests.RequestException as err:
-            raise EvaluationError(f"endpoint {self.url} did not answer for example {example!r}: {err}",
-                                  "check that the server is up and the URL is right; "
-                                  "no partial report was written") from err
+        resp = self._post(session, self.url, self._body(text), example)
         elapsed = (time.perf_counter() - t0) * 1000
-        if resp.status_code >= 400:
-            raise EvaluationError(f"endpoint {self.url} answered HTTP {resp.status_code} for example "
-                                  f"{example!r}: {resp.text[:200]!r}",
-                                  "fix the server (its logs say why); no partial report was written")
         try:
             text_out, tokens = self._answer(resp.json())
         except (ValueError, KeyError, IndexError, TypeError) as err:
@@ -103,6 +105,21 @@ class EndpointBackend(Backend):
                                   f"{example!r} ({type(err).__name__}: {err}): {resp.text[:200]!r}",
                                   "check that the URL's protocol matches the server") from err
         return text_out, tokens, elapsed
+
+    def _post(self, session, url: str, body: dict[str, Any], example: str):
+        import requests
+
+        try:
+            resp = session.post(url, json=body, timeout=self.timeout)
+        except requests.RequestException as err:
+            raise EvaluationError(f"endpoint {url} did not answer for example {example!r}: {err}",
+                                  "check that the server is up and the URL is right; "
+                                  "no partial report was written") from err
+        if resp.status_code >= 400:
+            raise EvaluationError(f"endpoint {url} answered HTTP {resp.status_code} for example "
+                                  f"{example!r}: {resp.text[:200]!r}",
+                                  "fix the server (its logs say why); no partial report was written")
+        return resp
 
     def predict(self, inputs: Sequence[str], ids: Sequence[str] | None = None) -> Outputs:
         import requests
@@ -115,3 +132,63 @@ class EndpointBackend(Backend):
                 latencies.append(ms)
                 tokens += n
         return Outputs(texts, latencies, tokens, time.perf_counter() - started)
+
+    def score(self, inputs: Sequence[str], targets: Sequence[str]) -> tuple[list[float], list[int]] | None:
+        """Per-example mean NLL of each target and the scored token counts, from the endpoint's echoed
+        prompt log-probabilities (None without a tokenizer or for KServe v2)."""
+        import requests
+
+        if self.tokenizer is None or self.protocol == "kserve-v2":
+            return None
+        url = re.sub(r"/chat/completions/?$", "/completions", self.url.split("?", 1)[0])
+        prompts = [build_prompt(self.tokenizer, x, self.template, self.system) for x in inputs]
+        seqs = build_sequences(self.tokenizer, prompts, targets, self.max_length, self.template is not None)
+        nll: list[float] = []
+        with requests.Session() as session:
+            for start in range(0, len(seqs), self.score_batch):
+                batch = seqs[start:start + self.score_batch]
+                body = {"model": self.model_name, "prompt": [tokens for tokens, _ in batch], "echo": True,
+                        "max_tokens": 0, "logprobs": 0, "temperature": 0}
+                if start == 0:  # the first request says whether the server scores prompts at all
+                    resp = self._post_or_refused(session, url, body)
+                    if resp is None:
+                        return None
+                else:
+                    resp = self._post(session, url, body, f"#{start}")
+                choices = sorted(resp.json()["choices"], key=lambda c: c["index"])
+                scored = [_mean_nll(c, tokens, plen) for c, (tokens, plen) in zip(choices, batch)]
+                if None in scored or len(scored) != len(batch):
+                    raise EvaluationError(f"endpoint {url} returned no prompt log-probabilities for echo + logprobs",
+                                          "score through an aicd predictor (or a server that supports echo)")
+                nll += scored
+        return nll, [len(tokens) - plen for tokens, plen in seqs]
+
+    def _post_or_refused(self, session, url: str, body: dict[str, Any]):
+        """The answer, or None (no NLL, with a warning) when the server refuses echo + logprobs or
+        answers without prompt log-probabilities."""
+        import requests
+
+        try:
+            resp = session.post(url, json=body, timeout=self.timeout)
+        except requests.RequestException as err:
+            raise EvaluationError(f"endpoint {url} did not answer the scoring request: {err}",
+                                  "check that the server is up; no partial report was written") from err
+        if resp.status_code >= 500:
+            raise EvaluationError(f"endpoint {url} answered HTTP {resp.status_code} to the scoring request: "
+                                  f"{resp.text[:200]!r}", "fix the server (its logs say why)")
+        try:
+            first = resp.json()["choices"][0] if resp.status_code < 400 else {}
+        except (ValueError, KeyError, IndexError, TypeError):
+            first = {}
+        if _mean_nll(first, body["prompt"][0], 1) is None:
+            log.warning("endpoint %s does not score prompts (echo + logprobs): HTTP %d %s; the report has no NLL",
+                        url, resp.status_code, resp.text[:200])
+            return None
+        return resp
+
+
+def _mean_nll(choice: dict[str, Any], tokens: list[int], plen: int) -> float | None:
+    scored = ((choice.get("logprobs") or {}).get("token_logprobs") or [])[plen:len(tokens)]
+    if len(scored) != len(tokens) - plen or any(not isinstance(x, int | float) for x in scored):
+        return None
+    return -sum(scored) / len(scored)

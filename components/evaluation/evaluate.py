@@ -285,6 +285,20 @@ def _check_card(spec: Spec, card: dict[str, Any], model, expected_base: str | No
                               "evaluate it against the candidate it was trained on")
 
 
+def endpoint_tokenizer(task: str, base_uri: str):
+    """The tokenizer an endpoint's NLL is scored with (the candidate's base model), or None when it is not at hand."""
+    if task != "causal-lm":
+        return None
+    from aicd.components.models import load_tokenizer
+    from aicd.components.uris import locate_model
+
+    try:
+        return load_tokenizer(locate_model(base_uri))
+    except Exception as err:  # noqa: BLE001 - no tokenizer only means no NLL for this endpoint
+        log.warning("no NLL for the endpoint: the tokenizer of %s could not be loaded (%s)", base_uri, err)
+        return None
+
+
 def evaluate_model(spec: Spec | dict, dataset_dir: str | Path, out_dir: str | Path, *,
                    model: str | Path | None = None, candidate: str | None = None, endpoint: str | None = None,
                    endpoint_model: str | None = None, split: str | None = None,
@@ -310,7 +324,8 @@ def evaluate_model(spec: Spec | dict, dataset_dir: str | Path, out_dir: str | Pa
             model_info={"name": endpoint_model or cand.name, "uri": endpoint, "digest": None, "base_model": cand.uri},
             url=endpoint, model_name=endpoint_model or cand.name, task=spec.task.type,
             template=cand.prompt_template or spec.task.prompt_template, system=spec.task.system_prompt,
-            max_new_tokens=spec.metrics.max_new_tokens), None
+            max_new_tokens=spec.metrics.max_new_tokens, max_length=spec.task.max_length,
+            tokenizer=endpoint_tokenizer(spec.task.type, cand.uri)), None
     else:
         backend, probe = open_local(spec, rows, model, candidate, batch_size, probe_adapter=not light)
     report, latencies = run_evaluation(spec, rows, backend, split, probe, train_labels(spec, dataset_dir), light)

@@ -36,6 +36,8 @@ class ServeConfig:
     max_batch_wait_ms: float = _DEFAULT_WAIT_MS
     max_body_bytes: int = _DEFAULT_BODY
     max_new_tokens_limit: int = _DEFAULT_MAX_TOKENS
+    max_n: int = 4
+    mix_adapters: bool = False
     admin_token_file: Path | None = None
     feedback_key_file: Path | None = None
     feedback_state_dir: Path | None = None
@@ -107,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-mask-field", action="append", default=[], metavar="NAME",
                    help="JSON field masked (at any depth) before a payload is logged; repeatable")
     p.add_argument("--fault-rate", type=float, default=0.0, help="fraction of inference requests answered 503")
+    p.add_argument("--mix-adapters", action="store_true",
+                   help="batch generation requests of different adapters together (one forward pass per step)")
+    p.add_argument("--max-n", type=int, default=4,
+                   help="most choices (OpenAI `n`) one request may ask for per prompt")
     p.add_argument("--seed", type=int, default=None, help="seed of the fault injection (drills)")
     p.add_argument("--system-prompt", default=None, metavar="TEXT",
                    help="system turn of chat requests that carry none (the spec's task.system_prompt)")
@@ -153,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     _bounded(args.max_batch_wait_ms, "--max-batch-wait-ms", 0)
     _bounded(args.max_body_bytes, "--max-body-bytes", 1024, fix="allow at least 1024 bytes")
     _bounded(args.max_new_tokens_limit, "--max-new-tokens-limit", 1)
+    _bounded(args.max_n, "--max-n", 1, 64)
     _bounded(args.fault_rate, "--fault-rate", 0.0, 1.0)
     _bounded(args.feedback_rate_per_minute, "--feedback-rate-per-minute", 1)
     for flag in ("log_max_mb", "log_max_age_hours", "log_budget_mb"):
@@ -171,7 +178,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
                        port=args.port, model_name=model_name, log_dir=Path(args.log_dir) if args.log_dir else None,
                        max_batch_size=args.max_batch_size, max_batch_wait_ms=args.max_batch_wait_ms,
                        max_body_bytes=args.max_body_bytes, max_new_tokens_limit=args.max_new_tokens_limit,
-                       admin_token_file=token_file, fault_rate=args.fault_rate, seed=args.seed,
+                       max_n=args.max_n, mix_adapters=args.mix_adapters, admin_token_file=token_file,
+                       fault_rate=args.fault_rate, seed=args.seed,
                        feedback_key_file=_path(args.feedback_key_file), feedback_state_dir=_path(
                            args.feedback_state_dir), feedback_token_file=_path(args.feedback_token_file),
                        feedback_rate_per_minute=args.feedback_rate_per_minute, log_max_mb=args.log_max_mb,
@@ -228,7 +236,10 @@ def predictor_args(serving: Any, base: str, adapters: dict[str, str] | None = No
     args = ["--base", base, "--task", task, "--model-name", model_name or serving.name,
             "--max-batch-size", str(serving.max_batch_size), "--max-batch-wait-ms", f"{serving.max_batch_wait_ms:g}",
             "--max-body-bytes", str(serving.max_body_bytes),
-            "--max-new-tokens-limit", str(serving.max_new_tokens_limit)]
+            "--max-new-tokens-limit", str(serving.max_new_tokens_limit),
+            "--max-n", str(getattr(serving, "max_n", 4))]
+    if getattr(serving, "mix_adapters", False):
+        args.append("--mix-adapters")
     if base_digest:
         args += ["--base-digest", base_digest]
     if labels:

@@ -4,7 +4,8 @@ Every adapter is an aicd Model artifact whose card is verified (every file's sha
 before its weights are read, whose task must match the server's and whose base model
 must be the server's base. Inference runs one batch at a time in the server's single
 model thread: ``set_adapter`` (or ``disable_adapter`` for the base) selects the adapter
-of the whole batch, so the batcher groups requests by adapter.
+of the whole batch, so the batcher groups requests by adapter; with ``--mix-adapters`` a
+generation batch holds rows of any adapters (peft's mixed-adapter batches).
 """
 
 import contextlib
@@ -19,6 +20,7 @@ from aicd.components.models import adapter_pooling, load_causal_lm, load_classif
 from aicd.components.pooling import CONFIG_KEY
 from aicd.components.provenance import BASE_KIND
 from aicd.components.serving.config import ServeConfig
+from aicd.components.serving.decoding import GenItem, GenResult, decode_batch
 from aicd.components.uris import CACHE_KINDS, locate_model, resolve_model, resolve_path
 
 log = logging.getLogger(__name__)
@@ -36,22 +38,6 @@ class Adapter:
     @property
     def digest(self) -> str:
         return self.card["digest"]
-
-
-@dataclass(frozen=True)
-class GenItem:
-    """One generation request after tokenization."""
-
-    prompt_ids: list[int]
-    max_tokens: int
-    stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class GenResult:
-    text: str
-    completion_tokens: int
-    finish_reason: str  # "stop" | "length"
 
 
 def verify_adapter(name: str, uri: str, task: str, base_dir: Path, labels: list[str]) -> Adapter:
@@ -100,6 +86,7 @@ class Engine:
         self.tokenizer: Any = None
         self.base_dir: Path | None = None
         self.base_card: dict[str, Any] | None = None
+        self.base_digest: str | None = None  # the card's digest of whatever vouched for the base
         self.adapters: dict[str, Adapter] = {}
         self.serve_base = True
         self.max_positions = 512
@@ -110,6 +97,7 @@ class Engine:
         self.base_dir = resolve_model(self.config.base, self.config.base_digest)  # verified: pin, card or RECORD
         if (self.base_dir / CARD).is_file():
             card = read_card(self.base_dir)
+            self.base_digest = card.get("digest")
             if card.get("kind") not in ("model", BASE_KIND, *CACHE_KINDS):  # a provided, downloaded or converted base
                 raise ServingError(f"--base {self.config.base} is a {card.get('kind')!r} artifact",
                                    "pass the base model as --base and the adapter as --adapter NAME=URI")
@@ -197,31 +185,23 @@ class Engine:
         return chosen if chosen is not None and getattr(chosen, "chat_template", None) else self.tokenizer
 
     def generate(self, adapter: str | None, items: list[GenItem]) -> list[GenResult]:
-        """Greedy generation of a batch (left padding), each item cut at its own max_tokens and stops."""
-        import torch
+        """Decode a batch (left padding), each item with its own sampling, limits and stops (decoding.py)."""
+        core = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        with self._selected(adapter):
+            return decode_batch(core, self.tokenizer, items)
 
-        pad = self.tokenizer.pad_token_id
-        eos = self.tokenizer.eos_token_id
-        width = max(len(i.prompt_ids) for i in items)
-        ids = torch.tensor([[pad] * (width - len(i.prompt_ids)) + i.prompt_ids for i in items])
-        mask = torch.tensor([[0] * (width - len(i.prompt_ids)) + [1] * len(i.prompt_ids) for i in items])
-        with torch.inference_mode(), self._selected(adapter):
-            out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                      max_new_tokens=max(i.max_tokens for i in items),
-                                      pad_token_id=pad, eos_token_id=eos)
-        return [self._finish(row[width:].tolist(), item, eos) for row, item in zip(out, items)]
-
-    def _finish(self, new: list[int], item: GenItem, eos: int | None) -> GenResult:
-        reason = "length"
-        if eos is not None and eos in new[: item.max_tokens]:
-            new, reason = new[: new.index(eos)], "stop"
-        new = new[: item.max_tokens]
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        for stop in item.stop:
-            cut = text.find(stop)
-            if cut >= 0:
-                text, reason = text[:cut], "stop"
-        return GenResult(text=text, completion_tokens=len(new), finish_reason=reason)
+    def generate_mixed(self, adapters: list[str | None], items: list[GenItem]) -> list[GenResult]:
+        """One batch whose rows use different adapters of the base (None: the base), in one forward pass per
+        step: peft's mixed-adapter batches apply each row's own LoRA weights in every layer."""
+        if len(set(adapters)) == 1:
+            return self.generate(adapters[0], items)
+        gone = sorted({a for a in adapters if a is not None and a not in self.adapters})
+        if gone:
+            raise ServingError(f"adapter {gone[0]!r} is not served")
+        core = self.model.get_base_model()
+        names = ["__base__" if a is None else a for a in adapters]
+        with self.model._enable_peft_forward_hooks(adapter_names=names):
+            return decode_batch(core, self.tokenizer, items)
 
     def classify(self, adapter: str | None, texts: list[str]) -> list[tuple[str, list[float]]]:
         """(label, probabilities in label order) of each text."""

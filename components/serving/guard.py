@@ -204,6 +204,25 @@ def _decoded(raw: bytes) -> Any:
     if len(raw) >= _LOG_CAP:
         return {"note": f"response of {len(raw)}+ bytes not logged"}
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        return _assembled(raw) if raw.startswith(b"data: ") else json.loads(raw)
+    except (ValueError, UnicodeDecodeError, KeyError, IndexError, TypeError):
         return {"note": "non-JSON response"}
+
+
+def _assembled(raw: bytes) -> dict[str, Any]:
+    """A streamed OpenAI answer (server-sent events) as the one response it adds up to, for the payload log."""
+    chunks = [json.loads(line[6:]) for line in raw.decode("utf-8").split("\n\n")
+              if line.startswith("data: {")]
+    head, choices, usage = dict(chunks[0]), {}, None
+    for chunk in chunks:
+        usage = chunk.get("usage") or usage
+        for c in chunk.get("choices", []):
+            text = c["delta"].get("content") or "" if "delta" in c else c.get("text") or ""
+            got = choices.setdefault(c["index"], {"index": c["index"], "text": "", "finish_reason": None})
+            got["text"] += text
+            got["finish_reason"] = c.get("finish_reason") or got["finish_reason"]
+    chat = head.get("object") == "chat.completion.chunk"
+    head.update(object="chat.completion" if chat else "text_completion", usage=usage, streamed=True, choices=[
+        {"index": c["index"], "message": {"role": "assistant", "content": c["text"]},
+         "finish_reason": c["finish_reason"]} if chat else c for _, c in sorted(choices.items())])
+    return head

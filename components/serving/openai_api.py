@@ -1,35 +1,47 @@
 """OpenAI-compatible routes: /openai/v1/completions, /chat/completions and /models.
 
 The ``model`` field picks what answers: the base model's served name or an adapter's.
-Decoding is greedy (``temperature``/``top_p`` are accepted and ignored); ``n`` must be
-1 and streaming is not offered. Every malformed request gets a 4xx with an
-OpenAI-shaped error ({"error": {"message", "type", "param", "code"}}), never a 500.
+Every request field is honoured or refused by name (openai_request.py: sampling, seed,
+n, stop, penalties, logprobs, echo, streaming); responses carry exact ``usage``.
+Every malformed request gets a 4xx with an OpenAI-shaped error
+({"error": {"message", "type", "param", "code"}}), never a 500.
 """
 
+import asyncio
 import json
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 from aicd.components.errors import ServingError
-from aicd.components.serving.engine import GenItem
+from aicd.components.serving.decoding import GenItem, GenResult
+from aicd.components.serving.openai_request import ApiError, Options, options, prompts
+from aicd.components.serving.openai_response import (
+    Stream,
+    chat_logprobs,
+    completion_logprobs,
+    sse,
+    usage,
+    with_sinks,
+)
 from aicd.components.serving.prompts import PromptError, completion_prompt
 from aicd.components.serving.prompts import chat_prompt as render_chat
-from aicd.components.serving.schemas import MAX_DEPTH, ChatBody, CompletionBody, SchemaError, json_depth, validated
+from aicd.components.serving.schemas import (
+    MAX_DEPTH,
+    MAX_PROMPTS,
+    ChatBody,
+    CompletionBody,
+    SchemaError,
+    json_depth,
+    validated,
+)
 from aicd.components.serving.service import Service
 
 PREFIX = "/openai/v1"
 _ROLES = {"system", "user", "assistant"}
-_MAX_PROMPTS = 64
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param = status, message, param
 
 
 def error_response(err: ApiError) -> JSONResponse:
@@ -57,40 +69,6 @@ async def read_json(request: Request, schema: type[BaseModel]) -> dict[str, Any]
     return body
 
 
-def _int(body: dict, key: str, default: int, low: int, high: int) -> int:
-    value = body.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, f"`{key}` must be an integer, got {json.dumps(value)}", key)
-    if not low <= value <= high:
-        raise ApiError(400, f"`{key}` must be between {low} and {high}, got {value}", key)
-    return value
-
-
-def _stops(body: dict) -> tuple[str, ...]:
-    stop = body.get("stop")
-    if stop is None:
-        return ()
-    stops = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(s, str) and s for s in stops):
-        raise ApiError(400, "`stop` must be a non-empty string or a list of at most 4 of them", "stop")
-    return tuple(stops)
-
-
-def check_common(body: dict) -> None:
-    if body.get("stream"):
-        raise ApiError(400, "`stream` is not supported by this predictor; send stream=false", "stream")
-    _int(body, "n", 1, 1, 1)
-    temperature = body.get("temperature")
-    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, int | float)
-                                    or not 0 <= temperature <= 2):
-        raise ApiError(400, f"`temperature` must be a number between 0 and 2, got {json.dumps(temperature)}",
-                       "temperature")
-    if body.get("logprobs") not in (None, False, 0):
-        raise ApiError(400, "`logprobs` is not supported by this predictor", "logprobs")
-
-
 def model_name(body: dict, service: Service) -> str:
     name = body.get("model")
     if not isinstance(name, str) or not name:
@@ -101,18 +79,6 @@ def model_name(body: dict, service: Service) -> str:
     if service.label_of(name) is None:
         raise ApiError(404, f"model {name!r} is not served; served models: {', '.join(service.served())}", "model")
     return name
-
-
-def _prompts(body: dict) -> list[str]:
-    prompt = body.get("prompt")
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ApiError(400, "`prompt` must be a string or a non-empty list of strings (token arrays are not "
-                       "supported)", "prompt")
-    if len(prompts) > _MAX_PROMPTS:
-        raise ApiError(400, f"`prompt` lists {len(prompts)} prompts; send at most {_MAX_PROMPTS} per request",
-                       "prompt")
-    return prompts
 
 
 def _content(message: Any, index: int) -> tuple[str, str]:
@@ -144,8 +110,8 @@ def chat_prompt(body: dict, service: Service, name: str) -> tuple[str, bool]:
         raise ApiError(400, str(err), "messages") from None
 
 
-def tokenize(service: Service, text: str, max_tokens: int, special: bool) -> list[int]:
-    ids = service.engine.tokenizer(text, add_special_tokens=special)["input_ids"]
+def tokenize(service: Service, text: str | list[int], max_tokens: int, special: bool) -> list[int]:
+    ids = text if isinstance(text, list) else service.engine.tokenizer(text, add_special_tokens=special)["input_ids"]
     limit = service.engine.max_positions
     if not ids:
         raise ApiError(400, "the prompt is empty after tokenization; send some text", "prompt")
@@ -162,57 +128,124 @@ async def _run(service: Service, name: str, items: list[GenItem]):
         raise ApiError(404, err.message + (f"; {err.hint}" if err.hint else ""), "model") from None
 
 
-def _usage(items: list[GenItem], results) -> dict[str, int]:
-    prompt = sum(len(i.prompt_ids) for i in items)
-    completion = sum(r.completion_tokens for r in results)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _items(ids: list[list[int]], opts: Options) -> list[GenItem]:
+    """The n choices of each prompt, prompt-major (choice index = prompt * n + choice)."""
+    return [GenItem(p, opts.max_tokens, opts.stop, opts.sampling_of(j)) for p in ids for j in range(opts.n)]
+
+
+def _completion_choice(service: Service, index: int, result: GenResult, echo: str | None) -> dict:
+    text = (echo or "") + result.text
+    return {"index": index, "text": text, "logprobs": completion_logprobs(service.engine.tokenizer, result),
+            "finish_reason": result.finish_reason}
+
+
+def _chat_choice(service: Service, index: int, result: GenResult) -> dict:
+    return {"index": index, "message": {"role": "assistant", "content": result.text, "refusal": None},
+            "logprobs": chat_logprobs(service.engine.tokenizer, result), "finish_reason": result.finish_reason}
+
+
+def _stream(service: Service, name: str, items: list[GenItem], head: dict, chunk_choice, opts: Options,
+            prompt_tokens: int) -> StreamingResponse:
+    """The answer as server-sent events; time to first piece and between pieces go to /metrics."""
+    label = service.label_of(name) or name
+    started = time.perf_counter()
+    stream = Stream(asyncio.get_running_loop(), len(items))
+    run = asyncio.ensure_future(service.generate(name, with_sinks(items, stream)))
+    metrics = service.metrics
+
+    async def body():
+        results: list[GenResult] = []
+        try:
+            async for _, _, result, choice in stream.events(
+                    run, chunk_choice, metrics.first_token.labels(adapter=label).observe,
+                    metrics.token_gap.labels(adapter=label).observe, started):
+                results += [result] if result is not None else []
+                yield sse({**head, "choices": [choice], **({"usage": None} if opts.include_usage else {})})
+        except ServingError as err:
+            yield sse({"error": {"message": err.message, "type": "not_found_error", "param": "model", "code": 404}})
+            return
+        metrics.tokens.labels(adapter=label).inc(sum(r.completion_tokens for r in results))
+        if opts.include_usage:
+            yield sse({**head, "choices": [], "usage": usage(prompt_tokens, results)})
+        yield sse("[DONE]")
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+
+def _completion_chunk(index: int, text: str, result: GenResult | None) -> dict:
+    return {"index": index, "text": text, "logprobs": None, "finish_reason": result and result.finish_reason}
+
+
+def _chat_chunks():
+    """The chunk builder of one chat stream: each choice's first delta carries the role."""
+    sent: set[int] = set()
+
+    def chunk(index: int, piece: str, result: GenResult | None) -> dict:
+        delta = {"content": piece} if index in sent else {"role": "assistant", "content": piece}
+        sent.add(index)
+        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": result and result.finish_reason}
+    return chunk
+
+
+def _models(service: Service) -> dict:
+    """Served names with their card digests; an adapter's ``parent`` is the base."""
+    now, base = int(time.time()), service.config.model_name
+    data = [{"id": m["name"], "object": "model", "created": now, "owned_by": "aicd", "root": base,
+             "parent": base if m["adapter"] else None, "digest": m["digest"]}
+            for m in (service.describe() if service.ready else [])]
+    return {"object": "list", "data": data}
 
 
 def build_router(service: Service) -> APIRouter:
     router = APIRouter()
-    limit = service.config.max_new_tokens_limit
+    config = service.config
 
     async def completions(request: Request):
         try:
             body = await read_json(request, CompletionBody)
             name = model_name(body, service)
-            check_common(body)
-            max_tokens = _int(body, "max_tokens", min(16, limit), 1, limit)
-            stops = _stops(body)
-            items = [GenItem(tokenize(service, completion_prompt(p, service.config.prompt), max_tokens, True),
-                             max_tokens, stops) for p in _prompts(body)]
+            opts = options(body, "completions", config.max_new_tokens_limit, config.max_n)
+            found = prompts(body, MAX_PROMPTS // opts.n or 1, len(service.engine.tokenizer))
+            texts = [p if isinstance(p, list) else completion_prompt(p, config.prompt) for p in found]
+            ids = [tokenize(service, t, opts.max_tokens, True) for t in texts]
+            echoes = [(service.engine.tokenizer.decode(t) if isinstance(t, list) else t) if opts.sampling.echo
+                      else None for t in texts]
+            items = _items(ids, opts)
+            head = {"id": request.state.request_id, "object": "text_completion", "created": int(time.time()),
+                    "model": name}
+            if opts.stream:
+                return _stream(service, name, items, head, _completion_chunk, opts, sum(map(len, ids)))
             results = await _run(service, name, items)
         except ApiError as err:
             return error_response(err)
         service.metrics.tokens.labels(adapter=service.label_of(name) or name).inc(
             sum(r.completion_tokens for r in results))
-        return {"id": request.state.request_id, "object": "text_completion", "created": int(time.time()),
-                "model": name, "usage": _usage(items, results),
-                "choices": [{"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
-                            for i, r in enumerate(results)]}
+        return {**head, "usage": usage(sum(map(len, ids)), results),
+                "choices": [_completion_choice(service, i, r, echoes[i // opts.n]) for i, r in enumerate(results)]}
 
     async def chat_completions(request: Request):
         try:
             body = await read_json(request, ChatBody)
             name = model_name(body, service)
-            check_common(body)
-            key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-            max_tokens = _int(body, key, min(128, limit), 1, limit)
+            opts = options(body, "chat", config.max_new_tokens_limit, config.max_n)
             text, special = chat_prompt(body, service, name)
-            item = GenItem(tokenize(service, text, max_tokens, special), max_tokens, _stops(body))
-            (result,) = await _run(service, name, [item])
+            ids = tokenize(service, text, opts.max_tokens, special)
+            items = _items([ids], opts)
+            head = {"id": request.state.request_id, "object": "chat.completion", "created": int(time.time()),
+                    "model": name}
+            if opts.stream:
+                return _stream(service, name, items, {**head, "object": "chat.completion.chunk"}, _chat_chunks(),
+                               opts, len(ids))
+            results = await _run(service, name, items)
         except ApiError as err:
             return error_response(err)
-        service.metrics.tokens.labels(adapter=service.label_of(name) or name).inc(result.completion_tokens)
-        return {"id": request.state.request_id, "object": "chat.completion", "created": int(time.time()),
-                "model": name, "usage": _usage([item], [result]),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                             "logprobs": None, "finish_reason": result.finish_reason}]}
+        service.metrics.tokens.labels(adapter=service.label_of(name) or name).inc(
+            sum(r.completion_tokens for r in results))
+        return {**head, "usage": usage(len(ids), results),
+                "choices": [_chat_choice(service, i, r) for i, r in enumerate(results)]}
 
     async def models():
-        now = int(time.time())
-        return {"object": "list", "data": [{"id": n, "object": "model", "created": now, "owned_by": "aicd"}
-                                           for n in (service.served() if service.ready else [])]}
+        return _models(service)
 
     router.add_api_route(f"{PREFIX}/completions", completions, methods=["POST"])
     router.add_api_route(f"{PREFIX}/chat/completions", chat_completions, methods=["POST"])

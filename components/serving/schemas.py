@@ -40,10 +40,18 @@ class _Sampling(_Body):
     logprobs: bool | int | None = None
     seed: int | None = None
     user: Annotated[str, Field(max_length=MAX_NAME)] | None = None
+    stream_options: dict[str, Any] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+TokenIds = Annotated[list[int], Field(min_length=1, max_length=MAX_TEXT)]
 
 
 class CompletionBody(_Sampling):
-    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_PROMPTS)]
+    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_PROMPTS)] | TokenIds | Annotated[
+        list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]
+    echo: bool | None = None
 
 
 class TextPart(_Body):
@@ -59,6 +67,7 @@ class Message(_Body):
 class ChatBody(_Sampling):
     messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_completion_tokens: int | None = None
+    top_logprobs: int | None = None
 
 
 class FeedbackBody(_Body):
@@ -97,7 +106,8 @@ class V2Body(_Body):
 # What each field must be, in the words of the error message (most specific path first).
 RULES = {
     "model": "is required: the base model's or an adapter's name (a non-empty string)",
-    "prompt": "must be a string or a non-empty list of at most 64 strings (token arrays are not supported)",
+    "prompt": "must be a string, a list of at most 64 strings, a list of token ids or a list of at most 64 "
+              "token id lists",
     "messages": "must be a non-empty list of at most 256 {role, content} objects",
     "messages[]": "must be an object with role system, user or assistant and a content",
     "messages[].role": "must be the role system, user or assistant",
@@ -110,6 +120,8 @@ RULES = {
     "max_tokens": "must be an integer", "max_completion_tokens": "must be an integer",
     "stop": "must be a non-empty string or a list of at most 4 of them",
     "logprobs": "must be a boolean or an integer", "user": "must be a string",
+    "top_logprobs": "must be an integer", "echo": "must be a boolean", "stream_options": "must be an object",
+    "presence_penalty": "must be a number between -2 and 2", "frequency_penalty": "must be a number between -2 and 2",
     "id": "must be the id of a response (its `id` field or x-request-id header)",
     "rating": "must be \"up\" or \"down\"",
     "correction": "must be a string of at most 20000 characters, or null",

@@ -17,6 +17,7 @@ from aicd.components.serving.telemetry import Metrics, PayloadLog
 
 log = logging.getLogger(__name__)
 _BASE_KEY = "\x00base"  # batcher key of the base model (cannot collide with an adapter name)
+_MIXED_KEY = "\x00mixed"  # the one generation key with --mix-adapters
 
 
 class Service:
@@ -25,7 +26,8 @@ class Service:
         self.engine = engine or Engine(config)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aicd-model")
         wait = config.max_batch_wait_ms / 1000.0
-        self.generation = DynamicBatcher(self._run_generation, self.executor, config.max_batch_size, wait)
+        run = self._run_mixed if config.mix_adapters else self._run_generation
+        self.generation = DynamicBatcher(run, self.executor, config.max_batch_size, wait)
         self.classification = DynamicBatcher(self._run_classification, self.executor, config.max_batch_size, wait)
         self.metrics = Metrics.get()
         self.payloads = PayloadLog(config.log_dir, max_bytes=int(config.log_max_mb * (1 << 20)),
@@ -91,12 +93,28 @@ class Service:
     def _run_generation(self, key: str, items: list[GenItem]) -> list[GenResult]:
         return self.engine.generate(None if key == _BASE_KEY else key, items)
 
+    def _run_mixed(self, key: str, pairs: list[tuple[str | None, GenItem]]) -> list[GenResult | ServingError]:
+        """Rows of any adapters in one batch; a row whose adapter was removed meanwhile gets its error alone."""
+        live = [i for i, (a, _) in enumerate(pairs) if a is None or a in self.engine.adapters]
+        results: list[GenResult | ServingError] = [ServingError(f"adapter {a!r} is not served") for a, _ in pairs]
+        if live:
+            done = self.engine.generate_mixed([pairs[i][0] for i in live], [pairs[i][1] for i in live])
+            for i, result in zip(live, done):
+                results[i] = result
+        return results
+
     def _run_classification(self, key: str, texts: list[str]) -> list[tuple[str, list[float]]]:
         return self.engine.classify(None if key == _BASE_KEY else key, texts)
 
     async def generate(self, name: str, items: list[GenItem]) -> list[GenResult]:
         adapter = self.adapter_of(name)
-        return await self.generation.submit_many(adapter or _BASE_KEY, items)
+        if not self.config.mix_adapters:
+            return await self.generation.submit_many(adapter or _BASE_KEY, items)
+        results = await self.generation.submit_many(_MIXED_KEY, [(adapter, item) for item in items])
+        for result in results:
+            if isinstance(result, ServingError):
+                raise result
+        return results
 
     async def classify(self, name: str, texts: list[str]) -> list[tuple[str, list[float]]]:
         adapter = self.adapter_of(name)
@@ -128,7 +146,7 @@ class Service:
 
     def describe(self) -> list[dict]:
         base = [{"name": self.config.model_name, "adapter": None, "uri": self.config.base,
-                 "digest": (self.engine.base_card or {}).get("digest")}] if self.engine.serve_base else []
+                 "digest": self.engine.base_digest}] if self.engine.serve_base else []
         return base + [{"name": a.name, "adapter": a.name, "uri": str(a.path), "digest": a.digest}
                        for a in sorted(self.engine.adapters.values(), key=lambda a: a.name)]
 

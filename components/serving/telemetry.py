@@ -21,7 +21,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class Metrics:
-    """The four contract metrics; one instance per process (prometheus forbids duplicates)."""
+    """The contract metrics and the streaming latencies; one instance per process (prometheus forbids duplicates)."""
 
     _instance: "Metrics | None" = None
 
@@ -34,6 +34,12 @@ class Metrics:
                                   ["adapter"], buckets=LATENCY_BUCKETS)
         self.tokens = Counter("aicd_generated_tokens", "Tokens generated", ["adapter"])
         self.feedback = Counter("aicd_feedback", "User feedback by rating", ["adapter", "rating"])
+        self.first_token = Histogram("aicd_time_to_first_token_seconds",
+                                     "Streamed requests: time from arrival to the first piece of text",
+                                     ["adapter"], buckets=LATENCY_BUCKETS)
+        self.token_gap = Histogram("aicd_inter_token_latency_seconds",
+                                   "Streamed requests: time between consecutive pieces of text",
+                                   ["adapter"], buckets=LATENCY_BUCKETS)
 
     @classmethod
     def get(cls) -> "Metrics":

@@ -62,8 +62,11 @@ def test_openai_client_sees_4xx_errors_with_messages(lm_server):
         client.completions.create(model="ghost", prompt="hi", max_tokens=2)
     with pytest.raises(openai.BadRequestError, match="`max_tokens` must be between 1 and 64, got 65"):
         client.completions.create(model="bot-a", prompt="hi", max_tokens=65)
-    with pytest.raises(openai.BadRequestError, match="`n` must be between 1 and 1"):
-        client.chat.completions.create(model="bot-a", n=3, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="`n` must be between 1 and 4, got 5"):
+        client.chat.completions.create(model="bot-a", n=5, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="`response_format` is not supported by this predictor"):
+        client.chat.completions.create(model="bot-a", response_format={"type": "json_object"},
+                                       messages=[{"role": "user", "content": "hi"}])
 
 
 def test_feedback_reaches_the_payload_log_and_metrics(lm_server):

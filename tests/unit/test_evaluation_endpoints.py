@@ -37,6 +37,8 @@ def _handler(behaviour: str, seen: list):
                 label = "negative" if "awful" in text.lower() or "terrible" in text.lower() else "positive"
                 return self._send(200, json.dumps({"outputs": [{"name": "label", "datatype": "BYTES",
                                                                 "shape": [1], "data": [label]}]}).encode())
+            if body.get("echo"):  # like a server without prompt log-probabilities
+                return self._send(400, b'{"error": {"message": "`echo` is not supported"}}')
             question = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
             answer = "I enjoy watching football." if "sports" in question.lower() else "I do not know."
             choice = {"message": {"role": "assistant", "content": answer}} if "messages" in body else {"text": answer}
@@ -79,9 +81,11 @@ def test_openai_endpoint_gives_a_complete_report(tmp_path, server, tiny_causal_l
     ex = report["examples"]
     assert ex["predictions"][1] == "I enjoy watching football." and ex["scores"]["exact_match"][1] == 1.0
     assert report["metrics"]["exact_match"]["value"] == pytest.approx(1 / 6)
-    assert "nll" not in report["metrics"]  # an endpoint gives answers, not likelihoods
-    # 6 examples + 6 perturbed for the invariance check, all greedy
-    assert len(seen) == 12 and all(body["temperature"] == 0 for _, body in seen)
+    assert "nll" not in report["metrics"]  # this endpoint refuses echo: answers, no likelihoods
+    # 6 examples + 6 perturbed for the invariance check, all greedy, and the refused scoring request
+    answers = [body for _, body in seen if not body.get("echo")]
+    assert len(answers) == 12 and all(body["temperature"] == 0 for body in answers)
+    assert [p for p, body in seen if body.get("echo")] == ["/openai/v1/completions"]
     assert report["system"]["tokens_per_second"] > 0
 
 

