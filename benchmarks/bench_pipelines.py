@@ -20,8 +20,9 @@ import that both sides pay, so 10x is out of reach of any cache on this pipeline
 Finetune (the 10x goal): the pipeline users re-run, ``finetune`` from pipelines/stages.py
 on the tiny random model of tests/tiny_models.py (2 training steps, 8 evaluation
 examples), fresh against an unchanged re-run, each in a new interpreter. Its re-run still
-runs ingest, find-champion, gate and promote (uncached by design: their inputs live
-outside the pipeline, in the sources and in Git). The first run promotes its adapter, so
+runs fingerprint-sources, find-champion and gate (uncached by design: their inputs live
+outside the pipeline, in the sources and in Git; ingest is a hit when the sources' fingerprint
+is unchanged). The first run promotes its adapter, so
 the next one gates against it; from then on nothing outside moves and the re-runs are
 timed. Correctness: every cacheable step is a hit and its outputs' content digests equal
 the warm-up re-run's.
@@ -202,7 +203,9 @@ run = run_local(build_pipeline("finetune"), json.loads(sys.argv[3]), sys.argv[1]
 print(json.dumps({t.name: [t.status, {k: path_digest(v.path) if hasattr(v, "path") else v
                                       for k, v in t.outputs.items()}] for t in run.tasks}))
 """
-ALWAYS_RUN = {"ingest-dataset", "find-champion", "gate-candidate", "promote-adapter"}
+# Uncached by design (their inputs live outside the pipeline: the sources, Git); ingest itself is
+# cached once fingerprint-sources finds the sources unchanged. promote runs only when the gate passes.
+ALWAYS_RUN = {"fingerprint-sources", "find-champion", "gate-candidate", "promote-adapter"}
 
 
 def finetune_argument(model: Path, tmp: Path) -> dict:
