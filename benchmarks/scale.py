@@ -226,10 +226,24 @@ def table(sweeps: list[Sweep]) -> str:
     return "\n".join(lines)
 
 
+def merged(sweeps: list[Sweep], out_dir: Path) -> list[Sweep]:
+    """This run's sweeps, plus those of the previous scale.json in ``out_dir`` that were not re-run
+    (``--only`` re-measures some sweeps and keeps the others), in the order of SWEEPS."""
+    path, ran = out_dir / "scale.json", {s.name for s in sweeps}
+    kept = []
+    if path.exists():
+        for old in json.loads(path.read_text())["sweeps"]:
+            if old["name"] not in ran and old["name"] in SWEEPS:
+                kept.append(Sweep(old["name"], old["unit"], old["sizes"], old["cpu_s"], old["peak_mb"],
+                                  old.get("work", [])))
+    return sorted(sweeps + kept, key=lambda s: list(SWEEPS).index(s.name))
+
+
 def write(sweeps: list[Sweep], out_dir: Path, elapsed: float) -> Path:
     from benchmarks.report import machine
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    sweeps = merged(sweeps, out_dir)
     for s in sweeps:
         plot(s, out_dir)
     info = machine()
@@ -247,7 +261,8 @@ def write(sweeps: list[Sweep], out_dir: Path, elapsed: float) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=list(SWEEPS), help="run only these sweeps")
+    parser.add_argument("--only", nargs="+", choices=list(SWEEPS),
+                        help="run only these sweeps (the others are kept from the previous scale.json)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where scale.md, scale.json and PNGs go")
     parser.add_argument("--probe", nargs=3, metavar=("SWEEP", "SIZE", "WORKDIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -261,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aicd-bench-scale-") as tmp:
         sweeps = sweep_all(args.only or list(SWEEPS), Path(tmp))
     path = write(sweeps, args.out, time.perf_counter() - started)
-    print(table(sweeps))
+    print(table(merged(sweeps, args.out)))
     print(f"\nresults in {path}")
     return 0
 

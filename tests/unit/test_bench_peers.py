@@ -102,3 +102,15 @@ def test_power_law_fit_recovers_the_exponent_and_flags_superlinear_growth(tmp_pa
     assert "| 2.00 |" in text and "FASTER THAN LINEAR" in text
     png = scale.plot(quadratic, tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_partial_sweep_run_keeps_the_other_sweeps_of_the_previous_results(tmp_path):
+    ingest = scale.Sweep("ingest-rows", "rows", [10, 100, 1000, 10000], [0.01, 0.1, 1.0, 10.0], [5, 5, 5, 5])
+    scale.write([ingest], tmp_path, elapsed=1.0)
+    training = scale.Sweep("training-examples", "examples", [8, 16, 32, 64], [1, 2, 4, 8], [10, 10, 10, 10])
+    scale.write([training], tmp_path, elapsed=1.0)
+    kept = scale.merged([], tmp_path)
+    assert [s.name for s in kept] == ["ingest-rows", "training-examples"]
+    text = (tmp_path / "scale.md").read_text()
+    assert "| ingest-rows |" in text and "| training-examples |" in text
+    assert (tmp_path / "scale-ingest-rows.png").exists() and (tmp_path / "scale-training-examples.png").exists()
