@@ -98,8 +98,11 @@ def test_power_law_fit_recovers_the_exponent_and_flags_superlinear_growth(tmp_pa
     quadratic = scale.Sweep("training-seq-length", "tokens", [64, 128, 256, 512], cpu_s=[1, 4, 16, 64],
                             peak_mb=[10, 20, 40, 80])
     text = scale.table([linear, quadratic])
-    assert "| ingest-rows |" in text and "| 1.00 |" in text and "linear or better" in text
-    assert "| 2.00 |" in text and "FASTER THAN LINEAR" in text
+    assert "| ingest-rows |" in text and "| 1.00; 1.00 |" in text and "linear or better" in text
+    assert "| 2.00; 2.00 |" in text and "FASTER THAN LINEAR in work" in text
+    # linear, then attention's quadratic part shows at the largest size: the fit (1.10) alone would hide it
+    late = scale.Sweep("training-seq-length", "tokens", [64, 128, 256, 512], cpu_s=[1, 2, 4, 10], peak_mb=[1] * 4)
+    assert "FASTER THAN LINEAR at the largest sizes" in scale.table([late])
     png = scale.plot(quadratic, tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
