@@ -14,7 +14,7 @@ ETCD ?= /usr/bin/etcd
 KUBECTL ?= /usr/bin/kubectl
 PYTEST_ARGS ?=
 
-.PHONY: install services kube-apiserver demo demo-image test test-quality test-fast bench bench-images lint docs lock clean images push
+.PHONY: install services kube-apiserver demo demo-image test test-quality test-fast bench bench-scale bench-images lint docs lock clean images push
 
 install: $(STAMP)
 
@@ -109,7 +109,12 @@ test-fast: install
 
 # The performance suite (benchmarks/): ratios from CPU time with one thread; results in benchmarks/results/.
 bench: install
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m benchmarks
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m benchmarks
+
+# How cost grows (ingest rows, evaluation examples, training length and examples): fitted exponents and PNGs
+# in benchmarks/results/scale.*; apart from `make bench`, whose 15 minutes it would not fit.
+bench-scale: install
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m benchmarks.scale
 
 # Role image sizes and build times (warm, after a code change; COLD=1 adds a cold build) in benchmarks/results/images.*.
 bench-images: install

@@ -8,6 +8,11 @@ The model is a random mid-size Llama with a 32,000-token vocabulary (a real LM h
 width). Tokens/s counts every token fed to the model. Correctness: every example's
 NLL agrees within 1e-5 (relative) and the scored token counts are equal.
 
+The peer: lm-evaluation-harness's ``HFLM`` answering the same examples as log-likelihood
+requests (context = prompt tokens, continuation = response tokens, tokenized as aicd does,
+batch size 8), in the same rotated run; each example's NLL must equal aicd's within
+PEER_TOLERANCE (absolute, nats per token) and the scored token counts must match.
+
 Also measured, without a goal: batched greedy generation against one-at-a-time, whose
 outputs must be identical.
 """
@@ -26,6 +31,7 @@ GEN_PROMPTS = 8
 NEW_TOKENS = 12
 VOCAB = 32_000
 TOLERANCE = 1e-5
+PEER_TOLERANCE = 1e-4
 
 
 SPEC = "examples/support-bot/spec.yaml"
@@ -33,6 +39,8 @@ SPEC = "examples/support-bot/spec.yaml"
 
 def declared() -> list[Figure]:
     return [Figure(NAME, "scoring tokens/s, batched vs per-example (support-bot test split, SmolLM2-135M)",
+                   "tok/s", Goal(">=", 2.0, text=">= 2x")),
+            Figure(NAME, "scoring tokens/s, aicd vs lm-eval HFLM loglikelihood (support-bot test split, SmolLM2-135M)",
                    "tok/s", Goal(">=", 1.5, text=">= 1.5x")),
             Figure(NAME, "scoring tokens/s, batched vs per-example (synthetic, no shared prefix)", "tok/s"),
             Figure(NAME, "greedy generation tokens/s, batched vs one-at-a-time (identical outputs)", "tok/s")]
@@ -51,6 +59,13 @@ def same_scores(baseline, treatment):
     assert counts_a == counts_b, "scored token counts differ"
     worst = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(nll_a, nll_b))
     assert worst <= TOLERANCE, f"NLL differs by up to {worst:.2e} (relative), tolerance {TOLERANCE:g}"
+
+
+def same_nll_as_peer(baseline, treatment):
+    (nll_a, counts_a), (nll_b, counts_b) = baseline, treatment
+    assert counts_a == counts_b, f"scored token counts differ: lm-eval {sum(counts_a)}, aicd {sum(counts_b)}"
+    worst = max(abs(a - b) for a, b in zip(nll_a, nll_b, strict=True))
+    assert worst <= PEER_TOLERANCE, f"NLL differs from lm-eval's by up to {worst:.2e}, tolerance {PEER_TOLERANCE:g}"
 
 
 def same_texts(baseline, treatment):
@@ -94,21 +109,37 @@ def support_bot_workload(tmp: Path):
     return model, tokenizer, prompts, [r[task.response_field] for r in rows], task.max_length
 
 
-def scoring_figure(decl: Figure, repeats: int, model, tokenizer, prompts, responses, max_length: int,
-                   what: str) -> Figure:
+def scoring_figures(decls: list[Figure], repeats: int, model, tokenizer, prompts, responses, max_length: int,
+                    what: str) -> list[Figure]:
+    """Per-example vs batched (the first declared figure) and, if a second is declared, lm-eval's
+    HFLM vs batched, all sides taking turns in one run."""
     from aicd.components.evaluation.inference import build_sequences
+    from benchmarks.harness import pair, rotate
 
     score, _ = _subject()
-    trial = alternate(lambda: score(model, tokenizer, prompts, responses, max_length=max_length, batch_size=1,
-                                    scored_logits_only=False),
-                      lambda: score(model, tokenizer, prompts, responses, max_length=max_length, batch_size=8),
-                      repeats=repeats)
-    tokens = sum(len(ids) for ids, _ in build_sequences(tokenizer, prompts, responses, max_length))
-    figure = rate_figure(NAME, decl.name, "tok/s", trial, tokens, decl.goal, check=same_scores,
-                         baseline_label="per-example", treatment_label="batched")
+    seqs = build_sequences(tokenizer, prompts, responses, max_length)
+    sides = {"per-example": (lambda: score(model, tokenizer, prompts, responses, max_length=max_length, batch_size=1,
+                                           scored_logits_only=False), None),
+             "batched": (lambda: score(model, tokenizer, prompts, responses, max_length=max_length, batch_size=8),
+                         None)}
+    if len(decls) > 1:
+        from benchmarks.peers import lm_eval_model, lm_eval_nll
+
+        lm = lm_eval_model(model, tokenizer, batch_size=8)
+        sides["lm-eval"] = (lambda: lm_eval_nll(lm, seqs), None)
+    samples = rotate(sides, repeats=repeats)
+    tokens = sum(len(ids) for ids, _ in seqs)
+    figure = rate_figure(NAME, decls[0].name, "tok/s", pair(samples, "per-example", "batched"), tokens, decls[0].goal,
+                         check=same_scores, baseline_label="per-example", treatment_label="batched")
     figure.note = (f"{len(prompts)} examples, {tokens} tokens, {what}; NLL equal within {TOLERANCE:g}; "
                    f"{flop_ratio(model, tokenizer, prompts, responses, max_length)}")
-    return figure
+    if len(decls) == 1:
+        return [figure]
+    peer = rate_figure(NAME, decls[1].name, "tok/s", pair(samples, "lm-eval", "batched"), tokens, decls[1].goal,
+                       check=same_nll_as_peer, baseline_label="lm-eval HFLM", treatment_label="aicd")
+    peer.note = (f"lm-eval HFLM batch 8, the same {tokens} tokens; NLL equal within {PEER_TOLERANCE:g} "
+                 "per example; " + peer.note).strip("; ")
+    return [figure, peer]
 
 
 def run(repeats: int) -> list[Figure]:
@@ -116,18 +147,19 @@ def run(repeats: int) -> list[Figure]:
     from benchmarks.models import instruction_rows, make_llama
 
     _, generate = _subject()
-    real_decl, synthetic_decl, gen_decl = declared()
+    real_decl, peer_decl, synthetic_decl, gen_decl = declared()
     with tempfile.TemporaryDirectory(prefix="aicd-bench-eval-") as tmp:
         workload = support_bot_workload(Path(tmp))
-    real = scoring_figure(real_decl, repeats, *workload, what="SmolLM2-135M-Instruct with the spec's system prompt")
+    real = scoring_figures([real_decl, peer_decl], repeats, *workload,
+                           what="SmolLM2-135M-Instruct with the spec's system prompt")
     del workload
     with tempfile.TemporaryDirectory(prefix="aicd-bench-eval-") as tmp:
         model, tokenizer, _ = load_causal_lm(str(make_llama(Path(tmp) / "llama", "mid", vocab_size=VOCAB)))
     rows = instruction_rows(EXAMPLES, seed=2, max_words=60)
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": r["instruction"]}], tokenize=False,
                                              add_generation_prompt=True) for r in rows]
-    synthetic = scoring_figure(synthetic_decl, repeats, model, tokenizer, prompts, [r["response"] for r in rows],
-                               256, what=f"random mid Llama with a {VOCAB:,}-token head")
+    synthetic = scoring_figures([synthetic_decl], repeats, model, tokenizer, prompts, [r["response"] for r in rows],
+                                256, what=f"random mid Llama with a {VOCAB:,}-token head")
     gen_prompts = prompts[:GEN_PROMPTS]
     trial = alternate(lambda: generate(model, tokenizer, gen_prompts, max_new_tokens=NEW_TOKENS, batch_size=1),
                       lambda: generate(model, tokenizer, gen_prompts, max_new_tokens=NEW_TOKENS, batch_size=8),
@@ -139,4 +171,4 @@ def run(repeats: int) -> list[Figure]:
     if gen.status == "ok" and trial.baseline_result.tokens != generated:
         gen.status, gen.note = ("invalid",
                                 f"generated token counts differ: {trial.baseline_result.tokens} != {generated}")
-    return [real, synthetic, gen]
+    return [*real, *synthetic, gen]

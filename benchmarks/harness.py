@@ -130,6 +130,32 @@ def alternate(baseline: Callable[..., Any], treatment: Callable[..., Any], repea
     return trial
 
 
+def rotate(sides: dict[str, tuple[Callable[..., Any], Callable[[], Any] | None]], repeats: int = MIN_REPEATS,
+           warmup: int = 1, clock: Callable[[], float] = process_and_children_cpu) -> dict[str, list[Sample]]:
+    """More than two sides (peers): warm each up, then run them in turn, A B C A B C ...
+
+    ``sides`` maps a name to (run, prepare); as in :func:`alternate`, ``prepare()`` builds
+    fresh state outside the timing and ``run`` receives it. Use :func:`pair` for a ratio.
+    """
+    if repeats < MIN_REPEATS:
+        raise ValueError(f"repeats must be at least {MIN_REPEATS}, got {repeats}")
+    makers = {name: _bind(run, prepare) for name, (run, prepare) in sides.items()}
+    for _ in range(warmup):
+        for make in makers.values():
+            make()()
+    samples: dict[str, list[Sample]] = {name: [] for name in sides}
+    for _ in range(repeats):
+        for name, make in makers.items():
+            samples[name].append(measure(make(), clock))
+    return samples
+
+
+def pair(samples: dict[str, list[Sample]], baseline: str, treatment: str) -> Trial:
+    """The trial of two sides of a :func:`rotate` run (they ran interleaved with the others)."""
+    order = [side for _ in samples[treatment] for side in ("baseline", "treatment")]
+    return Trial(baseline=samples[baseline], treatment=samples[treatment], order=order)
+
+
 def repeat(fn: Callable[[], Any], repeats: int = MIN_REPEATS, warmup: int = 1,
            clock: Callable[[], float] = process_and_children_cpu) -> Trial:
     """A treatment with no baseline (an absolute goal): warm-up, then ``repeats`` timed runs."""
