@@ -282,6 +282,10 @@ class TrainingSpec(Section):
     head_learning_rate: PositiveFloat | None = Field(None, description=(
         "Text classification with an adapter: learning rate of the new classification head (and pooler), which "
         "starts random and must move much further than the adapter weights. Default: 20x the method's rate."))
+    layer_lr_decay: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(None, description=(
+        "Full fine-tuning: layer-wise learning-rate decay. The head trains at the method's rate, encoder layer "
+        "i of n at rate * decay^(n - i) and the embeddings lowest, so pre-trained features move least on "
+        "small data; null (or 1) trains every weight at one rate."))
     search_space: dict[str, list[float | int | str]] = Field(
         {}, description="Hyper-parameter search: field -> values, tried as a grid or sampled.")
     search_strategy: Literal["grid", "random"] = Field(

@@ -78,7 +78,8 @@ def hyperparameters(spec: Spec, method: MethodSpec, steps: int, world: int) -> d
             "world_size": world, "global_batch": t.batch_size * t.gradient_accumulation * world,
             "epochs": t.epochs, "max_steps": t.max_steps, "warmup_ratio": t.warmup_ratio,
             "weight_decay": t.weight_decay, "scheduler": t.scheduler, "seed": t.seed, "packing": t.packing,
-            "group_by_length": t.group_by_length, "max_length": spec.task.max_length}
+            "group_by_length": t.group_by_length, "max_length": spec.task.max_length,
+            "layer_lr_decay": t.layer_lr_decay if method.method == "full" else None}
 
 
 def classifier_options(spec: Spec, method: MethodSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -133,7 +134,9 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
     cfg = LoopConfig(steps=steps, learning_rate=method.learning_rate or t.learning_rate,
                      weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, scheduler=t.scheduler,
                      packing=t.packing, checkpoint_dir=folder, checkpoint_every=t.checkpoint.every_steps,
-                     keep=t.checkpoint.keep, progress=progress, **classifier_options(spec, method, rows))
+                     keep=t.checkpoint.keep, progress=progress,
+                     layer_lr_decay=t.layer_lr_decay if method.method == "full" else None,
+                     **classifier_options(spec, method, rows))
     log.info("training %s (%s) on %d examples: %d steps of %d examples, checkpoints in %s",
              method.name, method.method, len(examples), steps, plan.global_batch, folder)
     with oom_as_error(f"training {method.name}"):

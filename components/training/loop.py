@@ -8,6 +8,7 @@ update as one process with batch N*B (up to floating-point summation order).
 
 import contextlib
 import logging
+import re
 import signal
 import threading
 import time
@@ -44,6 +45,8 @@ class LoopConfig:
     # Classification: a loss weight per class, and the learning rate of peft's modules_to_save (the head).
     class_weights: list[float] | None = None
     head_learning_rate: float | None = None
+    # Full fine-tuning: encoder layer i of n learns at learning_rate * layer_lr_decay ** (n - i).
+    layer_lr_decay: float | None = None
 
 
 @dataclass
@@ -231,13 +234,31 @@ def run_loop(model, plan: BatchPlan, cfg: LoopConfig, accelerator, pad_id: int, 
 
 def param_groups(model, cfg: LoopConfig) -> list[dict]:
     """The optimizer's groups: the adapter, and peft's modules_to_save (a classifier's new head) at
-    ``cfg.head_learning_rate`` when set."""
+    ``cfg.head_learning_rate`` when set; or, with ``cfg.layer_lr_decay``, one group per depth."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if cfg.layer_lr_decay:
+        return layer_decay_groups(named, cfg.learning_rate, cfg.layer_lr_decay)
     head = [p for n, p in named if "modules_to_save" in n]
     if not cfg.head_learning_rate or not head:
         return [{"params": [p for _, p in named]}]
     rest = [p for n, p in named if "modules_to_save" not in n]
     return [{"params": rest}, {"params": head, "lr": cfg.head_learning_rate}]
+
+
+_LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def layer_decay_groups(named: list, learning_rate: float, decay: float) -> list[dict]:
+    """Layer-wise learning-rate decay: the head, pooler and final norm at ``learning_rate``, layer i of
+    n at ``learning_rate * decay ** (n - i)``, the embeddings at ``decay ** (n + 1)``: the lower layers,
+    general features already, move least (ULMFiT's discriminative fine-tuning, ELECTRA's decay)."""
+    index = {n: int(m.group(1)) for n, _ in named if (m := _LAYER.search(n))}
+    layers = max(index.values(), default=-1) + 1
+    groups: dict[int, list] = {}
+    for name, param in named:
+        depth = layers - index[name] if name in index else (layers + 1 if "embed" in name else 0)
+        groups.setdefault(depth, []).append(param)
+    return [{"params": params, "lr": learning_rate * decay ** depth} for depth, params in sorted(groups.items())]
 
 
 def _step(wrapped, plan, step, accelerator, pad_id, cfg, fmt, params, optimizer, scheduler, result) -> float:

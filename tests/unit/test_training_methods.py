@@ -233,3 +233,25 @@ def test_the_same_adapter_has_one_content_digest_whatever_the_hash_seed(tiny_cau
         assert json.loads((out / "adapter_config.json").read_text())["target_modules"] == ["q_proj", "v_proj"]
     assert cards[0]["files"] == cards[1]["files"]
     assert model_content_digest(cards[0]) == model_content_digest(cards[1])
+
+
+def test_layer_lr_decay_slows_the_lower_layers_of_a_full_fine_tune(tiny_encoder, tmp_path):
+    from aicd.components.models import load_classifier
+    from aicd.components.spec import parse_spec
+    from aicd.components.training.adapter import find_method
+    from aicd.components.training.loop import LoopConfig, param_groups
+    from aicd.components.training.methods import apply_method
+
+    spec = parse_spec(classification_spec(tiny_encoder, tmp_path / "ck", layer_lr_decay=0.5))
+    model, _, _ = load_classifier(str(tiny_encoder), list(spec.task.labels))
+    model = apply_method(model, find_method(spec, "full"), "text-classification")
+    layers = model.config.num_hidden_layers
+    groups = param_groups(model, LoopConfig(steps=1, learning_rate=0.01, layer_lr_decay=0.5))
+    names = {id(p): n for n, p in model.named_parameters()}
+    lr_of = {names[id(p)]: g["lr"] for g in groups for p in g["params"]}
+    assert len(lr_of) == len(names)  # every weight trains, once
+    assert lr_of["classifier.weight"] == pytest.approx(0.01)
+    assert lr_of[f"bert.encoder.layer.{layers - 1}.output.dense.weight"] == pytest.approx(0.01 * 0.5)
+    assert lr_of["bert.encoder.layer.0.output.dense.weight"] == pytest.approx(0.01 * 0.5 ** layers)
+    assert lr_of["bert.embeddings.word_embeddings.weight"] == pytest.approx(0.01 * 0.5 ** (layers + 1))
+    assert len(param_groups(model, LoopConfig(steps=1, learning_rate=0.01))) == 1
