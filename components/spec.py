@@ -302,6 +302,9 @@ class TrainingSpec(Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"`training.methods` names must be unique, got {', '.join(dupes)} twice; rename one")
+        if self.layer_lr_decay not in (None, 1.0) and not any(m.method == "full" for m in self.methods):
+            raise ValueError("`training.layer_lr_decay` applies to full fine-tuning only, and no method in "
+                             "`training.methods` has `method: full`; add one, or remove `layer_lr_decay`")
         return self
 
 

@@ -246,6 +246,8 @@ def param_groups(model, cfg: LoopConfig) -> list[dict]:
 
 
 _LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+# Embeddings by name: BERT's *_embeddings, Llama's embed_tokens, GPT-2's wte/wpe.
+_EMBEDDING = re.compile(r"embed|(?:^|\.)(?:wte|wpe)\.")
 
 
 def layer_decay_groups(named: list, learning_rate: float, decay: float) -> list[dict]:
@@ -253,10 +255,14 @@ def layer_decay_groups(named: list, learning_rate: float, decay: float) -> list[
     n at ``learning_rate * decay ** (n - i)``, the embeddings at ``decay ** (n + 1)``: the lower layers,
     general features already, move least (ULMFiT's discriminative fine-tuning, ELECTRA's decay)."""
     index = {n: int(m.group(1)) for n, _ in named if (m := _LAYER.search(n))}
-    layers = max(index.values(), default=-1) + 1
+    if not index:
+        raise TrainingError("`training.layer_lr_decay` needs numbered layers (`.layer.N.`, `.layers.N.`, `.h.N.` "
+                            f"or `.block.N.`), and no trainable weight of this model has one (e.g. {named[0][0]!r})",
+                            "remove `training.layer_lr_decay` for this model")
+    layers = max(index.values()) + 1
     groups: dict[int, list] = {}
     for name, param in named:
-        depth = layers - index[name] if name in index else (layers + 1 if "embed" in name else 0)
+        depth = layers - index[name] if name in index else (layers + 1 if _EMBEDDING.search(name) else 0)
         groups.setdefault(depth, []).append(param)
     return [{"params": params, "lr": learning_rate * decay ** depth} for depth, params in sorted(groups.items())]
 

@@ -255,3 +255,36 @@ def test_layer_lr_decay_slows_the_lower_layers_of_a_full_fine_tune(tiny_encoder,
     assert lr_of["bert.encoder.layer.0.output.dense.weight"] == pytest.approx(0.01 * 0.5 ** layers)
     assert lr_of["bert.embeddings.word_embeddings.weight"] == pytest.approx(0.01 * 0.5 ** (layers + 1))
     assert len(param_groups(model, LoopConfig(steps=1, learning_rate=0.01))) == 1
+
+
+def test_layer_lr_decay_puts_gpt2_embeddings_lowest_and_refuses_models_without_numbered_layers():
+    """GPT-2 names its embeddings wte/wpe (no "embed"): they still learn slowest. A model whose weights
+    carry no layer number cannot be decayed by depth: a clear error, not one rate for everything."""
+    import torch
+
+    from aicd.components.errors import TrainingError
+    from aicd.components.training.loop import layer_decay_groups
+
+    def weight(name):
+        return (name, torch.nn.Parameter(torch.zeros(1)))
+
+    named = [weight("transformer.wte.weight"), weight("transformer.wpe.weight"),
+             weight("transformer.h.0.attn.c_attn.weight"), weight("transformer.h.1.attn.c_attn.weight"),
+             weight("transformer.ln_f.weight")]
+    lr_of = {id(p): g["lr"] for g in layer_decay_groups(named, 1.0, 0.5) for p in g["params"]}
+    rates = {name: lr_of[id(p)] for name, p in named}
+    assert rates["transformer.ln_f.weight"] == 1.0
+    assert rates["transformer.h.1.attn.c_attn.weight"] == 0.5 and rates["transformer.h.0.attn.c_attn.weight"] == 0.25
+    assert rates["transformer.wte.weight"] == rates["transformer.wpe.weight"] == 0.125
+    with pytest.raises(TrainingError, match="needs numbered layers"):
+        layer_decay_groups([weight("linear.weight"), weight("linear.bias")], 1.0, 0.5)
+
+
+def test_layer_lr_decay_without_a_full_method_is_a_spec_error(tiny_encoder, tmp_path):
+    from aicd.components.errors import SpecError
+    from aicd.components.spec import parse_spec
+
+    raw = classification_spec(tiny_encoder, tmp_path / "ck", layer_lr_decay=0.8)
+    raw["training"]["methods"] = [m for m in raw["training"]["methods"] if m["method"] != "full"]
+    with pytest.raises(SpecError, match="`training.layer_lr_decay` applies to full fine-tuning only"):
+        parse_spec(raw)
