@@ -160,3 +160,73 @@ def test_the_service_mixes_adapters_in_one_batch_when_asked(tiny_causal_lm, engi
     assert service.generation.batch_sizes == [2]
     assert [base.text, tuned.text] == [engine.generate(None, items[:1])[0].text,
                                        engine.generate("a1", items[1:])[0].text]
+
+
+def test_an_eos_token_is_counted_and_has_its_logprob_entry(engine):
+    """lm-eval reads token_logprobs[ctxlen:-1] of echo + max_tokens 1: exactly one generated entry, even at EOS."""
+    ids = _ids(engine, "What is AI?")
+    (greedy,) = engine.generate(None, [GenItem(ids, 1, sampling=Sampling(logprobs=1))])
+    eos = greedy.tokens[0].token
+    core = engine.model.get_base_model() if hasattr(engine.model, "get_base_model") else engine.model
+    saved = core.generation_config.eos_token_id
+    core.generation_config.eos_token_id = eos
+    try:
+        (result,) = engine.generate(None, [GenItem(ids, 1, sampling=Sampling(logprobs=1, echo=True))])
+    finally:
+        core.generation_config.eos_token_id = saved
+    assert result.finish_reason == "stop" and result.text == "" and result.completion_tokens == 1
+    assert [e.token for e in result.tokens] == [eos]
+    assert result.tokens[0].logprob == pytest.approx(greedy.tokens[0].logprob, abs=1e-5)
+    assert len(result.prompt) == len(ids)
+
+
+class _ByteFallback:
+    """A stand-in sentencepiece byte-fallback tokenizer: each byte of an unfinished character reads U+FFFD."""
+
+    pieces = {1: b"a", 2: b"b", 3: b"\xe2", 4: b"\x82", 5: b"\xac", 6: b"c"}
+
+    def decode(self, ids, skip_special_tokens=True):
+        raw = b"".join(self.pieces[i] for i in ids)
+        return raw.decode("utf-8", errors="surrogateescape").translate(
+            {c: "\ufffd" for c in range(0xDC80, 0xDD00)})
+
+
+def test_streaming_holds_back_every_replacement_char_of_a_split_character():
+    import torch
+
+    from aicd.components.serving.decoding import _Row
+
+    pieces, finals = [], []
+    item = GenItem([1], 6, sink=lambda text, result: (pieces.append(text), finals.append(result)))
+    row, logp = _Row(item, _ByteFallback(), eos={0}), torch.zeros(8)
+    for token in (1, 2, 3, 4):
+        row.push(token, logp)
+    assert "".join(pieces) == "ab", pieces  # "ab\ufffd\ufffd" so far: nothing of the split "€" yet
+    for token in (5, 6):
+        row.push(token, logp)
+    row.done = True
+    row._emit()
+    assert "".join(pieces) == row.result().text == "ab€c" and "\ufffd" not in "".join(pieces)
+
+
+def test_a_seed_at_the_top_of_the_range_wraps_instead_of_failing_the_batch(engine):
+    ids = _ids(engine, "What is AI?")
+    items = [GenItem(ids, 4), GenItem(ids, 4, sampling=_hot((1 << 64) - 1 + 1)), GenItem(ids, 4, sampling=_hot(0))]
+    greedy, wrapped, zero = engine.generate(None, items)
+    assert wrapped.text == zero.text and greedy.completion_tokens > 0
+
+
+def test_a_cancelled_row_stops_at_the_next_step_and_others_go_on(engine):
+    import threading
+
+    ids = _ids(engine, "Tell me a joke.")
+    cancel, seen = threading.Event(), []
+
+    def sink(text, result):
+        seen.append(text)
+        cancel.set()  # the client goes away after its first piece
+
+    items = [GenItem(ids, 12, sink=sink, cancel=cancel), GenItem(ids, 12)]
+    gone, other = engine.generate(None, items)
+    alone = engine.generate(None, [GenItem(ids, 12)])[0]
+    assert gone.completion_tokens < other.completion_tokens == alone.completion_tokens
