@@ -44,15 +44,50 @@ def _events(client, route: str, **body) -> list:
 def test_n_choices_per_prompt_with_exact_usage(api):
     client, service = api
     prompts = ["What is AI?", "How are you?"]
-    body = _post(client, "completions", model="a1", prompt=prompts, max_tokens=5, n=3, temperature=1.0, seed=11)
+    body = _post(client, "completions", model="a1", prompt=prompts, max_tokens=5, n=3, temperature=1.0, seed=11,
+                 logprobs=0)
     assert [c["index"] for c in body["choices"]] == list(range(6))
     prompt_tokens = sum(len(service.engine.tokenizer(p)["input_ids"]) for p in prompts)
-    completion = sum(len(service.engine.tokenizer(c["text"], add_special_tokens=False)["input_ids"]) > 0
-                     for c in body["choices"])
-    assert body["usage"]["prompt_tokens"] == prompt_tokens and completion > 0
-    again = _post(client, "completions", model="a1", prompt=prompts, max_tokens=5, n=3, temperature=1.0, seed=11)
+    generated = [len(c["logprobs"]["tokens"]) for c in body["choices"]]
+    assert body["usage"]["prompt_tokens"] == prompt_tokens
+    assert body["usage"]["completion_tokens"] == sum(generated) and all(g > 0 for g in generated)
+    for first in (0, 3):  # the n seeded choices of one prompt really differ
+        assert len({c["text"] for c in body["choices"][first:first + 3]}) > 1, body["choices"]
+    again = _post(client, "completions", model="a1", prompt=prompts, max_tokens=5, n=3, temperature=1.0, seed=11,
+                  logprobs=0)
     assert [c["text"] for c in again["choices"]] == [c["text"] for c in body["choices"]]
     assert body["usage"]["total_tokens"] == prompt_tokens + body["usage"]["completion_tokens"]
+
+
+def test_a_seed_at_the_top_of_its_range_samples_every_choice(api):
+    client, _ = api
+    body = _post(client, "completions", model="a1", prompt="What is AI?", max_tokens=4, n=2, temperature=1.0,
+                 seed=(1 << 64) - 1)
+    assert len(body["choices"]) == 2 and all(c["finish_reason"] for c in body["choices"])
+
+
+def _refused(client, route: str, **body) -> str:
+    response = client.post(f"/openai/v1/{route}", json=body)
+    assert response.status_code == 400, response.text
+    return response.json()["error"]["message"]
+
+
+def test_chat_refuses_max_tokens_and_max_completion_tokens_that_differ(api):
+    client, _ = api
+    message = _refused(client, "chat/completions", model="a1", messages=CHAT, max_tokens=3, max_completion_tokens=5)
+    assert message == "`max_tokens` (3) and `max_completion_tokens` (5) differ; send one of them"
+    body = _post(client, "chat/completions", model="a1", messages=CHAT, max_tokens=2, max_completion_tokens=2,
+                 logprobs=True)
+    assert body["usage"]["completion_tokens"] <= 2
+
+
+def test_sampling_fields_without_temperature_are_refused_by_name(api):
+    client, _ = api
+    message = _refused(client, "completions", model="a1", prompt="Hi", n=3, top_p=0.9, seed=7)
+    assert message.startswith("`n` is 3 but decoding is greedy") and "set temperature > 0" in message
+    message = _refused(client, "chat/completions", model="a1", messages=CHAT, top_p=0.9, temperature=0)
+    assert message.startswith("`top_p` is 0.9 but decoding is greedy") and "set temperature > 0" in message
+    _post(client, "completions", model="a1", prompt="Hi", max_tokens=2, seed=7)  # greedy is deterministic anyway
 
 
 def test_usage_counts_the_tokens_of_the_logprobs(api):
@@ -131,3 +166,20 @@ def test_models_lists_the_base_and_adapters_with_their_digests(api):
     assert [m["id"] for m in data] == ["base", "a1"]
     assert data[1]["digest"] == service.engine.adapters["a1"].digest and data[1]["parent"] == "base"
     assert data[0]["digest"] == service.engine.base_digest and data[0]["digest"].startswith("sha256:")
+
+
+def test_echo_returns_and_scores_what_the_client_sent_not_the_template(tiny_causal_lm, tmp_path):
+    from aicd.components.serving.prompts import PromptSettings
+
+    service = Service(ServeConfig(base=str(tiny_causal_lm), max_new_tokens_limit=8, max_batch_wait_ms=1,
+                                  log_dir=tmp_path / "logs",
+                                  prompt=PromptSettings(template="### Secret house style\n{instruction}\n###")))
+    asyncio.run(service.load_async())
+    with TestClient(build_app(service, load=False)) as client:
+        body = _post(client, "completions", model="base", prompt="What is AI?", max_tokens=0, logprobs=0, echo=True)
+        plain = _post(client, "completions", model="base", prompt="What is AI?", max_tokens=1)
+    sent = service.engine.tokenizer("What is AI?")["input_ids"]
+    assert body["choices"][0]["text"] == "What is AI?" and "Secret" not in "".join(body["choices"][0]["logprobs"]
+                                                                                       ["tokens"])
+    assert body["usage"]["prompt_tokens"] == len(sent) == len(body["choices"][0]["logprobs"]["tokens"])
+    assert plain["usage"]["prompt_tokens"] > len(sent)  # without echo the template still applies
