@@ -105,6 +105,7 @@ class _Row:
             self.generator = torch.Generator().manual_seed(s.seed % SEED_MODULUS if s.seed is not None
                                                           else random.getrandbits(63))
         self.new: list[int] = []
+        self.error: Exception | None = None  # what ended this row alone, if anything did
         self.eos_count = 0  # 1 once the row generated EOS (counted, not in the text)
         self.logprobs: list[TokenLogprob] = []
         self.prompt: tuple[TokenLogprob, ...] | None = None
@@ -130,6 +131,16 @@ class _Row:
             keep = ordered.cumsum(-1) - ordered < s.top_p  # the smallest prefix reaching top_p (at least one)
             probs = torch.zeros_like(probs).scatter(0, index[keep], ordered[keep])
         return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def advance(self, logp, pad: int) -> int:
+        """Pick and take the next token; an error ends this row alone (``pad`` feeds its slot after)."""
+        try:
+            token = self.pick(logp)
+            self.push(token, logp)
+            return token
+        except Exception as err:  # noqa: BLE001 - handed to this row's request, not to the whole batch
+            self.error, self.done, self.closed = err, True, True
+            return pad
 
     def push(self, token: int, logp) -> None:
         """Take the next token; stop the row at EOS, at max_tokens or at a stop sequence."""
@@ -178,8 +189,11 @@ class _Row:
                          tokens=tuple(self.logprobs) if wants else None, prompt=self.prompt)
 
 
-def decode_batch(core: Any, tokenizer: Any, items: list[GenItem]) -> list[GenResult]:
-    """Decode ``items`` together (one adapter already active on ``core``, the transformers model)."""
+def decode_batch(core: Any, tokenizer: Any, items: list[GenItem]) -> list[GenResult | Exception]:
+    """Decode ``items`` together (one adapter already active on ``core``, the transformers model).
+
+    A row that fails (its sampling raised) stops alone: its place in the answer holds the exception,
+    for its own request, and the other rows decode on."""
     import torch
 
     body, head = core.base_model, core.get_output_embeddings()
@@ -209,8 +223,7 @@ def decode_batch(core: Any, tokenizer: Any, items: list[GenItem]) -> list[GenRes
                 if not row.done and row.item.cancel is not None and row.item.cancel.is_set():
                     row.done, row.closed = True, True  # nobody listens: stop without emitting
                 if not row.done:
-                    token = row.pick(logp_all[b])
-                    row.push(token, logp_all[b])
+                    token = row.advance(logp_all[b], pad)
                 picked.append(token)
             if all(r.done for r in rows):
                 break
@@ -220,7 +233,7 @@ def decode_batch(core: Any, tokenizer: Any, items: list[GenItem]) -> list[GenRes
     for row in rows:
         row.done = True
         row._emit()
-    return [r.result() for r in rows]
+    return [r.error or r.result() for r in rows]
 
 
 def _score_prompts(rows: list[_Row], hidden, head, width: int) -> None:

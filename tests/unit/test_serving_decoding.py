@@ -230,3 +230,33 @@ def test_a_cancelled_row_stops_at_the_next_step_and_others_go_on(engine):
     gone, other = engine.generate(None, items)
     alone = engine.generate(None, [GenItem(ids, 12)])[0]
     assert gone.completion_tokens < other.completion_tokens == alone.completion_tokens
+
+
+def test_a_row_that_fails_fails_alone_and_the_batch_decodes_on(engine):
+    ids = _ids(engine, "What is AI?")
+    broken = Sampling(temperature=1.0, seed=1, presence_penalty=float("nan"))  # NaN probabilities at step 2
+    greedy, failed = engine.generate(None, [GenItem(ids, 6), GenItem(ids, 6, sampling=broken)])
+    assert isinstance(failed, RuntimeError)
+    assert greedy == engine.generate(None, [GenItem(ids, 6)])[0]
+
+
+def test_the_service_hands_a_failed_row_to_its_own_request_only(tiny_causal_lm, engine):
+    import asyncio
+
+    from aicd.components.serving.service import Service
+
+    service = Service(ServeConfig(base=str(tiny_causal_lm), max_batch_wait_ms=200), engine=engine)
+    service.ready = True
+    ids = _ids(engine, "What is AI?")
+    broken = GenItem(ids, 6, sampling=Sampling(temperature=1.0, seed=1, presence_penalty=float("nan")))
+
+    async def both():
+        try:
+            return await asyncio.gather(service.generate("base", [GenItem(ids, 6)]), service.generate("base", [broken]),
+                                        return_exceptions=True)
+        finally:
+            await service.close()
+
+    good, bad = asyncio.run(both())
+    assert service.generation.batch_sizes == [2]
+    assert isinstance(bad, RuntimeError) and good == engine.generate(None, [GenItem(ids, 6)])
