@@ -196,7 +196,7 @@ def decode_batch(core: Any, tokenizer: Any, items: list[GenItem]) -> list[GenRes
     for its own request, and the other rows decode on."""
     import torch
 
-    body, head = core.base_model, core.get_output_embeddings()
+    body, head = core.base_model, output_head(core)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eos_ids = core.generation_config.eos_token_id if getattr(core, "generation_config", None) else None
     eos_ids = eos_ids if eos_ids is not None else tokenizer.eos_token_id
@@ -247,3 +247,26 @@ def _score_prompts(rows: list[_Row], hidden, head, width: int) -> None:
         n = len(row.item.prompt_ids)
         logp = torch.log_softmax(head(hidden[b, width - n:width - 1]).float(), dim=-1)
         row.prompt = prompt_logprobs(logp, row.item.prompt_ids, s.logprobs)
+
+
+def output_head(core: Any) -> Callable:
+    """Hidden states -> logits as the family's own forward computes them: the output embedding, then
+    Cohere's ``logit_scale`` (times), Granite's ``logits_scaling`` (divided by) and Gemma 2's
+    ``final_logit_softcapping`` (cap * tanh(logits / cap)) when the model's config has them."""
+    import torch
+
+    linear, config = core.get_output_embeddings(), getattr(core, "config", None)
+    scale = getattr(config, "logit_scale", None)
+    divide = getattr(config, "logits_scaling", None)
+    cap = getattr(config, "final_logit_softcapping", None)
+
+    def head(hidden):
+        logits = linear(hidden)
+        if scale is not None:
+            logits = logits * scale
+        if divide is not None:
+            logits = logits / divide
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+    return head

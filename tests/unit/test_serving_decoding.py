@@ -260,3 +260,30 @@ def test_the_service_hands_a_failed_row_to_its_own_request_only(tiny_causal_lm, 
     good, bad = asyncio.run(both())
     assert service.generation.batch_sizes == [2]
     assert isinstance(bad, RuntimeError) and good == engine.generate(None, [GenItem(ids, 6)])
+
+
+@pytest.mark.parametrize("family", ["gemma2", "granite", "cohere"])
+def test_the_output_head_applies_the_familys_logit_scaling(family):
+    """Gemma 2 soft-caps, Granite divides and Cohere multiplies the logits: the head equals the model's forward."""
+    import torch
+    import transformers
+
+    from aicd.components.serving.decoding import output_head
+
+    config_class, model_class, extra = {
+        "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"final_logit_softcapping": 0.5, "head_dim": 8}),
+        "granite": ("GraniteConfig", "GraniteForCausalLM", {"logits_scaling": 4.0}),
+        "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 0.25}),
+    }[family]
+    config = getattr(transformers, config_class)(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                                 **extra)
+    torch.manual_seed(0)
+    model = getattr(transformers, model_class)(config).eval()
+    ids = torch.tensor([[1, 5, 9, 3]])
+    with torch.inference_mode():
+        expected = model(input_ids=ids).logits
+        ours = output_head(model)(model.base_model(input_ids=ids).last_hidden_state)
+    assert torch.allclose(ours, expected, atol=1e-5)
+    assert not torch.allclose(model.get_output_embeddings()(model.base_model(input_ids=ids).last_hidden_state),
+                              expected, atol=1e-3)  # the plain head alone is not what the model computes
