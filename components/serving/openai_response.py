@@ -38,7 +38,7 @@ def token_bytes(tokenizer, token: int) -> list[int]:
     alphabet = _byte_level()
     if isinstance(raw, str) and raw and all(c in alphabet for c in raw) and token not in tokenizer.all_special_ids:
         return [alphabet[c] for c in raw]
-    return list(tokenizer.decode([token]).encode("utf-8"))
+    return list(tokenizer.decode([token], skip_special_tokens=True).encode("utf-8"))  # EOS: no bytes, as its text
 
 
 def _piece(tokenizer, token: int, prompt: bool) -> str:

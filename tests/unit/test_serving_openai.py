@@ -183,3 +183,36 @@ def test_echo_returns_and_scores_what_the_client_sent_not_the_template(tiny_caus
                                                                                        ["tokens"])
     assert body["usage"]["prompt_tokens"] == len(sent) == len(body["choices"][0]["logprobs"]["tokens"])
     assert plain["usage"]["prompt_tokens"] > len(sent)  # without echo the template still applies
+
+
+def test_a_generated_eos_is_counted_with_its_logprobs_entry_and_no_text(api):
+    """lm-eval's echo + max_tokens 1 + logprobs 1 reads token_logprobs[ctxlen:-1]: one generated entry, EOS or not."""
+    from aicd.components.serving.decoding import GenItem, GenResult, Sampling, TokenLogprob
+    from aicd.components.serving.openai_api import chat_prompt
+    from aicd.components.serving.openai_response import completion_logprobs, token_bytes
+
+    client, service = api
+    engine = service.engine
+    ids = engine.tokenizer("What is AI?")["input_ids"]
+    text, special = chat_prompt({"messages": CHAT}, service, "base")
+    chat_ids = engine.tokenizer(text, add_special_tokens=special)["input_ids"]
+    greedy = engine.generate(None, [GenItem(p, 1, sampling=Sampling(logprobs=0)) for p in (ids, chat_ids)])
+    core = engine.model.get_base_model() if hasattr(engine.model, "get_base_model") else engine.model
+    saved = core.generation_config.eos_token_id
+    core.generation_config.eos_token_id = [g.tokens[0].token for g in greedy]  # both prompts now stop at once
+    try:
+        echo = _post(client, "completions", model="base", prompt=[ids], max_tokens=1, logprobs=1, echo=True)
+        chat = _post(client, "chat/completions", model="base", messages=CHAT, max_tokens=1, logprobs=True)
+    finally:
+        core.generation_config.eos_token_id = saved
+    (choice,) = echo["choices"]
+    assert choice["finish_reason"] == "stop" and echo["usage"]["completion_tokens"] == 1
+    assert len(choice["logprobs"]["token_logprobs"]) == len(ids) + 1  # the prompt's entries, then the EOS's
+    assert choice["text"] == engine.tokenizer.decode(ids)  # the EOS is not in the text
+    content = chat["choices"][0]["logprobs"]["content"]
+    assert chat["choices"][0]["finish_reason"] == "stop" and len(content) == chat["usage"]["completion_tokens"] == 1
+    assert chat["choices"][0]["message"]["content"] == ""
+    # the real EOS (a special token) reads as no text and no bytes, so pieces and bytes still add up to the text
+    eos = engine.tokenizer.eos_token_id
+    assert completion_logprobs(engine.tokenizer, GenResult("", 1, "stop", (TokenLogprob(eos, -0.1),)))["tokens"] == [""]
+    assert token_bytes(engine.tokenizer, eos) == []
