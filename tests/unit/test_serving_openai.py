@@ -216,3 +216,34 @@ def test_a_generated_eos_is_counted_with_its_logprobs_entry_and_no_text(api):
     eos = engine.tokenizer.eos_token_id
     assert completion_logprobs(engine.tokenizer, GenResult("", 1, "stop", (TokenLogprob(eos, -0.1),)))["tokens"] == [""]
     assert token_bytes(engine.tokenizer, eos) == []
+
+
+def test_a_stream_the_client_abandons_cancels_its_rows():
+    """The streaming body's finally sets the rows' cancel event, which the decode loop checks each step."""
+    from types import SimpleNamespace
+    from unittest.mock import MagicMock
+
+    from aicd.components.serving.decoding import GenItem
+    from aicd.components.serving.openai_api import _completion_chunk, _stream
+    from aicd.components.serving.openai_request import options
+
+    seen: list[GenItem] = []
+
+    async def generate(name, items):
+        seen.extend(items)
+        items[0].sink("a piece", None)
+        await asyncio.sleep(30)  # the model thread would still be decoding
+
+    service = SimpleNamespace(label_of=lambda name: name, metrics=MagicMock(), generate=generate)
+    opts = options({"model": "base", "stream": True}, "completions", 16, 1)
+
+    async def abandon():
+        response = _stream(service, "base", [GenItem([1, 2], 8)], {"id": "x"}, _completion_chunk, opts, 2)
+        body = response.body_iterator
+        first = await body.__anext__()
+        assert not seen[0].cancel.is_set()
+        await body.aclose()  # what the server does when the client disconnects
+        return first
+
+    assert b"a piece" in asyncio.run(abandon())
+    assert seen[0].cancel.is_set()
