@@ -19,6 +19,7 @@ backend's for the same model, adapter and text. Without a tokenizer, or for KSer
 there is no NLL.
 """
 
+import json
 import logging
 import re
 import time
@@ -164,8 +165,9 @@ class EndpointBackend(Backend):
         return nll, [len(tokens) - plen for tokens, plen in seqs]
 
     def _post_or_refused(self, session, url: str, body: dict[str, Any]):
-        """The answer, or None (no NLL, with a warning) when the server refuses echo + logprobs or
-        answers without prompt log-probabilities."""
+        """The answer, or None (no NLL, with a warning) when the server refuses echo + logprobs by name or
+        answers without prompt log-probabilities; any other error (a wrong model name, a prompt over the
+        token window) raises EvaluationError with the server's message."""
         import requests
 
         try:
@@ -176,6 +178,11 @@ class EndpointBackend(Backend):
         if resp.status_code >= 500:
             raise EvaluationError(f"endpoint {url} answered HTTP {resp.status_code} to the scoring request: "
                                   f"{resp.text[:200]!r}", "fix the server (its logs say why)")
+        if resp.status_code >= 400 and not _refuses_echo(resp.text):
+            raise EvaluationError(f"endpoint {url} answered HTTP {resp.status_code} to the scoring request: "
+                                  f"{_error_message(resp.text)!r}",
+                                  "fix the request the message names (model name, token window); only a refusal "
+                                  "of echo/logprobs means the server does not score prompts")
         try:
             first = resp.json()["choices"][0] if resp.status_code < 400 else {}
         except (ValueError, KeyError, IndexError, TypeError):
@@ -192,3 +199,19 @@ def _mean_nll(choice: dict[str, Any], tokens: list[int], plen: int) -> float | N
     if len(scored) != len(tokens) - plen or any(not isinstance(x, int | float) for x in scored):
         return None
     return -sum(scored) / len(scored)
+
+
+def _error_message(text: str) -> str:
+    """The message of an OpenAI-shaped error body ({"error": {"message"}} or {"error": "..."}), else the text."""
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        return text[:200]
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message)[:200] if message else text[:200]
+
+
+def _refuses_echo(text: str) -> bool:
+    """Whether an error answer refuses echo or logprobs (the server cannot score prompts)."""
+    message = _error_message(text).lower()
+    return "echo" in message or "logprob" in message

@@ -110,7 +110,11 @@ class DynamicBatcher:
                     p.future.set_exception(err)
             return
         for p, result in zip(batch, results):
-            if not p.future.done():
+            if p.future.done():
+                continue
+            if isinstance(result, Exception):  # one row failed alone: only its request gets the error
+                p.future.set_exception(result)
+            else:
                 p.future.set_result(result)
 
     async def close(self) -> None:

@@ -13,18 +13,25 @@ one token per step. Each row decodes on its own terms:
   before temperature and top_p), as the evaluation backend scores them.
 - ``echo`` rows get the log-probability of every prompt token after the first, from the
   same forward pass that starts generation.
-- A row stops at EOS, at its ``max_tokens`` or when its text contains a stop sequence (the
-  text is cut before it; ``finish_reason`` "stop"); the loop ends when every row stopped.
+- A row stops at EOS (the EOS token counts in ``completion_tokens`` and has its log-probability
+  entry, as OpenAI and vLLM report it; the text does not hold it), at its ``max_tokens`` or
+  when its text contains a stop sequence (the text is cut before it; ``finish_reason``
+  "stop"); the loop ends when every row stopped.
 - ``sink`` (streaming) receives each new piece of text as soon as it is certain: text that
   could still turn out to be the start of a stop sequence, or an incomplete UTF-8
-  character, is held back until it cannot.
+  character (a trailing run of U+FFFD), is held back until it cannot; the pieces add up to
+  the final text.
+- ``cancel`` (a ``threading.Event``) set by the caller, e.g. when a streaming client went
+  away, stops its row at the next step so the model thread does not decode for nobody.
 """
 
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+SEED_MODULUS = 1 << 64  # torch.Generator takes seeds in [-2**63, 2**64); OpenAI seeds wrap into it
 Sink = Callable[[str, "GenResult | None"], None]  # (new text, the final result once the row stopped)
 
 
@@ -50,6 +57,7 @@ class GenItem:
     stop: tuple[str, ...] = ()
     sampling: Sampling = Sampling()
     sink: Sink | None = field(default=None, compare=False)
+    cancel: threading.Event | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -94,8 +102,11 @@ class _Row:
         s = item.sampling
         self.generator = None
         if s.temperature > 0:
-            self.generator = torch.Generator().manual_seed(s.seed if s.seed is not None else random.getrandbits(63))
+            self.generator = torch.Generator().manual_seed(s.seed % SEED_MODULUS if s.seed is not None
+                                                          else random.getrandbits(63))
         self.new: list[int] = []
+        self.error: Exception | None = None  # what ended this row alone, if anything did
+        self.eos_count = 0  # 1 once the row generated EOS (counted, not in the text)
         self.logprobs: list[TokenLogprob] = []
         self.prompt: tuple[TokenLogprob, ...] | None = None
         self.sent = 0  # characters already given to the sink
@@ -121,16 +132,26 @@ class _Row:
             probs = torch.zeros_like(probs).scatter(0, index[keep], ordered[keep])
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
+    def advance(self, logp, pad: int) -> int:
+        """Pick and take the next token; an error ends this row alone (``pad`` feeds its slot after)."""
+        try:
+            token = self.pick(logp)
+            self.push(token, logp)
+            return token
+        except Exception as err:  # noqa: BLE001 - handed to this row's request, not to the whole batch
+            self.error, self.done, self.closed = err, True, True
+            return pad
+
     def push(self, token: int, logp) -> None:
         """Take the next token; stop the row at EOS, at max_tokens or at a stop sequence."""
         k = self.item.sampling.logprobs
+        if k is not None:
+            self.logprobs.append(TokenLogprob(token, float(logp[token]), _top(logp, k)))
         if token in self.eos:
-            self.done, self.reason = True, "stop"
+            self.done, self.reason, self.eos_count = True, "stop", 1
             self._emit()
             return
         self.new.append(token)
-        if k is not None:
-            self.logprobs.append(TokenLogprob(token, float(logp[token]), _top(logp, k)))
         self.text = self.tokenizer.decode(self.new, skip_special_tokens=True)
         cut = min((c for c in (self.text.find(x) for x in self.item.stop) if c >= 0), default=-1)
         if cut >= 0:
@@ -153,8 +174,8 @@ class _Row:
         if self.item.sink is None or self.closed:
             return
         end = len(self.text) if self.done else len(self.text) - self.hold
-        if not self.done and self.text.endswith("\ufffd"):  # an incomplete UTF-8 character
-            end = min(end, len(self.text) - 1)
+        if not self.done:  # a partial UTF-8 character may decode as several U+FFFD
+            end = min(end, len(self.text.rstrip("\ufffd")))
         if end > self.sent:
             self.item.sink(self.text[self.sent:end], None)
             self.sent = end
@@ -164,15 +185,18 @@ class _Row:
 
     def result(self) -> GenResult:
         wants = self.item.sampling.logprobs is not None
-        return GenResult(text=self.text, completion_tokens=len(self.new), finish_reason=self.reason,
+        return GenResult(text=self.text, completion_tokens=len(self.new) + self.eos_count, finish_reason=self.reason,
                          tokens=tuple(self.logprobs) if wants else None, prompt=self.prompt)
 
 
-def decode_batch(core: Any, tokenizer: Any, items: list[GenItem]) -> list[GenResult]:
-    """Decode ``items`` together (one adapter already active on ``core``, the transformers model)."""
+def decode_batch(core: Any, tokenizer: Any, items: list[GenItem]) -> list[GenResult | Exception]:
+    """Decode ``items`` together (one adapter already active on ``core``, the transformers model).
+
+    A row that fails (its sampling raised) stops alone: its place in the answer holds the exception,
+    for its own request, and the other rows decode on."""
     import torch
 
-    body, head = core.base_model, core.get_output_embeddings()
+    body, head = core.base_model, output_head(core)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eos_ids = core.generation_config.eos_token_id if getattr(core, "generation_config", None) else None
     eos_ids = eos_ids if eos_ids is not None else tokenizer.eos_token_id
@@ -196,9 +220,10 @@ def decode_batch(core: Any, tokenizer: Any, items: list[GenItem]) -> list[GenRes
             picked = []
             for b, row in enumerate(rows):
                 token = pad
+                if not row.done and row.item.cancel is not None and row.item.cancel.is_set():
+                    row.done, row.closed = True, True  # nobody listens: stop without emitting
                 if not row.done:
-                    token = row.pick(logp_all[b])
-                    row.push(token, logp_all[b])
+                    token = row.advance(logp_all[b], pad)
                 picked.append(token)
             if all(r.done for r in rows):
                 break
@@ -208,7 +233,7 @@ def decode_batch(core: Any, tokenizer: Any, items: list[GenItem]) -> list[GenRes
     for row in rows:
         row.done = True
         row._emit()
-    return [r.result() for r in rows]
+    return [r.error or r.result() for r in rows]
 
 
 def _score_prompts(rows: list[_Row], hidden, head, width: int) -> None:
@@ -222,3 +247,26 @@ def _score_prompts(rows: list[_Row], hidden, head, width: int) -> None:
         n = len(row.item.prompt_ids)
         logp = torch.log_softmax(head(hidden[b, width - n:width - 1]).float(), dim=-1)
         row.prompt = prompt_logprobs(logp, row.item.prompt_ids, s.logprobs)
+
+
+def output_head(core: Any) -> Callable:
+    """Hidden states -> logits as the family's own forward computes them: the output embedding, then
+    Cohere's ``logit_scale`` (times), Granite's ``logits_scaling`` (divided by) and Gemma 2's
+    ``final_logit_softcapping`` (cap * tanh(logits / cap)) when the model's config has them."""
+    import torch
+
+    linear, config = core.get_output_embeddings(), getattr(core, "config", None)
+    scale = getattr(config, "logit_scale", None)
+    divide = getattr(config, "logits_scaling", None)
+    cap = getattr(config, "final_logit_softcapping", None)
+
+    def head(hidden):
+        logits = linear(hidden)
+        if scale is not None:
+            logits = logits * scale
+        if divide is not None:
+            logits = logits / divide
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+    return head

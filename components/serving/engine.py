@@ -184,13 +184,13 @@ class Engine:
         chosen = self.adapters[adapter].template_tokenizer if adapter in self.adapters else None
         return chosen if chosen is not None and getattr(chosen, "chat_template", None) else self.tokenizer
 
-    def generate(self, adapter: str | None, items: list[GenItem]) -> list[GenResult]:
+    def generate(self, adapter: str | None, items: list[GenItem]) -> list[GenResult | Exception]:
         """Decode a batch (left padding), each item with its own sampling, limits and stops (decoding.py)."""
         core = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         with self._selected(adapter):
             return decode_batch(core, self.tokenizer, items)
 
-    def generate_mixed(self, adapters: list[str | None], items: list[GenItem]) -> list[GenResult]:
+    def generate_mixed(self, adapters: list[str | None], items: list[GenItem]) -> list[GenResult | Exception]:
         """One batch whose rows use different adapters of the base (None: the base), in one forward pass per
         step: peft's mixed-adapter batches apply each row's own LoRA weights in every layer."""
         if len(set(adapters)) == 1:

@@ -9,6 +9,7 @@ Every malformed request gets a 4xx with an OpenAI-shaped error
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
@@ -150,7 +151,8 @@ def _stream(service: Service, name: str, items: list[GenItem], head: dict, chunk
     label = service.label_of(name) or name
     started = time.perf_counter()
     stream = Stream(asyncio.get_running_loop(), len(items))
-    run = asyncio.ensure_future(service.generate(name, with_sinks(items, stream)))
+    cancel = threading.Event()  # set when the client goes away: the model thread stops these rows
+    run = asyncio.ensure_future(service.generate(name, with_sinks(items, stream, cancel)))
     metrics = service.metrics
 
     async def body():
@@ -164,6 +166,8 @@ def _stream(service: Service, name: str, items: list[GenItem], head: dict, chunk
         except ServingError as err:
             yield sse({"error": {"message": err.message, "type": "not_found_error", "param": "model", "code": 404}})
             return
+        finally:
+            cancel.set()  # a no-op once every row finished; stops them when the client disconnected
         metrics.tokens.labels(adapter=label).inc(sum(r.completion_tokens for r in results))
         if opts.include_usage:
             yield sse({**head, "choices": [], "usage": usage(prompt_tokens, results)})
@@ -206,7 +210,9 @@ def build_router(service: Service) -> APIRouter:
             name = model_name(body, service)
             opts = options(body, "completions", config.max_new_tokens_limit, config.max_n)
             found = prompts(body, MAX_PROMPTS // opts.n or 1, len(service.engine.tokenizer))
-            texts = [p if isinstance(p, list) else completion_prompt(p, config.prompt) for p in found]
+            # echo returns and scores exactly what the client sent: no --prompt-template / --few-shot
+            texts = [p if isinstance(p, list) or opts.sampling.echo else completion_prompt(p, config.prompt)
+                     for p in found]
             ids = [tokenize(service, t, opts.max_tokens, True) for t in texts]
             echoes = [(service.engine.tokenizer.decode(t) if isinstance(t, list) else t) if opts.sampling.echo
                       else None for t in texts]

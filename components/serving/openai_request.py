@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from aicd.components.serving.decoding import Sampling
+from aicd.components.serving.decoding import SEED_MODULUS, Sampling
 
 COMMON = ("model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "logprobs",
           "seed", "user", "presence_penalty", "frequency_penalty")
@@ -45,7 +45,7 @@ class Options:
         s = self.sampling
         if s.seed is None or choice == 0:
             return s
-        return replace(s, seed=s.seed + choice)
+        return replace(s, seed=(s.seed + choice) % SEED_MODULUS)
 
 
 def refuse_unsupported(body: dict, route: str) -> None:
@@ -131,8 +131,7 @@ def options(body: dict, route: str, limit: int, max_n: int) -> Options:
         name = "echo" if echo else "logprobs"
         raise ApiError(400, f"`{name}` is not supported with `stream: true`; send stream=false to get it", name)
     if route == "chat":
-        key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-        max_tokens = integer(body, key, min(128, limit), 1, limit)
+        max_tokens = _chat_max_tokens(body, limit)
     else:
         max_tokens = integer(body, "max_tokens", min(16, limit), 0 if echo else 1, limit)
     seed = body.get("seed")
@@ -143,8 +142,33 @@ def options(body: dict, route: str, limit: int, max_n: int) -> Options:
                         logprobs=logprobs, echo=echo,
                         presence_penalty=number(body, "presence_penalty", 0.0, -2.0, 2.0),
                         frequency_penalty=number(body, "frequency_penalty", 0.0, -2.0, 2.0))
-    return Options(max_tokens=max_tokens, n=integer(body, "n", 1, 1, max_n), stop=stops(body),
+    n = integer(body, "n", 1, 1, max_n)
+    _refuse_sampling_without_temperature(sampling, n)
+    return Options(max_tokens=max_tokens, n=n, stop=stops(body),
                    sampling=sampling, stream=stream, include_usage=include_usage)
+
+
+def _chat_max_tokens(body: dict, limit: int) -> int:
+    """``max_completion_tokens`` or its older name ``max_tokens``; both sent must agree."""
+    new = integer(body, "max_completion_tokens", 0, 1, limit) if body.get("max_completion_tokens") is not None \
+        else None
+    old = integer(body, "max_tokens", 0, 1, limit) if body.get("max_tokens") is not None else None
+    if new is not None and old is not None and new != old:
+        raise ApiError(400, f"`max_tokens` ({old}) and `max_completion_tokens` ({new}) differ; send one of them",
+                       "max_completion_tokens")
+    return new if new is not None else old if old is not None else min(128, limit)
+
+
+def _refuse_sampling_without_temperature(sampling: Sampling, n: int) -> None:
+    """Greedy decoding (temperature absent or 0) gives one answer: n > 1 and top_p < 1 would do nothing."""
+    if sampling.temperature > 0:
+        return
+    if n > 1:
+        raise ApiError(400, f"`n` is {n} but decoding is greedy (temperature absent or 0), so every choice would be "
+                       "the same; set temperature > 0 to sample n different choices", "n")
+    if sampling.top_p < 1.0:
+        raise ApiError(400, f"`top_p` is {sampling.top_p:g} but decoding is greedy (temperature absent or 0), so it "
+                       "would do nothing; set temperature > 0 to sample with top_p", "top_p")
 
 
 def prompts(body: dict, max_prompts: int, vocab: int) -> list[str | list[int]]:

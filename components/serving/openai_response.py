@@ -10,6 +10,7 @@ is ``data: {json}\n\n`` chunks ending with ``data: [DONE]``; with
 import asyncio
 import functools
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -37,7 +38,7 @@ def token_bytes(tokenizer, token: int) -> list[int]:
     alphabet = _byte_level()
     if isinstance(raw, str) and raw and all(c in alphabet for c in raw) and token not in tokenizer.all_special_ids:
         return [alphabet[c] for c in raw]
-    return list(tokenizer.decode([token]).encode("utf-8"))
+    return list(tokenizer.decode([token], skip_special_tokens=True).encode("utf-8"))  # EOS: no bytes, as its text
 
 
 def _piece(tokenizer, token: int, prompt: bool) -> str:
@@ -123,5 +124,6 @@ class Stream:
             yield index, text, result, chunk(index, text, result)
 
 
-def with_sinks(items: list[GenItem], stream: Stream) -> list[GenItem]:
-    return [GenItem(i.prompt_ids, i.max_tokens, i.stop, i.sampling, stream.sink(k)) for k, i in enumerate(items)]
+def with_sinks(items: list[GenItem], stream: Stream, cancel: threading.Event | None = None) -> list[GenItem]:
+    return [GenItem(i.prompt_ids, i.max_tokens, i.stop, i.sampling, stream.sink(k), cancel)
+            for k, i in enumerate(items)]

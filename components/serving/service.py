@@ -90,7 +90,7 @@ class Service:
                 callback(name, True)
 
     # -- inference ------------------------------------------------------------------------
-    def _run_generation(self, key: str, items: list[GenItem]) -> list[GenResult]:
+    def _run_generation(self, key: str, items: list[GenItem]) -> list[GenResult | Exception]:
         return self.engine.generate(None if key == _BASE_KEY else key, items)
 
     def _run_mixed(self, key: str, pairs: list[tuple[str | None, GenItem]]) -> list[GenResult | ServingError]:
@@ -112,7 +112,7 @@ class Service:
             return await self.generation.submit_many(adapter or _BASE_KEY, items)
         results = await self.generation.submit_many(_MIXED_KEY, [(adapter, item) for item in items])
         for result in results:
-            if isinstance(result, ServingError):
+            if isinstance(result, Exception):  # a removed adapter (ServingError) or a row that failed alone
                 raise result
         return results
 

@@ -37,6 +37,8 @@ def _handler(behaviour: str, seen: list):
                 label = "negative" if "awful" in text.lower() or "terrible" in text.lower() else "positive"
                 return self._send(200, json.dumps({"outputs": [{"name": "label", "datatype": "BYTES",
                                                                 "shape": [1], "data": [label]}]}).encode())
+            if body.get("echo") and behaviour == "echo-window":  # an error that is no refusal of echo
+                return self._send(400, b'{"error": {"message": "the prompt has 900 tokens: more than the window"}}')
             if body.get("echo"):  # like a server without prompt log-probabilities
                 return self._send(400, b'{"error": {"message": "`echo` is not supported"}}')
             question = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
@@ -111,6 +113,7 @@ def _closed_port() -> int:
     ("fail-third", r"answered HTTP 500 for example 'q2'"),
     ("garbage", r"gave a malformed openai-chat answer for example 'q0'"),
     ("down", r"did not answer for example 'q0'"),
+    ("echo-window", r"answered HTTP 400 to the scoring request: 'the prompt has 900 tokens: more than the window'"),
 ])
 def test_failing_endpoint_never_gives_a_partial_report(tmp_path, server, tiny_causal_lm, support_bot_spec,
                                                        behaviour, message):

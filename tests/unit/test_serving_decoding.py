@@ -160,3 +160,130 @@ def test_the_service_mixes_adapters_in_one_batch_when_asked(tiny_causal_lm, engi
     assert service.generation.batch_sizes == [2]
     assert [base.text, tuned.text] == [engine.generate(None, items[:1])[0].text,
                                        engine.generate("a1", items[1:])[0].text]
+
+
+def test_an_eos_token_is_counted_and_has_its_logprob_entry(engine):
+    """lm-eval reads token_logprobs[ctxlen:-1] of echo + max_tokens 1: exactly one generated entry, even at EOS."""
+    ids = _ids(engine, "What is AI?")
+    (greedy,) = engine.generate(None, [GenItem(ids, 1, sampling=Sampling(logprobs=1))])
+    eos = greedy.tokens[0].token
+    core = engine.model.get_base_model() if hasattr(engine.model, "get_base_model") else engine.model
+    saved = core.generation_config.eos_token_id
+    core.generation_config.eos_token_id = eos
+    try:
+        (result,) = engine.generate(None, [GenItem(ids, 1, sampling=Sampling(logprobs=1, echo=True))])
+    finally:
+        core.generation_config.eos_token_id = saved
+    assert result.finish_reason == "stop" and result.text == "" and result.completion_tokens == 1
+    assert [e.token for e in result.tokens] == [eos]
+    assert result.tokens[0].logprob == pytest.approx(greedy.tokens[0].logprob, abs=1e-5)
+    assert len(result.prompt) == len(ids)
+
+
+class _ByteFallback:
+    """A stand-in sentencepiece byte-fallback tokenizer: each byte of an unfinished character reads U+FFFD."""
+
+    pieces = {1: b"a", 2: b"b", 3: b"\xe2", 4: b"\x82", 5: b"\xac", 6: b"c"}
+
+    def decode(self, ids, skip_special_tokens=True):
+        raw = b"".join(self.pieces[i] for i in ids)
+        return raw.decode("utf-8", errors="surrogateescape").translate(
+            {c: "\ufffd" for c in range(0xDC80, 0xDD00)})
+
+
+def test_streaming_holds_back_every_replacement_char_of_a_split_character():
+    import torch
+
+    from aicd.components.serving.decoding import _Row
+
+    pieces, finals = [], []
+    item = GenItem([1], 6, sink=lambda text, result: (pieces.append(text), finals.append(result)))
+    row, logp = _Row(item, _ByteFallback(), eos={0}), torch.zeros(8)
+    for token in (1, 2, 3, 4):
+        row.push(token, logp)
+    assert "".join(pieces) == "ab", pieces  # "ab\ufffd\ufffd" so far: nothing of the split "€" yet
+    for token in (5, 6):
+        row.push(token, logp)
+    row.done = True
+    row._emit()
+    assert "".join(pieces) == row.result().text == "ab€c" and "\ufffd" not in "".join(pieces)
+
+
+def test_a_seed_at_the_top_of_the_range_wraps_instead_of_failing_the_batch(engine):
+    ids = _ids(engine, "What is AI?")
+    items = [GenItem(ids, 4), GenItem(ids, 4, sampling=_hot((1 << 64) - 1 + 1)), GenItem(ids, 4, sampling=_hot(0))]
+    greedy, wrapped, zero = engine.generate(None, items)
+    assert wrapped.text == zero.text and greedy.completion_tokens > 0
+
+
+def test_a_cancelled_row_stops_at_the_next_step_and_others_go_on(engine):
+    import threading
+
+    ids = _ids(engine, "Tell me a joke.")
+    cancel, seen = threading.Event(), []
+
+    def sink(text, result):
+        seen.append(text)
+        cancel.set()  # the client goes away after its first piece
+
+    items = [GenItem(ids, 12, sink=sink, cancel=cancel), GenItem(ids, 12)]
+    gone, other = engine.generate(None, items)
+    alone = engine.generate(None, [GenItem(ids, 12)])[0]
+    assert gone.completion_tokens < other.completion_tokens == alone.completion_tokens
+
+
+def test_a_row_that_fails_fails_alone_and_the_batch_decodes_on(engine):
+    ids = _ids(engine, "What is AI?")
+    broken = Sampling(temperature=1.0, seed=1, presence_penalty=float("nan"))  # NaN probabilities at step 2
+    greedy, failed = engine.generate(None, [GenItem(ids, 6), GenItem(ids, 6, sampling=broken)])
+    assert isinstance(failed, RuntimeError)
+    assert greedy == engine.generate(None, [GenItem(ids, 6)])[0]
+
+
+def test_the_service_hands_a_failed_row_to_its_own_request_only(tiny_causal_lm, engine):
+    import asyncio
+
+    from aicd.components.serving.service import Service
+
+    service = Service(ServeConfig(base=str(tiny_causal_lm), max_batch_wait_ms=200), engine=engine)
+    service.ready = True
+    ids = _ids(engine, "What is AI?")
+    broken = GenItem(ids, 6, sampling=Sampling(temperature=1.0, seed=1, presence_penalty=float("nan")))
+
+    async def both():
+        try:
+            return await asyncio.gather(service.generate("base", [GenItem(ids, 6)]), service.generate("base", [broken]),
+                                        return_exceptions=True)
+        finally:
+            await service.close()
+
+    good, bad = asyncio.run(both())
+    assert service.generation.batch_sizes == [2]
+    assert isinstance(bad, RuntimeError) and good == engine.generate(None, [GenItem(ids, 6)])
+
+
+@pytest.mark.parametrize("family", ["gemma2", "granite", "cohere"])
+def test_the_output_head_applies_the_familys_logit_scaling(family):
+    """Gemma 2 soft-caps, Granite divides and Cohere multiplies the logits: the head equals the model's forward."""
+    import torch
+    import transformers
+
+    from aicd.components.serving.decoding import output_head
+
+    config_class, model_class, extra = {
+        "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"final_logit_softcapping": 0.5, "head_dim": 8}),
+        "granite": ("GraniteConfig", "GraniteForCausalLM", {"logits_scaling": 4.0}),
+        "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 0.25}),
+    }[family]
+    config = getattr(transformers, config_class)(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                                 **extra)
+    torch.manual_seed(0)
+    model = getattr(transformers, model_class)(config).eval()
+    ids = torch.tensor([[1, 5, 9, 3]])
+    with torch.inference_mode():
+        expected = model(input_ids=ids).logits
+        ours = output_head(model)(model.base_model(input_ids=ids).last_hidden_state)
+    assert torch.allclose(ours, expected, atol=1e-5)
+    assert not torch.allclose(model.get_output_embeddings()(model.base_model(input_ids=ids).last_hidden_state),
+                              expected, atol=1e-3)  # the plain head alone is not what the model computes
