@@ -125,7 +125,9 @@ class _Row:
             logits = logits - s.presence_penalty * (counts > 0).float() - s.frequency_penalty * counts
         if self.generator is None:
             return int(logits.argmax())
-        probs = torch.softmax(logits / s.temperature, dim=-1)
+        # In float64 (a float32 temperature of 1e-230 is 0) and shifted so the largest logit is 0: a tiny
+        # temperature sends the others to -inf, not every logit to +-inf (NaN); sampling tends to greedy.
+        probs = torch.softmax((logits.double() - logits.max()) / s.temperature, dim=-1)
         if s.top_p < 1.0:
             ordered, index = probs.sort(descending=True)
             keep = ordered.cumsum(-1) - ordered < s.top_p  # the smallest prefix reaching top_p (at least one)

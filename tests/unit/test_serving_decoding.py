@@ -209,6 +209,17 @@ def test_streaming_holds_back_every_replacement_char_of_a_split_character():
     assert "".join(pieces) == row.result().text == "ab€c" and "\ufffd" not in "".join(pieces)
 
 
+def test_a_vanishing_temperature_samples_the_most_likely_token_instead_of_failing():
+    """temperature 9e-231 (the fuzz test's find): logits / T overflowed to inf and NaN, a 500."""
+    import torch
+
+    from aicd.components.serving.decoding import Sampling, _Row
+
+    for temperature in (9.064726284333903e-231, 1e-300, 1e-6):
+        row = _Row(GenItem([1], 4, sampling=Sampling(temperature=temperature, seed=1)), _ByteFallback(), eos={0})
+        assert row.pick(torch.tensor([0.5, 3.0, -2.0, 2.9])) == 1
+
+
 def test_a_seed_at_the_top_of_the_range_wraps_instead_of_failing_the_batch(engine):
     ids = _ids(engine, "What is AI?")
     items = [GenItem(ids, 4), GenItem(ids, 4, sampling=_hot((1 << 64) - 1 + 1)), GenItem(ids, 4, sampling=_hot(0))]

@@ -205,7 +205,13 @@ def test_10000_generated_requests_get_2xx_or_4xx_and_are_counted_as_such(apps):
             status = response.status_code
             assert 200 <= status < 300 or 400 <= status < 500, (method, path, raw[:200] if raw else raw, status,
                                                                  response.text[:500])
-            assert response.headers["content-type"].startswith("application/json"), (path, response.text[:200])
+            if response.headers["content-type"].startswith("text/event-stream"):  # a chat request with stream
+                assert status == 200 and path.endswith("/chat/completions"), (path, status)
+                events = [line[len("data: "):] for line in response.text.splitlines() if line]
+                assert events[-1] == "[DONE]", response.text[-200:]
+                assert all(isinstance(json.loads(e), dict) for e in events[:-1]), response.text[:500]
+            else:
+                assert response.headers["content-type"].startswith("application/json"), (path, response.text[:200])
             assert not _LEAK.search(response.text), (path, raw[:200] if raw else raw, response.text[:500])
             if INFERENCE.match(path):
                 seen[f"{status // 100}xx"] += 1
