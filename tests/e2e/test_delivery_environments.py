@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from delivery_world import COMPARISON, GATES, ROOT, ensure_gitops_repo, evaluated, git, make_adapter
+from helpers.http_answers import send_json
 
 from aicd.components.delivery.analysis import Interval
 from aicd.components.delivery.canary import commit_interval, progress
@@ -40,12 +41,7 @@ class Replay(BaseHTTPRequestHandler):
         want = RECORDED["request"]
         status, payload = (RECORDED["response"]["status"], RECORDED["response"]["body"]) \
             if self.path == want["path"] else (404, {"message": "Not Found"})
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
     def log_message(self, *args):
         pass

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers.http_answers import send
 
 from aicd.components.delivery.gitops import promote_base_model
 from aicd.components.errors import DeliveryError
@@ -62,12 +63,7 @@ class GitHandler(http.server.BaseHTTPRequestHandler):
                 status = int(value.split()[0])
             elif name:
                 headers.append((name, value))
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send(self, status, payload, headers)
 
     do_GET = do_POST = _serve
 

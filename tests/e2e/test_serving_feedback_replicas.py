@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from helpers.adapters import make_lora_adapter
+from helpers.http_answers import send
 from helpers.ports import free_port
 from helpers.predictor import predictor
 
@@ -47,13 +48,8 @@ class _Forward(BaseHTTPRequestHandler):
                                                                    if k.lower() not in ("host", "connection")})
         reply = conn.getresponse()
         data = reply.read()
-        self.send_response(reply.status)
-        for key, value in reply.getheaders():
-            if key.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
-                self.send_header(key, value)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send(self, reply.status, data, [(key, value) for key, value in reply.getheaders() if key.lower()
+                                        not in ("content-length", "connection", "transfer-encoding", "date", "server")])
         conn.close()
 
     do_GET = do_POST = do_DELETE = _forward

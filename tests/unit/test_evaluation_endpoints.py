@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from helpers.data import causal_dataset, classification_dataset
+from helpers.http_answers import send
 from helpers.specs import small_spec
 
 from aicd.components.errors import EvaluationError
@@ -47,11 +48,7 @@ def _handler(behaviour: str, seen: list):
             self._send(200, json.dumps({"choices": [choice], "usage": {"completion_tokens": 4}}).encode())
 
         def _send(self, code: int, payload: bytes):
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            send(self, code, payload, [("Content-Type", "application/json")])
     return Handler
 
 

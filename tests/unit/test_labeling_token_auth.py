@@ -15,6 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers.http_answers import send_json
 
 from aicd.components.errors import LabelingError
 from aicd.components.labeling.client import LabelStudio
@@ -76,12 +77,7 @@ class Script(BaseHTTPRequestHandler):
         self._send(status, {"results": [], "next": None} if status == 200 else {"detail": f"scripted {status}"})
 
     def _send(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     do_GET = do_POST = _answer
 
