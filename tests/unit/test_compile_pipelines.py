@@ -17,7 +17,7 @@ from aicd.pipelines.submit import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_PROFILE = ROOT / "examples" / "profiles" / "gpu-cluster.yaml"
-NEVER_CACHED = {"fingerprint-sources", "find-champion", "gate-candidate", "promote-adapter", "previous-versions",
+NEVER_CACHED = {"fingerprint-sources", "resolve-champion-revision", "promote-adapter", "previous-versions",
                 "record-trained-versions", "roll-out-canary", "count-new-pairs"}
 TRAINING = ("train-adapter", "train-from-scratch")
 
