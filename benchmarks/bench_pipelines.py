@@ -20,10 +20,10 @@ import that both sides pay, so 10x is out of reach of any cache on this pipeline
 Finetune (the 30x goal): the pipeline users re-run, ``finetune`` from pipelines/stages.py
 on the tiny random model of tests/tiny_models.py (2 training steps, 8 evaluation
 examples), built as ``aicd run`` builds it (no Kubernetes settings: kfp.local ignores them), fresh
-against an unchanged re-run, each in a new interpreter. Its re-run still runs fingerprint-sources
-and resolve-champion-revision (uncached by design: their inputs live outside the pipeline, in the
-sources and in Git); ingest is a hit when the sources' fingerprint is unchanged, find-champion (and
-so the gate) when the GitOps branch's commit is. The first run promotes its adapter, so
+against an unchanged re-run, each in a new interpreter. Its re-run still runs fingerprint-inputs
+(uncached by design: it reads what lives outside the pipeline, the sources' bytes and the GitOps
+branch's commit); ingest is a hit when the sources' fingerprint is unchanged, find-champion (and so
+the gate) when the commit is. The first run promotes its adapter, so
 the next one gates against it; from then on nothing outside moves and the re-runs are
 timed. Correctness: every cacheable step is a hit and its outputs' content digests equal
 the warm-up re-run's.
@@ -205,10 +205,10 @@ run = run_local(build_pipeline("finetune", Platform(on_cluster=False)), json.loa
 print(json.dumps({t.name: [t.status, {k: path_digest(v.path) if hasattr(v, "path") else v
                                       for k, v in t.outputs.items()}] for t in run.tasks}))
 """
-# Uncached by design (their inputs live outside the pipeline: the sources, Git); ingest itself is
-# cached once fingerprint-sources finds the sources unchanged, find-champion once the GitOps branch's
-# commit is unchanged. promote runs only when the gate passes.
-ALWAYS_RUN = {"fingerprint-sources", "resolve-champion-revision", "promote-adapter"}
+# Uncached by design (its inputs live outside the pipeline: the sources, Git); ingest itself is cached
+# once fingerprint-inputs finds the sources unchanged, find-champion once it finds the GitOps branch's
+# commit unchanged. promote runs only when the gate passes.
+ALWAYS_RUN = {"fingerprint-inputs", "promote-adapter"}
 
 
 def finetune_argument(model: Path, tmp: Path) -> dict:

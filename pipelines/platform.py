@@ -60,10 +60,11 @@ def place_on_nodes(task: dsl.PipelineTask, spec: RoleSpec, kubernetes: Any) -> d
     return task
 
 
-def mount_volumes(task: dsl.PipelineTask, profile: Profile, role: str, kubernetes: Any) -> dsl.PipelineTask:
-    """Mount each claim at /mnt/pvc/<claim>; point the model cache and checkpoints at theirs."""
+def mount_volumes(task: dsl.PipelineTask, profile: Profile, roles: tuple[str, ...],
+                  kubernetes: Any) -> dsl.PipelineTask:
+    """Mount each claim of the ``roles`` at /mnt/pvc/<claim>; point the model cache and checkpoints at theirs."""
     for volume in profile.volumes:
-        if role not in volume.roles:
+        if not set(roles) & set(volume.roles):
             continue
         path = f"{PVC_ROOT}/{volume.claim}"
         kubernetes.mount_pvc(task, pvc_name=volume.claim, mount_path=path)
@@ -74,10 +75,11 @@ def mount_volumes(task: dsl.PipelineTask, profile: Profile, role: str, kubernete
     return task
 
 
-def mount_secrets(task: dsl.PipelineTask, profile: Profile, role: str, kubernetes: Any) -> dsl.PipelineTask:
+def mount_secrets(task: dsl.PipelineTask, profile: Profile, roles: tuple[str, ...],
+                  kubernetes: Any) -> dsl.PipelineTask:
     """Mount each Secret at /var/run/secrets/aicd/<name> (aicd.components.secrets reads it)."""
     for secret in profile.secrets:
-        if role in secret.roles:
+        if set(roles) & set(secret.roles):
             kubernetes.use_secret_as_volume(task, secret_name=secret.name, mount_path=f"{SECRETS_ROOT}/{secret.name}")
     if profile.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(profile.image_pull_secrets))
@@ -109,20 +111,22 @@ class Platform:
     # False for a pipeline kfp.local runs (``aicd run``): its Kubernetes settings would be ignored.
     on_cluster: bool = True
 
-    def apply(self, task: dsl.PipelineTask, role: str, cache: bool = True) -> dsl.PipelineTask:
+    def apply(self, task: dsl.PipelineTask, role: str, cache: bool = True,
+              also: tuple[str, ...] = ()) -> dsl.PipelineTask:
+        """The role's settings; ``also``: roles whose volumes and Secrets the task needs as well."""
         spec, kubernetes = self.profile.role(role), _settings(self.on_cluster)
         request_gpus(task, spec, kubernetes)
         set_resources(task, spec)
         place_on_nodes(task, spec, kubernetes)
-        mount_volumes(task, self.profile, role, kubernetes)
-        mount_secrets(task, self.profile, role, kubernetes)
+        mount_volumes(task, self.profile, (role, *also), kubernetes)
+        mount_secrets(task, self.profile, (role, *also), kubernetes)
         label_pod(task, kubernetes)
         return set_policy(task, self.profile, cache)
 
     def launcher(self, task: dsl.PipelineTask, role: str = "train") -> dsl.PipelineTask:
         """A task that starts work elsewhere (a TrainJob): the role's volumes and secrets, no GPUs or pool."""
         kubernetes = _settings(self.on_cluster)
-        mount_volumes(task, self.profile, role, kubernetes)
-        mount_secrets(task, self.profile, role, kubernetes)
+        mount_volumes(task, self.profile, (role,), kubernetes)
+        mount_secrets(task, self.profile, (role,), kubernetes)
         label_pod(task, kubernetes)  # the NetworkPolicies let it reach the API server, Git and MinIO
         return set_policy(task, self.profile, True)

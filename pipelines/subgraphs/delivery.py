@@ -11,14 +11,16 @@ from aicd.pipelines.params import SpecParams
 from aicd.pipelines.platform import Platform
 
 
-def find_serving_champion(s: SpecParams, platform: Platform) -> dsl.PipelineTask:
+def find_serving_champion(s: SpecParams, platform: Platform, revision=None) -> dsl.PipelineTask:
     """resolve_champion_revision (never cached: Git moves outside the pipeline; a light ``git ls-remote``)
     -> find_champion at that commit, cached on it: a re-run while the branch stays put reuses the champion,
-    and any commit on the branch (a promotion, a rollback) makes it look again. Output ``champion``, the
-    Model artifact."""
+    and any commit on the branch (a promotion, a rollback) makes it look again. ``revision``: that commit
+    from a task already in the pipeline (fingerprint_inputs') instead. Output ``champion``, the Model
+    artifact."""
     from aicd.components.delivery.steps import find_champion, resolve_champion_revision
 
-    revision = platform.apply(resolve_champion_revision(delivery=s.delivery), "deliver", cache=False).output
+    if revision is None:
+        revision = platform.apply(resolve_champion_revision(delivery=s.delivery), "deliver", cache=False).output
     return platform.apply(find_champion(**s.of(find_champion), revision=revision), "deliver")
 
 

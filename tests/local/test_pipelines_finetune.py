@@ -22,9 +22,9 @@ from aicd.pipelines.local import run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
-# Never cached: their inputs live outside the pipeline (the sources' bytes, Git). Ingest is cached on the
-# sources' fingerprint, find-champion on the branch's commit, so each runs only when that changed.
-ALWAYS_RUN = {"fingerprint-sources", "resolve-champion-revision", "promote-adapter", "roll-out-canary"}
+# Never cached: their inputs live outside the pipeline (the sources' bytes, Git; one light step reads both).
+# Ingest is cached on the sources' fingerprint, find-champion on the branch's commit: each runs when that changed.
+ALWAYS_RUN = {"fingerprint-inputs", "promote-adapter", "roll-out-canary"}
 PROMOTION = {"promote-adapter", "roll-out-canary"}  # under dsl.If(gate passed)
 
 
@@ -47,8 +47,7 @@ def first_run(tiny_spec, tmp_path):
 def test_finetune_trains_gates_and_promotes(first_run, tiny_spec):
     _, _, first = first_run
     names = [t.name for t in first.tasks]
-    assert {"fingerprint-sources", "resolve-champion-revision", "ingest-dataset", "profile-dataset", "list-methods",
-            "choose-start",
+    assert {"fingerprint-inputs", "ingest-dataset", "profile-dataset", "list-methods", "choose-start",
             "train-adapter", "evaluate-model", "choose-method", "find-champion", "evaluate-model-2",
             "evaluate-model-3", "compare-models", "gate-candidate", "promote-adapter",
             "roll-out-canary"} == set(names), names
@@ -109,7 +108,7 @@ def test_rerun_gates_against_the_new_champion_then_comes_from_the_cache(first_ru
     third = run_local(pipeline, tiny_spec, tmp_path / "work", code_digest=code)
     for task in third.tasks:
         assert task.status == ("ran" if task.name in ALWAYS_RUN else "cached"), task.name
-    assert third.task("resolve-champion-revision").outputs["Output"] == sha
+    assert third.task("fingerprint-inputs").outputs["revision"] == sha
     # every output equal, the gate's blessing too (it comes from the cache, time and all)
     assert run_outputs(third) == run_outputs(second)
     assert head_commit(repo, "main")[0] == sha
@@ -140,7 +139,7 @@ def test_a_champion_replaced_by_hand_between_runs_is_gated_against(tiny_spec, tm
     assert by_hand.commit
 
     after = run_local(pipeline, tiny_spec, work, code_digest=code)
-    assert after.task("resolve-champion-revision").outputs["Output"] == by_hand.commit
+    assert after.task("fingerprint-inputs").outputs["revision"] == by_hand.commit
     assert after.task("find-champion").status == "ran"
     assert after.task("find-champion").outputs["Output"] == base.model_id
     gate = after.task("gate-candidate")
