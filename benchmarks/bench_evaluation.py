@@ -1,9 +1,10 @@
 """Evaluation scoring: batched against per-example scoring, identical scores.
 
 The subject is ``score_causal_lm`` (per-example mean NLL of reference responses). The
-treatment is what evaluation runs: batches of 8 sorted by length, the LM head applied
-only at scored positions. The baseline is what a user would write: one example at a
-time through the model's full logits (``batch_size=1, scored_logits_only=False``).
+treatment is what evaluation runs: rows of 8 sequences packed as prefix trees (the tokens
+they share from the start fed once), the LM head applied only at scored positions. The
+baseline is what a user would write: one example at a time through the model's full logits
+(``batch_size=1, scored_logits_only=False``).
 The model is a random mid-size Llama with a 32,000-token vocabulary (a real LM head's
 width). Tokens/s counts every token fed to the model. Correctness: every example's
 NLL agrees within 1e-5 (relative) and the scored token counts are equal.
@@ -74,21 +75,21 @@ def same_texts(baseline, treatment):
 
 
 def flop_ratio(model, tokenizer, prompts, responses, max_length: int, batch_size: int = 8) -> str:
-    """The speedup from removed FLOPs alone: the treatment runs the shared prefix once per row of
-    ``batch_size`` and applies the head only to the scored tokens. Attention, softmax and the
-    per-call overhead that batching also saves (one example's matmuls are small) are left out,
-    so the measured ratio can exceed it."""
-    from aicd.components.evaluation.inference import build_sequences, shared_prefix
+    """The speedup from removed FLOPs alone: the treatment feeds each row's shared tokens once (its
+    prefix tree, rows of ``batch_size``) and applies the head only to the scored tokens. Attention,
+    softmax and the per-call overhead that batching also saves (one example's matmuls are small) are
+    left out, so the measured ratio can exceed it."""
+    from aicd.components.evaluation.inference import PACK_TOKENS, build_sequences, pack_rows
 
     seqs = build_sequences(tokenizer, prompts, responses, max_length)
     head = model.get_output_embeddings().weight.numel()
     body = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n)
     fed, scored = sum(len(ids) for ids, _ in seqs), sum(len(ids) - plen for ids, plen in seqs)
-    prefix = shared_prefix(seqs)
-    rows = -(-len(seqs) // batch_size)
-    treatment = (fed - prefix * (len(seqs) - rows)) * body + scored * head  # the shared prefix once per row
+    rows = pack_rows(seqs, batch_size, max(PACK_TOKENS, max(len(ids) for ids, _ in seqs)))
+    shared = sum(n for row in rows for _, n in row)
+    treatment = (fed - shared) * body + scored * head
     return (f"model-FLOP ratio {fed * (body + head) / treatment:.2f}x "
-            f"({scored} of {fed} tokens scored, shared prefix {prefix} token(s))")
+            f"({scored} of {fed} tokens scored, {shared} shared tokens fed once)")
 
 
 def support_bot_workload(tmp: Path):

@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     arguments = pipeline_arguments(spec)
-    pipeline = build_pipeline(args.pipeline, Platform(load_profile(args.profile)))
+    pipeline = build_pipeline(args.pipeline, Platform(load_profile(args.profile), on_cluster=False))
     if not args.skip_preflight:
         preflight(spec, args.pipeline)
     print(f"running {args.pipeline} locally on {args.spec} (workdir {args.workdir}, "

@@ -88,7 +88,7 @@ def _run_pipeline(spec: Spec, workdir: Path, console: Console):
     from aicd.pipelines.progress import StepPrinter, render_summary, write_summary
     from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 
-    pipeline = build_pipeline("finetune", Platform(load_profile(PROFILE)))
+    pipeline = build_pipeline("finetune", Platform(load_profile(PROFILE), on_cluster=False))
     console.rule("finetune pipeline (kfp.local)")
     run = run_local(pipeline, pipeline_arguments(spec), workdir, listener=StepPrinter(console))
     render_summary(run, console)

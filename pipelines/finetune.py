@@ -22,14 +22,19 @@ def train_candidate(s: SpecParams, dataset, platform: Platform, methods=None, ch
 def build(platform: Platform):
     from kfp import dsl
 
+    from aicd.pipelines.steps import fingerprint_inputs
     from aicd.pipelines.subgraphs.data import prepare_data
     from aicd.pipelines.subgraphs.delivery import deliver_model, find_serving_champion
 
     def finetune_pipeline(name: str, task: dict, data: dict, candidates: list, metrics: dict, training: dict,
                           delivery: dict, labeling: dict):
         s = SpecParams(name, task, data, candidates, metrics, training, delivery, labeling)
-        dataset = prepare_data(s, platform).outputs["dataset"]
-        champion = find_serving_champion(s, platform)  # what dpo starts from, and the champion the gate compares
+        # The one step that always runs: what the run reads outside the pipeline (sources, the GitOps commit).
+        outside = platform.apply(fingerprint_inputs(data=data, delivery=delivery), "data", cache=False,
+                                 also=("deliver",))  # the GitOps credentials too
+        dataset = prepare_data(s, platform, sources=outside.outputs["sources"]).outputs["dataset"]
+        # what dpo starts from, and the champion the gate compares
+        champion = find_serving_champion(s, platform, revision=outside.outputs["revision"])
         deliver_model(s, dataset, train_candidate(s, dataset, platform, champion=champion), platform, champion)
 
     return dsl.pipeline(name="aicd-finetune", description=DESCRIPTION)(documented(finetune_pipeline, DESCRIPTION))

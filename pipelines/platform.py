@@ -6,13 +6,35 @@ steps know nothing of GPUs, volumes or secrets.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 
 from aicd.pipelines.profiles import LOCAL, POD_LABELS, PVC_ROOT, SECRETS_ROOT, Profile, RoleSpec
 
 
-def request_gpus(task: dsl.PipelineTask, spec: RoleSpec) -> dsl.PipelineTask:
+class _NoCluster:
+    """kfp-kubernetes' task settings where no cluster reads them: each call leaves the task as it is.
+
+    kfp.local ignores a task's Kubernetes settings (node selectors, tolerations, volumes, Secrets,
+    labels), and importing kfp-kubernetes loads the whole kubernetes client (about half a second of
+    every local run's start); the settings that do reach a local step (environment, resources) stay.
+    """
+
+    def __getattr__(self, name: str):
+        return lambda task, *args, **kwargs: task
+
+
+def _settings(on_cluster: bool) -> Any:
+    """kfp.kubernetes for a pipeline a cluster will run, else the no-op stand-in."""
+    if not on_cluster:
+        return _NoCluster()
+    from kfp import kubernetes
+
+    return kubernetes
+
+
+def request_gpus(task: dsl.PipelineTask, spec: RoleSpec, kubernetes: Any) -> dsl.PipelineTask:
     """GPUs as an accelerator limit, and the GPU model through a node selector."""
     if spec.gpus:
         task.set_accelerator_type(spec.accelerator).set_accelerator_limit(spec.gpus)
@@ -29,7 +51,7 @@ def set_resources(task: dsl.PipelineTask, spec: RoleSpec) -> dsl.PipelineTask:
     return task
 
 
-def place_on_nodes(task: dsl.PipelineTask, spec: RoleSpec) -> dsl.PipelineTask:
+def place_on_nodes(task: dsl.PipelineTask, spec: RoleSpec, kubernetes: Any) -> dsl.PipelineTask:
     for key, value in sorted(spec.node_selector.items()):
         kubernetes.add_node_selector(task, key, value)
     for tol in spec.tolerations:
@@ -38,10 +60,11 @@ def place_on_nodes(task: dsl.PipelineTask, spec: RoleSpec) -> dsl.PipelineTask:
     return task
 
 
-def mount_volumes(task: dsl.PipelineTask, profile: Profile, role: str) -> dsl.PipelineTask:
-    """Mount each claim at /mnt/pvc/<claim>; point the model cache and checkpoints at theirs."""
+def mount_volumes(task: dsl.PipelineTask, profile: Profile, roles: tuple[str, ...],
+                  kubernetes: Any) -> dsl.PipelineTask:
+    """Mount each claim of the ``roles`` at /mnt/pvc/<claim>; point the model cache and checkpoints at theirs."""
     for volume in profile.volumes:
-        if role not in volume.roles:
+        if not set(roles) & set(volume.roles):
             continue
         path = f"{PVC_ROOT}/{volume.claim}"
         kubernetes.mount_pvc(task, pvc_name=volume.claim, mount_path=path)
@@ -52,17 +75,18 @@ def mount_volumes(task: dsl.PipelineTask, profile: Profile, role: str) -> dsl.Pi
     return task
 
 
-def mount_secrets(task: dsl.PipelineTask, profile: Profile, role: str) -> dsl.PipelineTask:
+def mount_secrets(task: dsl.PipelineTask, profile: Profile, roles: tuple[str, ...],
+                  kubernetes: Any) -> dsl.PipelineTask:
     """Mount each Secret at /var/run/secrets/aicd/<name> (aicd.components.secrets reads it)."""
     for secret in profile.secrets:
-        if role in secret.roles:
+        if set(roles) & set(secret.roles):
             kubernetes.use_secret_as_volume(task, secret_name=secret.name, mount_path=f"{SECRETS_ROOT}/{secret.name}")
     if profile.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(profile.image_pull_secrets))
     return task
 
 
-def label_pod(task: dsl.PipelineTask) -> dsl.PipelineTask:
+def label_pod(task: dsl.PipelineTask, kubernetes: Any) -> dsl.PipelineTask:
     """Pod labels the manifests select on (the `delivery-egress` NetworkPolicy lets these pods out)."""
     for key, value in sorted(POD_LABELS.items()):
         kubernetes.add_pod_label(task, key, value)
@@ -84,20 +108,25 @@ class Platform:
     """A profile bound to the helpers above; pipelines call :meth:`apply` on every task."""
 
     profile: Profile = LOCAL
+    # False for a pipeline kfp.local runs (``aicd run``): its Kubernetes settings would be ignored.
+    on_cluster: bool = True
 
-    def apply(self, task: dsl.PipelineTask, role: str, cache: bool = True) -> dsl.PipelineTask:
-        spec = self.profile.role(role)
-        request_gpus(task, spec)
+    def apply(self, task: dsl.PipelineTask, role: str, cache: bool = True,
+              also: tuple[str, ...] = ()) -> dsl.PipelineTask:
+        """The role's settings; ``also``: roles whose volumes and Secrets the task needs as well."""
+        spec, kubernetes = self.profile.role(role), _settings(self.on_cluster)
+        request_gpus(task, spec, kubernetes)
         set_resources(task, spec)
-        place_on_nodes(task, spec)
-        mount_volumes(task, self.profile, role)
-        mount_secrets(task, self.profile, role)
-        label_pod(task)
+        place_on_nodes(task, spec, kubernetes)
+        mount_volumes(task, self.profile, (role, *also), kubernetes)
+        mount_secrets(task, self.profile, (role, *also), kubernetes)
+        label_pod(task, kubernetes)
         return set_policy(task, self.profile, cache)
 
     def launcher(self, task: dsl.PipelineTask, role: str = "train") -> dsl.PipelineTask:
         """A task that starts work elsewhere (a TrainJob): the role's volumes and secrets, no GPUs or pool."""
-        mount_volumes(task, self.profile, role)
-        mount_secrets(task, self.profile, role)
-        label_pod(task)  # the NetworkPolicies let it reach the API server, Git and MinIO
+        kubernetes = _settings(self.on_cluster)
+        mount_volumes(task, self.profile, (role,), kubernetes)
+        mount_secrets(task, self.profile, (role,), kubernetes)
+        label_pod(task, kubernetes)  # the NetworkPolicies let it reach the API server, Git and MinIO
         return set_policy(task, self.profile, True)

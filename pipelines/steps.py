@@ -11,6 +11,25 @@ from aicd.components._images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def fingerprint_inputs(data: dict, delivery: dict) -> NamedTuple("Inputs", sources=str, revision=str):
+    """What a run reads from outside the pipeline, in one light step (never cache; no model library): the
+    fingerprint of the bytes behind ``data.sources`` (ingest is cached on it) and the commit the GitOps
+    branch points at (find_champion is cached on it).
+
+    Args:
+        data: The spec's ``data`` section (sources).
+        delivery: The spec's ``delivery`` section (gitops).
+    """
+    from aicd.components.contracts import step_spec
+    from aicd.components.data.sources import sources_fingerprint
+    from aicd.components.delivery.revision import champion_revision
+
+    spec = step_spec(data=data, delivery=delivery)
+    outputs = NamedTuple("Inputs", sources=str, revision=str)
+    return outputs(sources_fingerprint(spec.data), champion_revision(spec.delivery))
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def check_new_data(candidates: list, training: dict, labeling: dict, labeled_rows: int, feedback_rows: int,
                    new_pairs: int = 0, trained_base: str = "") -> NamedTuple("Check", Output=bool, methods=list,
                                                                              reason=str):

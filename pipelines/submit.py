@@ -65,12 +65,12 @@ def compile_pipeline(pipeline, path: str | Path) -> Path:
 
 def make_client(host: str, namespace: str | None = None, token: str | None = None):
     """A kfp.Client for ``host``; an existing bearer token may come from a Secret or env."""
-    import kfp
+    from kfp.client import Client
 
     kwargs: dict[str, Any] = {"host": host, "existing_token": token}
     if namespace:
         kwargs["namespace"] = namespace
-    return kfp.Client(**kwargs)
+    return Client(**kwargs)
 
 
 @dataclass

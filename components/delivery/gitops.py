@@ -223,8 +223,9 @@ class Champion:
     shot_examples: tuple[tuple[str, str], ...] = ()   # ... and the few-shot examples it is served with
 
 
-def champion_to_beat(spec: Spec) -> Champion:
-    """The serving champion a new candidate must beat; the base model while none serves.
+def champion_to_beat(spec: Spec, revision: str = "") -> Champion:
+    """The serving champion a new candidate must beat; the base model while none serves. ``revision``:
+    the GitOps branch's commit to read it at (revision.champion_revision's), else the branch's tip.
 
     A bare base champion (``base:<uri>``, stage 2's choice) is evaluated as the spec's candidate
     with that URI; when the spec no longer lists it, the first candidate is evaluated instead, and
@@ -232,7 +233,12 @@ def champion_to_beat(spec: Spec) -> Champion:
     few-shot one (``base:<uri>#<mode>:<hash>``) is evaluated in that mode, with the examples it is
     served with (its ``--few-shot`` argument).
     """
-    ref = read_champion(spec)
+    if revision:
+        from aicd.components.delivery.revision import read_champion_at
+
+        ref = read_champion_at(spec, revision)
+    else:
+        ref = read_champion(spec)
     if ref is None:
         return Champion("", "", "")
     if not ref.model_id.startswith("base:"):
@@ -246,7 +252,7 @@ def champion_to_beat(spec: Spec) -> Champion:
     return Champion(ref.model_id, "", names[0], ref.mode or "", ref.shots)
 
 
-def write_champion(spec: Spec, out_dir: str | Path) -> Champion:
+def write_champion(spec: Spec, out_dir: str | Path, revision: str = "") -> Champion:
     """Write the champion to beat as a Model artifact at ``out_dir``: a copy of its adapter or model
     (verified against the digest Git declares), or a reference to a base candidate (``BASE_MODEL_REF``).
 
@@ -260,7 +266,7 @@ def write_champion(spec: Spec, out_dir: str | Path) -> Champion:
     from aicd.components.models import BASE_MODEL_REF
     from aicd.components.uris import resolve_path
 
-    champion = champion_to_beat(spec)
+    champion = champion_to_beat(spec, revision)
     with atomic_dir(out_dir) as tmp:
         if champion.model_uri:
             try:

@@ -52,7 +52,21 @@ def gate_candidate(candidates: list, metrics: dict, candidate_report: Input[Arti
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def find_champion(task: dict, candidates: list, delivery: dict, champion: Output[Model]) -> str:
+def resolve_champion_revision(delivery: dict) -> str:
+    """The commit the GitOps branch points at now (``git ls-remote``, no clone; never cache): the key that
+    lets find_champion cache, since it reads the champion at exactly that commit.
+
+    Args:
+        delivery: The spec's ``delivery`` section (``gitops``).
+    """
+    from aicd.components.contracts import step_spec
+    from aicd.components.delivery.revision import champion_revision
+
+    return champion_revision(step_spec(delivery=delivery).delivery)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def find_champion(task: dict, candidates: list, delivery: dict, champion: Output[Model], revision: str = "") -> str:
     """The serving champion in the GitOps branch as a Model artifact for evaluate_model: a copy of its
     adapter or model, or a reference to the base candidate while none serves; its identity ("" for none).
 
@@ -60,12 +74,14 @@ def find_champion(task: dict, candidates: list, delivery: dict, champion: Output
         task: The spec's ``task`` section.
         candidates: The spec's ``candidates``.
         delivery: The spec's ``delivery`` section (``gitops``).
+        revision: The branch's commit to read the champion at (resolve_champion_revision's): with it the
+            result depends only on the parameters and may be cached; '' reads the tip (never cache then).
         champion: Output: the champion as a Model artifact (a copy, or a base-model reference).
     """
     from aicd.components.contracts import step_spec
     from aicd.components.delivery.gitops import write_champion
 
-    found = write_champion(step_spec(task=task, candidates=candidates, delivery=delivery), champion.path)
+    found = write_champion(step_spec(task=task, candidates=candidates, delivery=delivery), champion.path, revision)
     champion.metadata.update(model_id=found.model_id, uri=found.model_uri)
     return found.model_id
 

@@ -53,18 +53,32 @@ def build_sequences(tokenizer, prompts: Sequence[str], responses: Sequence[str],
 PACK_TOKENS = 512
 
 
-def _pack(order: list[int], seqs, prefix: int, batch_size: int, capacity: int) -> Iterator[list[int]]:
-    """Consecutive sequences (sorted by length) into rows of <= batch_size sequences and <= capacity tokens."""
-    row, used = [], prefix
-    for i in order:
-        n = len(seqs[i][0]) - prefix
-        if row and (len(row) == batch_size or used + n > capacity):
-            yield row
-            row, used = [], prefix
-        row.append(i)
-        used += n
-    if row:
-        yield row
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Tokens ``a`` and ``b`` share from the start, leaving ``b`` at least its last token of its own."""
+    n, limit = 0, min(len(a), len(b) - 1)
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def pack_rows(seqs, batch_size: int, capacity: int) -> list[list[tuple[int, int]]]:
+    """Rows of (sequence index, tokens it shares with the row's previous sequence).
+
+    Sequences in token order, so neighbours share the most (the system prompt, a question asked
+    twice); at most ``batch_size`` sequences and ``capacity`` fed tokens a row. A shared token is fed
+    once: its hidden states are the same for every sequence that starts with it.
+    """
+    rows: list[list[tuple[int, int]]] = []
+    row: list[tuple[int, int]] = []
+    used = 0
+    for i in sorted(range(len(seqs)), key=lambda k: seqs[k][0]):
+        shared = common_prefix(seqs[row[-1][0]][0], seqs[i][0]) if row else 0
+        if row and (len(row) == batch_size or used + len(seqs[i][0]) - shared > capacity):
+            rows.append(row)
+            row, used, shared = [], 0, 0
+        row.append((i, shared))
+        used += len(seqs[i][0]) - shared
+    return rows + [row] if row else rows
 
 
 def _padded_inputs(seqs, batch: list[int], pad: int):
@@ -94,30 +108,49 @@ def shared_prefix(seqs) -> int:
     return n
 
 
-def _packed_inputs(seqs, batch: list[int], prefix: int):
-    """One row: the shared prefix once, then each sequence's rest (no padding).
+def _packed_inputs(seqs, row: list[tuple[int, int]]):
+    """One row holding every sequence of ``row`` as a prefix tree: each feeds only the tokens it does not
+    share with the previous one, at their own positions.
 
-    The 4-D mask lets every rest attend to the prefix and causally to itself only; positions
-    continue from the prefix, so each sequence sees exactly what it would see alone.
+    The 4-D mask lets each token attend to exactly the tokens of its own sequence before it (shared
+    or not), so each sequence sees what it would see alone. Returns (ids, model kwargs, scored
+    positions of the row, their target tokens, their owners).
     """
     import torch
 
-    first = seqs[batch[0]][0]
-    total = prefix + sum(len(seqs[i][0]) - prefix for i in batch)
-    ids = first[:prefix] + [t for i in batch for t in seqs[i][0][prefix:]]
-    mask = torch.zeros((total, total), dtype=torch.bool)
-    mask[:prefix, :prefix] = torch.ones((prefix, prefix), dtype=torch.bool).tril()
-    positions, cols, offset = list(range(prefix)), [], prefix
-    for i in batch:
+    ids: list[int] = []
+    positions: list[int] = []
+    where: dict[int, list[int]] = {}  # sequence -> the row position of each of its tokens
+    previous = None
+    for i, shared in row:
+        tokens = seqs[i][0]
+        where[i] = (where[previous][:shared] if shared else []) + list(range(len(ids), len(ids) + len(tokens) - shared))
+        ids += tokens[shared:]
+        positions += range(shared, len(tokens))
+        previous = i
+    mask = torch.zeros((len(ids), len(ids)), dtype=torch.bool)
+    cols, targets, owners = [], [], []
+    for i, _ in row:
         tokens, plen = seqs[i]
-        n = len(tokens) - prefix
-        mask[offset:offset + n, :prefix] = True
-        mask[offset:offset + n, offset:offset + n] = torch.ones((n, n), dtype=torch.bool).tril()
-        positions += range(prefix, len(tokens))
-        cols += range(offset + plen - prefix, offset + n)
-        offset += n
-    return (torch.tensor([ids]), {"attention_mask": mask[None, None], "position_ids": torch.tensor([positions])},
-            [0] * len(cols), cols)
+        at = torch.tensor(where[i])
+        mask[at[:, None], at[None, :]] |= torch.ones((len(at), len(at)), dtype=torch.bool).tril()
+        cols += [where[i][t - 1] for t in range(plen, len(tokens))]
+        targets += tokens[plen:]
+        owners += [i] * (len(tokens) - plen)
+    kwargs = {"attention_mask": mask[None, None], "position_ids": torch.tensor([positions])}
+    return torch.tensor([ids]), kwargs, cols, targets, owners
+
+
+def _row_inputs(seqs, batch, pad: int, packed: bool):
+    """(ids, model kwargs, rows, cols, targets, owners): the model's inputs for one batch, and for each
+    scored token the position whose output predicts it, the token and its sequence."""
+    if packed:
+        ids, kwargs, cols, targets, owners = _packed_inputs(seqs, batch)
+        return ids, kwargs, [0] * len(cols), cols, targets, owners
+    ids, kwargs, rows, cols = _padded_inputs(seqs, batch, pad)
+    targets = ids[rows, cols].tolist()
+    owners = [i for i in batch for _ in range(len(seqs[i][0]) - seqs[i][1])]
+    return ids, kwargs, rows, [c - 1 for c in cols], targets, owners
 
 
 def score_causal_lm(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], *, max_length: int = 256,
@@ -127,10 +160,11 @@ def score_causal_lm(model, tokenizer, prompts: Sequence[str], responses: Sequenc
 
     Sequences are sorted by length. ``scored_logits_only`` runs the decoder and applies the LM
     head only where a response token is predicted; ``packed`` (with ``batch_size > 1``) puts up
-    to ``batch_size`` sequences in one row behind one copy of their shared prefix (the system
-    prompt, few-shot turns), with a mask that keeps them apart: no compute goes to padding or
-    to the same prefix twice. ``batch_size=1, scored_logits_only=False`` is the reference: one
-    example at a time through the full logits.
+    to ``batch_size`` sequences in one row as a prefix tree (:func:`pack_rows`): the tokens they
+    share from the start (the system prompt, few-shot turns, a question asked twice) once, with a
+    mask that keeps them apart: no compute goes to padding or to a shared token twice.
+    ``batch_size=1, scored_logits_only=False`` is the reference: one example at a time through the
+    full logits.
     """
     import torch
 
@@ -144,21 +178,19 @@ def score_causal_lm(model, tokenizer, prompts: Sequence[str], responses: Sequenc
             and getattr(core.config, "_attn_implementation", "") in ("sdpa", "eager"))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
-    prefix = shared_prefix(seqs) if pack else 0
-    groups = _pack(order, seqs, prefix, batch_size, max(PACK_TOKENS, len(seqs[order[-1]][0]))) if pack \
+    groups = pack_rows(seqs, batch_size, max(PACK_TOKENS, len(seqs[order[-1]][0]))) if pack \
         else _batches(order, batch_size)
     totals = torch.zeros(len(seqs), dtype=torch.float64)
     with torch.inference_mode():
         for batch in groups:
-            ids, kwargs, rows, cols = _packed_inputs(seqs, batch, prefix) if pack else _padded_inputs(seqs, batch, pad)
+            ids, kwargs, rows, cols, targets, owners = _row_inputs(seqs, batch, pad, pack)
             rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
             if scored_logits_only and plain_head:
                 hidden = core.base_model(input_ids=ids, **kwargs).last_hidden_state
-                logits = head(hidden[rows_t, cols_t - 1])
+                logits = head(hidden[rows_t, cols_t])
             else:
-                logits = model(input_ids=ids, **kwargs).logits[rows_t, cols_t - 1]
-            token_nll = -torch.log_softmax(logits.float(), dim=-1).gather(1, ids[rows_t, cols_t][:, None])[:, 0]
-            owners = [i for i in batch for _ in range(len(seqs[i][0]) - seqs[i][1])]
+                logits = model(input_ids=ids, **kwargs).logits[rows_t, cols_t]
+            token_nll = -torch.log_softmax(logits.float(), dim=-1).gather(1, torch.tensor(targets)[:, None])[:, 0]
             totals.index_add_(0, torch.tensor(owners), token_nll.double())
     counts = [len(tokens) - plen for tokens, plen in seqs]
     return [float(totals[i]) / counts[i] for i in range(len(seqs))], counts

@@ -11,19 +11,25 @@ from aicd.pipelines.params import SpecParams
 from aicd.pipelines.platform import Platform
 
 
-def find_serving_champion(s: SpecParams, platform: Platform) -> dsl.PipelineTask:
-    """find_champion (never cached: Git moves outside the pipeline); output ``champion``, the Model artifact."""
-    from aicd.components.delivery.steps import find_champion
+def find_serving_champion(s: SpecParams, platform: Platform, revision=None) -> dsl.PipelineTask:
+    """resolve_champion_revision (never cached: Git moves outside the pipeline; a light ``git ls-remote``)
+    -> find_champion at that commit, cached on it: a re-run while the branch stays put reuses the champion,
+    and any commit on the branch (a promotion, a rollback) makes it look again. ``revision``: that commit
+    from a task already in the pipeline (fingerprint_inputs') instead. Output ``champion``, the Model
+    artifact."""
+    from aicd.components.delivery.steps import find_champion, resolve_champion_revision
 
-    return platform.apply(find_champion(**s.of(find_champion)), "deliver", cache=False)
+    if revision is None:
+        revision = platform.apply(resolve_champion_revision(delivery=s.delivery), "deliver", cache=False).output
+    return platform.apply(find_champion(**s.of(find_champion), revision=revision), "deliver")
 
 
 def evaluate_against_champion(s: SpecParams, dataset, model, platform: Platform,
                               champion=None) -> tuple[dsl.PipelineTask, ...]:
     """(candidate evaluation, champion evaluation, paired comparison) tasks for a Model artifact.
 
-    The champion is what serves now according to the GitOps branch (find_champion, never
-    cached: Git moves outside the pipeline): a copy of its Model artifact, or a reference to
+    The champion is what serves now according to the GitOps branch (find_champion, cached on the
+    branch's commit that resolve_champion_revision reads every run): a copy of its Model artifact, or a reference to
     the base model it is (or that serves while nothing does). Both are evaluated on the same
     examples; the evaluation is keyed by content, so a champion an earlier run evaluated as
     its candidate comes from the cache. ``champion``: a find_champion task already in the pipeline (the
@@ -46,7 +52,9 @@ def evaluate_against_champion(s: SpecParams, dataset, model, platform: Platform,
 
 def gate_and_promote(s: SpecParams, platform: Platform, candidate_report, *, model=None, comparison=None,
                      champion_report=None) -> dsl.PipelineTask:
-    """gate_candidate -> dsl.If(passed) -> promote_adapter; gate and promote are never cached.
+    """gate_candidate -> dsl.If(passed) -> promote_adapter. The gate is cached: it reads only its input
+    artifacts (reports, comparison, candidate) and the ``candidates``/``metrics`` sections, and the champion
+    it compared comes keyed by the GitOps commit; promote (it writes to Git) is never cached.
 
     Returns the gate task (outputs ``Output`` (passed), ``digest``, ``blessing``, ``gate_metrics``).
     """
@@ -55,7 +63,7 @@ def gate_and_promote(s: SpecParams, platform: Platform, candidate_report, *, mod
     optional = {"candidate": model, "comparison": comparison, "champion_report": champion_report}
     inputs = {k: v for k, v in optional.items() if v is not None}
     gate_task = platform.apply(gate_candidate(**s.of(gate_candidate), candidate_report=candidate_report, **inputs),
-                               "deliver", cache=False)
+                               "deliver")
     # kfp.local resolves a dsl.If only on an output named `Output`: the gate names `passed` so.
     with dsl.If(gate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
         promote = {"candidate": model} if model is not None else {}

@@ -2,9 +2,10 @@
 
 Real steps (ingest, train, evaluate, compare, gate, promote into a bare Git repository);
 only the model is tiny. The second run shows the content-hash cache: every cacheable
-step is skipped and every output is byte-identical; the sources' fingerprint, the champion, gate and promote
-always run
-(their inputs live outside the pipeline) and reach the same results.
+step is skipped and every output is byte-identical; only the sources' fingerprint and the GitOps
+branch's commit are read again every run (their inputs live outside the pipeline), and promote
+whenever the gate passes. The champion lookup is cached on that commit, so a champion promoted
+between runs, by the pipeline or by hand, is seen and gated against.
 """
 
 import json
@@ -21,9 +22,9 @@ from aicd.pipelines.local import run_local
 from aicd.pipelines.stages import build_pipeline, pipeline_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
-# Never cached: their inputs live outside the pipeline (the sources' bytes, Git). Ingest is cached on the
-# sources' fingerprint, so it runs only when the data changed.
-ALWAYS_RUN = {"fingerprint-sources", "find-champion", "gate-candidate", "promote-adapter", "roll-out-canary"}
+# Never cached: their inputs live outside the pipeline (the sources' bytes, Git; one light step reads both).
+# Ingest is cached on the sources' fingerprint, find-champion on the branch's commit: each runs when that changed.
+ALWAYS_RUN = {"fingerprint-inputs", "promote-adapter", "roll-out-canary"}
 PROMOTION = {"promote-adapter", "roll-out-canary"}  # under dsl.If(gate passed)
 
 
@@ -46,7 +47,7 @@ def first_run(tiny_spec, tmp_path):
 def test_finetune_trains_gates_and_promotes(first_run, tiny_spec):
     _, _, first = first_run
     names = [t.name for t in first.tasks]
-    assert {"fingerprint-sources", "ingest-dataset", "profile-dataset", "list-methods", "choose-start",
+    assert {"fingerprint-inputs", "ingest-dataset", "profile-dataset", "list-methods", "choose-start",
             "train-adapter", "evaluate-model", "choose-method", "find-champion", "evaluate-model-2",
             "evaluate-model-3", "compare-models", "gate-candidate", "promote-adapter",
             "roll-out-canary"} == set(names), names
@@ -84,9 +85,10 @@ def test_rerun_gates_against_the_new_champion_then_comes_from_the_cache(first_ru
     second = run_local(pipeline, tiny_spec, tmp_path / "work", code_digest=code)
     # it is the champion already: the gate says so and nothing is promoted or rolled out
     assert [t.name for t in second.tasks] == [t.name for t in first.tasks if t.name not in PROMOTION]
-    # the comparison's champion report is new; choose_start sees the new champion, but with no dpo method it
-    # writes the same base reference, so training still comes from the cache
-    changed = ALWAYS_RUN - PROMOTION | {"compare-models", "choose-start"}
+    # Git moved (the promotion), so the champion is looked up again and gated against; the comparison's
+    # champion report is new; choose_start sees the new champion, but with no dpo method it writes the same
+    # base reference, so training still comes from the cache
+    changed = ALWAYS_RUN - PROMOTION | {"find-champion", "compare-models", "gate-candidate", "choose-start"}
     for task in second.tasks:
         assert task.status == ("ran" if task.name in changed else "cached"), task.name
     assert second.task("find-champion").outputs["Output"] == adapter
@@ -106,10 +108,51 @@ def test_rerun_gates_against_the_new_champion_then_comes_from_the_cache(first_ru
     third = run_local(pipeline, tiny_spec, tmp_path / "work", code_digest=code)
     for task in third.tasks:
         assert task.status == ("ran" if task.name in ALWAYS_RUN else "cached"), task.name
-    before, after = run_outputs(second), run_outputs(third)
-    blessing = "gate-candidate.blessing"  # carries the time it was made
-    assert {k: v for k, v in after.items() if k != blessing} == {k: v for k, v in before.items() if k != blessing}
+    assert third.task("fingerprint-inputs").outputs["revision"] == sha
+    # every output equal, the gate's blessing too (it comes from the cache, time and all)
+    assert run_outputs(third) == run_outputs(second)
     assert head_commit(repo, "main")[0] == sha
+
+
+def test_a_champion_replaced_by_hand_between_runs_is_gated_against(tiny_spec, tmp_path):
+    """Git moves outside the pipeline: after a run promoted adapter A and a re-run came from the cache, an
+    operator makes the base model the champion again by a commit of their own. The next run must not reuse
+    the cached champion: it reads the new commit, finds the base model, gates A against it (A passes the
+    permissive gate) and promotes A again, now as the canary."""
+    from aicd.components.contracts import step_spec
+    from aicd.components.delivery import isvc
+    from aicd.components.delivery.gitops import commit_overlay
+
+    tiny_spec["delivery"]["rollout"] = "external"  # the canary's rollout is the rollout pipeline's
+    pipeline, code, work = build_pipeline("finetune"), source_digest(), tmp_path / "work"
+    first = run_local(pipeline, tiny_spec, work, code_digest=code)
+    adapter = first.task("gate-candidate").outputs["digest"]
+    run_local(pipeline, tiny_spec, work, code_digest=code)  # gates against A: already serving
+    cached = run_local(pipeline, tiny_spec, work, code_digest=code)
+    assert cached.task("find-champion").status == "cached" and cached.task("gate-candidate").status == "cached"
+
+    spec = step_spec(**{k: v for k, v in tiny_spec.items() if k != "name"})
+    uri = tiny_spec["candidates"][0]["uri"]
+    base = isvc.ModelRef(isvc.base_model_id(uri), uri, prompt_template=isvc.evaluated_template(spec))
+    by_hand = commit_overlay(spec, lambda doc, state: isvc.set_champion(doc, spec, base) or "by hand",
+                             "an operator serves the base model again")
+    assert by_hand.commit
+
+    after = run_local(pipeline, tiny_spec, work, code_digest=code)
+    assert after.task("fingerprint-inputs").outputs["revision"] == by_hand.commit
+    assert after.task("find-champion").status == "ran"
+    assert after.task("find-champion").outputs["Output"] == base.model_id
+    gate = after.task("gate-candidate")
+    assert gate.status == "ran" and gate.outputs["Output"] is True, gate.outputs["blessing"].metadata
+    blessing = json.loads((Path(gate.outputs["blessing"].path) / "blessing.json").read_text())
+    assert blessing["champion"]["uri"] == uri and blessing["candidate_digest"] == adapter
+    promoted = after.task("promote-adapter").outputs["Output"]
+    assert promoted and promoted == head_commit(tiny_spec["delivery"]["gitops"]["repo"], "main")[0]
+    state = isvc.state(isvc.load(subprocess.run(
+        ["git", "--git-dir", tiny_spec["delivery"]["gitops"]["repo"], "show",
+         "main:manifests/overlays/production/inferenceservice.yaml"], capture_output=True, text=True,
+        check=True).stdout, "overlay"))
+    assert isvc.same_model(state.canary, adapter), state
 
 
 def test_a_retrained_copy_of_the_champion_is_already_serving(first_run, tiny_spec, tmp_path):

@@ -17,8 +17,8 @@ from aicd.pipelines.submit import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_PROFILE = ROOT / "examples" / "profiles" / "gpu-cluster.yaml"
-NEVER_CACHED = {"fingerprint-sources", "find-champion", "gate-candidate", "promote-adapter", "previous-versions",
-                "record-trained-versions", "roll-out-canary", "count-new-pairs"}
+NEVER_CACHED = {"fingerprint-sources", "fingerprint-inputs", "resolve-champion-revision", "promote-adapter",
+                "previous-versions", "record-trained-versions", "roll-out-canary", "count-new-pairs"}
 TRAINING = ("train-adapter", "train-from-scratch")
 
 
@@ -188,3 +188,16 @@ def test_continuous_trains_the_methods_the_check_chose(compiled):
     upstream = loops[0]["inputs"]["parameters"][items]
     source = upstream.get("componentInputParameter") or upstream["taskOutputParameter"]["outputParameterKey"]
     assert source == "pipelinechannel--check-new-data-methods", upstream
+
+
+def test_finetune_reads_the_outside_in_one_step_with_the_data_and_deliver_mounts(compiled):
+    """fingerprint-inputs, the one step an unchanged finetune re-run runs, reads the sources and the GitOps
+    branch: under the GPU profile it gets the deliver role's Git credentials beside the data role's settings."""
+    ir, platform = compiled["finetune"][0], compiled["finetune"][1]
+    executor = ir["components"]["comp-fingerprint-inputs"]["executorLabel"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][executor]
+    assert [(s["secretName"], s["mountPath"]) for s in k8s["secretAsVolume"]] == [
+        ("gitops-credentials", "/var/run/secrets/aicd/gitops-credentials")]
+    assert "resolve-champion-revision" not in {base(comp) for comp, _, _ in tasks(ir)}
+    find = ir["components"]["comp-find-champion"]["inputDefinitions"]["parameters"]
+    assert "revision" in find

@@ -206,3 +206,26 @@ def test_artifact_of_another_candidate_is_refused(tmp_path, causal_setup, tiny_c
     adapter = make_adapter(tiny_causal_lm, tmp_path / "adapter")
     with pytest.raises(EvaluationError, match="was trained on base .* not on the candidate's"):
         evaluate_model(spec, data, tmp_path / "eval", model=adapter, candidate="other")
+
+
+def test_packed_scoring_feeds_tokens_shared_beyond_the_system_prompt_once(tiny_causal_lm):
+    """A question asked twice (two reference answers, one the start of the other) and the system prompt:
+    the prefix tree feeds what they share once, and every NLL still equals one-at-a-time scoring."""
+    from aicd.components.evaluation import inference
+    from aicd.components.evaluation.inference import build_sequences, pack_rows, score_causal_lm
+    from aicd.components.models import format_prompt, load_causal_lm
+
+    model, tok, _ = load_causal_lm(str(tiny_causal_lm))
+    system = "You are a friendly support assistant."
+    questions = ["How do I reset my password?", "How do I reset my password?", "Where is my order?",
+                 "How do I reset my password?"]
+    answers = ["Use the link on the login page.", "Use the link", "It ships tomorrow.", "Ask support."]
+    prompts = [format_prompt(tok, q, None, system) for q in questions]
+    seqs = build_sequences(tok, prompts, answers, 256)
+    [row] = pack_rows(seqs, 8, inference.PACK_TOKENS)
+    prompt = len(tok(prompts[0])["input_ids"])
+    assert sum(shared for _, shared in row) >= 2 * prompt + inference.shared_prefix(seqs)
+    packed = score_causal_lm(model, tok, prompts, answers, batch_size=8)
+    single = score_causal_lm(model, tok, prompts, answers, batch_size=1, scored_logits_only=False)
+    assert packed[1] == single[1]
+    assert np.allclose(packed[0], single[0], rtol=1e-5, atol=0)
