@@ -18,16 +18,9 @@ from typing import Any
 from aicd.components.cards import read_card, verify_card
 from aicd.components.data.format import DatasetWriter
 from aicd.components.data.readers import Record, SourceFiles
-from aicd.components.data.split import (
-    DigestMap,
-    Fingerprint,
-    Stats,
-    Tracker,
-    assign_split,
-    digest8,
-    hash64,
-    selection_hash,
-)
+from aicd.components.data.rowhash import ID_PREFIX, pair_digest, salt_seed, selection_digest, split_index, thresholds, \
+    tie_digest, xxh64
+from aicd.components.data.split import SPLIT_NAMES, DigestMap, Fingerprint, Stats, Tracker, assign_split, digest8
 from aicd.components.data.validate import TOKEN_COUNT, RowError, RowValidator, approx_tokens, normalise
 from aicd.components.errors import DataError
 from aicd.components.spec import DataSource, Spec, parse_spec
@@ -64,12 +57,16 @@ class RowProcessor:
         self.classify = task.type == "text-classification"
         self.key_field = data.split.key
         self.ratios = (data.split.train, data.split.validation, data.split.test)
-        self.salt = data.split.salt
+        self.salt, self.scheme = data.split.salt, data.row_hash
         dedupe = data.quality.dedupe
+        v2 = self.scheme == "v2"
         self.tracker = Tracker(dedupe=dedupe, track_ids=task.id_field is not None,
-                               conflicts=self.classify and dedupe, leakage=self.key_field is not None)
-        self.repeats = DigestMap() if not dedupe and task.id_field is None else None
+                               conflicts=self.classify and dedupe, leakage=self.key_field is not None, unsigned=v2)
+        self.repeats = DigestMap(unsigned=v2) if not dedupe and task.id_field is None else None
         self.validators: dict[str, RowValidator] = {}
+        self.process = self._process_v2 if v2 else self._process_v1
+        self._seed, self._bounds = salt_seed(self.salt), thresholds(self.ratios)
+        self._target_digests: dict[str, int] = {}  # classification: label -> its digest (v2)
 
     def validator(self, source: DataSource, name: str) -> RowValidator:
         if name not in self.validators:
@@ -77,7 +74,52 @@ class RowProcessor:
                                                  self.count_tokens, self.key_field)
         return self.validators[name]
 
-    def process(self, values: dict[str, Any], validator: RowValidator, source_name: str):
+    def _generated_id(self, basis: int) -> str:
+        """The id of a row without one: its content digest, counted when dedupe is off."""
+        row_id = f"{ID_PREFIX[self.scheme]}{basis & 0xFFFFFFFFFFFFFFFF:016x}"
+        if self.repeats is not None:  # dedupe is off: keep identical rows apart
+            count = (self.repeats.get(basis) or 0) + 1
+            self.repeats.put(basis, count)
+            if count > 1:
+                row_id = f"{row_id}-{count}"
+        return row_id
+
+    def _full_row(self, row_id: str, row: dict[str, Any], source_name: str) -> dict[str, Any]:
+        full = {"id": row_id, self.input_field: row[self.input_field], self.target_field: row[self.target_field],
+                "source": source_name}
+        full.update((k, v) for k, v in row.items() if k not in full)
+        return full
+
+    def _process_v2(self, values: dict[str, Any], validator: RowValidator, source_name: str):
+        """``process`` under row hash v2 (see rowhash.py): xxh3, at most three digests of text a row."""
+        row, row_id, key, n_in, n_tgt = validator.check(values)
+        text, target = row[self.input_field], row[self.target_field]
+        norm_text = normalise(text)
+        h_in = xxh64(norm_text, self._seed)
+        if self.classify:
+            h_tgt = self._target_digests.get(target)
+            if h_tgt is None:
+                h_tgt = self._target_digests[target] = xxh64(target)
+            h_text = xxh64(text)
+            exact = pair_digest(h_text, h_tgt)
+        else:
+            h_tgt = xxh64(normalise(target))
+            exact = h_text = xxh64(f"{text}\x1f{target}")
+        id_hash = None
+        if row_id is None:
+            row_id = self._generated_id(h_text)
+        elif self.tracker.ids is not None:
+            id_hash = xxh64(row_id)
+        if self.key_field == "id":
+            key = row_id
+        index = split_index(h_in if key is None else xxh64(key, self._seed), self._bounds)
+        problem = self.tracker.check_digests(row_id, id_hash, exact, pair_digest(h_in, h_tgt), h_in,
+                                             (h_tgt >> 2 << 2) | index)
+        if problem is not None:
+            raise RowError(*problem)
+        return SPLIT_NAMES[index], self._full_row(row_id, row, source_name), n_in, n_tgt, norm_text if key is None else key
+
+    def _process_v1(self, values: dict[str, Any], validator: RowValidator, source_name: str):
         """``(split, row, n_in, n_tgt, selection key)`` of a good row; raises RowError for a bad one."""
         row, row_id, key, n_in, n_tgt = validator.check(values)
         text, target = row[self.input_field], row[self.target_field]
@@ -85,13 +127,7 @@ class RowProcessor:
         exact = digest8(f"{text}\x1f{target}")
         if row_id is None:
             # A text's id survives a label correction; a causal-LM row is its pair.
-            basis = digest8(text) if self.classify else exact
-            row_id = f"h{basis & 0xFFFFFFFFFFFFFFFF:016x}"
-            if self.repeats is not None:  # dedupe is off: keep identical rows apart
-                count = (self.repeats.get(basis) or 0) + 1
-                self.repeats.put(basis, count)
-                if count > 1:
-                    row_id = f"{row_id}-{count}"
+            row_id = self._generated_id(digest8(text) if self.classify else exact)
         if self.key_field == "id":
             key = row_id
         split_key = key if key is not None else norm_text
@@ -99,24 +135,22 @@ class RowProcessor:
         problem = self.tracker.check(row_id, exact, norm_text, target if self.classify else normalise(target), split)
         if problem is not None:
             raise RowError(*problem)
-        full = {"id": row_id, self.input_field: text, self.target_field: target, "source": source_name}
-        full.update((k, v) for k, v in row.items() if k not in full)
-        return split, full, n_in, n_tgt, split_key
+        return split, self._full_row(row_id, row, source_name), n_in, n_tgt, split_key
 
 
 class _Selector:
     """Keeps the ``limit`` rows with the lowest selection hash of their key (stable as data grows)."""
 
-    def __init__(self, limit: int, salt: str):
-        self.limit, self.salt = limit, salt
+    def __init__(self, limit: int, salt: str, scheme: str):
+        self.limit, self.salt, self.scheme = limit, salt, scheme
         self.heap: list[tuple[int, int, int, tuple]] = []
         self.seq = 0
         self.dropped = 0
 
     def offer(self, split_key: str, item: tuple) -> None:
         self.seq += 1
-        tie = hash64(item[1]["id"])
-        entry = (-selection_hash(split_key, self.salt), -tie, self.seq, item)
+        tie = tie_digest(self.scheme, item[1]["id"])
+        entry = (-selection_digest(self.scheme, split_key, self.salt), -tie, self.seq, item)
         if len(self.heap) < self.limit:
             heapq.heappush(self.heap, entry)
         else:
@@ -175,7 +209,7 @@ class _Run:
         self.sources: list[dict[str, Any]] = []
         self.valid = self.read = 0
         limit = spec.data.max_rows
-        self.selector = _Selector(limit, spec.data.split.salt) if limit else None
+        self.selector = _Selector(limit, spec.data.split.salt, spec.data.row_hash) if limit else None
 
     def emit(self, split: str, row: dict[str, Any], n_in: int, n_tgt: int) -> None:
         self.writer.add(split, row)

@@ -40,24 +40,26 @@ class DigestMap:
 
     New entries go to a dict; every ``recent_limit`` entries they are merged into sorted
     numpy arrays (16 bytes an entry instead of ~120 in a dict). Lookups check the dict,
-    then binary-search the arrays.
+    then binary-search the arrays. ``unsigned`` holds unsigned 64-bit digests (row hash v2).
     """
 
-    def __init__(self, recent_limit: int = 200_000):
+    def __init__(self, recent_limit: int = 200_000, unsigned: bool = False):
         import numpy as np
 
         self._np = np
         self.limit = recent_limit
+        self.dtype = np.uint64 if unsigned else np.int64
         self.recent: dict[int, int] = {}
-        self.keys = np.empty(0, np.int64)
-        self.values = np.empty(0, np.int64)
+        self.keys = np.empty(0, self.dtype)
+        self.values = np.empty(0, self.dtype)
+        self.merged = 0
 
     def __len__(self) -> int:
         return len(self.recent) + len(self.keys)
 
     def get(self, key: int) -> int | None:
         value = self.recent.get(key)
-        if value is None and len(self.keys):
+        if value is None and self.merged:
             i = int(self.keys.searchsorted(key))
             if i < len(self.keys) and int(self.keys[i]) == key:
                 return int(self.values[i])
@@ -74,10 +76,11 @@ class DigestMap:
     def _merge(self) -> None:
         np = self._np
         n = len(self.recent)
-        keys = np.concatenate([self.keys, np.fromiter(self.recent.keys(), np.int64, n)])
-        values = np.concatenate([self.values, np.fromiter(self.recent.values(), np.int64, n)])
+        keys = np.concatenate([self.keys, np.fromiter(self.recent.keys(), self.dtype, n)])
+        values = np.concatenate([self.values, np.fromiter(self.recent.values(), self.dtype, n)])
         order = keys.argsort(kind="stable")
         self.keys, self.values = keys[order], values[order]
+        self.merged = len(self.keys)
         self.recent = {}
 
 
@@ -91,52 +94,54 @@ def assign_split(key: str, ratios: tuple[float, float, float], salt: str) -> str
     return "test"
 
 
-def selection_hash(key: str, salt: str) -> int:
-    """Order used by ``data.max_rows`` (lowest first), independent of the split hash."""
-    return hash64("select", salt, key)
-
-
 class Tracker:
     """State across rows: ids, duplicates, label conflicts and leakage between splits.
 
     ``check`` returns ``None`` for a new row or ``(reason, detail)``; the first row seen
     wins, so appending rows can only quarantine the new ones. Only 8-byte hashes are kept.
+    ``check`` hashes with row hash v1; ``check_digests`` takes digests a scheme computed.
     """
 
-    def __init__(self, dedupe: bool, track_ids: bool, conflicts: bool, leakage: bool):
+    def __init__(self, dedupe: bool, track_ids: bool, conflicts: bool, leakage: bool, unsigned: bool = False):
         self.dedupe, self.conflicts, self.leakage = dedupe, conflicts, leakage
-        self.ids = DigestMap() if track_ids else None
-        self.pairs = DigestMap()  # normalised (input, target) -> exact content digest
+        self.ids = DigestMap(unsigned=unsigned) if track_ids else None
+        self.pairs = DigestMap(unsigned=unsigned)  # normalised (input, target) -> exact content digest
         # normalised input -> normalised target digest with its low 2 bits replaced by the split index
-        self.inputs = DigestMap()
+        self.inputs = DigestMap(unsigned=unsigned)
 
     def check(self, row_id: str | None, exact: int, norm_text: str, norm_target: str,
               split: str) -> tuple[str, str] | None:
-        """``exact`` is :func:`digest8` of the row's exact content."""
+        """``exact`` is :func:`digest8` of the row's exact content (row hash v1)."""
         id_hash = digest8(row_id) if self.ids is not None and row_id is not None else None
+        pair = digest8(f"{norm_text}\x1f{norm_target}") if self.dedupe else 0
+        h_in = packed = 0
+        if self.conflicts or self.leakage:
+            h_in = digest8(norm_text)
+            packed = ((digest8(norm_target) >> 2 << 2) if self.conflicts else 0) | SPLIT_NAMES.index(split)
+        return self.check_digests(row_id, id_hash, exact, pair, h_in, packed)
+
+    def check_digests(self, row_id: str | None, id_hash: int | None, exact: int, pair: int, h_in: int,
+                      packed: int) -> tuple[str, str] | None:
+        """Digests of one row: its id (None without an id), exact content, normalised pair and input, and
+        ``packed``: the normalised target's digest with its low 2 bits replaced by the split index."""
         if id_hash is not None and id_hash in self.ids:
             return "duplicate-id", f"id {row_id!r} was already used by an earlier row"
-        pair = 0
         if self.dedupe:
-            pair = digest8(f"{norm_text}\x1f{norm_target}")
             seen = self.pairs.get(pair)
             if seen is not None:
                 if seen == exact:
                     return "duplicate", "an exact copy of an earlier row"
                 return "near-duplicate", "the same as an earlier row after normalisation"
         if self.conflicts or self.leakage:
-            h_in = digest8(norm_text)
-            packed = ((digest8(norm_target) >> 2 << 2) if self.conflicts else 0) | SPLIT_NAMES.index(split)
             seen_in = self.inputs.get(h_in)
             if seen_in is None:
                 self.inputs.put(h_in, packed)
             else:
                 if self.conflicts and seen_in >> 2 != packed >> 2:
                     return "conflicting-label", "an earlier row has the same normalised text and another label"
-                seen_split = SPLIT_NAMES[seen_in & 3]
-                if self.leakage and seen_split != split:
-                    return "leakage", (f"the same normalised input is already in {seen_split} "
-                                       f"(this row's key puts it in {split})")
+                if self.leakage and seen_in & 3 != packed & 3:
+                    return "leakage", (f"the same normalised input is already in {SPLIT_NAMES[seen_in & 3]} "
+                                       f"(this row's key puts it in {SPLIT_NAMES[packed & 3]})")
         if id_hash is not None:
             self.ids.put(id_hash)
         if self.dedupe:
