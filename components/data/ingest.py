@@ -18,10 +18,10 @@ from typing import Any
 from aicd.components.cards import read_card, verify_card
 from aicd.components.data.format import DatasetWriter
 from aicd.components.data.readers import Record, SourceFiles
-from aicd.components.data.rowhash import ID_PREFIX, pair_digest, salt_seed, selection_digest, split_index, thresholds, \
+from aicd.components.data.rowhash import _MASK, _PAIR, ID_PREFIX, _xxh3, salt_seed, selection_digest, thresholds, \
     tie_digest, xxh64
 from aicd.components.data.split import SPLIT_NAMES, DigestMap, Fingerprint, Stats, Tracker, assign_split, digest8
-from aicd.components.data.validate import TOKEN_COUNT, RowError, RowValidator, approx_tokens, normalise
+from aicd.components.data.validate import TOKEN_COUNT, RowError, RowValidator, approx_tokens
 from aicd.components.errors import DataError
 from aicd.components.spec import DataSource, Spec, parse_spec
 
@@ -87,43 +87,47 @@ class RowProcessor:
     def _full_row(self, row_id: str, row: dict[str, Any], source_name: str) -> dict[str, Any]:
         full = {"id": row_id, self.input_field: row[self.input_field], self.target_field: row[self.target_field],
                 "source": source_name}
-        full.update((k, v) for k, v in row.items() if k not in full)
+        full.update(row)  # the extras (never named id or source) after these four columns
         return full
 
     def _process_v2(self, values: dict[str, Any], validator: RowValidator, source_name: str):
-        """``process`` under row hash v2 (see rowhash.py): xxh3, at most three digests of text a row."""
-        row, row_id, key, n_in, n_tgt = validator.check(values)
+        """``process`` under row hash v2 (see rowhash.py): xxh3, at most three digests of text a row.
+
+        The digests and the split are written out here (not through rowhash's helpers, which
+        compute the same): a call costs as much as a digest, and this runs for every row.
+        """
+        row, row_id, key, n_in, n_tgt, norm_text, norm_target = validator.check(values)
         text, target = row[self.input_field], row[self.target_field]
-        norm_text = normalise(text)
-        h_in = xxh64(norm_text, self._seed)
+        h_in = _xxh3(norm_text.encode("utf-8", "surrogatepass"), self._seed)
         if self.classify:
             h_tgt = self._target_digests.get(target)
             if h_tgt is None:
                 h_tgt = self._target_digests[target] = xxh64(target)
-            h_text = xxh64(text)
-            exact = pair_digest(h_text, h_tgt)
+            h_text = _xxh3(text.encode("utf-8", "surrogatepass"))
+            exact = (h_text * _PAIR + h_tgt) & _MASK
         else:
-            h_tgt = xxh64(normalise(target))
+            h_tgt = xxh64(norm_target)
             exact = h_text = xxh64(f"{text}\x1f{target}")
         id_hash = None
         if row_id is None:
-            row_id = self._generated_id(h_text)
+            row_id = f"x{h_text:016x}" if self.repeats is None else self._generated_id(h_text)
         elif self.tracker.ids is not None:
             id_hash = xxh64(row_id)
         if self.key_field == "id":
             key = row_id
-        index = split_index(h_in if key is None else xxh64(key, self._seed), self._bounds)
-        problem = self.tracker.check_digests(row_id, id_hash, exact, pair_digest(h_in, h_tgt), h_in,
+        h_split = h_in if key is None else xxh64(key, self._seed)
+        index = 0 if h_split < self._bounds[0] else 1 if h_split < self._bounds[1] else 2
+        problem = self.tracker.check_digests(row_id, id_hash, exact, (h_in * _PAIR + h_tgt) & _MASK, h_in,
                                              (h_tgt >> 2 << 2) | index)
         if problem is not None:
             raise RowError(*problem)
-        return SPLIT_NAMES[index], self._full_row(row_id, row, source_name), n_in, n_tgt, norm_text if key is None else key
+        return SPLIT_NAMES[index], self._full_row(row_id, row, source_name), n_in, n_tgt, norm_text if key is None \
+            else key
 
     def _process_v1(self, values: dict[str, Any], validator: RowValidator, source_name: str):
         """``(split, row, n_in, n_tgt, selection key)`` of a good row; raises RowError for a bad one."""
-        row, row_id, key, n_in, n_tgt = validator.check(values)
+        row, row_id, key, n_in, n_tgt, norm_text, norm_target = validator.check(values)
         text, target = row[self.input_field], row[self.target_field]
-        norm_text = normalise(text)
         exact = digest8(f"{text}\x1f{target}")
         if row_id is None:
             # A text's id survives a label correction; a causal-LM row is its pair.
@@ -132,7 +136,7 @@ class RowProcessor:
             key = row_id
         split_key = key if key is not None else norm_text
         split = assign_split(split_key, self.ratios, self.salt)
-        problem = self.tracker.check(row_id, exact, norm_text, target if self.classify else normalise(target), split)
+        problem = self.tracker.check(row_id, exact, norm_text, norm_target, split)
         if problem is not None:
             raise RowError(*problem)
         return split, self._full_row(row_id, row, source_name), n_in, n_tgt, split_key
