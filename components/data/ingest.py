@@ -332,10 +332,12 @@ def validate_rows(spec: Spec | dict[str, Any], rows: Iterable[dict[str, Any]],
     processor = RowProcessor(spec, count_tokens)
     source = spec.data.sources[0]
     validator = processor.validator(source, "bench")
-    outcome: Counter[str] = Counter()
+    splits = dict.fromkeys(SPLIT_NAMES, 0)
+    reasons: Counter[str] = Counter()
+    process = processor.process
     for values in rows:
         try:
-            outcome[processor.process(values, validator, "bench")[0]] += 1
+            splits[process(values, validator, "bench")[0]] += 1
         except RowError as err:
-            outcome[err.reason] += 1
-    return outcome
+            reasons[err.reason] += 1
+    return Counter({s: n for s, n in splits.items() if n}) + reasons

@@ -127,13 +127,17 @@ class Tracker:
         if id_hash is not None and id_hash in self.ids:
             return "duplicate-id", f"id {row_id!r} was already used by an earlier row"
         if self.dedupe:
-            seen = self.pairs.get(pair)
+            seen = self.pairs.recent.get(pair)  # the map's get, without a call for its newest entries
+            if seen is None and self.pairs.merged:
+                seen = self.pairs.get(pair)
             if seen is not None:
                 if seen == exact:
                     return "duplicate", "an exact copy of an earlier row"
                 return "near-duplicate", "the same as an earlier row after normalisation"
         if self.conflicts or self.leakage:
-            seen_in = self.inputs.get(h_in)
+            seen_in = self.inputs.recent.get(h_in)
+            if seen_in is None and self.inputs.merged:
+                seen_in = self.inputs.get(h_in)
             if seen_in is None:
                 self.inputs.put(h_in, packed)
             else:

@@ -129,7 +129,7 @@ class RowValidator:
             if fixed != value:
                 value = fixed
                 self.repairs["html-entities"] += 1
-        if not value.strip():
+        if not value or value.isspace():
             raise RowError("empty-text", f"`{column}` is empty or whitespace")
         return value
 
@@ -201,7 +201,7 @@ class RowValidator:
         """
         text = self._text(values, self.col_in, self.input_field)
         target = self._label(values) if self.classify else self._text(values, self.col_tgt, self.target_field)
-        row_id = self._id(values)
+        row_id = self._id(values) if self.col_id is not None else None
         key = None
         if self.col_key is not None:
             raw_key = values.get(self.col_key)
