@@ -39,11 +39,11 @@ class DigestMap:
     """A compact map of signed 64-bit digests to signed 64-bit values (a set when every value is 0).
 
     New entries go to a dict; every ``recent_limit`` entries they are merged into sorted
-    numpy arrays (16 bytes an entry instead of ~120 in a dict). Lookups check the dict,
-    then binary-search the arrays. ``unsigned`` holds unsigned 64-bit digests (row hash v2).
+    numpy arrays (16 bytes an entry instead of ~120 in a dict), so memory grows by 16 bytes
+    an entry past the first ``recent_limit``. Lookups check the dict, then binary-search the arrays. ``unsigned`` holds unsigned 64-bit digests (row hash v2).
     """
 
-    def __init__(self, recent_limit: int = 200_000, unsigned: bool = False):
+    def __init__(self, recent_limit: int = 50_000, unsigned: bool = False):
         import numpy as np
 
         self._np = np
@@ -74,14 +74,19 @@ class DigestMap:
             self._merge()
 
     def _merge(self) -> None:
+        """Insert the dict's entries into the sorted arrays: one new array at a time (a transient 8 bytes an
+        entry), each new entry before an equal older key, so a key put again finds its newest value."""
         np = self._np
         n = len(self.recent)
-        keys = np.concatenate([self.keys, np.fromiter(self.recent.keys(), self.dtype, n)])
-        values = np.concatenate([self.values, np.fromiter(self.recent.values(), self.dtype, n)])
-        order = keys.argsort(kind="stable")
-        self.keys, self.values = keys[order], values[order]
-        self.merged = len(self.keys)
+        keys = np.fromiter(self.recent.keys(), self.dtype, n)
+        values = np.fromiter(self.recent.values(), self.dtype, n)
         self.recent = {}
+        order = keys.argsort()
+        keys, values = keys[order], values[order]
+        at = self.keys.searchsorted(keys)
+        self.keys = np.insert(self.keys, at, keys)
+        self.values = np.insert(self.values, at, values)
+        self.merged = len(self.keys)
 
 
 def assign_split(key: str, ratios: tuple[float, float, float], salt: str) -> str:
