@@ -18,8 +18,18 @@ from typing import Any
 from aicd.components.cards import read_card, verify_card
 from aicd.components.data.format import DatasetWriter
 from aicd.components.data.readers import Record, SourceFiles
-from aicd.components.data.rowhash import _MASK, _PAIR, ID_PREFIX, _xxh3, salt_seed, selection_digest, thresholds, \
-    tie_digest, xxh64
+from aicd.components.data.rowhash import (
+    DEFAULT_ROW_HASH,
+    ID_PREFIX,
+    MASK64,
+    PAIR_MULTIPLIER,
+    salt_seed,
+    selection_digest,
+    thresholds,
+    tie_digest,
+    xxh3_bytes,
+    xxh64,
+)
 from aicd.components.data.split import SPLIT_NAMES, DigestMap, Fingerprint, Stats, Tracker, assign_split, digest8
 from aicd.components.data.validate import TOKEN_COUNT, RowError, RowValidator, approx_tokens
 from aicd.components.errors import DataError
@@ -98,13 +108,13 @@ class RowProcessor:
         """
         row, row_id, key, n_in, n_tgt, norm_text, norm_target = validator.check(values)
         text, target = row[self.input_field], row[self.target_field]
-        h_in = _xxh3(norm_text.encode("utf-8", "surrogatepass"), self._seed)
+        h_in = xxh3_bytes(norm_text.encode("utf-8", "surrogatepass"), self._seed)
         if self.classify:
             h_tgt = self._target_digests.get(target)
             if h_tgt is None:
                 h_tgt = self._target_digests[target] = xxh64(target)
-            h_text = _xxh3(text.encode("utf-8", "surrogatepass"))
-            exact = (h_text * _PAIR + h_tgt) & _MASK
+            h_text = xxh3_bytes(text.encode("utf-8", "surrogatepass"))
+            exact = (h_text * PAIR_MULTIPLIER + h_tgt) & MASK64
         else:
             h_tgt = xxh64(norm_target)
             exact = h_text = xxh64(f"{text}\x1f{target}")
@@ -117,8 +127,8 @@ class RowProcessor:
             key = row_id
         h_split = h_in if key is None else xxh64(key, self._seed)
         index = 0 if h_split < self._bounds[0] else 1 if h_split < self._bounds[1] else 2
-        problem = self.tracker.check_digests(row_id, id_hash, exact, (h_in * _PAIR + h_tgt) & _MASK, h_in,
-                                             (h_tgt >> 2 << 2) | index)
+        pair = (h_in * PAIR_MULTIPLIER + h_tgt) & MASK64
+        problem = self.tracker.check_digests(row_id, id_hash, exact, pair, h_in, (h_tgt >> 2 << 2) | index)
         if problem is not None:
             raise RowError(*problem)
         return SPLIT_NAMES[index], self._full_row(row_id, row, source_name), n_in, n_tgt, norm_text if key is None \
@@ -170,12 +180,20 @@ def _spec(spec: Spec | dict[str, Any]) -> Spec:
     return spec if isinstance(spec, Spec) else parse_spec(spec)
 
 
-def _parent(parent: str | Path | None) -> str | None:
+def _parent(parent: str | Path | None, row_hash: str) -> str | None:
+    """The parent's fingerprint; a parent data set (or card) made under another row hash is refused."""
     if parent is None or parent == "":
         return None
     if isinstance(parent, str) and parent.startswith("sha256:"):
         return parent
     card = verify_card(parent, kind="dataset") if Path(parent).is_dir() else read_card(parent)
+    parent_hash = card.get("row_hash", DEFAULT_ROW_HASH)
+    if parent_hash != row_hash:
+        raise DataError(f"`data.row_hash` is {row_hash!r} but the parent data set {parent} was made with "
+                        f"{parent_hash!r}: its ids and splits would change, and rows the champion trained on "
+                        "would land in the new test split",
+                        f"set `data.row_hash: {parent_hash}` in the spec (absent means v1), or start a new "
+                        "lineage without a parent and gate it against a champion trained on it")
     return card["fingerprint"]
 
 
@@ -207,7 +225,7 @@ class _Run:
     def __init__(self, spec: Spec, writer: DatasetWriter, processor: RowProcessor):
         self.spec, self.writer, self.processor = spec, writer, processor
         self.stats = Stats(processor.input_field, processor.target_field, processor.classify)
-        self.fingerprint = Fingerprint()
+        self.fingerprint = Fingerprint(spec.data.row_hash)
         self.reasons: Counter[str] = Counter()
         self.examples: list[str] = []
         self.sources: list[dict[str, Any]] = []
@@ -287,8 +305,8 @@ def ingest_dataset(spec: Spec | dict[str, Any], out_dir: str | Path, parent: str
     missing or empty, has no valid row, or the bad fraction passes the spec's limit.
     """
     spec = _spec(spec)
-    parent_fp = _parent(parent)
     data = spec.data
+    parent_fp = _parent(parent, data.row_hash)
     processor = RowProcessor(spec, count_tokens)
     with DatasetWriter(out_dir) as writer:
         run = _Run(spec, writer, processor)
@@ -312,6 +330,7 @@ def ingest_dataset(spec: Spec | dict[str, Any], out_dir: str | Path, parent: str
             quarantine_counts=dict(sorted(run.reasons.items())), repairs=dict(sorted(repairs.items())),
             split={"ratios": dict(zip(("train", "validation", "test"), processor.ratios)),
                    "key": data.split.key or "normalised input", "salt": data.split.salt},
+            row_hash=data.row_hash,
             quality=data.quality.model_dump(), max_rows=data.max_rows, not_selected=not_selected,
             token_count=TOKEN_COUNT if count_tokens is approx_tokens else getattr(count_tokens, "__name__", "custom"),
             **run.stats.card_fields())

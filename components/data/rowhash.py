@@ -28,14 +28,14 @@ RowHash = Literal["v1", "v2"]
 ROW_HASHES: tuple[str, ...] = ("v1", "v2")
 DEFAULT_ROW_HASH: RowHash = "v1"  # a card without ``row_hash`` was made under v1
 ID_PREFIX = {"v1": "h", "v2": "x"}
-_MASK = (1 << 64) - 1
-_PAIR = 0x9E3779B97F4A7C15  # odd: h_in -> h_in * _PAIR is a bijection, so (input, target) pairs stay apart
-_xxh3 = xxhash.xxh3_64_intdigest
+MASK64 = (1 << 64) - 1
+PAIR_MULTIPLIER = 0x9E3779B97F4A7C15  # odd, so h -> h * PAIR_MULTIPLIER is a bijection: pairs stay apart
+xxh3_bytes = xxhash.xxh3_64_intdigest  # (bytes, seed=0) -> unsigned 64-bit int
 
 
 def xxh64(text: str, seed: int = 0) -> int:
     """xxh3-64 of a text's UTF-8 bytes (lone surrogates kept, as in v1), unsigned."""
-    return _xxh3(text.encode("utf-8", "surrogatepass"), seed)
+    return xxh3_bytes(text.encode("utf-8", "surrogatepass"), seed)
 
 
 def salt_seed(salt: str) -> int:
@@ -60,7 +60,7 @@ def assign_split_v2(key: str, ratios: tuple[float, float, float], salt: str) -> 
 
 def pair_digest(h_in: int, h_target: int) -> int:
     """v2's normalised (input, target) digest from the two normalised digests."""
-    return (h_in * _PAIR + h_target) & _MASK
+    return (h_in * PAIR_MULTIPLIER + h_target) & MASK64
 
 
 def selection_digest(scheme: str, key: str, salt: str) -> int:

@@ -40,7 +40,8 @@ class DigestMap:
 
     New entries go to a dict; every ``recent_limit`` entries they are merged into sorted
     numpy arrays (16 bytes an entry instead of ~120 in a dict), so memory grows by 16 bytes
-    an entry past the first ``recent_limit``. Lookups check the dict, then binary-search the arrays. ``unsigned`` holds unsigned 64-bit digests (row hash v2).
+    an entry past the first ``recent_limit``. Lookups check the dict, then binary-search the arrays.
+    ``unsigned`` holds unsigned 64-bit digests (row hash v2).
     """
 
     def __init__(self, recent_limit: int = 50_000, unsigned: bool = False):
@@ -163,12 +164,13 @@ class Fingerprint:
 
     The same rows in the same splits give the same fingerprint whatever order the
     sources list them in; any changed, added or removed row, or a row in another
-    split, changes it.
+    split, changes it. A v2 data set's fingerprint also names its row hash.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, row_hash: str = "v1") -> None:
         self.total = 0
         self.count = 0
+        self.scheme = "" if row_hash == "v1" else f"|row_hash={row_hash}"
 
     def add(self, split: str, row: dict[str, Any]) -> None:
         data = json.dumps([split, row], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -177,7 +179,7 @@ class Fingerprint:
         self.count += 1
 
     def hexdigest(self) -> str:
-        data = f"aicd-dataset-v1|{self.count}|{self.total:064x}".encode()
+        data = f"aicd-dataset-v1|{self.count}|{self.total:064x}{self.scheme}".encode()
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
