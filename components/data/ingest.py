@@ -77,6 +77,9 @@ class RowProcessor:
         self.process = self._process_v2 if v2 else self._process_v1
         self._seed, self._bounds = salt_seed(self.salt), thresholds(self.ratios)
         self._target_digests: dict[str, int] = {}  # classification: label -> its digest (v2)
+        # v2 classification with dedupe keeps one digest map, not two (Tracker.check_labeled)
+        self._one_map = v2 and self.tracker.conflicts and len(task.labels) <= 1 << 14
+        self._label_index = {label: i for i, label in enumerate(task.labels)}
 
     def validator(self, source: DataSource, name: str) -> RowValidator:
         if name not in self.validators:
@@ -127,8 +130,12 @@ class RowProcessor:
             key = row_id
         h_split = h_in if key is None else xxh64(key, self._seed)
         index = 0 if h_split < self._bounds[0] else 1 if h_split < self._bounds[1] else 2
-        pair = (h_in * PAIR_MULTIPLIER + h_tgt) & MASK64
-        problem = self.tracker.check_digests(row_id, id_hash, exact, pair, h_in, (h_tgt >> 2 << 2) | index)
+        if self._one_map:
+            problem = self.tracker.check_labeled(row_id, id_hash, h_in,
+                                                 (exact >> 16 << 16) | self._label_index[target] << 2 | index)
+        else:
+            pair = (h_in * PAIR_MULTIPLIER + h_tgt) & MASK64
+            problem = self.tracker.check_digests(row_id, id_hash, exact, pair, h_in, (h_tgt >> 2 << 2) | index)
         if problem is not None:
             raise RowError(*problem)
         return SPLIT_NAMES[index], self._full_row(row_id, row, source_name), n_in, n_tgt, norm_text if key is None \

@@ -105,9 +105,11 @@ class DigestMap:
         self.merged = len(self.keys)
         log2_bits = max(16, (16 * self.merged - 1).bit_length())
         self._shift = 64 - log2_bits
-        bits = self.keys.view(np.uint64) >> np.uint64(self._shift)
         filter_ = np.zeros(1 << (log2_bits - 3), np.uint8)
-        np.bitwise_or.at(filter_, bits >> np.uint64(3), np.left_shift(1, bits & np.uint64(7)).astype(np.uint8))
+        shift, keys = np.uint64(self._shift), self.keys.view(np.uint64)
+        for start in range(0, self.merged, 1 << 16):  # in slices: temporaries stay small
+            bits = keys[start:start + (1 << 16)] >> shift
+            np.bitwise_or.at(filter_, bits >> np.uint64(3), (1 << (bits & np.uint64(7))).astype(np.uint8))
         self._filter = filter_.tobytes()  # bytes: indexing gives a Python int, a numpy array a numpy scalar
 
 
@@ -177,6 +179,29 @@ class Tracker:
             self.ids.put(id_hash)
         if self.dedupe:
             self.pairs.put(pair, exact)
+        return None
+
+    def check_labeled(self, row_id: str | None, id_hash: int | None, h_in: int, packed: int) -> tuple[str, str] | None:
+        """Classification with dedupe under row hash v2: one map, normalised input -> ``packed``, the exact
+        content's digest with its low 16 bits replaced by the label's index (14 bits) and the split's (2).
+
+        The same answers as :meth:`check_digests`, which keeps a second map: with label conflicts checked,
+        every kept (input, label) pair has its input's first label, so the pair is known from the input.
+        """
+        if id_hash is not None and id_hash in self.ids:
+            return "duplicate-id", f"id {row_id!r} was already used by an earlier row"
+        seen = self.inputs.recent.get(h_in)
+        if seen is None and self.inputs.merged:
+            seen = self.inputs.merged_get(h_in)
+        if seen is not None:
+            if (seen ^ packed) & 0xFFFC:
+                return "conflicting-label", "an earlier row has the same normalised text and another label"
+            if seen >> 16 == packed >> 16:
+                return "duplicate", "an exact copy of an earlier row"
+            return "near-duplicate", "the same as an earlier row after normalisation"
+        self.inputs.put(h_in, packed)
+        if id_hash is not None:
+            self.ids.put(id_hash)
         return None
 
 

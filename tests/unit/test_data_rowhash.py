@@ -24,7 +24,8 @@ TEXTS = ["Great product, works well", "Terrible. Broke in a day!", "Café crème
          "straße und STRASSE", "ok", "meh, it's fine 👍", "Not what I expected"]
 CLASSIFY = [{"text": f"{t} #{i}", "label": ["negative", "neutral", "positive"][i % 3]}
             for i, t in enumerate(TEXTS * 4)]
-CAUSAL = [{"instruction": f"How do I {t.lower()} {i}?", "response": f"Answer {i}: {t}"} for i, t in enumerate(TEXTS * 4)]
+CAUSAL = [{"instruction": f"How do I {t.lower()} {i}?", "response": f"Answer {i}: {t}"}
+          for i, t in enumerate(TEXTS * 4)]
 # Fingerprints (ids, splits and content) of the rows above. v1: taken before row_hash existed, so every
 # data set made then is reproduced; v2: pinned when it was introduced. Neither may ever change.
 GOLDEN = {
@@ -165,3 +166,33 @@ def test_fast_normalise_and_count_equal_the_definitions(seed):
         assert normalise(text) == slow
         assert normalise_and_count(text, approx_tokens) == (slow, approx_tokens(text))
         assert normalise_and_count(text, len) == (slow, len(text))
+
+
+@pytest.mark.parametrize("task", ["cls", "lm"])
+def test_v1_and_v2_reject_the_same_rows_for_the_same_reasons(task, tmp_path, review_sentiment_spec,
+                                                             support_bot_spec, monkeypatch):
+    """Only ids and splits depend on the scheme (v2 classification keeps one digest map instead of two).
+
+    The digest maps fold into their sorted arrays every 100 entries here, so lookups go through the
+    bit filter and the arrays too."""
+    monkeypatch.setattr(DigestMap.__init__, "__defaults__", (100, False))
+    rng = random.Random(3)
+    words = ["Good", "bad", "ＯＫ", "fine", "slow", "fast", "café", "CAFÉ"]
+    rows = []
+    for _ in range(3000):
+        text = " ".join(rng.choice(words) for _word in range(3)) + rng.choice(["", " ", "  !"])
+        if task == "cls":
+            rows.append({"text": text, "label": rng.choice(["negative", "neutral", "positive"])})
+        else:
+            rows.append({"instruction": text, "response": rng.choice(["Yes.", "yes", "No.", "Maybe"])})
+    base = review_sentiment_spec if task == "cls" else support_bot_spec
+    fields = ("text", "label") if task == "cls" else ("instruction", "response")
+    kept = {}
+    for scheme in ("v1", "v2"):
+        result = ingest_dataset(_spec(base, tmp_path, rows, scheme), tmp_path / scheme)
+        kept[scheme] = (result.quarantine_counts, sorted(tuple(r[f] for f in fields) for s in SPLITS
+                                                         for r in read_split(result.path, s)))
+    assert kept["v1"] == kept["v2"]
+    reasons = kept["v2"][0]
+    assert reasons["duplicate"] > 0 and reasons["near-duplicate"] > 0
+    assert task == "lm" or reasons["conflicting-label"] > 0
