@@ -17,7 +17,8 @@ files, rows read/valid/quarantined, reasons), ``counts``, ``label_distribution``
 ``length_histogram`` (per text field, in ``token_count`` units), ``rows_per_source``,
 ``slice_distribution`` (extra columns with at most 50 values), ``quarantine_counts``,
 ``bad_fraction``, ``duplicate_fraction``, ``repairs``, ``split``, ``quality``,
-``max_rows``, ``not_selected``, ``rows_read``.
+``max_rows``, ``not_selected``, ``rows_read``, ``row_hash`` (the row-hashing scheme, v1 when absent:
+components/data/README.md).
 
 :func:`write_dataset` takes whole lists; :class:`DatasetWriter` takes rows one at a
 time and keeps only one batch per split in memory (batches go to temporary part
