@@ -143,6 +143,11 @@ class DataSpec(Section):
     max_rows: PositiveInt | None = Field(
         None, description=("Keep at most this many valid rows (in key-hash order, so stable as data grows); "
                            "null keeps all."))
+    row_hash: Literal["v1", "v2"] = Field("v1", description=(
+        "How row ids, splits and duplicate digests are hashed; recorded in the data set card. `v2` (xxh3, "
+        "fewer digests a row) is about twice as fast but gives other ids and splits than `v1`, so a spec keeps "
+        "the scheme its data sets were made with: absent means `v1`, the scheme of every data set made before "
+        "this field existed; ingest refuses a parent data set of another scheme. Start new specs with `v2`."))
 
 
 class Candidate(Section):

@@ -18,17 +18,20 @@ from typing import Any
 from aicd.components.cards import read_card, verify_card
 from aicd.components.data.format import DatasetWriter
 from aicd.components.data.readers import Record, SourceFiles
-from aicd.components.data.split import (
-    DigestMap,
-    Fingerprint,
-    Stats,
-    Tracker,
-    assign_split,
-    digest8,
-    hash64,
-    selection_hash,
+from aicd.components.data.rowhash import (
+    DEFAULT_ROW_HASH,
+    ID_PREFIX,
+    MASK64,
+    PAIR_MULTIPLIER,
+    salt_seed,
+    selection_digest,
+    thresholds,
+    tie_digest,
+    xxh3_bytes,
+    xxh64,
 )
-from aicd.components.data.validate import TOKEN_COUNT, RowError, RowValidator, approx_tokens, normalise
+from aicd.components.data.split import SPLIT_NAMES, DigestMap, Fingerprint, Stats, Tracker, assign_split, digest8
+from aicd.components.data.validate import TOKEN_COUNT, RowError, RowValidator, approx_tokens
 from aicd.components.errors import DataError
 from aicd.components.spec import DataSource, Spec, parse_spec
 
@@ -64,12 +67,19 @@ class RowProcessor:
         self.classify = task.type == "text-classification"
         self.key_field = data.split.key
         self.ratios = (data.split.train, data.split.validation, data.split.test)
-        self.salt = data.split.salt
+        self.salt, self.scheme = data.split.salt, data.row_hash
         dedupe = data.quality.dedupe
+        v2 = self.scheme == "v2"
         self.tracker = Tracker(dedupe=dedupe, track_ids=task.id_field is not None,
-                               conflicts=self.classify and dedupe, leakage=self.key_field is not None)
-        self.repeats = DigestMap() if not dedupe and task.id_field is None else None
+                               conflicts=self.classify and dedupe, leakage=self.key_field is not None, unsigned=v2)
+        self.repeats = DigestMap(unsigned=v2) if not dedupe and task.id_field is None else None
         self.validators: dict[str, RowValidator] = {}
+        self.process = self._process_v2 if v2 else self._process_v1
+        self._seed, self._bounds = salt_seed(self.salt), thresholds(self.ratios)
+        self._target_digests: dict[str, int] = {}  # classification: label -> its digest (v2)
+        # v2 classification with dedupe keeps one digest map, not two (Tracker.check_labeled)
+        self._one_map = v2 and self.tracker.conflicts and len(task.labels) <= 1 << 14
+        self._label_index = {label: i for i, label in enumerate(task.labels)}
 
     def validator(self, source: DataSource, name: str) -> RowValidator:
         if name not in self.validators:
@@ -77,46 +87,91 @@ class RowProcessor:
                                                  self.count_tokens, self.key_field)
         return self.validators[name]
 
-    def process(self, values: dict[str, Any], validator: RowValidator, source_name: str):
-        """``(split, row, n_in, n_tgt, selection key)`` of a good row; raises RowError for a bad one."""
-        row, row_id, key, n_in, n_tgt = validator.check(values)
+    def _generated_id(self, basis: int) -> str:
+        """The id of a row without one: its content digest, counted when dedupe is off."""
+        row_id = f"{ID_PREFIX[self.scheme]}{basis & 0xFFFFFFFFFFFFFFFF:016x}"
+        if self.repeats is not None:  # dedupe is off: keep identical rows apart
+            count = (self.repeats.get(basis) or 0) + 1
+            self.repeats.put(basis, count)
+            if count > 1:
+                row_id = f"{row_id}-{count}"
+        return row_id
+
+    def _full_row(self, row_id: str, row: dict[str, Any], source_name: str) -> dict[str, Any]:
+        full = {"id": row_id, self.input_field: row[self.input_field], self.target_field: row[self.target_field],
+                "source": source_name}
+        full.update(row)  # the extras (never named id or source) after these four columns
+        return full
+
+    def _process_v2(self, values: dict[str, Any], validator: RowValidator, source_name: str):
+        """``process`` under row hash v2 (see rowhash.py): xxh3, at most three digests of text a row.
+
+        The digests and the split are written out here (not through rowhash's helpers, which
+        compute the same): a call costs as much as a digest, and this runs for every row.
+        """
+        row, row_id, key, n_in, n_tgt, norm_text, norm_target = validator.check(values)
         text, target = row[self.input_field], row[self.target_field]
-        norm_text = normalise(text)
+        h_in = xxh3_bytes(norm_text.encode("utf-8", "surrogatepass"), self._seed)
+        if self.classify:
+            h_tgt = self._target_digests.get(target)
+            if h_tgt is None:
+                h_tgt = self._target_digests[target] = xxh64(target)
+            h_text = xxh3_bytes(text.encode("utf-8", "surrogatepass"))
+            exact = (h_text * PAIR_MULTIPLIER + h_tgt) & MASK64
+        else:
+            h_tgt = xxh64(norm_target)
+            exact = h_text = xxh64(f"{text}\x1f{target}")
+        id_hash = None
+        if row_id is None:
+            row_id = f"x{h_text:016x}" if self.repeats is None else self._generated_id(h_text)
+        elif self.tracker.ids is not None:
+            id_hash = xxh64(row_id)
+        if self.key_field == "id":
+            key = row_id
+        h_split = h_in if key is None else xxh64(key, self._seed)
+        index = 0 if h_split < self._bounds[0] else 1 if h_split < self._bounds[1] else 2
+        if self._one_map:
+            problem = self.tracker.check_labeled(row_id, id_hash, h_in,
+                                                 (exact >> 16 << 16) | self._label_index[target] << 2 | index)
+        else:
+            pair = (h_in * PAIR_MULTIPLIER + h_tgt) & MASK64
+            problem = self.tracker.check_digests(row_id, id_hash, exact, pair, h_in, (h_tgt >> 2 << 2) | index)
+        if problem is not None:
+            raise RowError(*problem)
+        return SPLIT_NAMES[index], self._full_row(row_id, row, source_name), n_in, n_tgt, norm_text if key is None \
+            else key
+
+    def _process_v1(self, values: dict[str, Any], validator: RowValidator, source_name: str):
+        """``(split, row, n_in, n_tgt, selection key)`` of a good row; raises RowError for a bad one."""
+        row, row_id, key, n_in, n_tgt, norm_text, norm_target = validator.check(values)
+        text, target = row[self.input_field], row[self.target_field]
         exact = digest8(f"{text}\x1f{target}")
         if row_id is None:
             # A text's id survives a label correction; a causal-LM row is its pair.
-            basis = digest8(text) if self.classify else exact
-            row_id = f"h{basis & 0xFFFFFFFFFFFFFFFF:016x}"
-            if self.repeats is not None:  # dedupe is off: keep identical rows apart
-                count = (self.repeats.get(basis) or 0) + 1
-                self.repeats.put(basis, count)
-                if count > 1:
-                    row_id = f"{row_id}-{count}"
+            row_id = self._generated_id(digest8(text) if self.classify else exact)
         if self.key_field == "id":
             key = row_id
         split_key = key if key is not None else norm_text
         split = assign_split(split_key, self.ratios, self.salt)
-        problem = self.tracker.check(row_id, exact, norm_text, target if self.classify else normalise(target), split)
+        problem = self.tracker.check(row_id, exact, norm_text, norm_target, split)
         if problem is not None:
             raise RowError(*problem)
-        full = {"id": row_id, self.input_field: text, self.target_field: target, "source": source_name}
-        full.update((k, v) for k, v in row.items() if k not in full)
-        return split, full, n_in, n_tgt, split_key
+        return split, self._full_row(row_id, row, source_name), n_in, n_tgt, split_key
 
 
 class _Selector:
     """Keeps the ``limit`` rows with the lowest selection hash of their key (stable as data grows)."""
 
-    def __init__(self, limit: int, salt: str):
-        self.limit, self.salt = limit, salt
+    def __init__(self, limit: int, salt: str, scheme: str):
+        self.limit, self.salt, self.scheme = limit, salt, scheme
         self.heap: list[tuple[int, int, int, tuple]] = []
         self.seq = 0
         self.dropped = 0
 
     def offer(self, split_key: str, item: tuple) -> None:
         self.seq += 1
-        tie = hash64(item[1]["id"])
-        entry = (-selection_hash(split_key, self.salt), -tie, self.seq, item)
+        tie = tie_digest(self.scheme, item[1]["id"])
+        entry = (-selection_digest(self.scheme, split_key, self.salt), -tie, self.seq, item)
         if len(self.heap) < self.limit:
             heapq.heappush(self.heap, entry)
         else:
@@ -132,12 +187,20 @@ def _spec(spec: Spec | dict[str, Any]) -> Spec:
     return spec if isinstance(spec, Spec) else parse_spec(spec)
 
 
-def _parent(parent: str | Path | None) -> str | None:
+def _parent(parent: str | Path | None, row_hash: str) -> str | None:
+    """The parent's fingerprint; a parent data set (or card) made under another row hash is refused."""
     if parent is None or parent == "":
         return None
     if isinstance(parent, str) and parent.startswith("sha256:"):
         return parent
     card = verify_card(parent, kind="dataset") if Path(parent).is_dir() else read_card(parent)
+    parent_hash = card.get("row_hash", DEFAULT_ROW_HASH)
+    if parent_hash != row_hash:
+        raise DataError(f"`data.row_hash` is {row_hash!r} but the parent data set {parent} was made with "
+                        f"{parent_hash!r}: its ids and splits would change, and rows the champion trained on "
+                        "would land in the new test split",
+                        f"set `data.row_hash: {parent_hash}` in the spec (absent means v1), or start a new "
+                        "lineage without a parent and gate it against a champion trained on it")
     return card["fingerprint"]
 
 
@@ -169,13 +232,13 @@ class _Run:
     def __init__(self, spec: Spec, writer: DatasetWriter, processor: RowProcessor):
         self.spec, self.writer, self.processor = spec, writer, processor
         self.stats = Stats(processor.input_field, processor.target_field, processor.classify)
-        self.fingerprint = Fingerprint()
+        self.fingerprint = Fingerprint(spec.data.row_hash)
         self.reasons: Counter[str] = Counter()
         self.examples: list[str] = []
         self.sources: list[dict[str, Any]] = []
         self.valid = self.read = 0
         limit = spec.data.max_rows
-        self.selector = _Selector(limit, spec.data.split.salt) if limit else None
+        self.selector = _Selector(limit, spec.data.split.salt, spec.data.row_hash) if limit else None
 
     def emit(self, split: str, row: dict[str, Any], n_in: int, n_tgt: int) -> None:
         self.writer.add(split, row)
@@ -249,8 +312,8 @@ def ingest_dataset(spec: Spec | dict[str, Any], out_dir: str | Path, parent: str
     missing or empty, has no valid row, or the bad fraction passes the spec's limit.
     """
     spec = _spec(spec)
-    parent_fp = _parent(parent)
     data = spec.data
+    parent_fp = _parent(parent, data.row_hash)
     processor = RowProcessor(spec, count_tokens)
     with DatasetWriter(out_dir) as writer:
         run = _Run(spec, writer, processor)
@@ -274,6 +337,7 @@ def ingest_dataset(spec: Spec | dict[str, Any], out_dir: str | Path, parent: str
             quarantine_counts=dict(sorted(run.reasons.items())), repairs=dict(sorted(repairs.items())),
             split={"ratios": dict(zip(("train", "validation", "test"), processor.ratios)),
                    "key": data.split.key or "normalised input", "salt": data.split.salt},
+            row_hash=data.row_hash,
             quality=data.quality.model_dump(), max_rows=data.max_rows, not_selected=not_selected,
             token_count=TOKEN_COUNT if count_tokens is approx_tokens else getattr(count_tokens, "__name__", "custom"),
             **run.stats.card_fields())
@@ -294,10 +358,12 @@ def validate_rows(spec: Spec | dict[str, Any], rows: Iterable[dict[str, Any]],
     processor = RowProcessor(spec, count_tokens)
     source = spec.data.sources[0]
     validator = processor.validator(source, "bench")
-    outcome: Counter[str] = Counter()
+    splits = dict.fromkeys(SPLIT_NAMES, 0)
+    reasons: Counter[str] = Counter()
+    process = processor.process
     for values in rows:
         try:
-            outcome[processor.process(values, validator, "bench")[0]] += 1
+            splits[process(values, validator, "bench")[0]] += 1
         except RowError as err:
-            outcome[err.reason] += 1
-    return outcome
+            reasons[err.reason] += 1
+    return Counter({s: n for s, n in splits.items() if n}) + reasons

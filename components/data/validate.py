@@ -61,7 +61,17 @@ def approx_tokens(text: str) -> int:
 def normalise(text: str) -> str:
     """Text for duplicate and leakage checks: NFKC, case-folded, whitespace collapsed; symbols, punctuation and
     emoji are kept ("C++" and "C#", "👍👍" and "👎👎" are different texts)."""
+    if text.isascii():  # NFKC leaves ASCII as it is, and casefold() of ASCII is lower()
+        return " ".join(text.lower().split())
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def normalise_and_count(text: str, count: Callable[[str], int]) -> tuple[str, int]:
+    """``(normalise(text), count(text))``, splitting an ASCII text into words once for both (the default count)."""
+    if count is approx_tokens and text.isascii():
+        words = text.split()
+        return " ".join(words).lower(), max(len(words), (len(text) + 3) // 4)
+    return normalise(text), count(text)
 
 
 def _char_error(column: str, char: str) -> "RowError":
@@ -91,6 +101,7 @@ class RowValidator:
         self.unescape = getattr(source, "unescape_html", True)
         self.label_map = {str(k): v for k, v in source.label_map.items()}
         self.labels = set(task.labels)
+        self._known_labels: dict[str, str] = {}  # raw string label -> its valid label, filled as rows come
         cols = source.columns
         self.col_in = cols.get(self.input_field, self.input_field)
         self.col_tgt = cols.get(self.target_field, self.target_field)
@@ -107,9 +118,9 @@ class RowValidator:
             raise RowError("missing-field", f"`{column}` (task field `{field}`) is missing or null")
         if not isinstance(value, str):
             raise RowError("wrong-type", f"`{column}` must be a string, got {type(value).__name__} {value!r:.60}")
-        bad = _BAD_TEXT.search(value)
+        bad = ("\x00" if "\x00" in value else None) if value.isascii() else _BAD_TEXT.search(value)
         if bad:
-            raise _char_error(column, bad.group())
+            raise _char_error(column, bad if isinstance(bad, str) else bad.group())
         if "\r" in value:
             value = value.replace("\r\n", "\n").replace("\r", "\n")
             self.repairs["line-endings"] += 1
@@ -118,12 +129,14 @@ class RowValidator:
             if fixed != value:
                 value = fixed
                 self.repairs["html-entities"] += 1
-        if not value.strip():
+        if not value or value.isspace():
             raise RowError("empty-text", f"`{column}` is empty or whitespace")
         return value
 
     def _label(self, values: dict[str, Any]) -> str:
         raw = values.get(self.col_tgt)
+        if type(raw) is str and raw in self._known_labels:
+            return self._known_labels[raw]
         if raw is None:
             raise RowError("missing-field", f"`{self.col_tgt}` (task field `{self.target_field}`) is missing or null")
         if isinstance(raw, float) and raw.is_integer():
@@ -131,25 +144,22 @@ class RowValidator:
         if isinstance(raw, bool) or not isinstance(raw, str | int):
             raise RowError("wrong-type", f"`{self.col_tgt}` must be a string or integer label, "
                            f"got {type(raw).__name__} {raw!r:.60}")
-        raw = str(raw).strip()
-        label = self.label_map.get(raw, raw)
+        text = str(raw).strip()
+        label = self.label_map.get(text, text)
         if label not in self.labels:
-            raise RowError("unknown-label", f"label {raw!r} is not one of {', '.join(self.task.labels)}; add it "
+            raise RowError("unknown-label", f"label {text!r} is not one of {', '.join(self.task.labels)}; add it "
                            "to task.labels or map it with the source's label_map")
+        if type(raw) is str and len(self._known_labels) < 10_000:
+            self._known_labels[raw] = label
         return label
 
-    def _lengths(self, text: str, target: str) -> tuple[int, int]:
+    def _lengths(self, n_in: int, n_tgt: int) -> None:
         q = self.quality
-        n_in = self.count(text)
-        n_tgt = 0 if self.classify else self.count(target)
-        short = [(f, n) for f, n in ((self.input_field, n_in), (self.target_field, n_tgt))
-                 if n < q.min_tokens and not (self.classify and f == self.target_field)]
-        if short:
-            field, n = short[0]
+        if n_in < q.min_tokens or (n_tgt < q.min_tokens and not self.classify):
+            field, n = (self.input_field, n_in) if n_in < q.min_tokens else (self.target_field, n_tgt)
             raise RowError("too-short", f"`{field}` has {n} token(s), data.quality.min_tokens is {q.min_tokens}")
         if n_in + n_tgt > q.max_tokens:
             raise RowError("too-long", f"{n_in + n_tgt} tokens, data.quality.max_tokens is {q.max_tokens}")
-        return n_in, n_tgt
 
     def _id(self, values: dict[str, Any]) -> str | None:
         if self.col_id is None:
@@ -164,6 +174,8 @@ class RowValidator:
 
     def _extras(self, values: dict[str, Any]) -> dict[str, str | None]:
         extras: dict[str, str | None] = {}
+        if values.keys() <= self.reserved:
+            return extras
         for column, value in values.items():
             if column in self.reserved:
                 continue
@@ -181,20 +193,23 @@ class RowValidator:
                 raise _char_error(column, bad.group())
         return extras
 
-    def check(self, values: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None, int, int]:
-        """(row without id/source, id or None, split key or None, input tokens, target tokens).
+    def check(self, values: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None, int, int, str, str]:
+        """(row without id/source, id or None, split key or None, input tokens, target tokens, normalised
+        input, normalised target (a label as it is)).
 
         Raises :class:`RowError` with the reason of the first problem found.
         """
         text = self._text(values, self.col_in, self.input_field)
         target = self._label(values) if self.classify else self._text(values, self.col_tgt, self.target_field)
-        row_id = self._id(values)
+        row_id = self._id(values) if self.col_id is not None else None
         key = None
         if self.col_key is not None:
             raw_key = values.get(self.col_key)
             if raw_key is None or raw_key == "":
                 raise RowError("missing-field", f"`{self.col_key}` (data.split.key) is missing or null")
             key = str(raw_key)
-        n_in, n_tgt = self._lengths(text, target)
+        norm_text, n_in = normalise_and_count(text, self.count)
+        norm_target, n_tgt = (target, 0) if self.classify else normalise_and_count(target, self.count)
+        self._lengths(n_in, n_tgt)
         row = {self.input_field: text, self.target_field: target, **self._extras(values)}
-        return row, row_id, key, n_in, n_tgt
+        return row, row_id, key, n_in, n_tgt, norm_text, norm_target

@@ -28,7 +28,7 @@ from aicd.components.errors import LabelingError
 from aicd.components.labeling.agreement import agreement, resolve
 from aicd.components.labeling.client import ID_KEY, LabelStudio
 from aicd.components.labeling.configs import Kind, labeling_of, read_value, task_kind
-from aicd.components.labeling.versions import parent_fingerprint, read_version, write_version
+from aicd.components.labeling.versions import parent_fingerprint, read_version, row_hash_of, write_version
 from aicd.components.spec import LabelingSpec, Spec
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def import_labels(spec: Spec | dict[str, Any], dataset_dir: str | Path, out_dir:
         list(parent_card.get("sources") or []) + [{"name": f"label-studio:{labeling.project}",
                                                      "kind": "label-studio", "url": client.url,
                                                      "project": labeling.project, "project_id": int(project["id"])}],
-        agreement=figures,
+        row_hash=row_hash_of(parent_card), agreement=figures,
         labeling={"project": labeling.project, "project_id": int(project["id"]), "kind": kind,
                   "tasks": len(collected.items), "labeled": labeled, "new_rows": new_rows, "previous": previous_fp,
                   "pending": pending,

@@ -27,7 +27,14 @@ from typing import Any
 from aicd.components.errors import DataError, LabelingError
 from aicd.components.labeling.configs import labeling_of
 from aicd.components.labeling.payloads import exchange_of
-from aicd.components.labeling.versions import normalise, parent_fingerprint, read_version, split_of, write_version
+from aicd.components.labeling.versions import (
+    normalise,
+    parent_fingerprint,
+    read_version,
+    row_hash_of,
+    split_of,
+    write_version,
+)
 from aicd.components.spec import Spec
 
 log = logging.getLogger(__name__)
@@ -221,10 +228,11 @@ def collect_feedback(spec: Spec | dict[str, Any], log_path: str | Path, out_dir:
     rows, quarantine, downs = _rows(spec, requests, feedback, mask)
     quarantine = bad + quarantine + _pair_downvotes(rows, downs, spec)
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": [], "test": []}
-    parent, sources, seen = None, [], set()
+    parent, sources, seen, row_hash = None, [], set(), spec.data.row_hash
     if parent_dir is not None:
         parent_card, splits = read_version(parent_dir)
         parent, sources = parent_fingerprint(parent_card), list(parent_card.get("sources") or [])
+        row_hash = row_hash_of(parent_card)  # new rows are split as the parent's were
         seen = {str(r["id"]) for rs in splits.values() for r in rs}
     pairs_seen = {(normalise(r[spec.task.fields[0]]), normalise(r[spec.task.fields[1]]))
                   for rs in splits.values() for r in rs}
@@ -234,11 +242,11 @@ def collect_feedback(spec: Spec | dict[str, Any], log_path: str | Path, out_dir:
         if row["id"] in seen or key in pairs_seen:
             continue  # already in the parent version, or the same exchange again
         pairs_seen.add(key)
-        splits[split_of(row[spec.task.fields[0]], spec.data.split)].append(row)
+        splits[split_of(row[spec.task.fields[0]], spec.data.split, row_hash)].append(row)
         new_rows += 1
     source = {"name": "payload-log", "kind": "payload-log", "uri": str(log_path), "requests": request_count,
               "feedback": len(feedback), "rows_new": new_rows}
-    card = write_version(out_dir, spec.task, splits, quarantine, parent, sources + [source],
+    card = write_version(out_dir, spec.task, splits, quarantine, parent, sources + [source], row_hash=row_hash,
                          feedback={"requests": request_count, "feedback": len(feedback), "new_rows": new_rows,
                                    "masked": dict(mask.counts)})
     n_rows = sum(len(r) for r in splits.values())
@@ -289,7 +297,7 @@ def add_feedback(spec: Spec | dict[str, Any], dataset_dir: str | Path, feedback_
               "rows_added": added}
     extra = {k: card[k] for k in ("labeling", "agreement") if card.get(k) is not None}
     out = write_version(out_dir, spec.task, splits, quarantine, parent_fingerprint(card),
-                        list(card.get("sources") or []) + [source], **extra)
+                        list(card.get("sources") or []) + [source], row_hash=row_hash_of(card), **extra)
     rows = sum(len(r) for r in splits.values())
     log.info("training data: %d rows, %d of them added from feedback", rows, added)
     return MergeResult(str(out_dir), out["fingerprint"], rows, added)

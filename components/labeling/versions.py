@@ -2,7 +2,8 @@
 
 The artifact format and its figures belong to the data area: rows are written with
 ``components/data/format.py``, the fingerprint is ``data.split.Fingerprint``, split
-assignment ``data.split.assign_split`` over ``data.validate.normalise``d text, and the
+assignment ``data.split.assign_split`` (``data.rowhash.assign_split_v2`` for a data set made
+under ``row_hash: v2``, which its versions keep) over ``data.validate.normalise``d text, and the
 card's label and length figures come from ``data.split.Stats`` (token units of
 ``data.validate.approx_tokens``), so a labeled or feedback version reads like an
 ingested one. This module only adds the lineage (``parent``, ``sources``).
@@ -14,11 +15,13 @@ from typing import Any
 
 from aicd.components.cards import verify_card
 from aicd.components.data.format import SPLITS, read_split, write_dataset
+from aicd.components.data.rowhash import DEFAULT_ROW_HASH, assign_split_v2
 from aicd.components.data.split import Fingerprint, Stats, assign_split
 from aicd.components.data.validate import TOKEN_COUNT, approx_tokens, normalise
 from aicd.components.spec import SplitSpec, TaskSpec
 
-__all__ = ["normalise", "parent_fingerprint", "read_version", "split_of", "fingerprint", "write_version"]
+__all__ = ["normalise", "parent_fingerprint", "read_version", "row_hash_of", "split_of", "fingerprint",
+           "write_version"]
 
 
 def read_version(dataset_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
@@ -32,18 +35,24 @@ def parent_fingerprint(card: dict[str, Any]) -> str:
     return str(card.get("fingerprint") or card["digest"])
 
 
-def fingerprint(splits: dict[str, list[dict[str, Any]]]) -> str:
+def row_hash_of(card: dict[str, Any]) -> str:
+    """The row-hashing scheme a version was made with (a card without one: v1)."""
+    return str(card.get("row_hash") or DEFAULT_ROW_HASH)
+
+
+def fingerprint(splits: dict[str, list[dict[str, Any]]], row_hash: str = DEFAULT_ROW_HASH) -> str:
     """The data area's order-independent fingerprint of (split, row) pairs."""
-    fp = Fingerprint()
+    fp = Fingerprint(row_hash)
     for name in SPLITS:
         for row in splits.get(name, []):
             fp.add(name, row)
     return fp.hexdigest()
 
 
-def split_of(text: str, split: SplitSpec) -> str:
-    """The split of a new row keyed by its input text, as ingest assigns it."""
-    return assign_split(normalise(text), (split.train, split.validation, split.test), split.salt)
+def split_of(text: str, split: SplitSpec, row_hash: str = DEFAULT_ROW_HASH) -> str:
+    """The split of a new row keyed by its input text, as ingest assigns it under ``row_hash``."""
+    assign = assign_split_v2 if row_hash == "v2" else assign_split
+    return assign(normalise(text), (split.train, split.validation, split.test), split.salt)
 
 
 def _stats(task: TaskSpec, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -62,13 +71,13 @@ def _stats(task: TaskSpec, splits: dict[str, list[dict[str, Any]]]) -> dict[str,
 
 def write_version(out_dir: str | Path, task: TaskSpec, splits: dict[str, list[dict[str, Any]]],
                   quarantine: list[dict[str, Any]], parent: str | None, sources: list[Any],
-                  **extra: Any) -> dict[str, Any]:
-    """Write a new data set version atomically; return its card."""
+                  row_hash: str = DEFAULT_ROW_HASH, **extra: Any) -> dict[str, Any]:
+    """Write a new data set version atomically; return its card. ``row_hash`` is the parent's scheme."""
     figures = _stats(task, splits)
     figures.pop("slice_distribution", None)  # label bookkeeping columns are not slices
     return write_dataset(
         out_dir, splits, quarantine,
-        fingerprint=fingerprint(splits), parent=parent, sources=sources, task=task.type,
+        fingerprint=fingerprint(splits, row_hash), row_hash=row_hash, parent=parent, sources=sources, task=task.type,
         fields={"input": task.fields[0], "target": task.fields[1], "id": task.id_field},
         labels=list(task.labels), token_count=TOKEN_COUNT,
         quarantine_counts=dict(sorted(Counter(q.get("kind", "other") for q in quarantine).items())),
