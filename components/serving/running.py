@@ -73,6 +73,7 @@ class RunningBatch:
         self.rows: list[Row] = []
         self.jobs: list[Job] = []
         self.ids = self.mask = self.positions = self.past = None
+        self.can_join = False  # the model's cache takes rows mid-run (a plain DynamicCache)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -96,6 +97,7 @@ class RunningBatch:
             for job in jobs:
                 job.finish(err)
             raise
+        self.can_join = joinable(out.past_key_values)
         self._merge(rows, jobs, torch.tensor(picked)[:, None], mask, positions[:, -1:], out.past_key_values)
         self._leave()
 
@@ -180,21 +182,22 @@ class RunningBatch:
 
 def run_jobs(core: Any, tokenizer: Any, jobs: list[Job], context: Context, more: More | None = None,
              max_rows: int = 0) -> None:
-    """Decode ``jobs``; while any row runs, take new jobs from ``more`` (up to ``max_rows`` active) between
-    steps. Every job's ``finish`` is called exactly once, as soon as its row stops."""
+    """Decode ``jobs``; between steps take new jobs from ``more`` (up to ``max_rows`` active), until no row
+    is left and none arrived. Every job's ``finish`` is called exactly once, as soon as its row stops."""
     import torch
 
     batch = RunningBatch(core, tokenizer, context)
     try:
         with torch.inference_mode():
             batch.admit(jobs)
-            can_join = more is not None and len(batch) > 0 and joinable(batch.past)
-            while len(batch):
-                joined = more(max_rows - len(batch)) if can_join and len(batch) < max_rows else []
+            while True:
+                room = max_rows - len(batch)
+                joined = more(room) if more is not None and room > 0 and batch.can_join else []
                 if joined:
                     batch.admit(joined)
-                if len(batch):
-                    batch.step()
+                if not len(batch):
+                    break
+                batch.step()
     except Exception as err:  # noqa: BLE001 - every unanswered row of the broken batch gets the error
         batch.close(err)
         raise
