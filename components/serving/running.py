@@ -17,7 +17,7 @@ logits is the token ``generate`` picks.
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,8 @@ class RunningBatch:
         self.jobs: list[Job] = []
         self.ids = self.mask = self.positions = self.past = None
         self.can_join = False  # the model's cache takes rows mid-run (a plain DynamicCache)
+        self._tags: list[Any] | None = None  # the rows the adapter context was entered for
+        self._stack = ExitStack()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -89,10 +91,10 @@ class RunningBatch:
         mask = torch.tensor([[0] * (width - len(i.prompt_ids)) + [1] * len(i.prompt_ids) for i in items])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         try:
-            with self.context([job.tag for job in jobs]):
-                out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-                score_prompts(rows, out.last_hidden_state, self.head, width)
-                picked = self._pick(rows, out.last_hidden_state[:, -1])
+            self._use([job.tag for job in jobs])
+            out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            score_prompts(rows, out.last_hidden_state, self.head, width)
+            picked = self._pick(rows, out.last_hidden_state[:, -1])
         except Exception as err:  # noqa: BLE001 - these rows are not in the batch yet: answer them here
             for job in jobs:
                 job.finish(err)
@@ -107,12 +109,25 @@ class RunningBatch:
 
         self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype)], dim=1)
         self.positions = self.positions + 1
-        with self.context([job.tag for job in self.jobs]):
-            out = self.body(input_ids=self.ids, attention_mask=self.mask, position_ids=self.positions,
-                            past_key_values=self.past, use_cache=True)
-            self.past = out.past_key_values
-            self.ids = torch.tensor(self._pick(self.rows, out.last_hidden_state[:, -1]))[:, None]
+        self._use([job.tag for job in self.jobs])
+        out = self.body(input_ids=self.ids, attention_mask=self.mask, position_ids=self.positions,
+                        past_key_values=self.past, use_cache=True)
+        self.past = out.past_key_values
+        self.ids = torch.tensor(self._pick(self.rows, out.last_hidden_state[:, -1]))[:, None]
         self._leave()
+
+    def _use(self, tags: list[Any]) -> None:
+        """Enter the adapter context of these rows, unless it is already entered (selecting adapters or
+        registering peft's hooks walks every module: done when the rows change, not at every step)."""
+        if tags == self._tags:
+            return
+        self.release()
+        self._stack.enter_context(self.context(tags))
+        self._tags = tags
+
+    def release(self) -> None:
+        self._stack.close()
+        self._stack, self._tags = ExitStack(), None
 
     def _pick(self, rows: list[Row], hidden) -> list[int]:
         """Each live row's next token (``pad`` for a row that stopped); log-softmax only for rows that use it."""
@@ -201,3 +216,5 @@ def run_jobs(core: Any, tokenizer: Any, jobs: list[Job], context: Context, more:
     except Exception as err:  # noqa: BLE001 - every unanswered row of the broken batch gets the error
         batch.close(err)
         raise
+    finally:
+        batch.release()

@@ -151,4 +151,7 @@ class Service:
     async def close(self) -> None:
         await self.generation.close()
         await self.classification.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        # Queued work is dropped; a running batch (answers go out before its model thread is done with the
+        # model) ends its rows first, so nothing touches the model after close() returns.
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.executor.shutdown(wait=True, cancel_futures=True))
