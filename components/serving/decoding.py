@@ -219,8 +219,12 @@ def output_head(core: Any) -> Callable:
     divide = getattr(config, "logits_scaling", None)
     cap = getattr(config, "final_logit_softcapping", None)
 
+    plain = type(linear) is torch.nn.Linear and linear.bias is None
+
     def head(hidden):
-        logits = linear(hidden)
+        # weight @ hidden^T: on CPU the few-rows product of a wide head runs up to 2x faster this way round
+        # than linear() (its rows agree with linear()'s as closely as linear()'s agree across batch sizes)
+        logits = torch.mm(linear.weight, hidden.t()).t() if plain and hidden.dim() == 2 else linear(hidden)
         if scale is not None:
             logits = logits * scale
         if divide is not None:

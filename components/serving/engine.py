@@ -22,6 +22,7 @@ from aicd.components.pooling import CONFIG_KEY
 from aicd.components.provenance import BASE_KIND
 from aicd.components.serving.config import ServeConfig
 from aicd.components.serving.decoding import GenItem, GenResult
+from aicd.components.serving.mixed_lora import StackedLora, supported
 from aicd.components.serving.running import Job, More, run_jobs
 from aicd.components.uris import CACHE_KINDS, locate_model, resolve_model, resolve_path
 
@@ -92,6 +93,7 @@ class Engine:
         self.adapters: dict[str, Adapter] = {}
         self.serve_base = True
         self.max_positions = 512
+        self._stacked: StackedLora | bool | None = None  # batched mixed-adapter LoRA, built on first use
 
     # -- loading ----------------------------------------------------------------------------
     def load_base(self) -> None:
@@ -155,6 +157,7 @@ class Engine:
                                                    is_trainable=False)
         self.model.eval()
         self.adapters[adapter.name] = adapter
+        self._stacked = None
         log.info("adapter %s attached (%s)", adapter.name, adapter.digest)
 
     def detach(self, name: str) -> None:
@@ -162,6 +165,7 @@ class Engine:
             raise ServingError(f"adapter {name!r} is not served", f"served adapters: {', '.join(self.adapters)}")
         self.model.delete_adapter(name)
         del self.adapters[name]
+        self._stacked = None
         log.info("adapter %s removed", name)
 
     # -- inference --------------------------------------------------------------------------
@@ -211,9 +215,16 @@ class Engine:
 
     @contextlib.contextmanager
     def _rows_context(self, tags: list[str | None]):
-        """The adapters of a forward's rows: one selected for all, or peft's per-row hooks when they differ."""
+        """The adapters of a forward's rows: one selected for all; when they differ, stacked LoRA products
+        (mixed_lora.py), or peft's per-row hooks for adapters those do not cover."""
         if len(set(tags)) == 1:
             with self._selected(tags[0]):
+                yield
+            return
+        if self._stacked is None:
+            self._stacked = StackedLora(self.model) if supported(self.model, list(self.adapters)) else False
+        if self._stacked:
+            with self._stacked.rows(tags, list(self.adapters)):
                 yield
             return
         names = ["__base__" if a is None else a for a in tags]

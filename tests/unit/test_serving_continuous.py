@@ -197,3 +197,27 @@ def test_the_service_lets_a_late_request_join_and_answers_it_as_alone(tiny_causa
     assert service.generation.batch_sizes == [1] and service.generation.joined == 1
     assert short.text == engine.generate("a1", [second])[0].text
     assert long.text == engine.generate(None, [first])[0].text
+
+
+def test_stacked_lora_rows_equal_peft_mixed_batches(engine):
+    """mixed_lora.py's two batched products per layer give the logits of peft's per-adapter sub-batches."""
+    import torch
+    from peft.tuners.lora import Linear as LoraLinear
+
+    from aicd.components.serving.mixed_lora import StackedLora, supported
+
+    tags = [None, "a1", "a2", "a1"]
+    enc = engine.tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    assert supported(engine.model, list(engine.adapters))
+    with torch.inference_mode():
+        with engine.model._enable_peft_forward_hooks(adapter_names=["__base__" if t is None else t for t in tags]):
+            peft_logits = engine.model(**enc).logits
+        with StackedLora(engine.model).rows(tags, list(engine.adapters)):
+            stacked = engine.model(**enc).logits
+        with engine._selected("a1"):
+            alone = engine.model(**enc).logits
+    assert torch.allclose(stacked, peft_logits, atol=1e-5), (stacked - peft_logits).abs().max()
+    assert not torch.allclose(stacked[0], stacked[1], atol=1e-3)  # the rows really use different weights
+    layers = [m for m in engine.model.modules() if isinstance(m, LoraLinear)]
+    assert layers and not any(m._forward_hooks or m.disable_adapters for m in layers)  # all undone afterwards
+    assert torch.allclose(stacked[1], alone[1], atol=1e-5) and torch.allclose(stacked[3], alone[3], atol=1e-5)
