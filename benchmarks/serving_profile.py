@@ -98,23 +98,29 @@ def ceiling(profile: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def load_engine(base: Path, adapters: dict[str, Path]) -> Any:
+    """The predictor's engine with the base and every adapter attached (verified), as the server loads them."""
+    from aicd.components.serving.config import ServeConfig
+    from aicd.components.serving.engine import Engine
+
+    engine = Engine(ServeConfig(base=str(base), adapters={k: str(v) for k, v in adapters.items()}))
+    engine.load_base()
+    for name, path in adapters.items():
+        engine.attach(engine.verify(name, str(path)))
+    return engine
+
+
 def main() -> None:
     import tempfile
 
-    from aicd.components.serving.config import ServeConfig
-    from aicd.components.serving.engine import Engine
-    from benchmarks.bench_serving import ADAPTERS, MAX_TOKENS, VOCAB, make_adapters, prompts
+    from benchmarks.bench_serving import ADAPTERS, BATCH, MAX_TOKENS, REQUESTS, VOCAB, make_adapters, prompts
     from benchmarks.models import make_llama
 
     with tempfile.TemporaryDirectory(prefix="aicd-serving-profile-") as tmp:
         base = make_llama(Path(tmp) / "base", "mid", vocab_size=VOCAB)
-        paths = make_adapters(base, Path(tmp))
-        engine = Engine(ServeConfig(base=str(base), adapters={k: str(v) for k, v in paths.items()}))
-        engine.load_base()
-        for name, path in paths.items():
-            engine.attach(engine.verify(name, str(path)))
-        ids = [engine.tokenizer(p)["input_ids"] for p in prompts(16, seed=7)]
-        profile = profile_engine(engine, ids, [f"a{i}" for i in range(ADAPTERS)], MAX_TOKENS, 8)
+        engine = load_engine(base, make_adapters(base, Path(tmp)))
+        ids = [engine.tokenizer(p)["input_ids"] for p in prompts(REQUESTS, seed=7)]
+        profile = profile_engine(engine, ids, [f"a{i}" for i in range(ADAPTERS)], MAX_TOKENS, BATCH)
         profile["params_per_token"] = params_per_token(engine)
         profile["ceiling"] = ceiling(profile)
     print(json.dumps(profile, indent=2))
@@ -126,6 +132,31 @@ def params_per_token(engine: Any) -> int:
     embed = core.get_input_embeddings().weight.numel()
     lora = sum(p.numel() for n, p in engine.model.named_parameters() if "lora_" in n) // max(1, len(engine.adapters))
     return sum(p.numel() for n, p in core.named_parameters() if "lora_" not in n) - embed + lora
+
+
+def engine_figure(base: Path, adapters: dict[str, Path], fig: Any, texts: list[str]) -> Any:
+    """The engine's CPU split (serving_profile.py): why batching gains what it gains on this CPU."""
+    from benchmarks.bench_serving import ADAPTERS, BATCH, MAX_TOKENS
+
+    engine = load_engine(base, adapters)
+    ids = [engine.tokenizer(p)["input_ids"] for p in texts]
+    profile = profile_engine(engine, ids, [f"a{i}" for i in range(ADAPTERS)], MAX_TOKENS, BATCH)
+    profile["params_per_token"] = params_per_token(engine)
+    profile["ceiling"] = bound = ceiling(profile)
+    one, batched = profile["one_at_a_time"], profile["batched"]
+    fig.baseline, fig.treatment = one["cpu_s"], batched["cpu_s"]
+    fig.baseline_label, fig.treatment_label = "one-at-a-time", f"mixed batches of {BATCH}"
+    fig.details = profile
+    fig.note = (f"prefill {one['prefill_cpu_s']:.2f} vs {batched['prefill_cpu_s']:.2f} s, decoding "
+                f"{one['decode_cpu_s']:.2f} vs {batched['decode_cpu_s']:.2f} s; a decoding step of 1 row "
+                f"{one['decode_step_ms']:.1f} ms, of {BATCH} rows {batched['decode_step_ms']:.1f} ms; LM head "
+                f"{profile['head_8_rows']['gflop_per_s']:.0f} GFLOP/s at {BATCH} rows vs square matmul "
+                f"{profile['square_matmul_gflop_per_s']:.0f}; ceiling of the req/s ratio: "
+                f"{bound.get('decode_at_square_matmul_rate', 0):.1f}x with batched decoding at the square matmul rate, "
+                f"{bound['decode_free']:.1f}x with free decoding")
+    if not profile["same_answers"]:
+        fig.status, fig.note = "invalid", "correctness check failed: batched and one-at-a-time answers differ"
+    return fig
 
 
 if __name__ == "__main__":
