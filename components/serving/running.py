@@ -76,9 +76,11 @@ class RunningBatch:
         self.can_join = False  # the model's cache takes rows mid-run (a plain DynamicCache)
         self._tags: list[Any] | None = None  # the rows the adapter context was entered for
         self._stack = ExitStack()
+        self._answered: set[int] = set()  # rows whose job got its answer
 
     def __len__(self) -> int:
-        return len(self.rows)
+        """Rows still decoding."""
+        return sum(not r.done for r in self.rows)
 
     def admit(self, jobs: list[Job]) -> None:
         """Prefill ``jobs`` together, pick their first tokens and merge them into the running batch."""
@@ -166,21 +168,24 @@ class RunningBatch:
         self.rows, self.jobs = self.rows + rows, self.jobs + jobs
 
     def _leave(self) -> None:
-        """Answer the rows that stopped and drop them (and all-padding columns) from the state."""
+        """Answer the rows that stopped and drop them (and all-padding columns) from the state. A cache other
+        than plain growing layers (sliding windows...) keeps its shape: its finished rows stay, fed padding."""
         import torch
 
-        keep = [b for b, r in enumerate(self.rows) if not r.done]
-        if len(keep) == len(self.rows):
-            return
         for row, job in zip(self.rows, self.jobs):
-            if row.done:
+            if row.done and id(row) not in self._answered:
+                self._answered.add(id(row))
                 row._emit()
                 job.finish(row.error or row.result())
-        self.rows = [self.rows[b] for b in keep]
-        self.jobs = [self.jobs[b] for b in keep]
+        keep = [b for b, r in enumerate(self.rows) if not r.done]
         if not keep:
+            self.rows, self.jobs, self._answered = [], [], set()
             self.ids = self.mask = self.positions = self.past = None
             return
+        if len(keep) == len(self.rows) or not self.can_join:
+            return
+        self.rows = [self.rows[b] for b in keep]
+        self.jobs = [self.jobs[b] for b in keep]
         index = torch.tensor(keep)
         self.mask, self.ids, self.positions = self.mask[index], self.ids[index], self.positions[index]
         first = int(self.mask.any(dim=0).int().argmax())  # leading columns that hold only padding
@@ -190,8 +195,9 @@ class RunningBatch:
 
     def close(self, error: Exception) -> None:
         """Fail every row still active (the batch itself broke)."""
-        for job in self.jobs:
-            job.finish(error)
+        for row, job in zip(self.rows, self.jobs):
+            if id(row) not in self._answered:
+                job.finish(error)
         self.rows, self.jobs, self.ids, self.mask, self.positions, self.past = [], [], None, None, None, None
 
 

@@ -221,3 +221,22 @@ def test_stacked_lora_rows_equal_peft_mixed_batches(engine):
     layers = [m for m in engine.model.modules() if isinstance(m, LoraLinear)]
     assert layers and not any(m._forward_hooks or m.disable_adapters for m in layers)  # all undone afterwards
     assert torch.allclose(stacked[1], alone[1], atol=1e-5) and torch.allclose(stacked[3], alone[3], atol=1e-5)
+
+
+def test_a_cache_that_cannot_take_rows_keeps_its_shape_and_answers_early(engine, monkeypatch):
+    """Caches other than plain growing layers (sliding windows): no joins, finished rows stay (fed padding)
+    but are answered as they stop; the answers are those of the plain batch."""
+    from aicd.components.serving import running
+
+    items = [_item(engine, PROMPTS[0], 10), _item(engine, PROMPTS[1], 3), _item(engine, PROMPTS[2], 0)]
+    expected = [r.text for r in engine.generate(None, items)]
+    monkeypatch.setattr(running, "joinable", lambda past: False)
+    answers, order, asked = {}, [], []
+
+    def more(room: int) -> list[Job]:
+        asked.append(room)
+        return [Job(None, _item(engine, PROMPTS[3], 2), _recorded(answers, order, 9))]
+
+    engine.run_jobs([Job(None, item, _recorded(answers, order, i)) for i, item in enumerate(items)], more, 8)
+    assert order == [2, 1, 0] and not asked  # answered as they stopped; nobody was asked to join
+    assert [answers[i].text for i in range(3)] == expected
