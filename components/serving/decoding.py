@@ -112,6 +112,7 @@ class Row:
         self.prompt: tuple[TokenLogprob, ...] | None = None
         self.sent = 0  # characters already given to the sink
         self.closed = False  # the final result went to the sink
+        self.answered = False  # the request got its result (running.py)
         self.done = item.max_tokens == 0
         self.reason = "length"
         self.text = ""

@@ -76,7 +76,6 @@ class RunningBatch:
         self.can_join = False  # the model's cache takes rows mid-run (a plain DynamicCache)
         self._tags: list[Any] | None = None  # the rows the adapter context was entered for
         self._stack = ExitStack()
-        self._answered: set[int] = set()  # rows whose job got its answer
 
     def __len__(self) -> int:
         """Rows still decoding."""
@@ -173,13 +172,13 @@ class RunningBatch:
         import torch
 
         for row, job in zip(self.rows, self.jobs):
-            if row.done and id(row) not in self._answered:
-                self._answered.add(id(row))
+            if row.done and not row.answered:
+                row.answered = True
                 row._emit()
                 job.finish(row.error or row.result())
         keep = [b for b, r in enumerate(self.rows) if not r.done]
         if not keep:
-            self.rows, self.jobs, self._answered = [], [], set()
+            self.rows, self.jobs = [], []
             self.ids = self.mask = self.positions = self.past = None
             return
         if len(keep) == len(self.rows) or not self.can_join:
@@ -196,7 +195,7 @@ class RunningBatch:
     def close(self, error: Exception) -> None:
         """Fail every row still active (the batch itself broke)."""
         for row, job in zip(self.rows, self.jobs):
-            if id(row) not in self._answered:
+            if not row.answered:
                 job.finish(error)
         self.rows, self.jobs, self.ids, self.mask, self.positions, self.past = [], [], None, None, None, None
 

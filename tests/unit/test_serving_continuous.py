@@ -240,3 +240,20 @@ def test_a_cache_that_cannot_take_rows_keeps_its_shape_and_answers_early(engine,
     engine.run_jobs([Job(None, item, _recorded(answers, order, i)) for i, item in enumerate(items)], more, 8)
     assert order == [2, 1, 0] and not asked  # answered as they stopped; nobody was asked to join
     assert [answers[i].text for i in range(3)] == expected
+
+
+def test_every_request_of_a_long_churning_batch_is_answered_once(engine):
+    """Rows keep joining and leaving (freed rows' objects get reused): each job is answered exactly once."""
+    items = [_item(engine, PROMPTS[i % len(PROMPTS)], 1 + (i * 7) % 6) for i in range(24)]
+    calls: dict[int, int] = {}
+
+    def recorder(i: int):
+        return lambda result: calls.__setitem__(i, calls.get(i, 0) + 1)
+    waiting = [Job(("a1", "a2", None)[i % 3], item, recorder(i)) for i, item in enumerate(items)]
+
+    def more(room: int) -> list[Job]:
+        taken, waiting[:] = waiting[:min(room, 2)], waiting[min(room, 2):]
+        return taken
+
+    engine.run_jobs(more(2), more, max_rows=4)
+    assert calls == {i: 1 for i in range(24)}
