@@ -6,10 +6,17 @@ its oldest item has waited ``max_wait_s``, and runs up to ``max_batch_size`` ite
 that one key in the model's single executor thread. Items of other keys stay queued,
 so one batch never mixes adapters. With ``max_batch_size == 1`` every item runs alone
 at once (one-at-a-time serving).
+
+``ContinuousBatcher`` (generation) keeps the batch open while it runs: between decoding
+steps the model thread takes items of the running key that arrived meanwhile (up to
+``max_batch_size`` active rows) and answers each item as soon as its row stops. It takes
+none while another key has items waiting, so a busy adapter cannot starve the others: the
+running batch drains and the oldest waiting key runs next.
 """
 
 import asyncio
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -47,6 +54,7 @@ class DynamicBatcher:
         self._groups: OrderedDict[str, list[_Pending]] = OrderedDict()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._lock = threading.Lock()  # _groups: the event loop adds, a running continuous batch takes
         self.batch_sizes: list[int] = []  # recent batch sizes, for tests and logs
 
     def _ensure_worker(self) -> None:
@@ -58,7 +66,8 @@ class DynamicBatcher:
         """Queue one item and wait for its result."""
         self._ensure_worker()
         future = asyncio.get_running_loop().create_future()
-        self._groups.setdefault(key, []).append(_Pending(item, future))
+        with self._lock:
+            self._groups.setdefault(key, []).append(_Pending(item, future))
         self._wakeup.set()
         return await future
 
@@ -66,15 +75,18 @@ class DynamicBatcher:
         return list(await asyncio.gather(*(self.submit(key, item) for item in items)))
 
     def _oldest_key(self) -> str | None:
-        live = [(group[0].arrived, key) for key, group in self._groups.items() if group]
+        with self._lock:
+            live = [(group[0].arrived, key) for key, group in self._groups.items() if group]
         return min(live)[1] if live else None
 
-    def _take(self, key: str) -> list[_Pending]:
-        group = self._groups[key]
-        batch = [p for p in group[: self.max_batch_size] if not p.future.done()]
-        del group[: self.max_batch_size]
-        if not group:
-            del self._groups[key]
+    def _take(self, key: str, limit: int | None = None) -> list[_Pending]:
+        with self._lock:
+            group = self._groups.get(key, [])
+            limit = self.max_batch_size if limit is None else limit
+            batch = [p for p in group[:limit] if not p.future.done()]
+            del group[:limit]
+            if not group:
+                self._groups.pop(key, None)
         return batch
 
     async def _work(self) -> None:
@@ -129,3 +141,54 @@ class DynamicBatcher:
                 if not p.future.done():
                     p.future.cancel()
         self._groups.clear()
+
+
+RunJobs = Callable[[str, list[tuple[Any, Callable[[Any], None]]], Callable[[int], list]], None]
+
+
+class ContinuousBatcher(DynamicBatcher):
+    """Runs ``run_jobs(key, entries, more)`` in the executor: ``entries`` are ``(item, finish)`` pairs,
+    ``finish(result)`` (an Exception fails that item alone) may be called from the model thread as soon
+    as an item is done, and ``more(room)`` returns further ``(item, finish)`` pairs of the same key that
+    arrived meanwhile (at most ``room``). Every item must be finished once before ``run_jobs`` returns."""
+
+    def __init__(self, run_jobs: RunJobs, executor: Executor, max_batch_size: int, max_wait_s: float):
+        super().__init__(run_jobs, executor, max_batch_size, max_wait_s)
+        self.joined = 0  # items that joined a running batch, for tests and logs
+
+    def _waiting_elsewhere(self, key: str) -> bool:
+        with self._lock:
+            return any(group for k, group in self._groups.items() if k != key)
+
+    async def _run(self, key: str, batch: list[_Pending]) -> None:
+        self.batch_sizes = (self.batch_sizes + [len(batch)])[-1000:]
+        loop = asyncio.get_running_loop()
+        taken = list(batch)
+
+        def finisher(future: asyncio.Future) -> Callable[[Any], None]:
+            def settle(result: Any) -> None:
+                if future.done():
+                    return
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+            return lambda result: loop.call_soon_threadsafe(settle, result)
+
+        def more(room: int) -> list[tuple[Any, Callable[[Any], None]]]:  # called in the model thread
+            if room <= 0 or self._waiting_elsewhere(key):
+                return []
+            joining = self._take(key, room)
+            taken.extend(joining)
+            self.joined += len(joining)
+            return [(p.item, finisher(p.future)) for p in joining]
+
+        error: Exception = RuntimeError("the batch ended without answering this request")
+        try:
+            await loop.run_in_executor(self.executor, self.run_batch, key,
+                                       [(p.item, finisher(p.future)) for p in batch], more)
+        except Exception as err:  # noqa: BLE001 - handed to every request the batch did not answer
+            error = err
+        for p in taken:  # answers were scheduled before the batch returned: they are set by now
+            if not p.future.done():
+                p.future.set_exception(error)

@@ -5,7 +5,8 @@ before its weights are read, whose task must match the server's and whose base m
 must be the server's base. Inference runs one batch at a time in the server's single
 model thread: ``set_adapter`` (or ``disable_adapter`` for the base) selects the adapter
 of the whole batch, so the batcher groups requests by adapter; with ``--mix-adapters`` a
-generation batch holds rows of any adapters (peft's mixed-adapter batches).
+generation batch holds rows of any adapters (peft's mixed-adapter batches). Generation is
+continuous (running.py): rows join the running batch between steps and leave when done.
 """
 
 import contextlib
@@ -20,7 +21,9 @@ from aicd.components.models import adapter_pooling, load_causal_lm, load_classif
 from aicd.components.pooling import CONFIG_KEY
 from aicd.components.provenance import BASE_KIND
 from aicd.components.serving.config import ServeConfig
-from aicd.components.serving.decoding import GenItem, GenResult, decode_batch
+from aicd.components.serving.decoding import GenItem, GenResult
+from aicd.components.serving.mixed_lora import StackedLora, supported
+from aicd.components.serving.running import Job, More, run_jobs
 from aicd.components.uris import CACHE_KINDS, locate_model, resolve_model, resolve_path
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,7 @@ class Engine:
         self.adapters: dict[str, Adapter] = {}
         self.serve_base = True
         self.max_positions = 512
+        self._stacked: StackedLora | bool | None = None  # batched mixed-adapter LoRA, built on first use
 
     # -- loading ----------------------------------------------------------------------------
     def load_base(self) -> None:
@@ -153,6 +157,7 @@ class Engine:
                                                    is_trainable=False)
         self.model.eval()
         self.adapters[adapter.name] = adapter
+        self._stacked = None
         log.info("adapter %s attached (%s)", adapter.name, adapter.digest)
 
     def detach(self, name: str) -> None:
@@ -160,6 +165,7 @@ class Engine:
             raise ServingError(f"adapter {name!r} is not served", f"served adapters: {', '.join(self.adapters)}")
         self.model.delete_adapter(name)
         del self.adapters[name]
+        self._stacked = None
         log.info("adapter %s removed", name)
 
     # -- inference --------------------------------------------------------------------------
@@ -186,22 +192,44 @@ class Engine:
 
     def generate(self, adapter: str | None, items: list[GenItem]) -> list[GenResult | Exception]:
         """Decode a batch (left padding), each item with its own sampling, limits and stops (decoding.py)."""
-        core = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        with self._selected(adapter):
-            return decode_batch(core, self.tokenizer, items)
+        return self.generate_mixed([adapter] * len(items), items)
 
     def generate_mixed(self, adapters: list[str | None], items: list[GenItem]) -> list[GenResult | Exception]:
         """One batch whose rows use different adapters of the base (None: the base), in one forward pass per
         step: peft's mixed-adapter batches apply each row's own LoRA weights in every layer."""
-        if len(set(adapters)) == 1:
-            return self.generate(adapters[0], items)
-        gone = sorted({a for a in adapters if a is not None and a not in self.adapters})
+        results: list[GenResult | Exception | None] = [None] * len(items)
+
+        def keep(i: int):
+            return lambda result: results.__setitem__(i, result)
+        self.run_jobs([Job(a, item, keep(i)) for i, (a, item) in enumerate(zip(adapters, items))])
+        return results
+
+    def run_jobs(self, jobs: list[Job], more: More | None = None, max_rows: int = 0) -> None:
+        """Decode ``jobs`` as one running batch (running.py); ``more`` hands over rows that join it between
+        steps, of any served adapter. Each job's ``finish`` gets its answer as soon as its row stops."""
+        gone = sorted({j.tag for j in jobs if j.tag is not None and j.tag not in self.adapters})
         if gone:
             raise ServingError(f"adapter {gone[0]!r} is not served")
-        core = self.model.get_base_model()
-        names = ["__base__" if a is None else a for a in adapters]
+        core = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        run_jobs(core, self.tokenizer, jobs, self._rows_context, more, max_rows)
+
+    @contextlib.contextmanager
+    def _rows_context(self, tags: list[str | None]):
+        """The adapters of a forward's rows: one selected for all; when they differ, stacked LoRA products
+        (mixed_lora.py), or peft's per-row hooks for adapters those do not cover."""
+        if len(set(tags)) == 1:
+            with self._selected(tags[0]):
+                yield
+            return
+        if self._stacked is None:
+            self._stacked = StackedLora(self.model) if supported(self.model, list(self.adapters)) else False
+        if self._stacked:
+            with self._stacked.rows(tags, list(self.adapters)):
+                yield
+            return
+        names = ["__base__" if a is None else a for a in tags]
         with self.model._enable_peft_forward_hooks(adapter_names=names):
-            return decode_batch(core, self.tokenizer, items)
+            yield
 
     def classify(self, adapter: str | None, texts: list[str]) -> list[tuple[str, list[float]]]:
         """(label, probabilities in label order) of each text."""

@@ -9,15 +9,15 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from aicd.components.errors import AicdError, ServingError
-from aicd.components.serving.batching import DynamicBatcher
+from aicd.components.serving.batching import ContinuousBatcher, DynamicBatcher
 from aicd.components.serving.config import BASE_NAME, ServeConfig, check_name, read_admin_token
-from aicd.components.serving.engine import Engine, GenItem, GenResult
+from aicd.components.serving.engine import Engine, GenItem, GenResult, Job
 from aicd.components.serving.request_ids import RateLimiter, RequestIds
 from aicd.components.serving.telemetry import Metrics, PayloadLog
 
 log = logging.getLogger(__name__)
 _BASE_KEY = "\x00base"  # batcher key of the base model (cannot collide with an adapter name)
-_MIXED_KEY = "\x00mixed"  # the one generation key with --mix-adapters
+_MIXED_KEY = "\x00mixed"  # the one generation key with --mix-adapters (rows of any adapters in a batch)
 
 
 class Service:
@@ -26,8 +26,7 @@ class Service:
         self.engine = engine or Engine(config)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aicd-model")
         wait = config.max_batch_wait_ms / 1000.0
-        run = self._run_mixed if config.mix_adapters else self._run_generation
-        self.generation = DynamicBatcher(run, self.executor, config.max_batch_size, wait)
+        self.generation = ContinuousBatcher(self._run_jobs, self.executor, config.max_batch_size, wait)
         self.classification = DynamicBatcher(self._run_classification, self.executor, config.max_batch_size, wait)
         self.metrics = Metrics.get()
         self.payloads = PayloadLog(config.log_dir, max_bytes=int(config.log_max_mb * (1 << 20)),
@@ -90,31 +89,30 @@ class Service:
                 callback(name, True)
 
     # -- inference ------------------------------------------------------------------------
-    def _run_generation(self, key: str, items: list[GenItem]) -> list[GenResult | Exception]:
-        return self.engine.generate(None if key == _BASE_KEY else key, items)
+    def _jobs(self, entries: list) -> list[Job]:
+        """(adapter, item) entries as jobs; one whose adapter was removed meanwhile gets its error alone."""
+        jobs = []
+        for (adapter, item), finish in entries:
+            if adapter is not None and adapter not in self.engine.adapters:
+                finish(ServingError(f"adapter {adapter!r} is not served"))
+            else:
+                jobs.append(Job(adapter, item, finish))
+        return jobs
 
-    def _run_mixed(self, key: str, pairs: list[tuple[str | None, GenItem]]) -> list[GenResult | ServingError]:
-        """Rows of any adapters in one batch; a row whose adapter was removed meanwhile gets its error alone."""
-        live = [i for i, (a, _) in enumerate(pairs) if a is None or a in self.engine.adapters]
-        results: list[GenResult | ServingError] = [ServingError(f"adapter {a!r} is not served") for a, _ in pairs]
-        if live:
-            done = self.engine.generate_mixed([pairs[i][0] for i in live], [pairs[i][1] for i in live])
-            for i, result in zip(live, done):
-                results[i] = result
-        return results
+    def _run_jobs(self, key: str, entries: list, more) -> None:
+        """A running generation batch (model thread): rows of one key join it between steps."""
+        jobs = self._jobs(entries)
+        if jobs:
+            self.engine.run_jobs(jobs, lambda room: self._jobs(more(room)), self.config.max_batch_size)
 
     def _run_classification(self, key: str, texts: list[str]) -> list[tuple[str, list[float]]]:
         return self.engine.classify(None if key == _BASE_KEY else key, texts)
 
     async def generate(self, name: str, items: list[GenItem]) -> list[GenResult]:
+        """Answers in order; a removed adapter (ServingError) or a row that failed alone raises."""
         adapter = self.adapter_of(name)
-        if not self.config.mix_adapters:
-            return await self.generation.submit_many(adapter or _BASE_KEY, items)
-        results = await self.generation.submit_many(_MIXED_KEY, [(adapter, item) for item in items])
-        for result in results:
-            if isinstance(result, Exception):  # a removed adapter (ServingError) or a row that failed alone
-                raise result
-        return results
+        key = _MIXED_KEY if self.config.mix_adapters else adapter or _BASE_KEY
+        return await self.generation.submit_many(key, [(adapter, item) for item in items])
 
     async def classify(self, name: str, texts: list[str]) -> list[tuple[str, list[float]]]:
         adapter = self.adapter_of(name)
@@ -153,4 +151,7 @@ class Service:
     async def close(self) -> None:
         await self.generation.close()
         await self.classification.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        # Queued work is dropped; a running batch (answers go out before its model thread is done with the
+        # model) ends its rows first, so nothing touches the model after close() returns.
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.executor.shutdown(wait=True, cancel_futures=True))

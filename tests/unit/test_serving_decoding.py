@@ -194,11 +194,11 @@ class _ByteFallback:
 def test_streaming_holds_back_every_replacement_char_of_a_split_character():
     import torch
 
-    from aicd.components.serving.decoding import _Row
+    from aicd.components.serving.decoding import Row
 
     pieces, finals = [], []
     item = GenItem([1], 6, sink=lambda text, result: (pieces.append(text), finals.append(result)))
-    row, logp = _Row(item, _ByteFallback(), eos={0}), torch.zeros(8)
+    row, logp = Row(item, _ByteFallback(), eos={0}), torch.zeros(8)
     for token in (1, 2, 3, 4):
         row.push(token, logp)
     assert "".join(pieces) == "ab", pieces  # "ab\ufffd\ufffd" so far: nothing of the split "€" yet
@@ -213,10 +213,10 @@ def test_a_vanishing_temperature_samples_the_most_likely_token_instead_of_failin
     """temperature 9e-231 (the fuzz test's find): logits / T overflowed to inf and NaN, a 500."""
     import torch
 
-    from aicd.components.serving.decoding import Sampling, _Row
+    from aicd.components.serving.decoding import Row, Sampling
 
     for temperature in (9.064726284333903e-231, 1e-300, 1e-6):
-        row = _Row(GenItem([1], 4, sampling=Sampling(temperature=temperature, seed=1)), _ByteFallback(), eos={0})
+        row = Row(GenItem([1], 4, sampling=Sampling(temperature=temperature, seed=1)), _ByteFallback(), eos={0})
         assert row.pick(torch.tensor([0.5, 3.0, -2.0, 2.9])) == 1
 
 
