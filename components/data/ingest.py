@@ -23,6 +23,7 @@ from aicd.components.data.rowhash import (
     ID_PREFIX,
     MASK64,
     PAIR_MULTIPLIER,
+    ROW_HASHES,
     salt_seed,
     selection_digest,
     thresholds,
@@ -187,21 +188,43 @@ def _spec(spec: Spec | dict[str, Any]) -> Spec:
     return spec if isinstance(spec, Spec) else parse_spec(spec)
 
 
+def parent_ref(card: dict[str, Any]) -> str:
+    """How a pipeline passes a parent data set by value: ``<fingerprint>@<row_hash>`` (the ingest step's
+    ``parent_fingerprint``), so ingest can check the scheme; the fingerprint alone hides it."""
+    return f"{card['fingerprint']}@{card.get('row_hash') or DEFAULT_ROW_HASH}"
+
+
 def _parent(parent: str | Path | None, row_hash: str) -> str | None:
-    """The parent's fingerprint; a parent data set (or card) made under another row hash is refused."""
+    """The parent's fingerprint; a parent data set (or card, or ``parent_ref``) made under another row hash
+    is refused. A bare fingerprint carries no scheme: accepted under v1 (every lineage made before
+    ``parent_ref``), refused under v2, which has no such lineage."""
     if parent is None or parent == "":
         return None
     if isinstance(parent, str) and parent.startswith("sha256:"):
-        return parent
+        fingerprint, _, parent_hash = parent.partition("@")
+        if parent_hash:
+            _same_scheme(row_hash, parent_hash, parent)
+        elif row_hash != DEFAULT_ROW_HASH:
+            raise DataError(f"the parent fingerprint {parent} does not say its row hash, and `data.row_hash` is "
+                            f"{row_hash!r}: a parent of another scheme would go unnoticed",
+                            f"pass it as `{parent}@{row_hash}` (components.data.ingest.parent_ref of its card) or "
+                            "pass the parent data set's directory")
+        return fingerprint
     card = verify_card(parent, kind="dataset") if Path(parent).is_dir() else read_card(parent)
-    parent_hash = card.get("row_hash", DEFAULT_ROW_HASH)
+    _same_scheme(row_hash, card.get("row_hash", DEFAULT_ROW_HASH), parent)
+    return card["fingerprint"]
+
+
+def _same_scheme(row_hash: str, parent_hash: str, parent: str | Path) -> None:
+    if parent_hash not in ROW_HASHES:
+        raise DataError(f"the parent {parent} names row hash {parent_hash!r}, not one of {list(ROW_HASHES)}",
+                        "pass `<fingerprint>@<row_hash>` as components.data.ingest.parent_ref writes it")
     if parent_hash != row_hash:
         raise DataError(f"`data.row_hash` is {row_hash!r} but the parent data set {parent} was made with "
                         f"{parent_hash!r}: its ids and splits would change, and rows the champion trained on "
                         "would land in the new test split",
                         f"set `data.row_hash: {parent_hash}` in the spec (absent means v1), or start a new "
                         "lineage without a parent and gate it against a champion trained on it")
-    return card["fingerprint"]
 
 
 def source_names(sources: list[DataSource]) -> list[str]:
@@ -307,7 +330,7 @@ def ingest_dataset(spec: Spec | dict[str, Any], out_dir: str | Path, parent: str
                    count_tokens: Callable[[str], int] = approx_tokens) -> IngestResult:
     """Read, validate, split and version the spec's data sources into a data set directory.
 
-    ``parent`` is the previous version (a data set directory or its fingerprint); the
+    ``parent`` is the previous version (a data set directory, or ``parent_ref`` of its card); the
     card records its fingerprint. Raises DataError (nothing written) when a source is
     missing or empty, has no valid row, or the bad fraction passes the spec's limit.
     """

@@ -31,7 +31,8 @@ def ingest_dataset(task: dict, data: dict, dataset: Output[Dataset], sources_fin
         task: The spec's ``task`` section (fields, labels).
         data: The spec's ``data`` section (sources, split, quality).
         sources_fingerprint: fingerprint_sources' output: the cache key of the sources' content.
-        parent_fingerprint: The previous data set version's fingerprint, recorded in the card.
+        parent_fingerprint: The previous data set version as ``ingest.parent_ref`` of its card
+            (``<fingerprint>@<row_hash>``: its scheme is checked); its fingerprint is recorded in the card.
         dataset: Output: the versioned data set (splits, card.json with fingerprint and quarantine).
     """
     from aicd.components.contracts import step_spec

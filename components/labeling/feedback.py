@@ -40,6 +40,7 @@ from aicd.components.spec import Spec
 log = logging.getLogger(__name__)
 PAYLOADS = "payloads.jsonl"
 ROTATED = "payloads*.jsonl"  # the live log and its rotated files (telemetry.PayloadLog)
+FEEDBACK_SOURCE = "feedback:"  # the ``source`` of a row collected from the payload log
 LINE_LIMIT = 8 << 20  # bytes of one log line (the predictor logs at most 1 MiB of a response)
 _TYPE = re.compile(rb'"type":\s*"(\w+)"')
 
@@ -184,11 +185,11 @@ def _rows(spec: Spec, requests: dict[str, dict], feedback: dict[str, dict], mask
             quarantine.append({"kind": "unknown-label", **base, instr: prompt, "reason": problem})
         elif correction and correction.strip():
             generation = spec.task.type == "causal-lm"
-            rows.append({**base, instr: prompt, resp: correction, "source": "feedback:correction",
+            rows.append({**base, instr: prompt, resp: correction, "source": f"{FEEDBACK_SOURCE}correction",
                          "prompt": prompt if generation else None, "chosen": correction if generation else None,
                          "rejected": answer if generation else None})
         elif fb.get("rating") == "up":
-            rows.append({**base, instr: prompt, resp: answer, "source": "feedback:up",
+            rows.append({**base, instr: prompt, resp: answer, "source": f"{FEEDBACK_SOURCE}up",
                          "prompt": None, "chosen": None, "rejected": None})
         elif fb.get("rating") == "down":
             downs.append({**base, instr: prompt, resp: answer})
@@ -271,16 +272,19 @@ def add_feedback(spec: Spec | dict[str, Any], dataset_dir: str | Path, feedback_
     added, each in the split collect_feedback gave it: what fine-tuning trains on.
 
     A feedback row whose id, or whose (instruction, response) pair, the data set already has is left
-    out. Quarantines are kept from both; the card's parent is the data set's fingerprint.
+    out. Quarantines are kept from both; the card's parent is the data set's fingerprint. A feedback
+    version made under another row-hash scheme than the data set has its rows split again under the
+    data set's scheme (see :func:`_split_in`).
     """
     spec, _ = labeling_of(spec)
     instr, resp = spec.task.fields
     card, splits = read_version(dataset_dir)
     feedback_card, feedback_splits = read_version(feedback_dir)
+    scheme, feedback_scheme = row_hash_of(card), row_hash_of(feedback_card)
     seen = {str(r["id"]) for rows in splits.values() for r in rows}
     pairs = {(normalise(str(r.get(instr) or "")), normalise(str(r.get(resp) or "")))
              for rows in splits.values() for r in rows}
-    added = 0
+    new: list[tuple[str, dict[str, Any]]] = []
     for name, rows in feedback_splits.items():
         for row in rows:
             key = (normalise(str(row.get(instr) or "")), normalise(str(row.get(resp) or "")))
@@ -288,8 +292,12 @@ def add_feedback(spec: Spec | dict[str, Any], dataset_dir: str | Path, feedback_
                 continue
             seen.add(str(row["id"]))
             pairs.add(key)
-            splits[name].append(row)
-            added += 1
+            new.append((name, row))
+    if feedback_scheme != scheme:
+        new = _split_in(spec, new, feedback_scheme, scheme, feedback_dir, dataset_dir)
+    for name, row in new:
+        splits[name].append(row)
+    added = len(new)
     from aicd.components.data.format import read_quarantine
 
     quarantine = read_quarantine(dataset_dir) + read_quarantine(feedback_dir)
@@ -297,7 +305,31 @@ def add_feedback(spec: Spec | dict[str, Any], dataset_dir: str | Path, feedback_
               "rows_added": added}
     extra = {k: card[k] for k in ("labeling", "agreement") if card.get(k) is not None}
     out = write_version(out_dir, spec.task, splits, quarantine, parent_fingerprint(card),
-                        list(card.get("sources") or []) + [source], row_hash=row_hash_of(card), **extra)
+                        list(card.get("sources") or []) + [source], row_hash=scheme, **extra)
     rows = sum(len(r) for r in splits.values())
     log.info("training data: %d rows, %d of them added from feedback", rows, added)
     return MergeResult(str(out_dir), out["fingerprint"], rows, added)
+
+
+def _split_in(spec: Spec, new: list[tuple[str, dict[str, Any]]], feedback_scheme: str, scheme: str,
+              feedback_dir: str | Path, dataset_dir: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """Feedback rows (split under ``feedback_scheme``) split again under the data set's ``scheme``.
+
+    Rows collected from the payload log keep their id (the request's id, no digest) and get the split
+    ``scheme`` gives their instruction, as collect_feedback would have under it: otherwise a prompt the
+    data set's scheme puts in test could be trained on. Rows the feedback version inherited from an
+    ingested or labeled ancestor carry ids digested under ``feedback_scheme``, which cannot be made
+    again here: such a row refuses the merge (before anything is written).
+    """
+    foreign = [row for _, row in new if not str(row.get("source") or "").startswith(FEEDBACK_SOURCE)]
+    if foreign:
+        raise DataError(f"feedback version {feedback_dir} was made under data.row_hash {feedback_scheme!r} "
+                        f"and data set {dataset_dir} under {scheme!r}; {len(foreign)} of its new rows (first "
+                        f"id {foreign[0]['id']!r}) came from a {feedback_scheme} data set, with ids of that "
+                        "scheme",
+                        f"collect the feedback again on top of a {scheme} version (or without a parent), or add "
+                        f"it to a data set made under {feedback_scheme}")
+    log.info("feedback made under row hash %s: %d new rows split again under the data set's %s",
+             feedback_scheme, len(new), scheme)
+    instr = spec.task.fields[0]
+    return [(split_of(str(row.get(instr) or ""), spec.data.split, scheme), row) for _, row in new]

@@ -10,6 +10,8 @@ def prepare_data(s: SpecParams, platform: Platform, parent_fingerprint: str = ""
     """fingerprint_sources (never cached: the sources may change under the same URIs) -> ingest_dataset
     (cached on the sources' fingerprint and the ``task``/``data`` sections) -> profile_dataset.
     ``sources``: that fingerprint from a task already in the pipeline (fingerprint_inputs') instead.
+    ``parent_fingerprint``: the parent data set as ``components.data.ingest.parent_ref`` of its card
+    (``<fingerprint>@<row_hash>``), so ingest refuses a parent of another row-hash scheme.
 
     Returns the ingest task; its ``dataset`` output feeds every later step.
     """

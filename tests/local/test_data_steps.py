@@ -21,7 +21,8 @@ def kfp_local(tmp_path):
 def test_ingest_step_on_support_bot(kfp_local, support_bot_spec):
     from aicd.components.data.steps import ingest_dataset
 
-    task = ingest_dataset(**sections(support_bot_spec, "task", "data"), parent_fingerprint="sha256:" + "0" * 64)
+    # the parent as the pipeline passes it (ingest.parent_ref): its scheme is checked, the card keeps the fingerprint
+    task = ingest_dataset(**sections(support_bot_spec, "task", "data"), parent_fingerprint="sha256:" + "0" * 64 + "@v1")
     dataset = task.outputs["dataset"]
     card = verify_card(dataset.path, kind="dataset")
     meta = dataset.metadata

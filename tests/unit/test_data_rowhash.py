@@ -196,3 +196,35 @@ def test_v1_and_v2_reject_the_same_rows_for_the_same_reasons(task, tmp_path, rev
     reasons = kept["v2"][0]
     assert reasons["duplicate"] > 0 and reasons["near-duplicate"] > 0
     assert task == "lm" or reasons["conflicting-label"] > 0
+
+
+@pytest.mark.parametrize("parent_scheme,spec_scheme", [("v1", "v2"), ("v2", None)])
+def test_a_parent_passed_by_reference_has_its_scheme_checked(parent_scheme, spec_scheme, tmp_path,
+                                                             review_sentiment_spec):
+    """The pipeline passes the parent as a string (the ingest step's parent_fingerprint): parent_ref puts
+    the scheme next to the fingerprint, so the check runs there as for a directory; fingerprints stay."""
+    from aicd.components.data.ingest import parent_ref
+
+    parent = ingest_dataset(_spec(review_sentiment_spec, tmp_path, CLASSIFY, parent_scheme), tmp_path / "parent")
+    ref = parent_ref(parent.card)
+    assert ref == f"{parent.fingerprint}@{parent_scheme}"
+    with pytest.raises(DataError) as err:
+        ingest_dataset(_spec(review_sentiment_spec, tmp_path, CLASSIFY, spec_scheme), tmp_path / "child", parent=ref)
+    assert str(err.value).startswith(f"`data.row_hash` is '{spec_scheme or 'v1'}' but the parent data set {ref} ")
+    assert not (tmp_path / "child").exists()
+    same = ingest_dataset(_spec(review_sentiment_spec, tmp_path, CLASSIFY, parent_scheme), tmp_path / "ok", parent=ref)
+    assert same.parent == same.card["parent"] == parent.fingerprint  # the card records the bare fingerprint
+
+
+def test_a_bare_parent_fingerprint_is_refused_under_v2_and_an_unknown_scheme_everywhere(tmp_path,
+                                                                                         review_sentiment_spec):
+    fp = "sha256:" + "0" * 64
+    with pytest.raises(DataError) as err:
+        ingest_dataset(_spec(review_sentiment_spec, tmp_path, CLASSIFY, "v2"), tmp_path / "a", parent=fp)
+    assert "does not say its row hash" in str(err.value) and f"{fp}@v2" in str(err.value)
+    with pytest.raises(DataError) as err:
+        ingest_dataset(_spec(review_sentiment_spec, tmp_path, CLASSIFY, None), tmp_path / "b", parent=f"{fp}@v3")
+    assert "'v3', not one of ['v1', 'v2']" in str(err.value)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    legacy = ingest_dataset(_spec(review_sentiment_spec, tmp_path, CLASSIFY, None), tmp_path / "c", parent=fp)
+    assert legacy.parent == fp  # v1 lineages made before parent_ref keep working

@@ -184,3 +184,57 @@ def test_add_feedback_to_a_dataset(tmp_path, support_bot_spec):
     assert card["parent"] == fingerprint(rows) and card["sources"][-1]["fingerprint"] == feedback.fingerprint
     assert card["fingerprint"] == result.fingerprint
     assert sorted(q["kind"] for q in read_quarantine(tmp_path / "train")) == ["thumbs-down", "too-long"]
+
+
+def _with_scheme(spec, row_hash):
+    spec = json.loads(json.dumps(spec))
+    spec["data"]["row_hash"] = row_hash
+    return spec
+
+
+@pytest.mark.parametrize(("dataset_scheme", "feedback_scheme"), [("v2", "v1"), ("v1", "v2")])
+def test_add_feedback_splits_again_under_the_datasets_scheme(tmp_path, support_bot_spec, dataset_scheme,
+                                                              feedback_scheme):
+    """Feedback split under one scheme merged into a data set of the other: each added row gets the
+    split the data set's scheme gives its prompt (else a prompt could be in train under one scheme and
+    in test under the other), and the card names the data set's scheme."""
+    from aicd.components.labeling.versions import read_version, split_of, write_version
+    from aicd.components.spec import parse_spec
+
+    parsed = parse_spec(_with_scheme(support_bot_spec, dataset_scheme))
+    rows = {"train": [{"id": "d1", "instruction": "What is AI?", "response": "Thinking machines.", "source": "s"}],
+            "validation": [], "test": []}
+    write_version(tmp_path / "data", parsed.task, rows, [], None, ["s"], row_hash=dataset_scheme)
+    prompts = [f"question number {i} about the product" for i in range(40)]
+    records = [r for i, p in enumerate(prompts) for r in (chat(f"r{i:02d}", p, f"answer {i}"), fb(f"r{i:02d}", "up"))]
+    log = write_log(tmp_path / "p.jsonl", records)
+    collect_feedback(_with_scheme(support_bot_spec, feedback_scheme), log, tmp_path / "fb")
+    old = {r["id"]: name for name, rs in read_version(tmp_path / "fb")[1].items() for r in rs}
+    result = add_feedback(_with_scheme(support_bot_spec, dataset_scheme), tmp_path / "data", tmp_path / "fb",
+                          tmp_path / "train")
+    card, splits = read_version(tmp_path / "train")
+    got = {r["id"]: name for name, rs in splits.items() for r in rs if r["id"].startswith("r")}
+    want = {f"r{i:02d}": split_of(p, parsed.data.split, dataset_scheme) for i, p in enumerate(prompts)}
+    assert result.added == 40 and got == want and card["row_hash"] == dataset_scheme
+    assert got != old  # the two schemes split these prompts differently: the test checks a real move
+
+
+def test_add_feedback_refuses_rows_with_ids_of_the_other_scheme(tmp_path, support_bot_spec):
+    """A feedback version that inherited data set rows (ids digested under v1) cannot join a v2 data set:
+    those ids cannot be made again, so the merge is refused and nothing is written."""
+    from aicd.components.labeling.versions import write_version
+    from aicd.components.spec import parse_spec
+
+    task = parse_spec(support_bot_spec).task
+    parent = {"train": [{"id": "h0123456789abcdef", "instruction": "Old", "response": "Row.", "source": "s"}],
+              "validation": [], "test": []}
+    write_version(tmp_path / "v1data", task, parent, [], None, ["s"])
+    write_version(tmp_path / "v2data", task, {"train": [], "validation": [], "test": []}, [], None, ["s"],
+                  row_hash="v2")
+    log = write_log(tmp_path / "p.jsonl", [chat("r01", "Hi", "Hello."), fb("r01", "up")])
+    collect_feedback(support_bot_spec, log, tmp_path / "fb", parent_dir=tmp_path / "v1data")
+    with pytest.raises(DataError) as err:
+        add_feedback(_with_scheme(support_bot_spec, "v2"), tmp_path / "v2data", tmp_path / "fb", tmp_path / "out")
+    message = str(err.value)
+    assert "'v1'" in message and "'v2'" in message and "h0123456789abcdef" in message
+    assert "collect the feedback again" in message and not (tmp_path / "out").exists()
