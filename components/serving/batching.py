@@ -10,8 +10,9 @@ at once (one-at-a-time serving).
 ``ContinuousBatcher`` (generation) keeps the batch open while it runs: between decoding
 steps the model thread takes items of the running key that arrived meanwhile (up to
 ``max_batch_size`` active rows) and answers each item as soon as its row stops. It takes
-none while another key has items waiting, so a busy adapter cannot starve the others: the
-running batch drains and the oldest waiting key runs next.
+none while another key has items waiting, or while other work (a classification batch, an
+adapter load or removal) waits for the model thread (``ModelThread.others_waiting``), so a busy
+adapter cannot starve the others: the running batch drains and the waiting work runs next.
 """
 
 import asyncio
@@ -20,13 +21,44 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 RunBatch = Callable[[str, list[Any]], Sequence[Any]]
+
+
+class ModelThread(ThreadPoolExecutor):
+    """The one thread that touches the model; it knows whether submitted work waits for it to get free."""
+
+    def __init__(self):
+        super().__init__(max_workers=1, thread_name_prefix="aicd-model")
+        self._queued = 0
+        self._count_lock = threading.Lock()
+
+    def _count(self, delta: int) -> None:
+        with self._count_lock:
+            self._queued += delta
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        started = threading.Event()
+
+        def run():
+            started.set()
+            self._count(-1)
+            return fn(*args, **kwargs)
+
+        self._count(1)
+        future = super().submit(run)
+        future.add_done_callback(lambda f: None if started.is_set() else self._count(-1))  # cancelled unstarted
+        return future
+
+    def others_waiting(self) -> bool:
+        """Work was submitted that has not started yet (the running task is not counted)."""
+        with self._count_lock:
+            return self._queued > 0
 
 
 @dataclass
@@ -157,6 +189,10 @@ class ContinuousBatcher(DynamicBatcher):
         self.joined = 0  # items that joined a running batch, for tests and logs
 
     def _waiting_elsewhere(self, key: str) -> bool:
+        """Items of another key, or other work queued on the model thread, wait: the running batch takes none."""
+        others_waiting = getattr(self.executor, "others_waiting", None)
+        if others_waiting is not None and others_waiting():
+            return True
         with self._lock:
             return any(group for k, group in self._groups.items() if k != key)
 
