@@ -168,11 +168,34 @@ class DynamicBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for group in self._groups.values():
+        with self._lock:  # the model thread's more() may be taking items right now
+            groups = list(self._groups.values())
+            self._groups.clear()
+        for group in groups:
             for p in group:
                 if not p.future.done():
                     p.future.cancel()
-        self._groups.clear()
+
+
+class _Finisher:
+    """Answers one request from the model thread; ``gone()`` once it was answered or abandoned (cancelled)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future):
+        self.loop, self.future = loop, future
+
+    def _settle(self, result: Any) -> None:
+        if self.future.done():
+            return
+        if isinstance(result, Exception):
+            self.future.set_exception(result)
+        else:
+            self.future.set_result(result)
+
+    def __call__(self, result: Any) -> None:
+        self.loop.call_soon_threadsafe(self._settle, result)
+
+    def gone(self) -> bool:
+        return self.future.done()
 
 
 RunJobs = Callable[[str, list[tuple[Any, Callable[[Any], None]]], Callable[[int], list]], None]
@@ -187,6 +210,11 @@ class ContinuousBatcher(DynamicBatcher):
     def __init__(self, run_jobs: RunJobs, executor: Executor, max_batch_size: int, max_wait_s: float):
         super().__init__(run_jobs, executor, max_batch_size, max_wait_s)
         self.joined = 0  # items that joined a running batch, for tests and logs
+        self.stopping = threading.Event()  # set by close(): run_jobs fails its remaining rows between steps
+
+    async def close(self) -> None:
+        self.stopping.set()
+        await super().close()
 
     def _waiting_elsewhere(self, key: str) -> bool:
         """Items of another key, or other work queued on the model thread, wait: the running batch takes none."""
@@ -201,28 +229,18 @@ class ContinuousBatcher(DynamicBatcher):
         loop = asyncio.get_running_loop()
         taken = list(batch)
 
-        def finisher(future: asyncio.Future) -> Callable[[Any], None]:
-            def settle(result: Any) -> None:
-                if future.done():
-                    return
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-            return lambda result: loop.call_soon_threadsafe(settle, result)
-
         def more(room: int) -> list[tuple[Any, Callable[[Any], None]]]:  # called in the model thread
             if room <= 0 or self._waiting_elsewhere(key):
                 return []
             joining = self._take(key, room)
             taken.extend(joining)
             self.joined += len(joining)
-            return [(p.item, finisher(p.future)) for p in joining]
+            return [(p.item, _Finisher(loop, p.future)) for p in joining]
 
         error: Exception = RuntimeError("the batch ended without answering this request")
         try:
             await loop.run_in_executor(self.executor, self.run_batch, key,
-                                       [(p.item, finisher(p.future)) for p in batch], more)
+                                       [(p.item, _Finisher(loop, p.future)) for p in batch], more)
         except Exception as err:  # noqa: BLE001 - handed to every request the batch did not answer
             error = err
         for p in taken:  # answers were scheduled before the batch returned: they are set by now

@@ -101,7 +101,8 @@ class Service:
         """A running generation batch (model thread): rows of one key join it between steps."""
         jobs = self._jobs(entries)
         if jobs:
-            self.engine.run_jobs(jobs, lambda room: self._jobs(more(room)), self.config.max_batch_size)
+            self.engine.run_jobs(jobs, lambda room: self._jobs(more(room)), self.config.max_batch_size,
+                                 self.generation.stopping)
 
     def _run_classification(self, key: str, texts: list[str]) -> list[tuple[str, list[float]]]:
         return self.engine.classify(None if key == _BASE_KEY else key, texts)
