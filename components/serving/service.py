@@ -6,6 +6,7 @@ loads and removals), so an adapter never changes under a running batch.
 
 import asyncio
 import logging
+
 from aicd.components.errors import AicdError, ServingError
 from aicd.components.serving.batching import ContinuousBatcher, DynamicBatcher, ModelThread
 from aicd.components.serving.config import BASE_NAME, ServeConfig, check_name, read_admin_token
