@@ -213,3 +213,17 @@ def test_close_takes_the_lock_while_it_drops_queued_items():
     asyncio.run(go())
     batcher.executor.shutdown()
     assert seen and all(seen)
+
+
+def test_stacked_lora_is_not_used_when_an_adapter_targets_the_output_head(engine, tiny_causal_lm):
+    """An adapter trained on lm_head too (training accepts any Linear): the stacked path is refused, so the
+    engine uses peft's per-row path, whose head runs right for one request's echo positions."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from aicd.components.serving.mixed_lora import supported
+
+    assert supported(engine.model, list(engine.adapters))
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_causal_lm))
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "lm_head"]), adapter_name="h")
+    assert not supported(model, ["h"])
