@@ -10,8 +10,9 @@ at once (one-at-a-time serving).
 ``ContinuousBatcher`` (generation) keeps the batch open while it runs: between decoding
 steps the model thread takes items of the running key that arrived meanwhile (up to
 ``max_batch_size`` active rows) and answers each item as soon as its row stops. It takes
-none while another key has items waiting, so a busy adapter cannot starve the others: the
-running batch drains and the oldest waiting key runs next.
+none while another key has items waiting, or while other work (a classification batch, an
+adapter load or removal) waits for the model thread (``ModelThread.others_waiting``), so a busy
+adapter cannot starve the others: the running batch drains and the waiting work runs next.
 """
 
 import asyncio
@@ -20,13 +21,44 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 RunBatch = Callable[[str, list[Any]], Sequence[Any]]
+
+
+class ModelThread(ThreadPoolExecutor):
+    """The one thread that touches the model; it knows whether submitted work waits for it to get free."""
+
+    def __init__(self):
+        super().__init__(max_workers=1, thread_name_prefix="aicd-model")
+        self._queued = 0
+        self._count_lock = threading.Lock()
+
+    def _count(self, delta: int) -> None:
+        with self._count_lock:
+            self._queued += delta
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        started = threading.Event()
+
+        def run():
+            started.set()
+            self._count(-1)
+            return fn(*args, **kwargs)
+
+        self._count(1)
+        future = super().submit(run)
+        future.add_done_callback(lambda f: None if started.is_set() else self._count(-1))  # cancelled unstarted
+        return future
+
+    def others_waiting(self) -> bool:
+        """Work was submitted that has not started yet (the running task is not counted)."""
+        with self._count_lock:
+            return self._queued > 0
 
 
 @dataclass
@@ -136,11 +168,34 @@ class DynamicBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for group in self._groups.values():
+        with self._lock:  # the model thread's more() may be taking items right now
+            groups = list(self._groups.values())
+            self._groups.clear()
+        for group in groups:
             for p in group:
                 if not p.future.done():
                     p.future.cancel()
-        self._groups.clear()
+
+
+class _Finisher:
+    """Answers one request from the model thread; ``gone()`` once it was answered or abandoned (cancelled)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future):
+        self.loop, self.future = loop, future
+
+    def _settle(self, result: Any) -> None:
+        if self.future.done():
+            return
+        if isinstance(result, Exception):
+            self.future.set_exception(result)
+        else:
+            self.future.set_result(result)
+
+    def __call__(self, result: Any) -> None:
+        self.loop.call_soon_threadsafe(self._settle, result)
+
+    def gone(self) -> bool:
+        return self.future.done()
 
 
 RunJobs = Callable[[str, list[tuple[Any, Callable[[Any], None]]], Callable[[int], list]], None]
@@ -155,8 +210,17 @@ class ContinuousBatcher(DynamicBatcher):
     def __init__(self, run_jobs: RunJobs, executor: Executor, max_batch_size: int, max_wait_s: float):
         super().__init__(run_jobs, executor, max_batch_size, max_wait_s)
         self.joined = 0  # items that joined a running batch, for tests and logs
+        self.stopping = threading.Event()  # set by close(): run_jobs fails its remaining rows between steps
+
+    async def close(self) -> None:
+        self.stopping.set()
+        await super().close()
 
     def _waiting_elsewhere(self, key: str) -> bool:
+        """Items of another key, or other work queued on the model thread, wait: the running batch takes none."""
+        others_waiting = getattr(self.executor, "others_waiting", None)
+        if others_waiting is not None and others_waiting():
+            return True
         with self._lock:
             return any(group for k, group in self._groups.items() if k != key)
 
@@ -165,28 +229,18 @@ class ContinuousBatcher(DynamicBatcher):
         loop = asyncio.get_running_loop()
         taken = list(batch)
 
-        def finisher(future: asyncio.Future) -> Callable[[Any], None]:
-            def settle(result: Any) -> None:
-                if future.done():
-                    return
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-            return lambda result: loop.call_soon_threadsafe(settle, result)
-
         def more(room: int) -> list[tuple[Any, Callable[[Any], None]]]:  # called in the model thread
             if room <= 0 or self._waiting_elsewhere(key):
                 return []
             joining = self._take(key, room)
             taken.extend(joining)
             self.joined += len(joining)
-            return [(p.item, finisher(p.future)) for p in joining]
+            return [(p.item, _Finisher(loop, p.future)) for p in joining]
 
         error: Exception = RuntimeError("the batch ended without answering this request")
         try:
             await loop.run_in_executor(self.executor, self.run_batch, key,
-                                       [(p.item, finisher(p.future)) for p in batch], more)
+                                       [(p.item, _Finisher(loop, p.future)) for p in batch], more)
         except Exception as err:  # noqa: BLE001 - handed to every request the batch did not answer
             error = err
         for p in taken:  # answers were scheduled before the batch returned: they are set by now

@@ -204,14 +204,14 @@ class Engine:
         self.run_jobs([Job(a, item, keep(i)) for i, (a, item) in enumerate(zip(adapters, items))])
         return results
 
-    def run_jobs(self, jobs: list[Job], more: More | None = None, max_rows: int = 0) -> None:
+    def run_jobs(self, jobs: list[Job], more: More | None = None, max_rows: int = 0, stop=None) -> None:
         """Decode ``jobs`` as one running batch (running.py); ``more`` hands over rows that join it between
         steps, of any served adapter. Each job's ``finish`` gets its answer as soon as its row stops."""
         gone = sorted({j.tag for j in jobs if j.tag is not None and j.tag not in self.adapters})
         if gone:
             raise ServingError(f"adapter {gone[0]!r} is not served")
         core = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        run_jobs(core, self.tokenizer, jobs, self._rows_context, more, max_rows)
+        run_jobs(core, self.tokenizer, jobs, self._rows_context, more, max_rows, stop)
 
     @contextlib.contextmanager
     def _rows_context(self, tags: list[str | None]):

@@ -29,13 +29,19 @@ def _lora_layers(model: Any) -> list[Any]:
 
 
 def supported(model: Any, adapters: list[str]) -> bool:
-    """Every LoRA layer is a plain Linear LoRA for every served adapter (no variant, no dropout in use)."""
+    """Every LoRA layer is a plain Linear LoRA for every served adapter (no variant, no dropout in use), and
+    none is the output head: the head also runs on one request's prompt positions (echo logprobs), which
+    the per-row hook would pair with the batch's adapters."""
     import torch
 
     layers = _lora_layers(model)
     if not layers:
         return False
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if get_head is not None else None
     for layer in layers:
+        if head is not None and (layer is head or layer.base_layer is head):
+            return False
         if not isinstance(layer.base_layer, torch.nn.Linear) or getattr(layer, "lora_variant", {}):
             return False
         if any(layer.use_dora.get(a, False) for a in adapters):

@@ -125,7 +125,9 @@ def tokenize(service: Service, text: str | list[int], max_tokens: int, special: 
 async def _run(service: Service, name: str, items: list[GenItem]):
     try:
         return await service.generate(name, items)
-    except ServingError as err:  # the adapter was removed while the request waited
+    except ServingError as err:  # the adapter was removed while the request waited, or the server stops
+        if service.generation.stopping.is_set():
+            raise ApiError(503, err.message + (f"; {err.hint}" if err.hint else "")) from None
         raise ApiError(404, err.message + (f"; {err.hint}" if err.hint else ""), "model") from None
 
 

@@ -16,11 +16,13 @@ logits is the token ``generate`` picks.
 """
 
 import logging
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from aicd.components.errors import ServingError
 from aicd.components.serving.decoding import GenItem, GenResult, Row, output_head, score_prompts
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,11 @@ class Job:
     tag: Any
     item: GenItem
     finish: Finish
+
+    def gone(self) -> bool:
+        """Nobody waits for the answer any more (the batcher's finisher knows when a request was dropped)."""
+        gone = getattr(self.finish, "gone", None)
+        return bool(gone is not None and gone())
 
 
 More = Callable[[int], list[Job]]  # room -> jobs that arrived meanwhile (at most room)
@@ -82,7 +89,8 @@ class RunningBatch:
         return sum(not r.done for r in self.rows)
 
     def admit(self, jobs: list[Job]) -> None:
-        """Prefill ``jobs`` together, pick their first tokens and merge them into the running batch."""
+        """Prefill ``jobs`` together, pick their first tokens and merge them into the running batch. If that
+        fails, only ``jobs`` get the error: rows already running go on (it is raised when none run)."""
         import torch
 
         rows = [Row(job.item, self.tokenizer, self.eos) for job in jobs]
@@ -95,11 +103,14 @@ class RunningBatch:
             self._use([job.tag for job in jobs])
             out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
             score_prompts(rows, out.last_hidden_state, self.head, width)
-            picked = self._pick(rows, out.last_hidden_state[:, -1])
+            picked = self._pick(rows, jobs, out.last_hidden_state[:, -1])
         except Exception as err:  # noqa: BLE001 - these rows are not in the batch yet: answer them here
             for job in jobs:
                 job.finish(err)
-            raise
+            if not self.rows:
+                raise
+            log.warning("%d joining rows failed (%s); the %d running rows go on", len(jobs), err, len(self))
+            return
         self.can_join = joinable(out.past_key_values)
         self._merge(rows, jobs, torch.tensor(picked)[:, None], mask, positions[:, -1:], out.past_key_values)
         self._leave()
@@ -114,7 +125,7 @@ class RunningBatch:
         out = self.body(input_ids=self.ids, attention_mask=self.mask, position_ids=self.positions,
                         past_key_values=self.past, use_cache=True)
         self.past = out.past_key_values
-        self.ids = torch.tensor(self._pick(self.rows, out.last_hidden_state[:, -1]))[:, None]
+        self.ids = torch.tensor(self._pick(self.rows, self.jobs, out.last_hidden_state[:, -1]))[:, None]
         self._leave()
 
     def _use(self, tags: list[Any]) -> None:
@@ -130,8 +141,9 @@ class RunningBatch:
         self._stack.close()
         self._stack, self._tags = ExitStack(), None
 
-    def _pick(self, rows: list[Row], hidden) -> list[int]:
-        """Each live row's next token (``pad`` for a row that stopped); log-softmax only for rows that use it."""
+    def _pick(self, rows: list[Row], jobs: list[Job], hidden) -> list[int]:
+        """Each live row's next token (``pad`` for a row that stopped); log-softmax only for rows that use it.
+        A row whose request was cancelled or abandoned stops here."""
         import torch
 
         live = [r for r in rows if not r.done]
@@ -141,9 +153,9 @@ class RunningBatch:
         wants = [b for b, r in enumerate(rows) if not r.done and not r.plain_greedy]
         logp = torch.log_softmax(logits[wants], dim=-1) if wants else None
         picked = []
-        for b, row in enumerate(rows):
+        for b, (row, job) in enumerate(zip(rows, jobs)):
             token = self.pad
-            if not row.done and row.item.cancel is not None and row.item.cancel.is_set():
+            if not row.done and ((row.item.cancel is not None and row.item.cancel.is_set()) or job.gone()):
                 row.done, row.closed = True, True  # nobody listens: stop without emitting
             if not row.done:
                 token = row.advance(logp[wants.index(b)] if b in wants else logits[b], self.pad)
@@ -201,9 +213,10 @@ class RunningBatch:
 
 
 def run_jobs(core: Any, tokenizer: Any, jobs: list[Job], context: Context, more: More | None = None,
-             max_rows: int = 0) -> None:
+             max_rows: int = 0, stop: threading.Event | None = None) -> None:
     """Decode ``jobs``; between steps take new jobs from ``more`` (up to ``max_rows`` active), until no row
-    is left and none arrived. Every job's ``finish`` is called exactly once, as soon as its row stops."""
+    is left and none arrived. Every job's ``finish`` is called exactly once, as soon as its row stops. Once
+    ``stop`` is set (the server shuts down), the rows still decoding fail with a ServingError."""
     import torch
 
     batch = RunningBatch(core, tokenizer, context)
@@ -216,6 +229,11 @@ def run_jobs(core: Any, tokenizer: Any, jobs: list[Job], context: Context, more:
                 if joined:
                     batch.admit(joined)
                 if not len(batch):
+                    break
+                if stop is not None and stop.is_set():
+                    batch.close(ServingError("the server is shutting down; this request was not finished",
+                                             "send it again: another replica, or this one after its restart, "
+                                             "answers it"))
                     break
                 batch.step()
     except Exception as err:  # noqa: BLE001 - every unanswered row of the broken batch gets the error

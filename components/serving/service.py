@@ -6,10 +6,9 @@ loads and removals), so an adapter never changes under a running batch.
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 from aicd.components.errors import AicdError, ServingError
-from aicd.components.serving.batching import ContinuousBatcher, DynamicBatcher
+from aicd.components.serving.batching import ContinuousBatcher, DynamicBatcher, ModelThread
 from aicd.components.serving.config import BASE_NAME, ServeConfig, check_name, read_admin_token
 from aicd.components.serving.engine import Engine, GenItem, GenResult, Job
 from aicd.components.serving.request_ids import RateLimiter, RequestIds
@@ -24,7 +23,7 @@ class Service:
     def __init__(self, config: ServeConfig, engine: Engine | None = None):
         self.config = config
         self.engine = engine or Engine(config)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aicd-model")
+        self.executor = ModelThread()  # a running generation batch yields to classification and admin work
         wait = config.max_batch_wait_ms / 1000.0
         self.generation = ContinuousBatcher(self._run_jobs, self.executor, config.max_batch_size, wait)
         self.classification = DynamicBatcher(self._run_classification, self.executor, config.max_batch_size, wait)
@@ -103,7 +102,8 @@ class Service:
         """A running generation batch (model thread): rows of one key join it between steps."""
         jobs = self._jobs(entries)
         if jobs:
-            self.engine.run_jobs(jobs, lambda room: self._jobs(more(room)), self.config.max_batch_size)
+            self.engine.run_jobs(jobs, lambda room: self._jobs(more(room)), self.config.max_batch_size,
+                                 self.generation.stopping)
 
     def _run_classification(self, key: str, texts: list[str]) -> list[tuple[str, list[float]]]:
         return self.engine.classify(None if key == _BASE_KEY else key, texts)
