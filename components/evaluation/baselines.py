@@ -70,11 +70,36 @@ def tfidf_baseline(spec: Spec, dataset_dir: str | Path, seed: int = 0) -> TfidfB
                         pipeline=pipeline)
 
 
-def _head_inputs(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32):
-    """What the classification head receives for each text (captured with a forward hook)."""
+def classification_head(model):
+    """The new head of a ``*ForSequenceClassification`` model: ``classifier`` on BERT-style encoders,
+    ``score`` on decoders (Llama, Qwen, ...)."""
+    for name in ("classifier", "score"):
+        head = getattr(model, name, None)
+        if head is not None:
+            return head
+    raise EvaluationError(f"{type(model).__name__} has no `classifier` or `score` head for the linear probe",
+                          "use a BERT-style encoder or a decoder with a sequence-classification head")
+
+
+def _pooled(model, hidden, input_ids):
+    """The vector of each row a decoder's head is read at: its last token that is not padding, as
+    ``*ForSequenceClassification`` pools its logits (a linear head commutes with that choice)."""
     import torch
 
-    head = model.classifier
+    pad = model.config.pad_token_id
+    if pad is None:
+        return hidden[:, -1]
+    positions = torch.arange(input_ids.shape[-1])
+    last = (positions * (input_ids != pad)).argmax(-1)
+    return hidden[torch.arange(hidden.shape[0]), last]
+
+
+def _head_inputs(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32):
+    """What the classification head receives for each text (captured with a forward hook), pooled to
+    one vector a text where the head reads every position (decoders)."""
+    import torch
+
+    head = classification_head(model)
     captured = []
     hook = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
     try:
@@ -83,6 +108,8 @@ def _head_inputs(model, tokenizer, texts: list[str], max_length: int, batch_size
                 enc = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
                                 padding=True, return_tensors="pt")
                 model(**enc)
+                if captured[-1].dim() == 3:
+                    captured[-1] = _pooled(model, captured[-1], enc["input_ids"])
     finally:
         hook.remove()
     if captured[0].dim() != 2:
@@ -108,7 +135,7 @@ def train_linear_probe(spec: Spec, dataset_dir: str | Path, candidate: str, out_
     y = torch.tensor([labels.index(v) for v in y_names])
     counts = torch.bincount(y, minlength=len(labels)).float()
     weight = torch.where(counts > 0, len(y) / (len(labels) * counts.clamp(min=1)), torch.zeros_like(counts))
-    head = model.classifier
+    head = classification_head(model)
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
     for _ in range(steps):

@@ -76,6 +76,34 @@ def test_classification_leaderboard_with_probe_and_baseline(tmp_path, tiny_encod
     assert read_base_ref(tmp_path / "model") is None
 
 
+def test_linear_probe_on_a_decoder_reads_the_last_real_token(tmp_path, tiny_causal_lm, review_sentiment_spec):
+    """A decoder classifier (the example's SmolLM2) applies its ``score`` head at every position and keeps
+    each row's last non-padding one: the probe trains on exactly those vectors, so the saved model predicts
+    what the trained head predicts, whatever the padding."""
+    import torch
+
+    from aicd.components.evaluation.baselines import _head_inputs, train_linear_probe
+    from aicd.components.evaluation.evaluate import evaluate_model
+    from aicd.components.models import load_model_artifact
+    from aicd.components.spec import parse_spec
+
+    spec = parse_spec(small_spec(review_sentiment_spec, tiny_causal_lm))
+    data = classification_dataset(tmp_path / "data")
+    probe = train_linear_probe(spec, data, "tiny", tmp_path / "probe", steps=30)
+    model, tokenizer, card = load_model_artifact(probe, list(spec.task.labels))
+    assert card["method"] == "linear-probe" and type(model).__name__ == "LlamaForSequenceClassification"
+    texts = ["Great.", "This drug did nothing at all for my pain, and the side effects were awful."]
+    pooled = _head_inputs(model, tokenizer, texts, spec.task.max_length)  # padded together
+    alone = torch.cat([_head_inputs(model, tokenizer, [t], spec.task.max_length) for t in texts])
+    assert pooled.shape == (2, model.config.hidden_size)
+    assert torch.allclose(pooled, alone, atol=1e-5)  # padding does not move the vector a row is read at
+    with torch.inference_mode():
+        logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    assert torch.allclose(logits, model.score(pooled), atol=1e-5)
+    report = evaluate_model(spec, data, tmp_path / "eval", model=probe, split="test")
+    assert report["n"] > 0 and report["model"]["name"] == "tiny-linear-probe"
+
+
 def test_causal_leaderboard_zero_and_few_shot(tmp_path, tiny_causal_lm, support_bot_spec):
     spec = small_spec(support_bot_spec, tiny_causal_lm)
     board = benchmark_candidates(spec, causal_dataset(tmp_path / "data"), tmp_path / "bench")
