@@ -284,6 +284,10 @@ class TrainingSpec(Section):
     class_weighting: Literal["none", "balanced"] = Field("none", description=(
         "Text classification: `balanced` weights each class's loss by n / (classes * count), so a rare class "
         "counts as much as the majority (for macro-F1); `none` weights every example the same."))
+    uppercase_augmentation: Fraction = Field(0.0, description=(
+        "Text classification: this share of the training rows (a seeded draw) is added again in upper case, "
+        "so a cased model learns that a shouted text means what it says in lower case (the behavioural check "
+        "with `perturbation: uppercase`); 0 adds none. An uncased tokenizer gains nothing from it."))
     head_learning_rate: PositiveFloat | None = Field(None, description=(
         "Text classification with an adapter: learning rate of the new classification head (and pooler), which "
         "starts random and must move much further than the adapter weights. Default: 20x the method's rate."))
@@ -554,6 +558,9 @@ def _cross_problems(spec: Spec) -> list[str]:
             if metric not in allowed:
                 problems.append(f"`metrics.{where}.{metric}` is not a metric of this task; use one of: {hint}")
     problems += _scale_problems(spec.metrics.gates)
+    if spec.training.uppercase_augmentation and spec.task.type != "text-classification":
+        problems.append("`training.uppercase_augmentation` applies to text-classification only; "
+                        f"remove it for a {spec.task.type} task")
     names = [c.name for c in spec.candidates]
     if len(set(names)) != len(names):
         problems.append("`candidates` names must be unique; rename the duplicates")

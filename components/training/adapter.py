@@ -79,6 +79,7 @@ def hyperparameters(spec: Spec, method: MethodSpec, steps: int, world: int) -> d
             "epochs": t.epochs, "max_steps": t.max_steps, "warmup_ratio": t.warmup_ratio,
             "weight_decay": t.weight_decay, "scheduler": t.scheduler, "seed": t.seed, "packing": t.packing,
             "group_by_length": t.group_by_length, "max_length": spec.task.max_length,
+            "uppercase_augmentation": t.uppercase_augmentation,
             "layer_lr_decay": t.layer_lr_decay if method.method == "full" else None}
 
 
@@ -96,6 +97,18 @@ def classifier_options(spec: Spec, method: MethodSpec, rows: list[dict[str, Any]
         out["class_weights"] = [len(rows) / (len(labels) * counts[c]) if counts[c] else 0.0 for c in labels]
         log.info("balanced class weights %s", dict(zip(labels, (round(w, 3) for w in out["class_weights"]))))
     return out
+
+
+def uppercase_copies(rows: list[dict[str, Any]], spec: Spec) -> list[dict[str, Any]]:
+    """``rows`` and, after them, an upper-case copy of ``training.uppercase_augmentation`` of them (a draw
+    seeded by ``training.seed``); the copies keep their label and get the id ``<id>:upper``."""
+    import random
+
+    share, text = spec.training.uppercase_augmentation, spec.task.text_field
+    picked = sorted(random.Random(spec.training.seed).sample(range(len(rows)), round(share * len(rows))))
+    copies = [{**rows[i], text: str(rows[i][text]).upper(), "id": f"{rows[i].get('id', i)}:upper"} for i in picked]
+    log.info("uppercase augmentation: %d of %d training rows added again in upper case", len(copies), len(rows))
+    return rows + copies
 
 
 def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, out_dir: str | Path, *,
@@ -122,7 +135,8 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
     accelerator = make_accelerator()
     model, tokenizer, model_dir = load_base(spec, method, uri)
     check_length(spec.task, model)
-    examples = encode_rows(rows, tokenizer, spec.task).examples
+    examples = encode_rows(uppercase_copies(rows, spec) if t.uppercase_augmentation else rows, tokenizer,
+                           spec.task).examples
     seed_all(t.seed)
     model = apply_method(model, method, spec.task.type, where)
     plan = BatchPlan(examples, t.batch_size, t.gradient_accumulation, accelerator.num_processes, t.seed,

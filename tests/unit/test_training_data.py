@@ -103,3 +103,30 @@ def test_length_grouping_groups_lengths(tiny_causal_lm, causal_task):
         return sum(max(b) - min(b) for b in batches) / len(batches)
 
     assert spread(grouped) < spread(plain)
+
+
+def test_uppercase_augmentation_adds_seeded_upper_case_copies(review_sentiment_spec):
+    from aicd.components.spec import parse_spec
+    from aicd.components.training.adapter import uppercase_copies
+
+    rows = [{"id": f"r{i}", "text": f"Review {i} was fine", "label": "positive"} for i in range(20)]
+    review_sentiment_spec["training"]["uppercase_augmentation"] = 0.25
+    spec = parse_spec(review_sentiment_spec)
+    out = uppercase_copies(rows, spec)
+    assert out[:20] == rows and len(out) == 25  # the originals untouched, then a quarter again
+    for copy_ in out[20:]:
+        original = next(r for r in rows if f"{r['id']}:upper" == copy_["id"])
+        assert copy_["text"] == original["text"].upper() and copy_["label"] == original["label"]
+    assert uppercase_copies(rows, spec) == out  # seeded: the same rows every run
+    review_sentiment_spec["training"]["seed"] = 1
+    assert uppercase_copies(rows, parse_spec(review_sentiment_spec))[20:] != out[20:]
+
+
+def test_uppercase_augmentation_is_refused_for_causal_lm(support_bot_spec):
+    from aicd.components.errors import SpecError
+    from aicd.components.spec import parse_spec
+
+    support_bot_spec["training"]["uppercase_augmentation"] = 0.2
+    with pytest.raises(SpecError, match="`training.uppercase_augmentation` applies to text-classification only; "
+                                        "remove it for a causal-lm task"):
+        parse_spec(support_bot_spec)
