@@ -30,10 +30,18 @@ def causal_spec(model_dir: Path, checkpoint_root: Path, **training) -> dict:
     return spec
 
 
+# A BERT-style encoder's layer names: what the tiny encoder takes in place of the example's SmolLM2 methods.
+ENCODER_METHODS = [{"name": "full", "method": "full", "learning_rate": 0.0001},
+                   {"name": "lora-r8", "method": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"]}]
+
+
 def classification_spec(model_dir: Path, checkpoint_root: Path, **training) -> dict:
+    """The review-sentiment spec on a tiny encoder (its only candidate), with short training of a full and
+    a LoRA method."""
     spec = yaml.safe_load((ROOT / "examples" / "review-sentiment" / "spec.yaml").read_text())
-    spec["candidates"][0]["uri"] = str(model_dir)
+    spec["candidates"] = [{"name": "tiny-encoder", "uri": str(model_dir)}]
     spec["training"].update({"max_steps": 4, "batch_size": 6, "learning_rate": 0.01,
+                             "methods": [dict(m) for m in ENCODER_METHODS],
                              "checkpoint": {"every_steps": 2, "root": str(checkpoint_root)}, **training})
     return spec
 
