@@ -23,6 +23,27 @@ def load_tokenizer(model_dir: str | Path):
     return tokenizer
 
 
+def task_tokenizer(tokenizer, task):
+    """``tokenizer`` as the task reads text: with ``task.lowercase``, a ``Lowercase`` normalizer runs after
+    its own. ``save_pretrained`` writes it into ``tokenizer.json``, so whatever loads a trained model's
+    tokenizer (evaluation, serving) lower-cases as training did. A tokenizer that lower-cases already
+    is returned as it is."""
+    if not getattr(task, "lowercase", False):
+        return tokenizer
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"`task.lowercase` needs a fast (Rust) tokenizer; {type(tokenizer).__name__} is not one",
+                         "use a model folder with a tokenizer.json, or set `task.lowercase: false`")
+    from tokenizers import normalizers
+
+    backend = tokenizer.backend_tokenizer
+    current = backend.normalizer
+    if current is not None and current.normalize_str("Ab") == "ab":
+        return tokenizer
+    backend.normalizer = normalizers.Lowercase() if current is None else normalizers.Sequence(
+        [current, normalizers.Lowercase()])
+    return tokenizer
+
+
 def load_causal_lm(uri: str, dtype: str = "float32", digest: str | None = None):
     """(model, tokenizer, local_dir) of a causal LM given by any model URI (``digest``: its pin)."""
     import torch

@@ -58,6 +58,11 @@ class TaskSpec(Section):
     response_field: str = Field("response", description="causal-lm: the row field holding the reference answer.")
     text_field: str = Field("text", description="text-classification: the row field holding the text to classify.")
     label_field: str = Field("label", description="text-classification: the row field holding the label.")
+    lowercase: bool = Field(False, description=(
+        "text-classification: lower-case every text before the tokenizer, for a cased tokenizer (a decoder's) "
+        "where case says nothing about the label: a shouted text then reads as the same tokens. The trained "
+        "model's saved tokenizer carries it, so evaluation and serving lower-case too. An uncased tokenizer "
+        "(BERT's) already does."))
     id_field: str | None = Field(
         None, description=("A row field with a stable id (kept through labeling and feedback); null derives "
                            "ids from the content."))
@@ -78,6 +83,9 @@ class TaskSpec(Section):
                                  f"got {len(self.labels)}; list the classes, e.g. [negative, positive]")
             if len(set(self.labels)) != len(self.labels):
                 raise ValueError("`task.labels` has duplicates; list each class once")
+        elif self.lowercase:
+            raise ValueError("`task.lowercase` applies to text-classification only; remove it for a causal-lm task "
+                             "(an answer's case is part of what the model learns to write)")
         if self.prompt_template is not None and "{instruction}" not in self.prompt_template:
             raise ValueError("`task.prompt_template` must contain {instruction}; "
                              "add it where the user's request goes")

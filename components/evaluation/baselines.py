@@ -124,13 +124,14 @@ def train_linear_probe(spec: Spec, dataset_dir: str | Path, candidate: str, out_
     import torch
 
     from aicd.components.cards import atomic_dir, read_card, write_card
-    from aicd.components.models import load_classifier
+    from aicd.components.models import load_classifier, task_tokenizer
 
     cand = spec.candidate(candidate)
     labels = list(spec.task.labels)
     texts, y_names = _train_rows(spec, dataset_dir, max_rows)
     torch.manual_seed(spec.metrics.seed)
     model, tokenizer, _ = load_classifier(cand.uri, labels, cand.digest)
+    tokenizer = task_tokenizer(tokenizer, spec.task)
     features = _head_inputs(model, tokenizer, texts, spec.task.max_length).clone()
     y = torch.tensor([labels.index(v) for v in y_names])
     counts = torch.bincount(y, minlength=len(labels)).float()

@@ -227,7 +227,7 @@ def open_local(spec: Spec, rows, model: str | Path | None, candidate: str | None
     from aicd.components.cards import model_content_digest, read_card
     from aicd.components.evaluation.inference import check_head_labels
     from aicd.components.evaluation.probe import adapter_probe
-    from aicd.components.models import load_causal_lm, load_classifier, load_model_artifact
+    from aicd.components.models import load_causal_lm, load_classifier, load_model_artifact, task_tokenizer
     from aicd.components.uris import locate_model
 
     classification = spec.task.type == "text-classification"
@@ -237,6 +237,7 @@ def open_local(spec: Spec, rows, model: str | Path | None, candidate: str | None
         load = (load_classifier(cand.uri, list(spec.task.labels), cand.digest) if classification
                 else load_causal_lm(cand.uri, digest=cand.digest))
         net, tokenizer, base_dir = load
+        tokenizer = task_tokenizer(tokenizer, spec.task)
         info = {"name": cand.name, "uri": cand.uri, "digest": None, "base_model": cand.uri}
         sizes = {"model_size_mb": weights_mb(base_dir), "adapter_size_mb": None}
     else:

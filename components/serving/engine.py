@@ -236,7 +236,9 @@ class Engine:
         import torch
 
         limit = min(self.max_positions, 512)
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        # an adapter reads text as its training did: its own saved tokenizer (`task.lowercase`, for one)
+        tokenizer = (self.adapters[adapter].template_tokenizer if adapter in self.adapters else None) or self.tokenizer
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
         with torch.inference_mode(), self._selected(adapter):
             probs = torch.softmax(self.model(**enc).logits.float(), dim=-1)
         id2label = self.model.config.id2label

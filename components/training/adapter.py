@@ -57,7 +57,7 @@ def _load_qlora_base(uri: str, digest: str | None = None):
 
 def load_base(spec: Spec, method: MethodSpec, uri: str):
     """(model, tokenizer, local dir) of the base model for the task and method."""
-    from aicd.components.models import load_causal_lm, load_classifier
+    from aicd.components.models import load_causal_lm, load_classifier, task_tokenizer
 
     if method.method == "qlora":
         if spec.task.type != "causal-lm":
@@ -67,7 +67,8 @@ def load_base(spec: Spec, method: MethodSpec, uri: str):
     if spec.task.type == "text-classification":
         if method.method == "dpo":
             raise TrainingError("method dpo is supported for causal-lm tasks only", "use lora for classification")
-        return load_classifier(uri, spec.task.labels, spec.pin(uri))
+        model, tokenizer, model_dir = load_classifier(uri, spec.task.labels, spec.pin(uri))
+        return model, task_tokenizer(tokenizer, spec.task), model_dir
     return load_causal_lm(uri, digest=spec.pin(uri))
 
 
@@ -79,7 +80,7 @@ def hyperparameters(spec: Spec, method: MethodSpec, steps: int, world: int) -> d
             "epochs": t.epochs, "max_steps": t.max_steps, "warmup_ratio": t.warmup_ratio,
             "weight_decay": t.weight_decay, "scheduler": t.scheduler, "seed": t.seed, "packing": t.packing,
             "group_by_length": t.group_by_length, "max_length": spec.task.max_length,
-            "uppercase_augmentation": t.uppercase_augmentation,
+            "uppercase_augmentation": t.uppercase_augmentation, "lowercase": spec.task.lowercase,
             "layer_lr_decay": t.layer_lr_decay if method.method == "full" else None}
 
 

@@ -233,3 +233,28 @@ def test_an_adapter_trained_on_the_pooler_is_refused_on_a_mean_pooled_base(tiny_
     engine.attach(engine.verify("new", str(fresh)))
     with pytest.raises(ServingError, match=r"^adapter 'old' was trained on the encoder's \[CLS\] pooler"):
         engine.verify("old", str(tmp_path / "old"))
+
+
+def test_a_lowercase_classifier_reads_shouted_text_as_trained_in_evaluation_and_serving(tiny_causal_lm, tmp_path):
+    """``task.lowercase`` on a cased tokenizer (a decoder as the classifier): training lower-cases, the
+    adapter's saved tokenizer carries it, and both evaluation's loader and the serving engine read a
+    shouted review as the same tokens, while the base's own tokenizer still tells the two apart."""
+    from aicd.components.models import load_model_artifact
+
+    data = make_dataset(tmp_path / "ds", review_rows(), task="text-classification")
+    spec = classification_spec(tiny_causal_lm, tmp_path / "ck", max_steps=2, methods=[
+        {"name": "lora", "method": "lora", "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}])
+    spec["candidates"][0]["name"] = "tiny-llama"
+    spec["task"]["lowercase"] = True
+    train_adapter(spec, data, "lora", tmp_path / "low", progress=False)
+    shouted, quiet = "THIS DRUG WORKED WONDERS.", "this drug worked wonders."
+
+    _, tokenizer, card = load_model_artifact(tmp_path / "low", LABELS)
+    assert tokenizer(shouted)["input_ids"] == tokenizer(quiet)["input_ids"]
+    assert card["hyperparameters"]["lowercase"] is True
+    engine = Engine(ServeConfig(base=str(tiny_causal_lm), task="text-classification", labels=LABELS))
+    engine.load_base()
+    assert engine.tokenizer(shouted)["input_ids"] != engine.tokenizer(quiet)["input_ids"]  # the base is cased
+    engine.attach(engine.verify("low", str(tmp_path / "low")))
+    (label, probs), (label2, probs2) = engine.classify("low", [shouted, quiet])
+    assert label == label2 and probs == pytest.approx(probs2, abs=1e-6)

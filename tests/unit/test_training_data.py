@@ -130,3 +130,35 @@ def test_uppercase_augmentation_is_refused_for_causal_lm(support_bot_spec):
     with pytest.raises(SpecError, match="`training.uppercase_augmentation` applies to text-classification only; "
                                         "remove it for a causal-lm task"):
         parse_spec(support_bot_spec)
+
+
+def test_lowercase_is_refused_for_causal_lm(support_bot_spec):
+    from aicd.components.errors import SpecError
+    from aicd.components.spec import parse_spec
+
+    support_bot_spec["task"]["lowercase"] = True
+    with pytest.raises(SpecError, match="`task.lowercase` applies to text-classification only; remove it"):
+        parse_spec(support_bot_spec)
+
+
+def test_lowercase_tokenizer_is_saved_and_added_once(tiny_causal_lm, tmp_path, review_sentiment_spec):
+    """The normalizer goes into tokenizer.json (a reload lower-cases); a tokenizer that lower-cases already
+    is left as it is, so a second application adds nothing."""
+    from aicd.components.models import load_tokenizer, task_tokenizer
+    from aicd.components.spec import parse_spec
+
+    review_sentiment_spec["task"]["lowercase"] = True
+    task = parse_spec(review_sentiment_spec).task
+    cased = load_tokenizer(tiny_causal_lm)
+    assert cased("Great DRUG")["input_ids"] != cased("great drug")["input_ids"]
+    lowered = task_tokenizer(cased, task)
+    once = repr(lowered.backend_tokenizer.normalizer)
+    assert lowered("Great DRUG")["input_ids"] == lowered("great drug")["input_ids"]
+    assert repr(task_tokenizer(lowered, task).backend_tokenizer.normalizer) == once
+    lowered.save_pretrained(tmp_path / "tok")
+    again = load_tokenizer(tmp_path / "tok")
+    assert again("Great DRUG")["input_ids"] == again("great drug")["input_ids"]
+    review_sentiment_spec["task"]["lowercase"] = False
+    untouched = load_tokenizer(tiny_causal_lm)
+    assert task_tokenizer(untouched, parse_spec(review_sentiment_spec).task) is untouched
+    assert untouched("Great DRUG")["input_ids"] != untouched("great drug")["input_ids"]
