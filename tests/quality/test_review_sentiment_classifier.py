@@ -1,8 +1,8 @@
 """Issue 18 on the real data: the review-sentiment finetune under kfp.local against TF-IDF.
 
 The example spec as it stands (SmolLM2-135M-Instruct as the classifier: a LoRA adapter on its
-attention, a new head on its last token, balanced class weights, a fifth of the training reviews
-added again in upper case; 580 training, 94 validation and 303 test reviews) runs the finetune
+attention, a new head on its last token, balanced class weights, every review lower-cased (its
+tokenizer is cased); 580 training, 94 validation and 303 test reviews) runs the finetune
 pipeline under kfp.local, with its real steps, into a new bare GitOps repository. The candidate's
 test-split evaluation, the one the gate read, is then compared with TF-IDF + logistic regression
 (the leaderboard's baseline, trained on the same data set's train split) on the same rows by the
