@@ -78,6 +78,10 @@ def test_the_classifier_learns_beats_the_baselines_and_is_promoted(finetune):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "not reached by the example as it stands: +0.068 [-0.010, +0.152] over TF-IDF on the 303 test reviews "
+    "(2026-12-07, lower-cased); the cased run reached +0.089 [+0.014, +0.173] but failed the shouting check. "
+    "Strict: a run that excludes zero turns this red, so the claim is then made here and in the README"))
 def test_the_interval_of_the_difference_to_tfidf_excludes_zero(finetune):
     """Issue 18's claim: the candidate beats TF-IDF on macro-F1 with the paired interval above zero."""
     assert finetune["tfidf"]["low"] > 0, finetune["tfidf"]
