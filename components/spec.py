@@ -294,8 +294,9 @@ class TrainingSpec(Section):
         "counts as much as the majority (for macro-F1); `none` weights every example the same."))
     uppercase_augmentation: Fraction = Field(0.0, description=(
         "Text classification: this share of the training rows (a seeded draw) is added again in upper case, "
-        "so a cased model learns that a shouted text means what it says in lower case (the behavioural check "
-        "with `perturbation: uppercase`); 0 adds none. An uncased tokenizer gains nothing from it."))
+        "for a cased model to learn that a shouted text means what it says in lower case (the behavioural "
+        "check with `perturbation: uppercase`); 0 adds none. It teaches, it does not guarantee: "
+        "`task.lowercase` makes a classifier case-blind by construction."))
     head_learning_rate: PositiveFloat | None = Field(None, description=(
         "Text classification with an adapter: learning rate of the new classification head (and pooler), which "
         "starts random and must move much further than the adapter weights. Default: 20x the method's rate."))
