@@ -186,9 +186,15 @@ class Engine:
         self.model.set_adapter(adapter)
         yield
 
-    def template_tokenizer(self, adapter: str | None):
+    def adapter_tokenizer(self, adapter: str | None):
+        """The tokenizer ``adapter`` was trained with (saved in its folder), else the base's: an adapter
+        reads text as its training did (``task.lowercase``, for one)."""
         chosen = self.adapters[adapter].template_tokenizer if adapter in self.adapters else None
-        return chosen if chosen is not None and getattr(chosen, "chat_template", None) else self.tokenizer
+        return chosen if chosen is not None else self.tokenizer
+
+    def template_tokenizer(self, adapter: str | None):
+        chosen = self.adapter_tokenizer(adapter)
+        return chosen if getattr(chosen, "chat_template", None) else self.tokenizer
 
     def generate(self, adapter: str | None, items: list[GenItem]) -> list[GenResult | Exception]:
         """Decode a batch (left padding), each item with its own sampling, limits and stops (decoding.py)."""
@@ -236,8 +242,7 @@ class Engine:
         import torch
 
         limit = min(self.max_positions, 512)
-        # an adapter reads text as its training did: its own saved tokenizer (`task.lowercase`, for one)
-        tokenizer = (self.adapters[adapter].template_tokenizer if adapter in self.adapters else None) or self.tokenizer
+        tokenizer = self.adapter_tokenizer(adapter)
         enc = tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
         with torch.inference_mode(), self._selected(adapter):
             probs = torch.softmax(self.model(**enc).logits.float(), dim=-1)
