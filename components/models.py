@@ -23,25 +23,103 @@ def load_tokenizer(model_dir: str | Path):
     return tokenizer
 
 
-def task_tokenizer(tokenizer, task):
-    """``tokenizer`` as the task reads text: with ``task.lowercase``, a ``Lowercase`` normalizer runs after
-    its own. ``save_pretrained`` writes it into ``tokenizer.json``, so whatever loads a trained model's
-    tokenizer (evaluation, serving) lower-cases as training did. A tokenizer that lower-cases already
-    is returned as it is."""
-    if not getattr(task, "lowercase", False):
+def task_tokenizer(tokenizer, task, saved: bool = False):
+    """``tokenizer`` as the task reads text, changed in its backend so that ``save_pretrained`` writes it into
+    ``tokenizer.json`` and whatever loads a trained model's tokenizer (evaluation, serving) reads text as
+    training did: with ``task.lowercase`` a ``Lowercase`` normalizer after its own (none is added to a
+    tokenizer that lower-cases already); with ``task.text_template`` the template's words around every text
+    (:func:`add_text_template`). ``saved``: the tokenizer will be saved with a trained model, so a template
+    it would lose on loading is refused."""
+    lowercase, template = getattr(task, "lowercase", False), getattr(task, "text_template", None)
+    if not (lowercase or template):
         return tokenizer
     if not getattr(tokenizer, "is_fast", False):
-        raise ModelError(f"`task.lowercase` needs a fast (Rust) tokenizer; {type(tokenizer).__name__} is not one",
-                         "use a model folder with a tokenizer.json, or set `task.lowercase: false`")
-    from tokenizers import normalizers
+        field = "task.lowercase" if lowercase else "task.text_template"
+        raise ModelError(f"`{field}` needs a fast (Rust) tokenizer; {type(tokenizer).__name__} is not one",
+                         f"use a model folder with a tokenizer.json, or remove `{field}`")
+    if lowercase:
+        from tokenizers import normalizers
+
+        backend = tokenizer.backend_tokenizer
+        current = backend.normalizer
+        if current is None or current.normalize_str("Ab") != "ab":
+            backend.normalizer = normalizers.Lowercase() if current is None else normalizers.Sequence(
+                [current, normalizers.Lowercase()])
+    if template:
+        add_text_template(tokenizer, template, saved)
+    return tokenizer
+
+
+# The names of a text template's two pieces in a tokenizer's post-processor.
+TEMPLATE_PIECES = ("<aicd-text-prefix>", "<aicd-text-suffix>")
+
+
+def add_text_template(tokenizer, template: str, saved: bool = False) -> None:
+    """Put ``template``'s words (``{text}`` once) around every single text the fast ``tokenizer`` encodes, as
+    token ids its post-processor adds (inside the model's own special tokens: ``[CLS] prefix text suffix
+    [SEP]``). Added tokens count against truncation, so a long text is shortened and the template kept
+    whole. A tokenizer that carries a template already keeps it (a trained model's is never replaced).
+    ``saved``: check that the template survives ``save_pretrained`` and loading (some tokenizer classes
+    rebuild their post-processor when loaded) and refuse the template if not."""
+    import json
+
+    from tokenizers import processors
 
     backend = tokenizer.backend_tokenizer
-    current = backend.normalizer
-    if current is not None and current.normalize_str("Ab") == "ab":
-        return tokenizer
-    backend.normalizer = normalizers.Lowercase() if current is None else normalizers.Sequence(
-        [current, normalizers.Lowercase()])
-    return tokenizer
+    state = json.loads(backend.to_str()).get("post_processor")
+    if state and any(name in json.dumps(state) for name in TEMPLATE_PIECES):
+        return
+    if state is not None and state.get("type") != "TemplateProcessing":
+        raise ModelError(f"`task.text_template` cannot be added to this tokenizer: its post-processor is a "
+                         f"{state.get('type')}, not a TemplateProcessing",
+                         "put the words into the data's text instead, or remove `task.text_template`")
+    pieces = {}
+    for name, words in zip(TEMPLATE_PIECES, template.split("{text}")):
+        if words:
+            ids = tokenizer(words, add_special_tokens=False, padding=False, truncation=False)["input_ids"]
+            pieces[name] = {"id": name, "ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids)}
+
+    def wrap(sequence: list[str]) -> list[str]:
+        around = [f"{name}:0" for name in TEMPLATE_PIECES]
+        return [x for item in sequence for x in (
+            [around[0]] * (TEMPLATE_PIECES[0] in pieces) + [item] + [around[1]] * (TEMPLATE_PIECES[1] in pieces)
+            if item == "$A:0" else [item])]
+
+    single, pair, special = (_pieces(state["single"]), _pieces(state["pair"]),
+                             state.get("special_tokens", {})) if state else (["$A:0"], ["$A:0", "$B:1"], {})
+    original = backend.post_processor
+    backend.post_processor = processors.TemplateProcessing(
+        single=wrap(single), pair=wrap(pair), special_tokens=[*special.values(), *pieces.values()])
+    if not saved:
+        return
+    probe = tokenizer("a probe")["input_ids"]
+    if _reloaded(tokenizer)("a probe")["input_ids"] != probe:
+        backend.post_processor = original
+        raise ModelError(f"`task.text_template` cannot be carried by this model's tokenizer "
+                         f"({type(tokenizer).__name__}): its class rebuilds the post-processor when loaded, so "
+                         "evaluation and serving would read texts without the template",
+                         "train a decoder with it (its head reads the last token, where a template matters), "
+                         "or put the words into the data's text instead")
+
+
+def _reloaded(tokenizer):
+    """``tokenizer`` saved and loaded again, as evaluation and serving will load it."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+
+
+def _pieces(template: list[dict]) -> list[str]:
+    """A TemplateProcessing's serialised template as the constructor's strings (``$A:0``, ``[CLS]:0``)."""
+    out = []
+    for item in template:
+        ((kind, piece),) = item.items()
+        out.append(f"{'$' * (kind == 'Sequence')}{piece['id']}:{piece['type_id']}")
+    return out
 
 
 def load_causal_lm(uri: str, dtype: str = "float32", digest: str | None = None):

@@ -63,6 +63,14 @@ class TaskSpec(Section):
         "where case says nothing about the label: a shouted text then reads as the same tokens. The trained "
         "model's saved tokenizer carries it, so evaluation and serving lower-case too. An uncased tokenizer "
         "(BERT's) already does."))
+    text_template: str | None = Field(None, description=(
+        "text-classification: a str.format template with {text} once, the words the model reads around each "
+        "text, e.g. \"{text}\\nThe sentiment of this review is\". A decoder's classifier reads its last "
+        "token's state, so a template that ends in a question about the label makes that state about the "
+        "label (and `training.head_init: label-words` can start the head from the model's own answer). The "
+        "template's tokens are added by the tokenizer's post-processor, which the trained model's saved "
+        "tokenizer carries: evaluation and serving wrap texts as training did, and truncation to "
+        "`max_length` shortens the text, never the template. Null reads the text alone."))
     id_field: str | None = Field(
         None, description=("A row field with a stable id (kept through labeling and feedback); null derives "
                            "ids from the content."))
@@ -86,6 +94,11 @@ class TaskSpec(Section):
         elif self.lowercase:
             raise ValueError("`task.lowercase` applies to text-classification only; remove it for a causal-lm task "
                              "(an answer's case is part of what the model learns to write)")
+        elif self.text_template is not None:
+            raise ValueError("`task.text_template` applies to text-classification only; use `task.prompt_template` "
+                             "with {instruction} for a causal-lm task")
+        if self.text_template is not None:
+            _check_text_template(self.text_template)
         if self.prompt_template is not None and "{instruction}" not in self.prompt_template:
             raise ValueError("`task.prompt_template` must contain {instruction}; "
                              "add it where the user's request goes")
@@ -97,6 +110,22 @@ class TaskSpec(Section):
         if self.type == "causal-lm":
             return self.instruction_field, self.response_field
         return self.text_field, self.label_field
+
+
+def _check_text_template(template: str) -> None:
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise ValueError(f"`task.text_template` is not a str.format template ({err}); write literal braces as "
+                         "{{ and }}") from None
+    if fields != ["text"]:
+        raise ValueError(f"`task.text_template` must contain {{text}} exactly once and no other field, got "
+                         f"{fields or 'none'}; e.g. \"{{text}}\\nThe sentiment of this review is\"")
+    if not template.replace("{text}", "", 1).strip():
+        raise ValueError("`task.text_template` adds no words around {text}; remove it or write the question, "
+                         "e.g. \"{text}\\nThe sentiment of this review is\"")
 
 
 class DataSource(Section):
@@ -297,9 +326,16 @@ class TrainingSpec(Section):
         "for a cased model to learn that a shouted text means what it says in lower case (the behavioural "
         "check with `perturbation: uppercase`); 0 adds none. It teaches, it does not guarantee: "
         "`task.lowercase` makes a classifier case-blind by construction."))
+    head_init: Literal["random", "label-words"] = Field("random", description=(
+        "Text classification on a decoder (its head is `score`, on the last token): `label-words` starts each "
+        "class's row of the new head from the model's output embedding of the label's first token, so before "
+        "any step the classifier is the model's own next-token choice among the labels (with "
+        "`task.text_template` asking the question, a zero-shot classifier); the head then trains at the "
+        "method's rate unless `head_learning_rate` is set. `random`: transformers' initialisation."))
     head_learning_rate: PositiveFloat | None = Field(None, description=(
         "Text classification with an adapter: learning rate of the new classification head (and pooler), which "
-        "starts random and must move much further than the adapter weights. Default: 20x the method's rate."))
+        "starts random and must move much further than the adapter weights. Default: 20x the method's rate; the "
+        "method's rate with `head_init: label-words` (that head starts where the model's answer is)."))
     layer_lr_decay: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(None, description=(
         "Full fine-tuning: layer-wise learning-rate decay. The head trains at the method's rate, encoder layer "
         "i of n at rate * decay^(n - i) and the embeddings lowest, so pre-trained features move least on "
@@ -570,6 +606,9 @@ def _cross_problems(spec: Spec) -> list[str]:
     if spec.training.uppercase_augmentation and spec.task.type != "text-classification":
         problems.append("`training.uppercase_augmentation` applies to text-classification only; "
                         f"remove it for a {spec.task.type} task")
+    if spec.training.head_init != "random" and spec.task.type != "text-classification":
+        problems.append("`training.head_init` applies to text-classification only (a causal LM keeps its own "
+                        f"head); remove it for a {spec.task.type} task")
     names = [c.name for c in spec.candidates]
     if len(set(names)) != len(names):
         problems.append("`candidates` names must be unique; rename the duplicates")

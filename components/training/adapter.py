@@ -68,8 +68,38 @@ def load_base(spec: Spec, method: MethodSpec, uri: str):
         if method.method == "dpo":
             raise TrainingError("method dpo is supported for causal-lm tasks only", "use lora for classification")
         model, tokenizer, model_dir = load_classifier(uri, spec.task.labels, spec.pin(uri))
-        return model, task_tokenizer(tokenizer, spec.task), model_dir
+        tokenizer = task_tokenizer(tokenizer, spec.task, saved=True)
+        if spec.training.head_init == "label-words":
+            init_head_from_label_words(model, tokenizer, spec.task)
+        return model, tokenizer, model_dir
     return load_causal_lm(uri, digest=spec.pin(uri))
+
+
+def init_head_from_label_words(model, tokenizer, task) -> None:
+    """Start a decoder classifier's head (``score``, on the normed last-token state, as the LM head is) with
+    each class's row set to the output embedding of its label's first token, the token that would follow
+    ``task.text_template``: the untrained classifier is then the model's own choice among the labels."""
+    import torch
+
+    head, embeddings = getattr(model, "score", None), model.get_input_embeddings()
+    if not isinstance(head, torch.nn.Linear) or head.in_features != embeddings.weight.shape[1]:
+        raise TrainingError(f"`training.head_init: label-words` needs a decoder classifier whose head `score` "
+                            f"reads the last token's state; this {model.config.model_type} model has none",
+                            "use head_init: random for this model")
+    if not getattr(model.config, "tie_word_embeddings", False):
+        raise TrainingError(f"`training.head_init: label-words` needs the model's output embedding (tied to its "
+                            f"input embedding); this {model.config.model_type} model has a separate LM head, which "
+                            "its classifier does not load", "use head_init: random for this model")
+    space = "" if (task.text_template or "").endswith((" ", "\n")) else " "
+    with torch.no_grad():
+        for row, label in enumerate(task.labels):
+            ids = tokenizer(space + label, add_special_tokens=False)["input_ids"]
+            head.weight[row] = embeddings.weight[ids[0]]
+            if head.bias is not None:
+                head.bias[row] = 0.0
+    log.info("classifier head starts from the label words' embeddings (first tokens %s)",
+             [tokenizer.convert_ids_to_tokens(tokenizer(space + label, add_special_tokens=False)["input_ids"][:1])
+              for label in task.labels])
 
 
 def hyperparameters(spec: Spec, method: MethodSpec, steps: int, world: int) -> dict[str, Any]:
@@ -81,6 +111,7 @@ def hyperparameters(spec: Spec, method: MethodSpec, steps: int, world: int) -> d
             "weight_decay": t.weight_decay, "scheduler": t.scheduler, "seed": t.seed, "packing": t.packing,
             "group_by_length": t.group_by_length, "max_length": spec.task.max_length,
             "uppercase_augmentation": t.uppercase_augmentation, "lowercase": spec.task.lowercase,
+            "text_template": spec.task.text_template, "head_init": t.head_init,
             "layer_lr_decay": t.layer_lr_decay if method.method == "full" else None}
 
 
@@ -91,7 +122,8 @@ def classifier_options(spec: Spec, method: MethodSpec, rows: list[dict[str, Any]
         return {}
     out: dict[str, Any] = {}
     if method.method != "full":
-        out["head_learning_rate"] = t.head_learning_rate or HEAD_LR_FACTOR * (method.learning_rate or t.learning_rate)
+        factor = 1.0 if t.head_init == "label-words" else HEAD_LR_FACTOR  # a head that starts at an answer
+        out["head_learning_rate"] = t.head_learning_rate or factor * (method.learning_rate or t.learning_rate)
     if t.class_weighting == "balanced":
         labels = list(spec.task.labels)
         counts = Counter(str(r[spec.task.label_field]) for r in rows)
