@@ -63,33 +63,21 @@ def add_text_template(tokenizer, template: str, saved: bool = False) -> None:
     rebuild their post-processor when loaded) and refuse the template if not."""
     import json
 
-    from tokenizers import processors
+    from tokenizers import Tokenizer
 
     backend = tokenizer.backend_tokenizer
-    state = json.loads(backend.to_str()).get("post_processor")
+    full = json.loads(backend.to_str())
+    state = full.get("post_processor")
     if state and any(name in json.dumps(state) for name in TEMPLATE_PIECES):
         return
-    if state is not None and state.get("type") != "TemplateProcessing":
-        raise ModelError(f"`task.text_template` cannot be added to this tokenizer: its post-processor is a "
-                         f"{state.get('type')}, not a TemplateProcessing",
-                         "put the words into the data's text instead, or remove `task.text_template`")
     pieces = {}
     for name, words in zip(TEMPLATE_PIECES, template.split("{text}")):
         if words:
             ids = tokenizer(words, add_special_tokens=False, padding=False, truncation=False)["input_ids"]
             pieces[name] = {"id": name, "ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids)}
-
-    def wrap(sequence: list[str]) -> list[str]:
-        around = [f"{name}:0" for name in TEMPLATE_PIECES]
-        return [x for item in sequence for x in (
-            [around[0]] * (TEMPLATE_PIECES[0] in pieces) + [item] + [around[1]] * (TEMPLATE_PIECES[1] in pieces)
-            if item == "$A:0" else [item])]
-
-    single, pair, special = (_pieces(state["single"]), _pieces(state["pair"]),
-                             state.get("special_tokens", {})) if state else (["$A:0"], ["$A:0", "$B:1"], {})
+    full["post_processor"] = _with_template(state, pieces)
     original = backend.post_processor
-    backend.post_processor = processors.TemplateProcessing(
-        single=wrap(single), pair=wrap(pair), special_tokens=[*special.values(), *pieces.values()])
+    backend.post_processor = Tokenizer.from_str(json.dumps(full)).post_processor
     if not saved:
         return
     probe = tokenizer("a probe")["input_ids"]
@@ -102,6 +90,45 @@ def add_text_template(tokenizer, template: str, saved: bool = False) -> None:
                          "or put the words into the data's text instead")
 
 
+def _with_template(state: dict | None, pieces: dict[str, dict]) -> dict:
+    """A serialised post-processor that also puts ``pieces`` (prefix, suffix) around the first sequence: merged
+    into its TemplateProcessing (alone or inside a Sequence), or after a ByteLevel one."""
+    def wrap(sequence: list[dict]) -> list[dict]:
+        out = []
+        for item in sequence:
+            first = item.get("Sequence", {}).get("id") == "A"
+            kind = {"type_id": item.get("Sequence", {}).get("type_id", 0)}
+            out += [{"SpecialToken": {"id": TEMPLATE_PIECES[0], **kind}}] * (first and TEMPLATE_PIECES[0] in pieces)
+            out.append(item)
+            out += [{"SpecialToken": {"id": TEMPLATE_PIECES[1], **kind}}] * (first and TEMPLATE_PIECES[1] in pieces)
+        return out
+
+    def merged(template: dict | None) -> dict:
+        template = template or {"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0}}],
+                                "pair": [{"Sequence": {"id": "A", "type_id": 0}},
+                                         {"Sequence": {"id": "B", "type_id": 1}}], "special_tokens": {}}
+        return {**template, "single": wrap(template["single"]), "pair": wrap(template["pair"]),
+                "special_tokens": {**template.get("special_tokens", {}), **pieces}}
+
+    kind = (state or {}).get("type")
+    if state is None or kind == "TemplateProcessing":
+        return merged(state)
+    if kind == "ByteLevel":
+        return {"type": "Sequence", "processors": [state, merged(None)]}
+    if kind == "Sequence":
+        at = [i for i, p in enumerate(state["processors"]) if p.get("type") == "TemplateProcessing"]
+        if len(at) <= 1:
+            processors = list(state["processors"])
+            if at:
+                processors[at[0]] = merged(processors[at[0]])
+            else:
+                processors.append(merged(None))
+            return {**state, "processors": processors}
+    raise ModelError(f"`task.text_template` cannot be added to this tokenizer: its post-processor ({kind}) adds "
+                     "its own tokens in a way aicd does not merge a template into",
+                     "put the words into the data's text instead, or remove `task.text_template`")
+
+
 def _reloaded(tokenizer):
     """``tokenizer`` saved and loaded again, as evaluation and serving will load it."""
     import tempfile
@@ -111,15 +138,6 @@ def _reloaded(tokenizer):
     with tempfile.TemporaryDirectory() as folder:
         tokenizer.save_pretrained(folder)
         return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-
-
-def _pieces(template: list[dict]) -> list[str]:
-    """A TemplateProcessing's serialised template as the constructor's strings (``$A:0``, ``[CLS]:0``)."""
-    out = []
-    for item in template:
-        ((kind, piece),) = item.items()
-        out.append(f"{'$' * (kind == 'Sequence')}{piece['id']}:{piece['type_id']}")
-    return out
 
 
 def load_causal_lm(uri: str, dtype: str = "float32", digest: str | None = None):

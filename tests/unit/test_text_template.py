@@ -179,3 +179,42 @@ def test_a_templated_adapter_reads_text_the_same_in_training_evaluation_and_serv
     engine.attach(engine.verify("tpl", str(tmp_path / "tpl")))
     ((_, probs),) = engine.classify("tpl", [text])
     assert probs == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("processor", ["bytelevel", "sequence", "sequence-without-template"])
+def test_the_template_joins_the_post_processors_decoders_ship(tiny_causal_lm, tmp_path, review_sentiment_spec,
+                                                              processor):
+    """Llama 3's tokenizer ships Sequence[ByteLevel, TemplateProcessing] (the bos token), Qwen's a ByteLevel
+    alone: the template is merged into the TemplateProcessing, or added after, and the model's own tokens
+    stay where they were; saved and loaded, the ids are the same."""
+    from tokenizers import processors
+
+    plain = load_tokenizer(tiny_causal_lm)
+    bos = plain.convert_tokens_to_ids(plain.bos_token or plain.eos_token)
+    bytelevel = processors.ByteLevel(trim_offsets=False)
+    with_bos = processors.TemplateProcessing(single=f"{plain.convert_ids_to_tokens(bos)}:0 $A:0",
+                                             special_tokens=[(plain.convert_ids_to_tokens(bos), bos)])
+    plain.backend_tokenizer.post_processor = {
+        "bytelevel": bytelevel, "sequence": processors.Sequence([bytelevel, with_bos]),
+        "sequence-without-template": processors.Sequence([bytelevel])}[processor]
+    folder = tmp_path / "tok"
+    plain.save_pretrained(folder)
+    words = lambda s: load_tokenizer(folder)(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    own = [bos] if processor == "sequence" else []
+    task = _task(review_sentiment_spec, text_template=TEMPLATE, lowercase=False)
+    wrapped = task_tokenizer(load_tokenizer(folder), task, saved=True)
+    text = "great drug"
+    expected = own + words("Review:\n") + words(text) + words("\nThe sentiment of this review is")
+    assert wrapped(text)["input_ids"] == expected
+    wrapped.save_pretrained(tmp_path / "again")
+    assert load_tokenizer(tmp_path / "again")(text)["input_ids"] == expected
+
+
+def test_a_post_processor_that_adds_its_own_tokens_another_way_is_refused(tiny_causal_lm, review_sentiment_spec):
+    from tokenizers import processors
+
+    tokenizer = load_tokenizer(tiny_causal_lm)
+    tokenizer.backend_tokenizer.post_processor = processors.RobertaProcessing(("<s>", 1), ("<s>", 1))
+    with pytest.raises(ModelError, match=r"(?s)its post-processor \(RobertaProcessing\) adds its own tokens.*"
+                                         r"fix: put the words into the data's text instead"):
+        task_tokenizer(tokenizer, _task(review_sentiment_spec, text_template=TEMPLATE))
