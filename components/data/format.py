@@ -21,8 +21,8 @@ files, rows read/valid/quarantined, reasons), ``counts``, ``label_distribution``
 components/data/README.md).
 
 :func:`write_dataset` takes whole lists; :class:`DatasetWriter` takes rows one at a
-time and keeps only one batch per split in memory (batches go to temporary part
-files that are merged into each split's Parquet file on :meth:`DatasetWriter.finish`),
+time and keeps at most one part (4096 rows) per split in memory: parts go to temporary
+files that are merged into each split's Parquet file on :meth:`DatasetWriter.finish`,
 so an ingest of any size writes in bounded memory. Both write atomically.
 """
 
@@ -37,9 +37,12 @@ from aicd.components.errors import DataError
 SPLITS = ("train", "validation", "test")
 QUARANTINE = "quarantine.jsonl"
 _PARTS = ".parts"
+# A batch is a run of parts: each is PART_ROWS rows (one row group of the merged file), the batch's last
+# one what remains. Batches end at BATCH_ROWS rows or once their text passes BATCH_BYTES characters, so the
+# files are laid out as when a whole batch was held in memory and read back in PART_ROWS slices.
 BATCH_ROWS = 20_000
-BATCH_BYTES = 32 << 20  # flush a split's batch once its text passes this many characters
-_MERGE_BATCH_ROWS = 4096  # rows a part is read back in (a row group each) when the parts become one file
+BATCH_BYTES = 32 << 20
+PART_ROWS = 4096
 
 
 class DatasetWriter:
@@ -53,6 +56,7 @@ class DatasetWriter:
         self.out_dir = Path(out_dir)
         self.batch_rows = batch_rows or BATCH_ROWS
         self.batch_bytes = batch_bytes or BATCH_BYTES
+        self._rows = {name: 0 for name in SPLITS}  # rows and characters of each split's current batch
         self._sizes = {name: 0 for name in SPLITS}
         self.counts = {name: 0 for name in SPLITS}
         self.quarantined = 0
@@ -81,8 +85,12 @@ class DatasetWriter:
         batch = self._batches[split]
         batch.append(row)
         self.counts[split] += 1
+        self._rows[split] += 1
         self._sizes[split] += sum(len(v) if isinstance(v, str) else 8 for v in row.values())
-        if len(batch) >= self.batch_rows or self._sizes[split] >= self.batch_bytes:
+        if self._rows[split] >= self.batch_rows or self._sizes[split] >= self.batch_bytes:
+            self._flush(split)
+            self._rows[split] = self._sizes[split] = 0
+        elif len(batch) >= PART_ROWS:
             self._flush(split)
 
     def quarantine(self, entry: dict[str, Any]) -> None:
@@ -107,7 +115,6 @@ class DatasetWriter:
         pq.write_table(table, part)
         self._parts[split].append(part)
         self._batches[split] = []
-        self._sizes[split] = 0
 
     def finish(self, **card_fields: Any) -> dict[str, Any]:
         """Merge the parts into one Parquet file per split and write the card."""
@@ -142,14 +149,19 @@ class DatasetWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        # Part by part in record batches: reading a whole part at a time left the Arrow pool holding
-        # memory that grew with the split (about 40 MB for 240,000 rows; reading 20,000-row batches still grew).
+        # Part by part on this thread (no pre-buffering on Arrow's I/O threads), handing the pool's free memory
+        # back after each: reading whole 20,000-row parts grew the pool with the split (about 40 MB for 240,000
+        # rows), and even part by part it kept freed pages until it held about 15 MB more, reached only for
+        # larger splits, so the peak grew with the input.
+        pool = pa.default_memory_pool()
         with pq.ParquetWriter(self._tmp / f"{split}.parquet", schema) as writer:
             for part in self._parts[split]:
-                for batch in pq.ParquetFile(part).iter_batches(batch_size=_MERGE_BATCH_ROWS, use_threads=False):
+                for batch in pq.ParquetFile(part, pre_buffer=False).iter_batches(batch_size=PART_ROWS,
+                                                                                  use_threads=False):
                     columns = [batch.column(f.name).cast(f.type) if f.name in batch.schema.names
                                else pa.nulls(len(batch), f.type) for f in schema]
                     writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+                pool.release_unused()
 
 
 def write_dataset(out_dir: str | Path, splits: dict[str, list[dict[str, Any]]],

@@ -3,8 +3,9 @@
 Rows stream from the readers through :class:`RowProcessor` (validation, duplicates,
 leakage, split) into :class:`~aicd.components.data.format.DatasetWriter`; bad rows go
 to ``quarantine.jsonl`` with a reason each. Nothing is held whole: memory is one
-Parquet batch per split plus 8-byte hashes per valid row for the duplicate checks
-(and, with ``data.max_rows``, the ``max_rows`` rows kept so far).
+4,096-row part per split plus 8-byte hashes per valid row for the duplicate checks,
+dropped before the splits are merged (and, with ``data.max_rows``, the ``max_rows`` rows
+kept so far).
 """
 
 import heapq
@@ -81,6 +82,10 @@ class RowProcessor:
         # v2 classification with dedupe keeps one digest map, not two (Tracker.check_labeled)
         self._one_map = v2 and self.tracker.conflicts and len(task.labels) <= 1 << 14
         self._label_index = {label: i for i, label in enumerate(task.labels)}
+
+    def forget(self) -> None:
+        """Drop the duplicate, id and leakage digests (16 bytes or more a valid row) once every row is read."""
+        self.tracker = self.repeats = None
 
     def validator(self, source: DataSource, name: str) -> RowValidator:
         if name not in self.validators:
@@ -342,6 +347,7 @@ def ingest_dataset(spec: Spec | dict[str, Any], out_dir: str | Path, parent: str
         run = _Run(spec, writer, processor)
         for source, name in zip(data.sources, source_names(data.sources)):
             run.read_source(source, name)
+        processor.forget()  # merging the splits below gets their memory
         fraction = run.check_quality()
         not_selected = 0
         if run.selector is not None:

@@ -137,6 +137,26 @@ def test_writer_streams_batches_with_evolving_columns(tmp_path, monkeypatch):
     assert sorted(card["files"]) == ["quarantine.jsonl", "test.parquet", "train.parquet", "validation.parquet"]
 
 
+@pytest.mark.parametrize("batch_rows, batch_bytes, row_groups", [
+    (5, None, [2, 2, 1, 2, 2, 1, 2]),  # batches of 5 rows
+    (100, 15, [2, 1, 2, 1, 2, 1, 2, 1]),  # batches that reach 15 characters: 3 rows (ids "0".."11", texts "abcd")
+])
+def test_writer_holds_one_part_and_lays_out_each_batch(batch_rows, batch_bytes, row_groups, tmp_path, monkeypatch):
+    """At most PART_ROWS rows a split wait in memory; the row groups are each batch's PART_ROWS slices, as when
+    a whole batch was written as one part and read back in slices of that size."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(data_format, "PART_ROWS", 2)
+    with DatasetWriter(tmp_path / "ds", batch_rows=batch_rows, batch_bytes=batch_bytes) as writer:
+        for i in range(12):
+            writer.add("train", {"id": str(i), "text": "abcd"})
+            assert len(writer._batches["train"]) < 2
+        writer.finish(task="causal-lm")
+    meta = pq.ParquetFile(tmp_path / "ds" / "train.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == row_groups
+    assert [r["id"] for r in read_split(tmp_path / "ds", "train")] == [str(i) for i in range(12)]
+
+
 def test_writer_leaves_nothing_when_not_finished(tmp_path):
     with pytest.raises(DataError, match="was not finished"):
         with DatasetWriter(tmp_path / "ds") as writer:
