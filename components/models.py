@@ -71,7 +71,8 @@ def add_text_template(tokenizer, template: str, saved: bool = False) -> None:
     if state and any(name in json.dumps(state) for name in TEMPLATE_PIECES):
         return
     pieces = {}
-    for name, words in zip(TEMPLATE_PIECES, template.split("{text}")):
+    # format, not split: a template's escaped braces ({{ }}) are single braces in what the model reads
+    for name, words in zip(TEMPLATE_PIECES, template.format(text="\0").split("\0")):
         if words:
             ids = tokenizer(words, add_special_tokens=False, padding=False, truncation=False)["input_ids"]
             pieces[name] = {"id": name, "ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids)}

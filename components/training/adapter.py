@@ -91,15 +91,17 @@ def init_head_from_label_words(model, tokenizer, task) -> None:
                             f"input embedding); this {model.config.model_type} model has a separate LM head, which "
                             "its classifier does not load", "use head_init: random for this model")
     space = "" if (task.text_template or "").endswith((" ", "\n")) else " "
+    firsts = [tokenizer(space + label, add_special_tokens=False)["input_ids"][0] for label in task.labels]
     with torch.no_grad():
-        for row, label in enumerate(task.labels):
-            ids = tokenizer(space + label, add_special_tokens=False)["input_ids"]
-            head.weight[row] = embeddings.weight[ids[0]]
-            if head.bias is not None:
-                head.bias[row] = 0.0
+        head.weight.copy_(embeddings.weight[firsts])
+        if head.bias is not None:
+            head.bias.zero_()
+    shared = sorted({label for label, first in zip(task.labels, firsts) if firsts.count(first) > 1})
+    if shared:
+        log.warning("labels %s start with the same token, so their head rows start equal: only training tells "
+                    "them apart (label words that differ in their first token give the head a real start)", shared)
     log.info("classifier head starts from the label words' embeddings (first tokens %s)",
-             [tokenizer.convert_ids_to_tokens(tokenizer(space + label, add_special_tokens=False)["input_ids"][:1])
-              for label in task.labels])
+             tokenizer.convert_ids_to_tokens(firsts))
 
 
 def hyperparameters(spec: Spec, method: MethodSpec, steps: int, world: int) -> dict[str, Any]:

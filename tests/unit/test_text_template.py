@@ -74,6 +74,10 @@ def test_the_template_wraps_every_text_survives_saving_and_truncation_keeps_it(t
     only_suffix = task_tokenizer(load_tokenizer(tiny_causal_lm), suffix_task)
     assert only_suffix(text)["input_ids"] == words(text) + words("!")
     assert plain(text)["input_ids"] == words(text)
+    # escaped braces read as the single braces str.format gives
+    braces = task_tokenizer(load_tokenizer(tiny_causal_lm),
+                            _task(review_sentiment_spec, text_template="{{{text}}}", lowercase=False))
+    assert braces(text)["input_ids"] == words("{") + words(text) + words("}")
 
 
 def test_a_tokenizer_that_drops_the_template_on_loading_is_refused_for_training(tiny_encoder, tmp_path,
@@ -218,3 +222,15 @@ def test_a_post_processor_that_adds_its_own_tokens_another_way_is_refused(tiny_c
     with pytest.raises(ModelError, match=r"(?s)its post-processor \(RobertaProcessing\) adds its own tokens.*"
                                          r"fix: put the words into the data's text instead"):
         task_tokenizer(tokenizer, _task(review_sentiment_spec, text_template=TEMPLATE))
+
+
+def test_labels_that_start_with_the_same_token_are_named_in_a_warning(tied_causal_lm, tmp_path, caplog):
+    """In the tiny vocabulary " negative", " neutral" and " positive" all start with the space token: their
+    head rows start equal, which the log says (training still tells them apart)."""
+    from aicd.components.training.adapter import find_method, load_base
+
+    spec = parse_spec(classification_spec(tied_causal_lm, tmp_path / "ck", head_init="label-words", methods=[
+        {"name": "lora", "method": "lora", "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}]))
+    with caplog.at_level("WARNING", logger="aicd.components.training.adapter"):
+        load_base(spec, find_method(spec, "lora"), str(tied_causal_lm))
+    assert "labels ['negative', 'neutral', 'positive'] start with the same token" in caplog.text
