@@ -326,16 +326,18 @@ class TrainingSpec(Section):
         "for a cased model to learn that a shouted text means what it says in lower case (the behavioural "
         "check with `perturbation: uppercase`); 0 adds none. It teaches, it does not guarantee: "
         "`task.lowercase` makes a classifier case-blind by construction."))
-    head_init: Literal["random", "label-words"] = Field("random", description=(
-        "Text classification on a decoder (its head is `score`, on the last token): `label-words` starts each "
-        "class's row of the new head from the model's output embedding of the label's first token, so before "
+    head_init: Literal["random", "label-words", "linear-probe"] = Field("random", description=(
+        "Text classification: how the new head starts. `linear-probe` fits it first to the frozen model's "
+        "features of the training rows (with the class weights), so fine-tuning starts from the probe's "
+        "answer (LP-FT; needs a linear head). `label-words` (a decoder, its head `score` on the last token) "
+        "starts each class's row from the model's output embedding of the label's first token, so before "
         "any step the classifier is the model's own next-token choice among the labels (with "
-        "`task.text_template` asking the question, a zero-shot classifier); the head then trains at the "
+        "`task.text_template` asking the question, a zero-shot classifier). Either head then trains at the "
         "method's rate unless `head_learning_rate` is set. `random`: transformers' initialisation."))
     head_learning_rate: PositiveFloat | None = Field(None, description=(
         "Text classification with an adapter: learning rate of the new classification head (and pooler), which "
         "starts random and must move much further than the adapter weights. Default: 20x the method's rate; the "
-        "method's rate with `head_init: label-words` (that head starts where the model's answer is)."))
+        "method's rate with `head_init: label-words` or `linear-probe` (that head starts at an answer)."))
     layer_lr_decay: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(None, description=(
         "Full fine-tuning: layer-wise learning-rate decay. The head trains at the method's rate, encoder layer "
         "i of n at rate * decay^(n - i) and the embeddings lowest, so pre-trained features move least on "

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # Train on at most this many rows (first in split order): the probe must stay short.
 MAX_PROBE_ROWS = 512
 PROBE_STEPS = 300
+PROBE_LR = 1e-2
 
 
 def _train_rows(spec: Spec, dataset_dir: str | Path, limit: int | None) -> tuple[list[str], list[str]]:
@@ -118,6 +119,22 @@ def _head_inputs(model, tokenizer, texts: list[str], max_length: int, batch_size
     return torch.cat(captured)
 
 
+def fit_head(head, features, y, weight=None, steps: int = PROBE_STEPS, lr: float = PROBE_LR) -> float:
+    """Fit ``head`` (its weights only) to ``features`` -> class indices ``y`` by full-batch Adam on the
+    (optionally class-weighted) cross-entropy; the final loss."""
+    import torch
+
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss = loss_fn(head(features), y)
+            loss.backward()
+            optimizer.step()
+    return float(loss.detach())
+
+
 def train_linear_probe(spec: Spec, dataset_dir: str | Path, candidate: str, out_dir: str | Path, *,
                        max_rows: int = MAX_PROBE_ROWS, steps: int = PROBE_STEPS) -> Path:
     """Train only the head of an encoder candidate; write a full-weights Model artifact."""
@@ -136,20 +153,13 @@ def train_linear_probe(spec: Spec, dataset_dir: str | Path, candidate: str, out_
     y = torch.tensor([labels.index(v) for v in y_names])
     counts = torch.bincount(y, minlength=len(labels)).float()
     weight = torch.where(counts > 0, len(y) / (len(labels) * counts.clamp(min=1)), torch.zeros_like(counts))
-    head = classification_head(model)
-    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = loss_fn(head(features), y)
-        loss.backward()
-        optimizer.step()
-    log.info("linear probe of %s on %d rows: final loss %.4f", cand.name, len(y), float(loss))
+    loss = fit_head(classification_head(model), features, y, weight, steps)
+    log.info("linear probe of %s on %d rows: final loss %.4f", cand.name, len(y), loss)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_card(tmp, "model", task="text-classification", labels=labels, base_model=cand.uri,
                    name=f"{cand.name}-linear-probe", method="linear-probe",
-                   hyperparameters={"rows": len(y), "steps": steps, "learning_rate": 1e-2, "optimizer": "adam"},
+                   hyperparameters={"rows": len(y), "steps": steps, "learning_rate": PROBE_LR, "optimizer": "adam"},
                    data_fingerprint=read_card(dataset_dir).get("fingerprint"), metrics={"train_loss": float(loss)})
     return Path(out_dir)

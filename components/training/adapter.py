@@ -104,6 +104,40 @@ def init_head_from_label_words(model, tokenizer, task) -> None:
              tokenizer.convert_ids_to_tokens(firsts))
 
 
+def init_head_from_probe(model, tokenizer, rows: list[dict[str, Any]], task, class_weights=None) -> None:
+    """Linear probing, then fine-tuning (LP-FT): fit the new linear head to the frozen model's features of
+    the training rows (what the head reads: a decoder's last-token state, an encoder's pooled vector), so
+    fine-tuning starts from the probe's answer instead of a random head whose first large gradients
+    reshape the pre-trained features to fit it (Kumar et al., ICLR 2022)."""
+    import torch
+
+    from aicd.components.errors import EvaluationError
+    from aicd.components.evaluation.baselines import _head_inputs, classification_head, fit_head
+
+    try:
+        head = classification_head(model)
+    except EvaluationError as err:
+        raise TrainingError(f"`training.head_init: linear-probe` needs a classification head: {err}",
+                            "use head_init: random for this model") from err
+    if not isinstance(head, torch.nn.Linear):
+        raise TrainingError(f"`training.head_init: linear-probe` fits a linear head; this "
+                            f"{model.config.model_type} model's head is a {type(head).__name__}",
+                            "use head_init: random for this model")
+    labels = list(task.labels)
+    y = torch.tensor([labels.index(str(r[task.label_field])) for r in rows])
+    was_training = model.training
+    model.eval()
+    try:
+        features = _head_inputs(model, tokenizer, [str(r[task.text_field]) for r in rows], task.max_length).clone()
+    finally:
+        model.train(was_training)
+    weight = torch.tensor(class_weights, dtype=features.dtype) if class_weights else None
+    loss = fit_head(head, features, y, weight)
+    accuracy = float((head(features).argmax(-1) == y).float().mean())
+    log.info("classifier head starts as a linear probe on %d training rows (loss %.4f, train accuracy %.3f)",
+             len(y), loss, accuracy)
+
+
 def hyperparameters(spec: Spec, method: MethodSpec, steps: int, world: int) -> dict[str, Any]:
     t = spec.training
     return {**method.model_dump(mode="json"), "learning_rate": method.learning_rate or t.learning_rate,
@@ -124,7 +158,7 @@ def classifier_options(spec: Spec, method: MethodSpec, rows: list[dict[str, Any]
         return {}
     out: dict[str, Any] = {}
     if method.method != "full":
-        factor = 1.0 if t.head_init == "label-words" else HEAD_LR_FACTOR  # a head that starts at an answer
+        factor = 1.0 if t.head_init != "random" else HEAD_LR_FACTOR  # a head that starts at an answer
         out["head_learning_rate"] = t.head_learning_rate or factor * (method.learning_rate or t.learning_rate)
     if t.class_weighting == "balanced":
         labels = list(spec.task.labels)
@@ -170,8 +204,11 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
     accelerator = make_accelerator()
     model, tokenizer, model_dir = load_base(spec, method, uri)
     check_length(spec.task, model)
-    examples = encode_rows(uppercase_copies(rows, spec) if t.uppercase_augmentation else rows, tokenizer,
-                           spec.task).examples
+    train_rows = uppercase_copies(rows, spec) if t.uppercase_augmentation else rows
+    examples = encode_rows(train_rows, tokenizer, spec.task).examples
+    options = classifier_options(spec, method, rows)
+    if spec.task.type == "text-classification" and t.head_init == "linear-probe":
+        init_head_from_probe(model, tokenizer, train_rows, spec.task, options.get("class_weights"))
     seed_all(t.seed)
     model = apply_method(model, method, spec.task.type, where)
     plan = BatchPlan(examples, t.batch_size, t.gradient_accumulation, accelerator.num_processes, t.seed,
@@ -185,7 +222,7 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
                      packing=t.packing, checkpoint_dir=folder, checkpoint_every=t.checkpoint.every_steps,
                      keep=t.checkpoint.keep, progress=progress,
                      layer_lr_decay=t.layer_lr_decay if method.method == "full" else None,
-                     **classifier_options(spec, method, rows))
+                     **options)
     log.info("training %s (%s) on %d examples: %d steps of %d examples, checkpoints in %s",
              method.name, method.method, len(examples), steps, plan.global_batch, folder)
     with oom_as_error(f"training {method.name}"):
