@@ -97,17 +97,20 @@ def _pooled(model, hidden, input_ids):
 
 def _head_inputs(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32):
     """What the classification head receives for each text (captured with a forward hook), pooled to
-    one vector a text where the head reads every position (decoders)."""
+    one vector a text where the head reads every position (decoders); rows in the order of ``texts``.
+    Texts are batched by token length, so little compute goes to padding."""
     import torch
 
     head = classification_head(model)
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     captured = []
     hook = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
     try:
         with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                enc = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
-                                padding=True, return_tensors="pt")
+            for start in range(0, len(order), batch_size):
+                enc = tokenizer.pad({"input_ids": [encoded[i] for i in order[start:start + batch_size]]},
+                                    return_tensors="pt")
                 model(**enc)
                 if captured[-1].dim() == 3:
                     captured[-1] = _pooled(model, captured[-1], enc["input_ids"])
@@ -116,7 +119,9 @@ def _head_inputs(model, tokenizer, texts: list[str], max_length: int, batch_size
     if captured[0].dim() != 2:
         raise EvaluationError(f"{type(model).__name__}'s head takes {captured[0].dim()}-d input; the linear probe "
                               "needs a pooled vector", "use a BERT-style encoder, or fine-tune with a LoRA method")
-    return torch.cat(captured)
+    features = torch.empty(len(order), captured[0].shape[-1], dtype=captured[0].dtype)
+    features[torch.tensor(order)] = torch.cat(captured)
+    return features
 
 
 def fit_head(head, features, y, weight=None, steps: int = PROBE_STEPS, lr: float = PROBE_LR) -> float:
