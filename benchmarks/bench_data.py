@@ -92,7 +92,7 @@ import json, re, sys, psutil
 def hwm():
     with open("/proc/self/status") as fh:
         return int(re.search(r"VmHWM:\\s+(\\d+) kB", fh.read()).group(1)) * 1024
-base = psutil.Process().memory_info().rss
+{imports}base = psutil.Process().memory_info().rss
 {body}
 print(json.dumps({{"base": base, "peak": hwm(), "out": out}}))
 """
@@ -112,7 +112,7 @@ def peak_growth(body: str, *args: str) -> tuple[int, object]:
     """(peak RSS growth in bytes, result) of a snippet in a fresh interpreter with the imports done."""
     # Libraries are imported before the base reading: their size is not the data's.
     import_first = "import aicd.components.data.ingest, pyarrow, pyarrow.parquet\n" if "ingest_dataset" in body else ""
-    code = _PEAK.format(body=import_first + body)
+    code = _PEAK.format(imports=import_first, body=body)
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT_DIR,
                           check=False)
     if done.returncode != 0:
