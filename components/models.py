@@ -160,14 +160,18 @@ def load_causal_lm(uri: str, dtype: str = "float32", digest: str | None = None):
 AUTO = "auto"
 
 
-def load_classifier(uri: str, labels: list[str], digest: str | None = None, pooling: str | None = AUTO):
+def load_classifier(uri: str, labels: list[str], digest: str | None = None, pooling: str | None = AUTO,
+                    head_seed: int = 0):
     """(model, tokenizer, local_dir) of a sequence classifier with the task's labels.
 
-    A plain encoder gets a fresh classification head sized to ``labels``; a model
-    that already has a head must have exactly these labels. ``digest``: the URI's pin.
+    A plain encoder gets a fresh classification head sized to ``labels``, drawn from ``head_seed``
+    (training passes ``training.seed``): the same URI and seed give the same head in any process,
+    and the caller's random state is left as it was. A model that already has a head must have
+    exactly these labels. ``digest``: the URI's pin.
     ``pooling``: what feeds the head (:mod:`aicd.components.pooling`); ``AUTO`` takes the one
     the folder declares (a sentence-transformers encoder's mean pooling), None the model's own.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from aicd.components.pooling import CONFIG_KEY, apply_pooling, declared_pooling
@@ -182,9 +186,11 @@ def load_classifier(uri: str, labels: list[str], digest: str | None = None, pool
                          "use a model trained for these labels, or a plain encoder to train a new head")
     id2label = {i: name for i, name in enumerate(labels)}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), num_labels=len(labels), id2label=id2label,
-            label2id={v: k for k, v in id2label.items()}, **_SAFE)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(head_seed)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(model_dir), num_labels=len(labels), id2label=id2label,
+                label2id={v: k for k, v in id2label.items()}, **_SAFE)
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load classifier from {uri!r} ({model_dir}): {err}",
                          "point the URI at a transformers encoder folder with safetensors weights") from err

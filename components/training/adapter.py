@@ -67,7 +67,8 @@ def load_base(spec: Spec, method: MethodSpec, uri: str):
     if spec.task.type == "text-classification":
         if method.method == "dpo":
             raise TrainingError("method dpo is supported for causal-lm tasks only", "use lora for classification")
-        model, tokenizer, model_dir = load_classifier(uri, spec.task.labels, spec.pin(uri))
+        model, tokenizer, model_dir = load_classifier(uri, spec.task.labels, spec.pin(uri),
+                                                     head_seed=spec.training.seed)
         tokenizer = task_tokenizer(tokenizer, spec.task, saved=True)
         if spec.training.head_init == "label-words":
             init_head_from_label_words(model, tokenizer, spec.task)
