@@ -12,7 +12,7 @@ from aicd.components.errors import TrainingError
 from aicd.components.spec import MethodSpec, Spec, parse_spec
 from aicd.components.training.checkpoint import checkpoint_folder, checkpoint_key
 from aicd.components.training.examples import check_length, encode_rows
-from aicd.components.training.loop import LoopConfig, run_loop
+from aicd.components.training.loop import LoopConfig, run_loop, validation_loss
 from aicd.components.training.methods import apply_method, require_qlora
 from aicd.components.training.packing import BatchPlan
 from aicd.components.training.runtime import (
@@ -149,7 +149,19 @@ def hyperparameters(spec: Spec, method: MethodSpec, steps: int, world: int) -> d
             "group_by_length": t.group_by_length, "max_length": spec.task.max_length,
             "uppercase_augmentation": t.uppercase_augmentation, "lowercase": spec.task.lowercase,
             "text_template": spec.task.text_template, "head_init": t.head_init,
-            "layer_lr_decay": t.layer_lr_decay if method.method == "full" else None}
+            "layer_lr_decay": t.layer_lr_decay if method.method == "full" else None,
+            "early_stopping_patience": t.early_stopping_patience}
+
+
+def validation_examples(spec: Spec, dataset_dir: str | Path, tokenizer) -> list:
+    """The validation split encoded as training encodes (what early stopping measures); [] and a warning
+    when the split is empty."""
+    rows = read_split(dataset_dir, "validation")
+    if not rows:
+        log.warning("training.early_stopping_patience is set but the validation split is empty: "
+                    "no validation, the last step's weights are kept")
+        return []
+    return encode_rows(rows, tokenizer, spec.task, "validation").examples
 
 
 def classifier_options(spec: Spec, method: MethodSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -207,6 +219,7 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
     check_length(spec.task, model)
     train_rows = uppercase_copies(rows, spec) if t.uppercase_augmentation else rows
     examples = encode_rows(train_rows, tokenizer, spec.task).examples
+    val = validation_examples(spec, dataset_dir, tokenizer) if t.early_stopping_patience else []
     options = classifier_options(spec, method, rows)
     if spec.task.type == "text-classification" and t.head_init == "linear-probe":
         init_head_from_probe(model, tokenizer, train_rows, spec.task, options.get("class_weights"))
@@ -223,23 +236,35 @@ def train_adapter(spec: Spec | dict, dataset_dir: str | Path, method_name: str, 
                      packing=t.packing, checkpoint_dir=folder, checkpoint_every=t.checkpoint.every_steps,
                      keep=t.checkpoint.keep, progress=progress,
                      layer_lr_decay=t.layer_lr_decay if method.method == "full" else None,
-                     **options)
+                     eval_every=t.checkpoint.every_steps if val else None,
+                     patience=t.early_stopping_patience if val else None, **options)
+
+    def evaluate(m):
+        return validation_loss(m, val, t.batch_size, tokenizer.pad_token_id, t.packing, options.get("class_weights"))
+
     log.info("training %s (%s) on %d examples: %d steps of %d examples, checkpoints in %s",
              method.name, method.method, len(examples), steps, plan.global_batch, folder)
     with oom_as_error(f"training {method.name}"):
-        loop = run_loop(model, plan, cfg, accelerator, tokenizer.pad_token_id)
+        loop = run_loop(model, plan, cfg, accelerator, tokenizer.pad_token_id, evaluate if val else None)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    result = TrainResult(Path(out_dir), {}, method.name, steps, loop.first_loss, loop.final_loss,
+    result = TrainResult(Path(out_dir), {}, method.name, len(loop.losses), loop.first_loss, loop.final_loss,
                          loop.tokens_per_second, loop.seconds, trainable, peak_memory_mb(),
-                         loop.resumed_from, folder, losses=loop.losses)
+                         loop.resumed_from, folder, loop.best_val_loss, loop.losses)
+    hyper = hyperparameters(spec, method, steps, accelerator.num_processes)
+    if val and loop.val_losses:
+        hyper.update(steps_run=len(loop.losses), stopped_early=loop.stopped_early)
+        log.info("kept the weights of step %d (validation loss %.4f of %s)",
+                 min(loop.val_losses, key=lambda sv: sv[1])[0], loop.best_val_loss,
+                 ", ".join(f"{v:.4f}" for _, v in loop.val_losses))
     if accelerator.is_main_process:
         kind = "model" if method.method == "full" else "adapter"
         result.card = write_model_artifact(
             out_dir, model, tokenizer, kind, task=spec.task.type,
             labels=list(spec.task.labels) or None, base_model=uri, base_digest=base_digest(model_dir),
             base_pin=spec.pin(uri), method=method.method, method_name=method.name,
-            hyperparameters=hyperparameters(spec, method, steps, accelerator.num_processes),
-            data_fingerprint=fingerprint, metrics=result.metrics(), prompt_template=spec.task.prompt_template,
+            hyperparameters=hyper, data_fingerprint=fingerprint,
+            metrics={**result.metrics(), **({"val_losses": loop.val_losses} if val else {})},
+            prompt_template=spec.task.prompt_template,
             system_prompt=spec.task.system_prompt)
     accelerator.wait_for_everyone()
     return result

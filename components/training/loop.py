@@ -94,6 +94,32 @@ def summed_loss(model, batch: dict, class_weight=None):
                            reduction="sum")
 
 
+def validation_loss(model, examples, batch_size: int, pad_id: int, packing: bool,
+                    class_weights: list[float] | None = None) -> float:
+    """Mean loss per target over the validation examples (no gradients, eval mode), with the
+    training's ``class_weights`` when it has them, so it measures what training minimises."""
+    import torch
+
+    from aicd.components.training.examples import target_count
+
+    model.eval()
+    device = next(model.parameters()).device
+    weight = torch.tensor(class_weights, device=device) if class_weights else None
+    fmt = mask_format(model)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            batch = collate(examples[i:i + batch_size], pad_id, packing, *fmt)
+            total += summed_loss(model, {k: v.to(device) for k, v in batch.items()}, weight).item()
+    return total / max(1, target_count(examples))
+
+
+def _trainable_state(model) -> dict:
+    """The values of the trainable parameters (all that training changes): what "the best weights" keep.
+    A fine-tuned adapter's are a few MB where the whole state dict is the base model too."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
 def _keeps_logits(model) -> bool:
     """Whether the causal LM's forward takes ``logits_to_keep`` (through DDP and peft wrappers)."""
     import inspect
@@ -203,7 +229,7 @@ def run_loop(model, plan: BatchPlan, cfg: LoopConfig, accelerator, pad_id: int, 
                 result.val_losses.append((step + 1, val))
                 if result.best_val_loss is None or val < result.best_val_loss:
                     result.best_val_loss, bad_evals = val, 0
-                    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    best = _trainable_state(model)
                 else:
                     bad_evals += 1
                 result.stopped_early = cfg.patience is not None and bad_evals >= cfg.patience
@@ -228,7 +254,10 @@ def run_loop(model, plan: BatchPlan, cfg: LoopConfig, accelerator, pad_id: int, 
     bar.close()
     result.seconds = time.perf_counter() - began
     if best is not None:  # the weights of the best validation loss
-        model.load_state_dict(best)
+        unexpected = model.load_state_dict(best, strict=False).unexpected_keys
+        if unexpected:
+            raise TrainingError(f"the best validation weights do not fit the model: {unexpected[:3]}",
+                                f"delete the checkpoints in {cfg.checkpoint_dir} and train again")
     return result
 
 

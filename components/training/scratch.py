@@ -15,9 +15,9 @@ from aicd.components.data.format import read_split
 from aicd.components.errors import TrainingError
 from aicd.components.spec import Spec, parse_spec
 from aicd.components.training.checkpoint import checkpoint_folder, checkpoint_key
-from aicd.components.training.examples import encode_rows, target_count
-from aicd.components.training.loop import LoopConfig, run_loop, summed_loss
-from aicd.components.training.packing import BatchPlan, collate
+from aicd.components.training.examples import encode_rows
+from aicd.components.training.loop import LoopConfig, run_loop, validation_loss
+from aicd.components.training.packing import BatchPlan
 from aicd.components.training.runtime import (
     TrainResult,
     make_accelerator,
@@ -67,19 +67,6 @@ def build_model(spec: Spec, tokenizer):
         config.id2label, config.label2id = labels, {v: k for k, v in labels.items()}
         return LlamaForSequenceClassification(config)
     return LlamaForCausalLM(config)
-
-
-def validation_loss(model, examples, batch_size: int, pad_id: int, packing: bool) -> float:
-    """Mean loss per target over the validation examples (no gradients, eval mode)."""
-    import torch
-
-    model.eval()
-    total = 0.0
-    with torch.no_grad():
-        for i in range(0, len(examples), batch_size):
-            chunk = examples[i:i + batch_size]
-            total += summed_loss(model, collate(chunk, pad_id, packing)).item()
-    return total / max(1, target_count(examples))
 
 
 def _texts(rows: list[dict], spec: Spec) -> list[str]:
