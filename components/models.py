@@ -186,8 +186,8 @@ def load_classifier(uri: str, labels: list[str], digest: str | None = None, pool
                          "use a model trained for these labels, or a plain encoder to train a new head")
     id2label = {i: name for i, name in enumerate(labels)}
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(head_seed)
+        with torch.random.fork_rng(devices=[]):  # the head is drawn on the CPU; no GPU state is touched
+            torch.random.default_generator.manual_seed(head_seed)
             model = AutoModelForSequenceClassification.from_pretrained(
                 str(model_dir), num_labels=len(labels), id2label=id2label,
                 label2id={v: k for k, v in id2label.items()}, **_SAFE)

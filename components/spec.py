@@ -320,7 +320,7 @@ class TrainingSpec(Section):
         "Validate on the validation split every `checkpoint.every_steps` steps (and at the last), keep the "
         "weights of the lowest validation loss (class-weighted as training is), and stop after this many "
         "validations without improvement; null never stops early. Training from scratch always validates "
-        "and keeps the best weights; a fine-tuning method does when this is set."))
+        "and keeps the best weights; a fine-tuning method other than `dpo` does when this is set."))
     class_weighting: Literal["none", "balanced"] = Field("none", description=(
         "Text classification: `balanced` weights each class's loss by n / (classes * count), so a rare class "
         "counts as much as the majority (for macro-F1); `none` weights every example the same."))

@@ -282,6 +282,9 @@ def train_preference(spec: Spec, dataset_dir: str | Path, method: MethodSpec, ou
         raise TrainingError("method dpo is supported for causal-lm tasks only", "use lora for classification")
     uri = base_uri or spec.candidate().uri
     rows = read_split(dataset_dir, "train")
+    if spec.training.early_stopping_patience:
+        log.warning("%s (dpo) does not validate: training.early_stopping_patience applies to every other "
+                    "method and to training from scratch", method.name)
     seed_all(spec.training.seed)
     model, tokenizer, model_dir, start = load_start(uri, start_adapter, spec.pin(uri))
     if start.adapter is None:

@@ -74,8 +74,11 @@ def _set_rng_state(tensors: dict, meta: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def trainable_state(model) -> dict:
-    return {name: p.detach().clone().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+def trainable_state(model, device: str | None = None) -> dict:
+    """Copies of the trainable parameters (all that training changes; an adapter's few MB where the whole
+    state dict is the base model too), on ``device`` when given (the best weights wait on the CPU)."""
+    return {name: p.detach().to(device or p.device, copy=True).contiguous()
+            for name, p in model.named_parameters() if p.requires_grad}
 
 
 def save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, state: dict, keep: int,

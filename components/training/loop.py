@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aicd.components.cards import crash_point
 from aicd.components.errors import TrainingError
-from aicd.components.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from aicd.components.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_state
 from aicd.components.training.packing import BatchPlan, collate, mask_format
 
 log = logging.getLogger(__name__)
@@ -112,12 +112,6 @@ def validation_loss(model, examples, batch_size: int, pad_id: int, packing: bool
             batch = collate(examples[i:i + batch_size], pad_id, packing, *fmt)
             total += summed_loss(model, {k: v.to(device) for k, v in batch.items()}, weight).item()
     return total / max(1, target_count(examples))
-
-
-def _trainable_state(model) -> dict:
-    """The values of the trainable parameters (all that training changes): what "the best weights" keep.
-    A fine-tuned adapter's are a few MB where the whole state dict is the base model too."""
-    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def _keeps_logits(model) -> bool:
@@ -225,11 +219,13 @@ def run_loop(model, plan: BatchPlan, cfg: LoopConfig, accelerator, pad_id: int, 
             done = step + 1 == cfg.steps
             if eval_fn is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or done):
                 val = float(eval_fn(model))
+                if accelerator.num_processes > 1:  # one figure on every rank, so all ranks stop together
+                    val = accelerator.reduce(torch.tensor([val], device=accelerator.device), "mean").item()
                 wrapped.train()
                 result.val_losses.append((step + 1, val))
                 if result.best_val_loss is None or val < result.best_val_loss:
                     result.best_val_loss, bad_evals = val, 0
-                    best = _trainable_state(model)
+                    best = trainable_state(model, "cpu")
                 else:
                     bad_evals += 1
                 result.stopped_early = cfg.patience is not None and bad_evals >= cfg.patience

@@ -89,12 +89,12 @@ def test_the_best_weights_kept_are_the_trainable_ones(tiny_causal_lm):
     """A LoRA run's best snapshot (held in memory and in every checkpoint) is the adapter and head,
     not a second copy of the base model."""
     from aicd.components.models import load_classifier
-    from aicd.components.training.loop import _trainable_state
+    from aicd.components.training.checkpoint import trainable_state
     from aicd.components.training.methods import apply_method
 
     spec = parse_spec(classification_spec(tiny_causal_lm, tiny_causal_lm / "unused", methods=[LORA]))
     model = apply_method(load_classifier(str(tiny_causal_lm), LABELS)[0], spec.training.methods[0],
                          "text-classification", "training.methods.lora")
-    kept = _trainable_state(model)
-    assert kept and all("lora_" in k or "score" in k for k in kept)
+    kept = trainable_state(model, "cpu")
+    assert kept and all(("lora_" in k or "score" in k) and v.device.type == "cpu" for k, v in kept.items())
     assert sum(v.numel() for v in kept.values()) < sum(p.numel() for p in model.parameters()) / 4
